@@ -1,0 +1,8 @@
+//! One file per subcommand: an `Args` struct (clap) and a `run` function.
+
+pub mod bench;
+pub mod data;
+pub mod eval;
+pub mod sample;
+pub mod tokenizer;
+pub mod train;

@@ -1,0 +1,92 @@
+//! `muse`: the command-line front of Muse. It parses, calls one `muse-core` function, prints.
+//!
+//! Exit codes: 0 ok, 1 runtime error, 2 bad usage.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod commands;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Train, sample, evaluate and benchmark generative models. Everything Muse generates is
+/// AI-generated and labelled as such.
+#[derive(Parser)]
+#[command(name = "muse", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    /// CPU threads for tensor kernels (default: all physical cores).
+    #[arg(long, global = true, env = "MUSE_THREADS")]
+    threads: Option<usize>,
+    /// Log more (-v: debug, -vv: trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List, locate and download datasets.
+    Data(commands::data::Args),
+    /// Train, inspect and apply tokenizers (HF tokenizer.json).
+    Tokenizer(commands::tokenizer::Args),
+    /// Train a model into a run directory.
+    Train(commands::train::Args),
+    /// Generate from a trained run (text streams to stdout).
+    Sample(commands::sample::Args),
+    /// Evaluate a trained run (loss, perplexity, bits per character).
+    Eval(commands::eval::Args),
+    /// Measure training and sampling speed; prints one JSON line.
+    Bench(commands::bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        muse_core::device::set_cpu_threads(n);
+    }
+    init_logging(cli.verbose);
+    let result = match cli.command {
+        Command::Data(a) => commands::data::run(a),
+        Command::Tokenizer(a) => commands::tokenizer::run(a),
+        Command::Train(a) => commands::train::run(a),
+        Command::Sample(a) => commands::sample::run(a),
+        Command::Eval(a) => commands::eval::run(a),
+        Command::Bench(a) => commands::bench::run(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => report(&err),
+    }
+}
+
+/// Prints the error chain and picks the exit code: 2 for usage errors, 1 otherwise.
+fn report(err: &anyhow::Error) -> ExitCode {
+    eprintln!("error: {err}");
+    for cause in err.chain().skip(1) {
+        eprintln!("  caused by: {cause}");
+    }
+    let usage = err.chain().any(|c| {
+        c.downcast_ref::<muse_core::Error>()
+            .is_some_and(|e| e.is_usage())
+    });
+    ExitCode::from(if usage { 2 } else { 1 })
+}
+
+fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn,muse=info,muse_core=info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MUSE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .without_time()
+        .with_writer(std::io::stderr)
+        .init();
+}

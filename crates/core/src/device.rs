@@ -1,0 +1,60 @@
+//! Where tensors live: CPU by default, CUDA when built with the `cuda` feature.
+
+use candle_core::Device;
+
+use crate::error::{Error, Result};
+
+/// Parses a device name: `cpu`, `cuda`, `cuda:N`, or `auto` (CUDA if built in and present,
+/// else CPU).
+pub fn parse_device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        _ => {
+            let ordinal = match name.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| bad_device(name))?,
+                None => return Err(bad_device(name)),
+            };
+            if !candle_core::utils::cuda_is_available() {
+                return Err(Error::usage(format!(
+                    "device '{name}' asked for, but this build has no CUDA support: rebuild with \
+                     `cargo build --release --features cuda` or use `--device cpu`"
+                )));
+            }
+            Ok(Device::new_cuda(ordinal)?)
+        }
+    }
+}
+
+fn bad_device(name: &str) -> Error {
+    Error::usage(format!(
+        "unknown device '{name}': use cpu, cuda, cuda:N or auto"
+    ))
+}
+
+/// Sets the number of CPU threads used by tensor kernels. Call before the first tensor
+/// operation: the thread pools read this once.
+pub fn set_cpu_threads(n: usize) {
+    // SAFETY: called at start-up, before any other thread reads the environment.
+    unsafe {
+        std::env::set_var("RAYON_NUM_THREADS", n.max(1).to_string());
+    }
+}
+
+/// The number of CPU threads the kernels use.
+pub fn cpu_threads() -> usize {
+    candle_core::utils::get_num_threads()
+}
+
+/// A short name for logs and run files.
+pub fn device_name(device: &Device) -> String {
+    match device {
+        Device::Cpu => format!("cpu ({} threads)", cpu_threads()),
+        Device::Cuda(_) => "cuda".to_string(),
+        Device::Metal(_) => "metal".to_string(),
+    }
+}

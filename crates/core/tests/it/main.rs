@@ -1,0 +1,3 @@
+//! Integration tests of muse-core: one binary, one module per area.
+//!
+//! Tests read datasets through `MUSE_DATA_DIR` (CI sets it to `../shared/data`).
