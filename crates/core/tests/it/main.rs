@@ -1,3 +1,5 @@
 //! Integration tests of muse-core: one binary, one module per area.
 //!
 //! Tests read datasets through `MUSE_DATA_DIR` (CI sets it to `../shared/data`).
+
+mod common;

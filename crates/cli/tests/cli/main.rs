@@ -1,0 +1,3 @@
+//! End-to-end tests of the `muse` binary: exit codes, messages, files written.
+
+mod common;
