@@ -1,3 +1,4 @@
 //! End-to-end tests of the `muse` binary: exit codes, messages, files written.
 
 mod common;
+mod data;

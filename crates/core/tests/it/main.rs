@@ -3,3 +3,4 @@
 //! Tests read datasets through `MUSE_DATA_DIR` (CI sets it to `../shared/data`).
 
 mod common;
+mod data;
