@@ -1,6 +1,6 @@
 //! `muse`: the command-line front of Muse. It parses, calls one `muse-core` function, prints.
 //!
-//! Exit codes: 0 ok, 1 runtime error, 2 bad usage.
+//! Exit codes: 0 ok, 1 runtime error, 2 bad usage, 130 stopped by Ctrl-C (checkpoint saved).
 
 use std::process::ExitCode;
 
@@ -48,6 +48,7 @@ fn main() -> ExitCode {
         muse_core::device::set_cpu_threads(n);
     }
     init_logging(cli.verbose);
+    install_ctrl_c();
     let result = match cli.command {
         Command::Data(a) => commands::data::run(a),
         Command::Tokenizer(a) => commands::tokenizer::run(a),
@@ -62,17 +63,35 @@ fn main() -> ExitCode {
     }
 }
 
-/// Prints the error chain and picks the exit code: 2 for usage errors, 1 otherwise.
+/// First Ctrl-C: ask the running loop to checkpoint and stop. Second: quit at once.
+fn install_ctrl_c() {
+    let _ = ctrlc::set_handler(|| {
+        if muse_core::train::interrupt::stop_requested() {
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after this step (Ctrl-C again to quit without saving)");
+        muse_core::train::interrupt::request_stop();
+    });
+}
+
+/// Prints the error chain and picks the exit code: 2 for usage errors, 130 after Ctrl-C,
+/// 1 otherwise.
 fn report(err: &anyhow::Error) -> ExitCode {
+    let core = err
+        .chain()
+        .find_map(|c| c.downcast_ref::<muse_core::Error>());
+    if matches!(core, Some(muse_core::Error::Interrupted)) {
+        return ExitCode::from(130);
+    }
     eprintln!("error: {err}");
     for cause in err.chain().skip(1) {
         eprintln!("  caused by: {cause}");
     }
-    let usage = err.chain().any(|c| {
-        c.downcast_ref::<muse_core::Error>()
-            .is_some_and(|e| e.is_usage())
-    });
-    ExitCode::from(if usage { 2 } else { 1 })
+    ExitCode::from(if core.is_some_and(|e| e.is_usage()) {
+        2
+    } else {
+        1
+    })
 }
 
 fn init_logging(verbose: u8) {

@@ -1,6 +1,6 @@
 //! Where tensors live: CPU by default, CUDA when built with the `cuda` feature.
 
-use candle_core::Device;
+pub use candle_core::Device;
 
 use crate::error::{Error, Result};
 

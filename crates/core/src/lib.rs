@@ -1,7 +1,7 @@
 //! Muse core: every numeric piece of the toolkit.
 //!
 //! Layers (a module imports only from layers to its left):
-//! `error, io, device, config` -> `tokenizer` -> `data` | `nn` -> `models` -> `train`, `sample`
+//! `error, io, run_dir, device, config` -> `tokenizer` -> `data` | `nn` -> `models` -> `train`, `sample`
 //! -> `eval`. Models see tensors and their config only; data flows one way, from a named
 //! dataset through batches and training into a run directory that sampling and evaluation read.
 
@@ -9,6 +9,7 @@ pub mod config;
 pub mod device;
 pub mod error;
 pub mod io;
+pub mod run_dir;
 
 pub mod tokenizer;
 

@@ -1,9 +1,62 @@
-//! TODO
+//! `muse bench FAMILY`: training-step and generation speed as one JSON line.
 
-/// TODO
+use clap::Subcommand;
+use muse_core::eval::bench::{BenchOptions, bench_gpt};
+use muse_core::train::gpt::GptRunConfig;
+
+use super::common::DeviceArgs;
+
+/// Measure speed. Prints one JSON line: median ms per training step, tokens/s, parameters,
+/// peak memory and generation tokens/s. Set threads with the global `--threads`.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    family: Family,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+#[derive(Subcommand)]
+enum Family {
+    /// GPT training steps (AdamW, clipping) and greedy KV-cache decoding.
+    Gpt(GptArgs),
+}
+
+#[derive(clap::Args)]
+struct GptArgs {
+    /// The preset to measure (char-baby, char-shakespeare, gpt2-small).
+    #[arg(long, default_value = "char-baby")]
+    preset: String,
+    /// Override a config key, as for `muse train`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Timed training steps.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// Untimed warm-up steps first.
+    #[arg(long, default_value_t = 10)]
+    warmup: usize,
+    /// Only measure decoding: 16-token prompt, 128 greedy tokens (as the transformers
+    /// reference), plus ms/token with 64 and 900 tokens in the cache.
+    #[arg(long)]
+    generate: bool,
+    /// Training text for presets with a trained tokenizer.
+    #[arg(long, default_value = "tinyshakespeare")]
+    data: String,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let Family::Gpt(a) = args.family;
+    let config = muse_core::config::resolve(&GptRunConfig::preset(&a.preset)?, None, &a.sets)?;
+    let opts = BenchOptions {
+        config,
+        preset: a.preset,
+        steps: a.steps,
+        warmup: a.warmup,
+        generate_only: a.generate,
+        data: a.data,
+        device: a.device.device()?,
+    };
+    println!("{}", serde_json::to_string(&bench_gpt(&opts)?)?);
+    Ok(())
 }

@@ -1,6 +1,7 @@
 //! One file per subcommand: an `Args` struct (clap) and a `run` function.
 
 pub mod bench;
+pub mod common;
 pub mod data;
 pub mod eval;
 pub mod sample;

@@ -1,9 +1,136 @@
-//! TODO
+//! `muse train FAMILY`: train a model into a run directory.
 
-/// TODO
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use muse_core::run_dir::{OnExisting, RunDir};
+use muse_core::train::gpt::{GptRunConfig, GptTrainJob, train_gpt};
+
+use super::common::{DeviceArgs, gpt_sample_fn};
+
+/// Train a model. Every run writes one folder: config, weights, tokenizer, metrics, loss plot,
+/// samples and a model card.
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    family: Family,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("not implemented yet")
+#[derive(Subcommand)]
+enum Family {
+    /// A GPT-style decoder-only transformer language model.
+    Gpt(GptArgs),
+}
+
+#[derive(clap::Args)]
+struct GptArgs {
+    /// Named configuration to start from: char-baby (nanoGPT's CPU baby GPT),
+    /// char-shakespeare (nanoGPT's 6/6/384 GPU config) or gpt2-small (124M, GPT-2 BPE).
+    #[arg(long, default_value = "char-baby")]
+    preset: String,
+    /// A TOML file whose keys override the preset (sections: model, train, data, sample).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override one config key, e.g. `--set max_iters=500 --set train.lr=3e-4`. Bare keys
+    /// work when unique; `muse train gpt --print-config` lists them all.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Training text: a dataset name from `muse data list` or a path to a UTF-8 text file.
+    #[arg(long, default_value = "tinyshakespeare")]
+    data: String,
+    /// The run directory to write (default: runs/<preset>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint (its stored config, plus any --set).
+    #[arg(long, conflicts_with = "force")]
+    resume: bool,
+    /// Delete an existing --out folder and start over.
+    #[arg(long)]
+    force: bool,
+    /// Print the resolved configuration as TOML and exit without training.
+    #[arg(long)]
+    print_config: bool,
+    /// Tokenizer override: char, bpe, gpt2 or a tokenizer.json path (same as --set tokenizer=...).
+    #[arg(long)]
+    tokenizer: Option<String>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.family {
+        Family::Gpt(a) => train_gpt_cmd(a),
+    }
+}
+
+fn train_gpt_cmd(a: GptArgs) -> anyhow::Result<()> {
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&a.preset));
+    let mut sets = a.sets.clone();
+    if let Some(t) = &a.tokenizer {
+        sets.push(format!("data.tokenizer={t}"));
+    }
+    let (config, preset) = if a.resume {
+        let record = RunDir::open(&out)?.read_training()?;
+        let stored: GptRunConfig = serde_json::from_value(record.config)
+            .context("training.json of the run to resume is not a GPT config")?;
+        if a.config.is_some() {
+            anyhow::bail!(muse_core::Error::usage(
+                "--config cannot change a resumed run; use --set for single keys"
+            ));
+        }
+        (
+            muse_core::config::resolve(&stored, None, &sets)?,
+            record.preset,
+        )
+    } else {
+        let preset = GptRunConfig::preset(&a.preset)?;
+        (
+            muse_core::config::resolve(&preset, a.config.as_deref(), &sets)?,
+            a.preset.clone(),
+        )
+    };
+    if a.print_config {
+        print!("{}", toml::to_string(&config)?);
+        return Ok(());
+    }
+    config.validate()?;
+    let on_existing = match (a.resume, a.force) {
+        (true, _) => OnExisting::Resume,
+        (_, true) => OnExisting::Overwrite,
+        _ => OnExisting::Refuse,
+    };
+    eprintln!("run: {}  preset: {preset}  data: {}", out.display(), a.data);
+    eprintln!("{}", toml::to_string(&config)?);
+    let job = GptTrainJob {
+        out,
+        preset,
+        config,
+        data: a.data,
+        on_existing,
+        device: a.device.device()?,
+    };
+    let sampler = gpt_sample_fn();
+    let report = train_gpt(job, Some(&sampler))?;
+    eprintln!(
+        "done: {} steps in {:.0} s | train {:.4} | val {:.4} | run in {}",
+        report.steps,
+        report.train_seconds,
+        report.train_loss,
+        report.val_loss,
+        report.run_dir.display()
+    );
+    if let Some(text) = report.sample {
+        println!("--- sample ({}) ---", muse_core::AI_GENERATED_NOTICE);
+        println!("{text}");
+    }
+    eprintln!(
+        "next: muse sample {} --prompt \"ROMEO:\"   |   muse eval {}",
+        report.run_dir.display(),
+        report.run_dir.display()
+    );
+    Ok(())
 }

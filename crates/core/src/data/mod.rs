@@ -18,6 +18,9 @@ mod registry;
 mod text;
 mod verify;
 
+// Token streams cut into training and evaluation windows.
+pub mod windows;
+
 pub use fetch::{fetch, fetch_into};
 pub use locate::{
     Origin, Presence, SearchDir, cache_root, dataset_dir, dataset_dir_in, locate, locate_in,

@@ -1,1 +1,16 @@
-//! TODO
+//! Neural-network building blocks shared by every model family.
+//!
+//! `ops` holds the fused CPU kernels (each a candle `CustomOp` with its backward, tested
+//! against the composed candle ops it replaces); the rest are small layers and helpers.
+
+pub mod attention;
+pub mod dropout;
+pub mod init;
+pub mod kv_cache;
+pub mod layers;
+pub mod ops;
+
+pub use dropout::Dropout;
+pub use init::{Init, init_varmap};
+pub use kv_cache::KvCache;
+pub use layers::{Embedding, LayerNorm, Linear, RmsNorm};

@@ -1,1 +1,33 @@
-//! TODO
+//! Sampling from trained models: logit processing and token-by-token generation.
+
+pub mod generate;
+pub mod logits;
+pub mod open;
+
+pub use generate::{GenerateOptions, Generated, StopReason, TokenEvent, generate};
+pub use logits::{Sampler, SamplingParams};
+pub use open::{TextModel, open_text_model};
+
+use crate::error::Result;
+use crate::models::CausalLm;
+use crate::tokenizer::TextTokenizer;
+
+/// Generates `max_tokens` after `prompt` and returns the prompt followed by the new text.
+/// Used for the samples a training run writes.
+pub fn complete(
+    model: &dyn CausalLm,
+    tokenizer: &TextTokenizer,
+    prompt: &str,
+    max_tokens: usize,
+    params: SamplingParams,
+    seed: u64,
+) -> Result<String> {
+    let ids = tokenizer.encode(prompt)?;
+    let opts = GenerateOptions {
+        max_tokens,
+        ..Default::default()
+    };
+    let mut sampler = Sampler::new(params, seed);
+    let out = generate(model, tokenizer, &ids, &opts, &mut sampler, &mut |_| Ok(()))?;
+    Ok(format!("{prompt}{}", out.text))
+}

@@ -1,1 +1,16 @@
-//! TODO
+//! Training: the pieces every family's loop shares (optimizer, schedules, clipping,
+//! checkpoints, metrics, plots, progress, Ctrl-C) and the loops themselves.
+
+pub mod checkpoint;
+pub mod config;
+pub mod gpt;
+pub mod interrupt;
+pub mod metrics;
+pub mod optimizer;
+pub mod plot;
+pub mod progress;
+pub mod schedule;
+
+pub use config::{ScheduleKind, TrainConfig};
+pub use optimizer::AdamW;
+pub use schedule::LrSchedule;

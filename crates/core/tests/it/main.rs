@@ -4,4 +4,7 @@
 
 mod common;
 mod data;
+mod gpt_golden;
+mod sampling;
+mod gpt;
 mod tokenizer;

@@ -1,0 +1,120 @@
+//! Language-model evaluation: loss, perplexity and bits per character / byte over a whole
+//! text (the run's validation split by default), in consecutive windows.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use serde::Serialize;
+
+use crate::data::windows::windows_at;
+use crate::error::{Error, Result};
+use crate::models::gpt::{Gpt, load_gpt};
+use crate::nn::Dropout;
+use crate::nn::ops::cross_entropy;
+use crate::run_dir::RunDir;
+use crate::tokenizer::TextTokenizer;
+use crate::train::gpt::{GptRunConfig, prepare_text};
+use crate::train::progress::Progress;
+
+/// Figures for one evaluated text.
+#[derive(Clone, Debug, Serialize)]
+pub struct TextEval {
+    /// What was evaluated: "validation split of NAME" or a file path.
+    pub source: String,
+    /// Tokens predicted (every token but the first).
+    pub tokens: usize,
+    /// Mean cross-entropy, nats per token.
+    pub loss: f64,
+    /// exp(loss).
+    pub perplexity: f64,
+    /// Total bits over the characters of the predicted text.
+    pub bits_per_char: f64,
+    /// Total bits over the UTF-8 bytes of the predicted text.
+    pub bits_per_byte: f64,
+}
+
+/// Evaluates the run at `dir` on `data` (a text file or dataset name), or on its validation
+/// split when `data` is `None`.
+pub fn eval_text(
+    dir: &Path,
+    data: Option<&str>,
+    batch: usize,
+    device: &Device,
+) -> Result<TextEval> {
+    let run = RunDir::open(dir)?;
+    let model = load_gpt(dir, device).map_err(|e| Error::input(e.to_string()))?;
+    let tokenizer = TextTokenizer::from_file(&run.tokenizer())?;
+    let (ids, source) = match data {
+        Some(d) => {
+            let src = crate::data::resolve_text_corpus(d)?;
+            let text = crate::data::read_text(&src.path)?;
+            (tokenizer.encode(&text)?, src.path.display().to_string())
+        }
+        None => {
+            let record = run.read_training()?;
+            let cfg: GptRunConfig = serde_json::from_value(record.config)
+                .map_err(|e| Error::input(format!("{}: {e}", run.training().display())))?;
+            let splits = prepare_text(&record.dataset.path, &cfg.data, Some(tokenizer.clone()))?;
+            (
+                splits.val,
+                format!("validation split of {}", record.dataset.name),
+            )
+        }
+    };
+    evaluate_ids(&model, &tokenizer, &ids, batch, device, source)
+}
+
+/// Mean loss over consecutive windows covering `ids`; every token after the first is
+/// predicted once, from the start of its window.
+pub fn evaluate_ids(
+    model: &Gpt,
+    tokenizer: &TextTokenizer,
+    ids: &[u32],
+    batch: usize,
+    device: &Device,
+    source: String,
+) -> Result<TextEval> {
+    let block = model.config().n_positions;
+    if ids.len() < 2 {
+        return Err(Error::input(format!(
+            "{source} has fewer than two tokens: nothing to evaluate"
+        )));
+    }
+    let n_full = (ids.len() - 1) / block;
+    let starts: Vec<usize> = (0..n_full).map(|i| i * block).collect();
+    let progress = Progress::new("eval", 0, starts.len().div_ceil(batch) as u64 + 1);
+    let mut nats = 0.0;
+    for (i, chunk) in starts.chunks(batch.max(1)).enumerate() {
+        let b = windows_at(ids, block, chunk, device)?;
+        nats += summed_loss(model, &b.inputs, &b.targets)?;
+        progress.set(i as u64 + 1);
+    }
+    // The tail shorter than a window.
+    let tail_start = n_full * block;
+    let tail = ids.len() - 1 - tail_start;
+    if tail > 0 {
+        let b = windows_at(ids, tail, &[tail_start], device)?;
+        nats += summed_loss(model, &b.inputs, &b.targets)?;
+    }
+    progress.finish();
+    let tokens = ids.len() - 1;
+    let predicted = tokenizer.decode(&ids[1..])?;
+    let bits = nats / std::f64::consts::LN_2;
+    let loss = nats / tokens as f64;
+    Ok(TextEval {
+        source,
+        tokens,
+        loss,
+        perplexity: loss.exp(),
+        bits_per_char: bits / predicted.chars().count().max(1) as f64,
+        bits_per_byte: bits / predicted.len().max(1) as f64,
+    })
+}
+
+/// Sum (not mean) of the token losses of one batch, in nats.
+fn summed_loss(model: &Gpt, inputs: &Tensor, targets: &Tensor) -> Result<f64> {
+    let n = targets.elem_count() as f64;
+    let logits = model.forward(inputs, &mut Dropout::eval())?;
+    let mean = cross_entropy(&logits, &targets.flatten_all()?)?;
+    Ok(mean.to_dtype(DType::F64)?.to_scalar::<f64>()? * n)
+}

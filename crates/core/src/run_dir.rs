@@ -1,0 +1,181 @@
+//! The run directory: the folder every `muse train` writes and every other command reads.
+//!
+//! ```text
+//! runs/NAME/
+//!   config.json  model.safetensors  tokenizer.json  training.json
+//!   state.json  optimizer.safetensors  metrics.jsonl  loss.svg  samples/  MODEL_CARD.md
+//! ```
+//! This module knows the file names and the `training.json` record; what goes inside the
+//! weights belongs to each model family.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Paths inside one run directory.
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    root: PathBuf,
+}
+
+/// What `training.json` records: enough to reproduce the run and to reopen it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainingRecord {
+    /// Model family: `gpt`, `vae`, `gan`, ...
+    pub family: String,
+    /// The preset the run started from.
+    pub preset: String,
+    /// The resolved configuration (family-specific), exactly as trained.
+    pub config: serde_json::Value,
+    /// The seed of weights, data order, dropout and sampling.
+    pub seed: u64,
+    /// Dataset name (registry name or file path) and the sha256 of its main file.
+    pub dataset: DatasetRecord,
+    /// Muse version that wrote the run.
+    pub muse_version: String,
+}
+
+/// The data a run was trained on.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DatasetRecord {
+    pub name: String,
+    pub path: String,
+    pub sha256: String,
+}
+
+/// How to treat an existing output folder when starting a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnExisting {
+    /// Refuse: the folder must not exist or be empty.
+    Refuse,
+    /// Continue the run found there.
+    Resume,
+    /// Delete what is there and start over.
+    Overwrite,
+}
+
+impl RunDir {
+    /// A handle on `root`; nothing is checked or created.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Opens an existing run for reading: the folder and its `training.json` or `config.json`
+    /// must exist.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Self> {
+        let dir = Self::new(root);
+        if !dir.root.is_dir() {
+            return Err(Error::input(format!(
+                "no run directory at {}: pass the folder that `muse train --out` wrote",
+                dir.root.display()
+            )));
+        }
+        if !dir.config().is_file() && !dir.training().is_file() {
+            return Err(Error::input(format!(
+                "{} is not a Muse run or model folder: it has neither config.json nor \
+                 training.json",
+                dir.root.display()
+            )));
+        }
+        Ok(dir)
+    }
+
+    /// Prepares the folder for a new or resumed run.
+    pub fn prepare(root: impl Into<PathBuf>, mode: OnExisting) -> Result<Self> {
+        let dir = Self::new(root);
+        let occupied = dir.root.is_dir()
+            && std::fs::read_dir(&dir.root)
+                .map_err(Error::io(&dir.root))?
+                .next()
+                .is_some();
+        match mode {
+            OnExisting::Refuse if occupied => {
+                return Err(Error::usage(format!(
+                    "{} already exists and is not empty: pass --resume to continue that run, \
+                     --force to overwrite it, or choose another --out",
+                    dir.root.display()
+                )));
+            }
+            OnExisting::Resume if !dir.state().is_file() => {
+                return Err(Error::usage(format!(
+                    "cannot resume: {} has no checkpoint (state.json); start a new run without \
+                     --resume",
+                    dir.state().display()
+                )));
+            }
+            OnExisting::Overwrite if occupied => {
+                std::fs::remove_dir_all(&dir.root).map_err(Error::io(&dir.root))?;
+            }
+            _ => {}
+        }
+        std::fs::create_dir_all(dir.samples()).map_err(Error::io(dir.samples()))?;
+        Ok(dir)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// `config.json`: model architecture (Hugging Face field names where they exist).
+    pub fn config(&self) -> PathBuf {
+        self.root.join("config.json")
+    }
+    /// `model.safetensors`: the weights.
+    pub fn weights(&self) -> PathBuf {
+        self.root.join("model.safetensors")
+    }
+    /// `tokenizer.json`: the HF tokenizer of a text model.
+    pub fn tokenizer(&self) -> PathBuf {
+        self.root.join("tokenizer.json")
+    }
+    /// `training.json`: family, preset, resolved config, seed, dataset.
+    pub fn training(&self) -> PathBuf {
+        self.root.join("training.json")
+    }
+    /// `state.json`: step, best validation loss, timing: where `--resume` continues.
+    pub fn state(&self) -> PathBuf {
+        self.root.join("state.json")
+    }
+    /// `optimizer.safetensors`: optimizer moments.
+    pub fn optimizer(&self) -> PathBuf {
+        self.root.join("optimizer.safetensors")
+    }
+    /// `metrics.jsonl`: one JSON object per log line.
+    pub fn metrics(&self) -> PathBuf {
+        self.root.join("metrics.jsonl")
+    }
+    /// `loss.svg`: the loss curves.
+    pub fn loss_plot(&self) -> PathBuf {
+        self.root.join("loss.svg")
+    }
+    /// `samples/`: what the model generated while training.
+    pub fn samples(&self) -> PathBuf {
+        self.root.join("samples")
+    }
+    /// `MODEL_CARD.md`.
+    pub fn model_card(&self) -> PathBuf {
+        self.root.join("MODEL_CARD.md")
+    }
+
+    /// Reads `training.json`.
+    pub fn read_training(&self) -> Result<TrainingRecord> {
+        crate::io::read_json(&self.training())
+    }
+
+    /// The model family of this run, from `training.json`, else from `config.json`'s
+    /// `model_type` (a Hugging Face folder).
+    pub fn family(&self) -> Result<String> {
+        if self.training().is_file() {
+            return Ok(self.read_training()?.family);
+        }
+        let config: serde_json::Value = crate::io::read_json(&self.config())?;
+        match config.get("model_type").and_then(|v| v.as_str()) {
+            Some(t) => Ok(t.to_string()),
+            None => Err(Error::input(format!(
+                "{} has no model_type: cannot tell which model family it holds",
+                self.config().display()
+            ))),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Checkpoints: `model.safetensors`, `optimizer.safetensors` and `state.json`, written so that
+//! a run killed at any moment can be resumed exactly.
+//!
+//! Each file is replaced atomically, and all three carry the step they belong to. Before a new
+//! checkpoint is written, the current trio is hard-linked into `.prev/` (no copy); if a kill
+//! lands between two of the three renames, loading finds the steps disagree and falls back to
+//! that previous, complete trio.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::Tensor;
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+
+use super::optimizer::AdamW;
+use crate::error::{Error, Result};
+use crate::run_dir::RunDir;
+
+/// Where a run stands: what `--resume` needs besides weights and moments. Batches and dropout
+/// masks are functions of (seed, step), so the step is the data cursor and RNG state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct TrainState {
+    /// Optimizer steps completed.
+    pub step: u64,
+    /// Best validation loss seen at an evaluation.
+    pub best_val_loss: Option<f64>,
+    /// Last validation loss.
+    pub last_val_loss: Option<f64>,
+    /// Training examples (tokens for text) consumed.
+    pub examples_seen: u64,
+    /// Seconds spent training, over all sessions.
+    pub train_seconds: f64,
+}
+
+const STEP_KEY: &str = "muse.step";
+
+/// Serialises named tensors with the step in the safetensors metadata and writes atomically.
+pub fn write_safetensors(path: &Path, tensors: &HashMap<String, Tensor>, step: u64) -> Result<()> {
+    let mut sorted: Vec<(&String, &Tensor)> = tensors.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(b.0));
+    // Tensors on an accelerator are copied to the host once here.
+    let host: Vec<(String, Tensor)> = sorted
+        .into_iter()
+        .map(|(k, t)| {
+            Ok((
+                k.clone(),
+                t.to_device(&candle_core::Device::Cpu)?.contiguous()?,
+            ))
+        })
+        .collect::<Result<_>>()?;
+    let metadata: HashMap<String, String> = [
+        (STEP_KEY.to_string(), step.to_string()),
+        ("format".to_string(), "pt".to_string()),
+    ]
+    .into();
+    let bytes =
+        safetensors::tensor::serialize(host.iter().map(|(k, t)| (k.as_str(), t)), Some(metadata))
+            .map_err(|e| Error::input(format!("cannot serialise {}: {e}", path.display())))?;
+    crate::io::write_atomic(path, &bytes)
+}
+
+/// The step recorded in a safetensors file written by [`write_safetensors`].
+fn recorded_step(path: &Path) -> Option<u64> {
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: read-only mapping; only the header is parsed.
+    let bytes = unsafe { memmap2::Mmap::map(&file) }.ok()?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
+    meta.metadata().as_ref()?.get(STEP_KEY)?.parse().ok()
+}
+
+/// The model weights of a `VarMap` as named tensors.
+pub fn varmap_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
+    let data = varmap.data().lock().expect("varmap lock is never poisoned");
+    data.iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect()
+}
+
+/// Saves weights, optimizer moments and state.
+pub fn save(
+    run: &RunDir,
+    weights: &HashMap<String, Tensor>,
+    opt: &AdamW,
+    state: &TrainState,
+) -> Result<()> {
+    keep_previous(run)?;
+    write_safetensors(&run.optimizer(), &opt.state_tensors()?, state.step)?;
+    write_safetensors(&run.weights(), weights, state.step)?;
+    crate::io::write_json_atomic(&run.state(), state)
+}
+
+/// Restores weights into `varmap`, moments into `opt`, and returns the state.
+pub fn load(run: &RunDir, varmap: &mut VarMap, opt: &mut AdamW) -> Result<TrainState> {
+    let prev = run.root().join(".prev");
+    let current = (run.weights(), run.optimizer(), run.state());
+    let backup = (
+        prev.join("model.safetensors"),
+        prev.join("optimizer.safetensors"),
+        prev.join("state.json"),
+    );
+    let (w, o, s) = if consistent(&current.0, &current.1, &current.2) {
+        current
+    } else if consistent(&backup.0, &backup.1, &backup.2) {
+        tracing::warn!("the last checkpoint was cut short; resuming from the one before it");
+        backup
+    } else {
+        return Err(Error::input(format!(
+            "the checkpoint in {} is incomplete or damaged (model, optimizer and state.json \
+             disagree); start a new run with --force",
+            run.root().display()
+        )));
+    };
+    varmap.load(&w).map_err(|e| {
+        Error::input(format!(
+            "{} cannot be loaded into this model: {e}",
+            w.display()
+        ))
+    })?;
+    opt.load_state(&o)?;
+    crate::io::read_json(&s)
+}
+
+/// True when all three files exist and record the same step.
+fn consistent(weights: &Path, optimizer: &Path, state: &Path) -> bool {
+    let Ok(st) = crate::io::read_json::<TrainState>(state) else {
+        return false;
+    };
+    recorded_step(weights) == Some(st.step) && recorded_step(optimizer) == Some(st.step)
+}
+
+/// Hard-links the current checkpoint files into `.prev/` before they are replaced.
+fn keep_previous(run: &RunDir) -> Result<()> {
+    if !run.state().is_file() {
+        return Ok(());
+    }
+    let prev = run.root().join(".prev");
+    std::fs::create_dir_all(&prev).map_err(Error::io(&prev))?;
+    for src in [run.weights(), run.optimizer(), run.state()] {
+        let name = src.file_name().expect("checkpoint files have names");
+        let dst = prev.join(name);
+        let _ = std::fs::remove_file(&dst);
+        if src.is_file() {
+            std::fs::hard_link(&src, &dst)
+                .or_else(|_| std::fs::copy(&src, &dst).map(|_| ()))
+                .map_err(Error::io(&dst))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,313 @@
+//! The GPT training loop, top to bottom like nanoGPT's `train.py`: learning rate for this step,
+//! evaluate and checkpoint every N steps, micro-steps with accumulation, clip, step, one log
+//! line.
+
+mod config;
+mod data;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+
+pub use config::{GptRunConfig, PRESETS, SampleConfig, TextDataConfig};
+pub use data::{TextSplits, prepare_text};
+
+use crate::data::windows::{random_windows, step_rng};
+use crate::error::{Error, Result};
+use crate::models::gpt::{DTYPE, Gpt, GptConfig, gpt2_init, save_config};
+use crate::nn::{Dropout, init_varmap};
+use crate::run_dir::{OnExisting, RunDir, TrainingRecord};
+use crate::tokenizer::TextTokenizer;
+use crate::train::checkpoint::{self, TrainState};
+use crate::train::config::TrainConfig;
+use crate::train::interrupt;
+use crate::train::metrics::MetricsLog;
+use crate::train::optimizer::AdamW;
+use crate::train::progress::Progress;
+use crate::train::schedule::LrSchedule;
+
+/// Writes a text sample from the model: `(model, tokenizer, seed) -> text`. The caller
+/// supplies it (from `muse_core::sample`), keeping the training loop free of sampling policy.
+pub type SampleFn<'a> = &'a dyn Fn(&Gpt, &TextTokenizer, &SampleConfig, u64) -> Result<String>;
+
+/// What to train and where.
+pub struct GptTrainJob {
+    /// The run directory to create or resume.
+    pub out: PathBuf,
+    /// Preset name (recorded in training.json).
+    pub preset: String,
+    /// The resolved configuration (on resume: the stored one with the new `--set`s applied).
+    pub config: GptRunConfig,
+    /// `--data`: a registry name or a text file.
+    pub data: String,
+    /// New run, resume, or overwrite.
+    pub on_existing: OnExisting,
+    pub device: Device,
+}
+
+/// The outcome of a finished run.
+pub struct TrainReport {
+    pub run_dir: PathBuf,
+    pub steps: u64,
+    pub train_loss: f64,
+    pub val_loss: f64,
+    pub train_seconds: f64,
+    pub sample: Option<String>,
+}
+
+/// Trains a GPT as `job` says. Returns [`Error::Interrupted`] after saving a checkpoint when
+/// Ctrl-C was pressed.
+pub fn train_gpt(job: GptTrainJob, sample: Option<SampleFn>) -> Result<TrainReport> {
+    let cfg = job.config.clone();
+    cfg.validate()?;
+    let run = RunDir::prepare(&job.out, job.on_existing)?;
+    let resuming = job.on_existing == OnExisting::Resume;
+
+    // Data and tokenizer: a resumed run reuses its tokenizer.
+    let tokenizer = if resuming {
+        Some(TextTokenizer::from_file(&run.tokenizer())?)
+    } else {
+        None
+    };
+    let splits = prepare_text(&job.data, &cfg.data, tokenizer)?;
+    let mut model_cfg = cfg.model.clone();
+    model_cfg.vocab_size = model_cfg.vocab_size.max(splits.tokenizer.vocab_size());
+    model_cfg
+        .validate()
+        .map_err(|e| Error::usage(format!("model: {e}")))?;
+    let t = &cfg.train;
+
+    // Model and optimizer, fresh or from the checkpoint.
+    let mut varmap = VarMap::new();
+    let model = Gpt::new(
+        &model_cfg,
+        VarBuilder::from_varmap(&varmap, DTYPE, &job.device),
+    )?;
+    init_varmap(&varmap, t.seed, gpt2_init(&model_cfg))?;
+    let mut opt = AdamW::new(&varmap, t)?;
+    let mut state = if resuming {
+        let state = checkpoint::load(&run, &mut varmap, &mut opt)?;
+        check_same_data(&run, &splits)?;
+        state
+    } else {
+        write_run_files(&run, &job, &model_cfg, &splits)?;
+        TrainState::default()
+    };
+    // Evaluation and sampling see the same storage without recording a graph.
+    let frozen = Gpt::new(&model_cfg, detached(&varmap, &job.device)?)?;
+
+    let schedule = LrSchedule::from_config(t);
+    let mut metrics = MetricsLog::open(&run.metrics(), resuming.then_some(state.step))?;
+    let tokens_per_step = (t.batch_size * t.grad_accum * model_cfg.n_positions) as u64;
+    let start_step = state.step;
+    tracing::info!(
+        "training {} parameters on {} train / {} val tokens, {} steps from step {start_step}",
+        crate::models::gpt::parameter_count(&model_cfg),
+        splits.train.len(),
+        splits.val.len(),
+        t.max_iters
+    );
+    let progress = Progress::new("train", start_step, t.max_iters as u64);
+    let session_start = Instant::now();
+    let seconds_before = state.train_seconds;
+
+    for step in start_step..t.max_iters as u64 {
+        if interrupt::stop_requested() {
+            state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
+            checkpoint::save(&run, &checkpoint::varmap_tensors(&varmap), &opt, &state)?;
+            progress.println(&format!(
+                "interrupted: checkpoint saved at step {step}; continue with --resume"
+            ));
+            return Err(Error::Interrupted);
+        }
+        // Evaluate and checkpoint (a resumed run already evaluated its first step).
+        if step % t.eval_interval as u64 == 0 && !(resuming && step == start_step) {
+            let (train_loss, val_loss) = report::estimate(
+                &frozen,
+                &splits,
+                t,
+                model_cfg.n_positions,
+                step,
+                &job.device,
+            )?;
+            state.last_val_loss = Some(val_loss);
+            state.best_val_loss = Some(state.best_val_loss.map_or(val_loss, |b| b.min(val_loss)));
+            progress.println(&format!(
+                "step {step} | train {train_loss:.4} | val {val_loss:.4}"
+            ));
+            metrics.log(
+                &serde_json::json!({"step": step, "train_loss": train_loss, "val_loss": val_loss}),
+            )?;
+            if step > start_step {
+                state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
+                checkpoint::save(&run, &checkpoint::varmap_tensors(&varmap), &opt, &state)?;
+                metrics.sync()?;
+            }
+            report::plot_losses(&run)?;
+        }
+        if let Some(f) = sample
+            && t.sample_interval > 0
+            && step > 0
+            && step % t.sample_interval as u64 == 0
+        {
+            report::write_sample(
+                &run,
+                f(&frozen, &splits.tokenizer, &cfg.sample, t.seed ^ step)?,
+                step,
+            )?;
+        }
+
+        // One optimizer step over `grad_accum` micro-batches.
+        let t0 = Instant::now();
+        let lr = schedule.at(step as usize);
+        let (loss, grad_norm) =
+            train_step(&model, &mut opt, &splits.train, t, step, lr, &job.device)?;
+        state.step = step + 1;
+        state.examples_seen += tokens_per_step;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+
+        progress.set(state.step);
+        progress.message(format!("loss {loss:.4}"));
+        if step % t.log_interval as u64 == 0 {
+            let tok_s = tokens_per_step as f64 / (ms / 1e3);
+            let val = state
+                .last_val_loss
+                .map_or("-".to_string(), |v| format!("{v:.4}"));
+            progress.println(&format!(
+                "step {step} | loss {loss:.4} | val {val} | lr {lr:.1e} | {ms:.0} ms | {} tok/s",
+                report::si(tok_s)
+            ));
+            metrics.log(&serde_json::json!({
+                "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "ms": ms, "tok_per_s": tok_s,
+            }))?;
+        }
+    }
+    progress.finish();
+
+    // Final evaluation, checkpoint, sample and model card.
+    let end = t.max_iters as u64;
+    let (train_loss, val_loss) =
+        report::estimate(&frozen, &splits, t, model_cfg.n_positions, end, &job.device)?;
+    state.last_val_loss = Some(val_loss);
+    state.best_val_loss = Some(state.best_val_loss.map_or(val_loss, |b| b.min(val_loss)));
+    state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
+    if start_step < end {
+        metrics.log(
+            &serde_json::json!({"step": end, "train_loss": train_loss, "val_loss": val_loss}),
+        )?;
+    }
+    checkpoint::save(&run, &checkpoint::varmap_tensors(&varmap), &opt, &state)?;
+    report::plot_losses(&run)?;
+    let text = match sample {
+        Some(f) => {
+            let text = f(&frozen, &splits.tokenizer, &cfg.sample, t.seed ^ end)?;
+            report::write_sample(&run, text.clone(), end)?;
+            Some(text)
+        }
+        None => None,
+    };
+    report::write_model_card(
+        &run, &job, &model_cfg, &splits, &state, train_loss, val_loss,
+    )?;
+    Ok(TrainReport {
+        run_dir: run.root().to_path_buf(),
+        steps: state.step,
+        train_loss,
+        val_loss,
+        train_seconds: state.train_seconds,
+        sample: text,
+    })
+}
+
+/// One optimizer step: `grad_accum` micro-batches of random windows from `ids` (a pure
+/// function of seed and step), accumulated gradients, clipping, AdamW. Returns the mean loss
+/// and the gradient norm before clipping (NaN when clipping is off).
+pub fn train_step(
+    model: &Gpt,
+    opt: &mut AdamW,
+    ids: &[u32],
+    t: &TrainConfig,
+    step: u64,
+    lr: f64,
+    device: &Device,
+) -> Result<(f64, f64)> {
+    let cfg = model.config();
+    let mut grads = None;
+    let mut loss_sum = 0.0;
+    for micro in 0..t.grad_accum as u64 {
+        let mut rng = step_rng(t.seed, step, micro);
+        let batch = random_windows(ids, cfg.n_positions, t.batch_size, &mut rng, device)?;
+        let mut dropout = Dropout::train(cfg.dropout, dropout_seed(t.seed, step, micro));
+        let loss = model.loss(&batch.inputs, &batch.targets, &mut dropout)?;
+        // Scale so the accumulated gradient is that of the mean over micro-batches.
+        let scaled = if t.grad_accum > 1 {
+            (&loss / t.grad_accum as f64)?
+        } else {
+            loss.clone()
+        };
+        let store = scaled.backward()?;
+        loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        match grads.as_mut() {
+            None => grads = Some(opt.grads(&store)),
+            Some(g) => opt.accumulate(g, &store)?,
+        }
+    }
+    let mut grads = grads.expect("grad_accum >= 1");
+    let grad_norm = if t.grad_clip > 0.0 {
+        grads.clip(t.grad_clip)?
+    } else {
+        f64::NAN
+    };
+    opt.step(&grads, lr)?;
+    Ok((loss_sum / t.grad_accum as f64, grad_norm))
+}
+
+/// A VarBuilder over detached views of the variables: same storage, no autograd tracking.
+pub fn detached(varmap: &VarMap, device: &Device) -> Result<VarBuilder<'static>> {
+    let tensors: std::collections::HashMap<String, Tensor> = checkpoint::varmap_tensors(varmap)
+        .into_iter()
+        .map(|(k, v)| (k, v.detach()))
+        .collect();
+    Ok(VarBuilder::from_tensors(tensors, DTYPE, device))
+}
+
+/// The dropout stream of one micro-batch, a pure function of where the run is.
+fn dropout_seed(seed: u64, step: u64, micro: u64) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step << 16) ^ micro ^ 0xD5
+}
+
+/// config.json, tokenizer.json and training.json of a new run.
+fn write_run_files(
+    run: &RunDir,
+    job: &GptTrainJob,
+    model_cfg: &GptConfig,
+    splits: &TextSplits,
+) -> Result<()> {
+    save_config(run.root(), model_cfg)?;
+    splits.tokenizer.save(&run.tokenizer())?;
+    let record = TrainingRecord {
+        family: "gpt".into(),
+        preset: job.preset.clone(),
+        config: serde_json::to_value(&job.config).map_err(|e| Error::usage(e.to_string()))?,
+        seed: job.config.train.seed,
+        dataset: splits.dataset.clone(),
+        muse_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    crate::io::write_json_atomic(&run.training(), &record)
+}
+
+/// A resumed run must see the corpus it started with.
+fn check_same_data(run: &RunDir, splits: &TextSplits) -> Result<()> {
+    let record = run.read_training()?;
+    if record.dataset.sha256 != splits.dataset.sha256 {
+        return Err(Error::input(format!(
+            "the corpus changed since this run started ({} had sha256 {}, {} has {}); resume \
+             with the original data or start a new run",
+            record.dataset.path, record.dataset.sha256, splits.dataset.path, splits.dataset.sha256
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,207 @@
+//! AdamW with decay groups, gradient accumulation and global-norm clipping.
+//!
+//! candle's `AdamW` applies one weight decay to every tensor and has no clipping; nanoGPT and
+//! the PyTorch reference decay only matrices and embeddings. Each step here runs the fused
+//! in-place update from [`crate::nn::ops::adamw_update`].
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+use candle_nn::VarMap;
+
+use super::config::TrainConfig;
+use crate::error::{Error, Result};
+use crate::nn::ops::{AdamWHyper, adamw_update};
+
+/// One trainable tensor with its moments.
+struct Param {
+    name: String,
+    var: Var,
+    m: Var,
+    v: Var,
+    weight_decay: f64,
+}
+
+/// Gradients aligned with the optimizer's parameters, summed over micro-batches.
+pub struct Grads(Vec<Option<Tensor>>);
+
+/// AdamW over the variables of a `VarMap`.
+pub struct AdamW {
+    params: Vec<Param>,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    step: u64,
+}
+
+impl AdamW {
+    /// Optimises every variable of `varmap` (sorted by name). Tensors of two or more
+    /// dimensions get `cfg.weight_decay`; vectors (biases, norm gains) get none.
+    pub fn new(varmap: &VarMap, cfg: &TrainConfig) -> Result<Self> {
+        let vars: Vec<(String, Var)> = {
+            let data = varmap.data().lock().expect("varmap lock is never poisoned");
+            let mut v: Vec<_> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        Self::with_vars(vars, cfg.weight_decay, cfg)
+    }
+
+    /// Optimises the given named variables (a subset of a model, say), decaying matrices by
+    /// `weight_decay`.
+    pub fn with_vars(
+        vars: Vec<(String, Var)>,
+        weight_decay: f64,
+        cfg: &TrainConfig,
+    ) -> Result<Self> {
+        let params = vars
+            .into_iter()
+            .map(|(name, var)| {
+                let zeros = || Var::zeros(var.shape(), DType::F32, var.device());
+                let wd = if var.rank() >= 2 { weight_decay } else { 0.0 };
+                Ok(Param {
+                    m: zeros()?,
+                    v: zeros()?,
+                    name,
+                    var,
+                    weight_decay: wd,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            params,
+            beta1: cfg.beta1,
+            beta2: cfg.beta2,
+            eps: cfg.eps,
+            step: 0,
+        })
+    }
+
+    /// Steps taken so far.
+    pub fn steps_taken(&self) -> u64 {
+        self.step
+    }
+
+    /// Picks this optimizer's gradients out of a backward pass.
+    pub fn grads(&self, store: &GradStore) -> Grads {
+        Grads(
+            self.params
+                .iter()
+                .map(|p| store.get(p.var.as_tensor()).cloned())
+                .collect(),
+        )
+    }
+
+    /// Adds the gradients of another micro-batch.
+    pub fn accumulate(&self, into: &mut Grads, store: &GradStore) -> Result<()> {
+        for (slot, p) in into.0.iter_mut().zip(&self.params) {
+            if let Some(g) = store.get(p.var.as_tensor()) {
+                *slot = Some(match slot.take() {
+                    Some(acc) => (acc + g)?,
+                    None => g.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// One AdamW step at learning rate `lr`. Parameters without a gradient are left alone.
+    pub fn step(&mut self, grads: &Grads, lr: f64) -> Result<()> {
+        self.step += 1;
+        for (p, g) in self.params.iter().zip(&grads.0) {
+            let Some(g) = g else { continue };
+            let hyper = AdamWHyper {
+                lr,
+                beta1: self.beta1,
+                beta2: self.beta2,
+                eps: self.eps,
+                weight_decay: p.weight_decay,
+                step: self.step,
+            };
+            adamw_update(&p.var, g, &p.m, &p.v, &hyper)?;
+        }
+        Ok(())
+    }
+
+    /// The moments as named tensors (`m.NAME`, `v.NAME`) plus the step, for a checkpoint.
+    pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let mut out = HashMap::new();
+        for p in &self.params {
+            out.insert(format!("m.{}", p.name), p.m.as_tensor().clone());
+            out.insert(format!("v.{}", p.name), p.v.as_tensor().clone());
+        }
+        out.insert(
+            "step".into(),
+            Tensor::new(&[self.step as f64], &candle_core::Device::Cpu)?,
+        );
+        Ok(out)
+    }
+
+    /// Restores the moments and step saved by [`AdamW::state_tensors`].
+    pub fn load_state(&mut self, path: &Path) -> Result<()> {
+        let device = self
+            .params
+            .first()
+            .map(|p| p.var.device().clone())
+            .unwrap_or(candle_core::Device::Cpu);
+        let saved = candle_core::safetensors::load(path, &device).map_err(|e| {
+            Error::input(format!(
+                "{} cannot be read ({e}); the checkpoint is damaged",
+                path.display()
+            ))
+        })?;
+        let get = |key: &str| {
+            saved.get(key).ok_or_else(|| {
+                Error::input(format!(
+                    "{} has no '{key}': it belongs to another model",
+                    path.display()
+                ))
+            })
+        };
+        for p in &self.params {
+            p.m.set(get(&format!("m.{}", p.name))?)?;
+            p.v.set(get(&format!("v.{}", p.name))?)?;
+        }
+        self.step = get("step")?.to_dtype(DType::F64)?.to_vec1::<f64>()?[0] as u64;
+        Ok(())
+    }
+}
+
+impl Grads {
+    /// The global L2 norm of all gradients.
+    pub fn norm(&self) -> Result<f64> {
+        let mut sum = 0.0f64;
+        for g in self.0.iter().flatten() {
+            sum += g
+                .sqr()?
+                .sum_all()?
+                .to_dtype(DType::F64)?
+                .to_scalar::<f64>()?;
+        }
+        Ok(sum.sqrt())
+    }
+
+    /// Scales the gradients so their global norm is at most `max_norm` (PyTorch's
+    /// `clip_grad_norm_`: coefficient `max_norm / (norm + 1e-6)`, capped at 1). Returns the
+    /// norm before clipping.
+    pub fn clip(&mut self, max_norm: f64) -> Result<f64> {
+        let norm = self.norm()?;
+        let coef = max_norm / (norm + 1e-6);
+        if coef < 1.0 {
+            for g in self.0.iter_mut().flatten() {
+                *g = (&*g * coef)?;
+            }
+        }
+        Ok(norm)
+    }
+
+    /// Multiplies every gradient by `factor` (averaging accumulated micro-batches).
+    pub fn scale(&mut self, factor: f64) -> Result<()> {
+        for g in self.0.iter_mut().flatten() {
+            *g = (&*g * factor)?;
+        }
+        Ok(())
+    }
+}
