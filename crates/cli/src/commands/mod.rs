@@ -5,5 +5,6 @@ pub mod common;
 pub mod data;
 pub mod eval;
 pub mod sample;
+pub mod sample_text;
 pub mod tokenizer;
 pub mod train;

@@ -1,130 +1,31 @@
-//! `muse sample RUN`: generate text from a trained run, streamed token by token.
+//! `muse sample RUN`: generate from a trained run. Text models stream text to stdout.
 
-use std::io::Write;
 use std::path::PathBuf;
 
-use muse_core::sample::{
-    GenerateOptions, Sampler, SamplingParams, StopReason, generate, open_text_model,
-};
+use muse_core::run_dir::RunDir;
 
 use super::common::DeviceArgs;
+use super::sample_text::{self, TextArgs};
 
-/// Generate from a trained run or a Hugging Face model folder. Text streams to stdout.
+/// Generate from a trained run or a Hugging Face model folder. Text streams to stdout; every
+/// output is labelled as AI-generated.
 #[derive(clap::Args)]
 pub struct Args {
     /// The run directory (`muse train --out`) or model folder.
     run: PathBuf,
-    /// Text to continue. Longer than the model's context: only its end is used.
-    #[arg(long, short, default_value = "\n")]
-    prompt: String,
-    /// New tokens to generate (at most).
-    #[arg(long, default_value_t = 500)]
-    max_tokens: usize,
-    /// Softmax temperature: lower is more conservative; 0 always takes the likeliest token.
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    /// Sample only among the k likeliest tokens (0: no limit).
-    #[arg(long, default_value_t = 200)]
-    top_k: usize,
-    /// Sample only among the likeliest tokens whose probabilities add up to p (1: no limit).
-    #[arg(long, default_value_t = 1.0)]
-    top_p: f32,
-    /// Penalise tokens already in the context (1: off; 1.1-1.3 reduces loops).
-    #[arg(long, default_value_t = 1.0)]
-    repetition_penalty: f32,
-    /// Stop when the output contains this text (repeatable); the stop text is not printed.
-    #[arg(long = "stop", value_name = "TEXT")]
-    stop: Vec<String>,
-    /// Independent samples to draw, one after another.
-    #[arg(long, default_value_t = 1)]
-    num_samples: usize,
-    /// Seed of the sampling random stream (same seed, same text).
+    /// Seed of the sampling random stream (same seed, same output).
     #[arg(long, default_value_t = 1337)]
     seed: u64,
-    /// After each generated token, print the 5 likeliest candidates with their probabilities
-    /// (softmax at the sampling temperature, before top-k/top-p), one token per line.
-    #[arg(long)]
-    show_probs: bool,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    text: TextArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if a.max_tokens == 0 {
-        anyhow::bail!(muse_core::Error::usage("--max-tokens must be at least 1"));
-    }
-    if a.num_samples == 0 {
-        anyhow::bail!(muse_core::Error::usage("--num-samples must be at least 1"));
-    }
-    if a.temperature < 0.0
-        || !(0.0..=1.0).contains(&a.top_p)
-        || a.top_p == 0.0
-        || a.repetition_penalty <= 0.0
-    {
-        anyhow::bail!(muse_core::Error::usage(
-            "--temperature must be >= 0, --top-p in (0, 1], --repetition-penalty > 0"
-        ));
-    }
+    let family = RunDir::open(&a.run)?.family()?;
     let device = a.device.device()?;
-    let tm = open_text_model(&a.run, &device)?;
-    let prompt_ids = tm.tokenizer.encode(&a.prompt)?;
-    let params = SamplingParams {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        repetition_penalty: a.repetition_penalty,
-    };
-    let opts = GenerateOptions {
-        max_tokens: a.max_tokens,
-        stop: a.stop.clone(),
-        stop_at_eos: true,
-        candidates: if a.show_probs { 5 } else { 0 },
-    };
-    let mut sampler = Sampler::new(params, a.seed);
-    let stdout = std::io::stdout();
-    eprintln!("[{}]", muse_core::AI_GENERATED_NOTICE);
-    for i in 0..a.num_samples {
-        if a.num_samples > 1 {
-            println!("--- sample {} ---", i + 1);
-        }
-        let mut out = stdout.lock();
-        if !a.show_probs {
-            write!(out, "{}", a.prompt)?;
-        }
-        let g = generate(
-            tm.model.as_ref(),
-            &tm.tokenizer,
-            &prompt_ids,
-            &opts,
-            &mut sampler,
-            &mut |ev| {
-                if a.show_probs {
-                    let cands: Vec<String> = ev
-                        .candidates
-                        .iter()
-                        .map(|(t, p)| format!("{t:?} {:.3}", p))
-                        .collect();
-                    writeln!(out, "{:?} <- {}", ev.text, cands.join(", "))
-                        .map_err(muse_core::Error::io("stdout"))?;
-                } else {
-                    write!(out, "{}", ev.text).map_err(muse_core::Error::io("stdout"))?;
-                    out.flush().map_err(muse_core::Error::io("stdout"))?;
-                }
-                Ok(())
-            },
-        )?;
-        writeln!(out)?;
-        let why = match g.reason {
-            StopReason::MaxTokens => "max tokens",
-            StopReason::EndOfText => "end of text",
-            StopReason::StopString => "stop string",
-        };
-        eprintln!(
-            "[{} tokens in {:.2} s, {:.1} tokens/s, stopped at {why}]",
-            g.ids.len(),
-            g.seconds,
-            g.ids.len() as f64 / g.seconds.max(1e-9)
-        );
+    match family.as_str() {
+        _ => sample_text::run(&a.run, a.text, a.seed, &device),
     }
-    Ok(())
 }

@@ -77,21 +77,31 @@ pub fn varmap_tensors(varmap: &VarMap) -> HashMap<String, Tensor> {
         .collect()
 }
 
-/// Saves weights, optimizer moments and state.
+/// Saves weights, the moments of each optimizer (named: `[("", &opt)]`, or
+/// `[("g.", &opt_g), ("d.", &opt_d)]` for a GAN) and the state.
 pub fn save(
     run: &RunDir,
     weights: &HashMap<String, Tensor>,
-    opt: &AdamW,
+    optimizers: &[(&str, &AdamW)],
     state: &TrainState,
 ) -> Result<()> {
     keep_previous(run)?;
-    write_safetensors(&run.optimizer(), &opt.state_tensors()?, state.step)?;
+    let mut moments = HashMap::new();
+    for (prefix, opt) in optimizers {
+        opt.state_tensors(prefix, &mut moments)?;
+    }
+    write_safetensors(&run.optimizer(), &moments, state.step)?;
     write_safetensors(&run.weights(), weights, state.step)?;
     crate::io::write_json_atomic(&run.state(), state)
 }
 
-/// Restores weights into `varmap`, moments into `opt`, and returns the state.
-pub fn load(run: &RunDir, varmap: &mut VarMap, opt: &mut AdamW) -> Result<TrainState> {
+/// Restores weights into `varmap`, moments into each named optimizer (as given to [`save`]),
+/// and returns the state.
+pub fn load(
+    run: &RunDir,
+    varmap: &mut VarMap,
+    optimizers: &mut [(&str, &mut AdamW)],
+) -> Result<TrainState> {
     let prev = run.root().join(".prev");
     let current = (run.weights(), run.optimizer(), run.state());
     let backup = (
@@ -117,7 +127,15 @@ pub fn load(run: &RunDir, varmap: &mut VarMap, opt: &mut AdamW) -> Result<TrainS
             w.display()
         ))
     })?;
-    opt.load_state(&o)?;
+    let saved = candle_core::safetensors::load(&o, &candle_core::Device::Cpu).map_err(|e| {
+        Error::input(format!(
+            "{} cannot be read ({e}); the checkpoint is damaged",
+            o.display()
+        ))
+    })?;
+    for (prefix, opt) in optimizers.iter_mut() {
+        opt.load_state(&saved, prefix, &o)?;
+    }
     crate::io::read_json(&s)
 }
 

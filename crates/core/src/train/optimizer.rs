@@ -125,33 +125,26 @@ impl AdamW {
         Ok(())
     }
 
-    /// The moments as named tensors (`m.NAME`, `v.NAME`) plus the step, for a checkpoint.
-    pub fn state_tensors(&self) -> Result<HashMap<String, Tensor>> {
-        let mut out = HashMap::new();
+    /// Adds the moments (`{prefix}m.NAME`, `{prefix}v.NAME`) and the step (`{prefix}step`) to
+    /// `out`, for a checkpoint. The prefix tells several optimizers of one run apart.
+    pub fn state_tensors(&self, prefix: &str, out: &mut HashMap<String, Tensor>) -> Result<()> {
         for p in &self.params {
-            out.insert(format!("m.{}", p.name), p.m.as_tensor().clone());
-            out.insert(format!("v.{}", p.name), p.v.as_tensor().clone());
+            out.insert(format!("{prefix}m.{}", p.name), p.m.as_tensor().clone());
+            out.insert(format!("{prefix}v.{}", p.name), p.v.as_tensor().clone());
         }
-        out.insert(
-            "step".into(),
-            Tensor::new(&[self.step as f64], &candle_core::Device::Cpu)?,
-        );
-        Ok(out)
+        let step = Tensor::new(&[self.step as f64], &candle_core::Device::Cpu)?;
+        out.insert(format!("{prefix}step"), step);
+        Ok(())
     }
 
-    /// Restores the moments and step saved by [`AdamW::state_tensors`].
-    pub fn load_state(&mut self, path: &Path) -> Result<()> {
-        let device = self
-            .params
-            .first()
-            .map(|p| p.var.device().clone())
-            .unwrap_or(candle_core::Device::Cpu);
-        let saved = candle_core::safetensors::load(path, &device).map_err(|e| {
-            Error::input(format!(
-                "{} cannot be read ({e}); the checkpoint is damaged",
-                path.display()
-            ))
-        })?;
+    /// Restores the moments and step saved by [`AdamW::state_tensors`] from `saved` (the
+    /// tensors of the file `path`, named in errors).
+    pub fn load_state(
+        &mut self,
+        saved: &HashMap<String, Tensor>,
+        prefix: &str,
+        path: &Path,
+    ) -> Result<()> {
         let get = |key: &str| {
             saved.get(key).ok_or_else(|| {
                 Error::input(format!(
@@ -161,10 +154,13 @@ impl AdamW {
             })
         };
         for p in &self.params {
-            p.m.set(get(&format!("m.{}", p.name))?)?;
-            p.v.set(get(&format!("v.{}", p.name))?)?;
+            p.m.set(&get(&format!("{prefix}m.{}", p.name))?.to_device(p.var.device())?)?;
+            p.v.set(&get(&format!("{prefix}v.{}", p.name))?.to_device(p.var.device())?)?;
         }
-        self.step = get("step")?.to_dtype(DType::F64)?.to_vec1::<f64>()?[0] as u64;
+        let step = get(&format!("{prefix}step"))?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?;
+        self.step = step[0] as u64;
         Ok(())
     }
 }

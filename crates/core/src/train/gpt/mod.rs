@@ -89,7 +89,7 @@ pub fn train_gpt(job: GptTrainJob, sample: Option<SampleFn>) -> Result<TrainRepo
     init_varmap(&varmap, t.seed, gpt2_init(&model_cfg))?;
     let mut opt = AdamW::new(&varmap, t)?;
     let mut state = if resuming {
-        let state = checkpoint::load(&run, &mut varmap, &mut opt)?;
+        let state = checkpoint::load(&run, &mut varmap, &mut [("", &mut opt)])?;
         check_same_data(&run, &splits)?;
         state
     } else {
@@ -117,7 +117,12 @@ pub fn train_gpt(job: GptTrainJob, sample: Option<SampleFn>) -> Result<TrainRepo
     for step in start_step..t.max_iters as u64 {
         if interrupt::stop_requested() {
             state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
-            checkpoint::save(&run, &checkpoint::varmap_tensors(&varmap), &opt, &state)?;
+            checkpoint::save(
+                &run,
+                &checkpoint::varmap_tensors(&varmap),
+                &[("", &opt)],
+                &state,
+            )?;
             progress.println(&format!(
                 "interrupted: checkpoint saved at step {step}; continue with --resume"
             ));
@@ -143,7 +148,12 @@ pub fn train_gpt(job: GptTrainJob, sample: Option<SampleFn>) -> Result<TrainRepo
             )?;
             if step > start_step {
                 state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
-                checkpoint::save(&run, &checkpoint::varmap_tensors(&varmap), &opt, &state)?;
+                checkpoint::save(
+                    &run,
+                    &checkpoint::varmap_tensors(&varmap),
+                    &[("", &opt)],
+                    &state,
+                )?;
                 metrics.sync()?;
             }
             report::plot_losses(&run)?;
@@ -199,7 +209,12 @@ pub fn train_gpt(job: GptTrainJob, sample: Option<SampleFn>) -> Result<TrainRepo
             &serde_json::json!({"step": end, "train_loss": train_loss, "val_loss": val_loss}),
         )?;
     }
-    checkpoint::save(&run, &checkpoint::varmap_tensors(&varmap), &opt, &state)?;
+    checkpoint::save(
+        &run,
+        &checkpoint::varmap_tensors(&varmap),
+        &[("", &opt)],
+        &state,
+    )?;
     report::plot_losses(&run)?;
     let text = match sample {
         Some(f) => {
