@@ -20,6 +20,8 @@ mod verify;
 
 // Token streams cut into training and evaluation windows.
 pub mod windows;
+// Image datasets (IDX, PNG/JPEG folders), seeded epoch batches and PNG grids.
+pub mod images;
 
 pub use fetch::{fetch, fetch_into};
 pub use locate::{

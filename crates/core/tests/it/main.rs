@@ -8,3 +8,4 @@ mod gpt_golden;
 mod sampling;
 mod gpt;
 mod tokenizer;
+mod images;

@@ -1,0 +1,607 @@
+//! Image datasets: MNIST and Fashion-MNIST (IDX files, raw or `.gz`) and any folder of PNG /
+//! JPEG images, as one [`ImageDataset`] of u8 pixels laid out (N, C, H, W), with labels when
+//! the data has them, batches in a seeded per-epoch order, and the PNG grids every image model
+//! writes ([`grid`]).
+//!
+//! `--data` takes a registry name (`mnist`, `fashion-mnist`), a folder holding IDX files, or
+//! a folder of images; a `:train` / `:test` suffix picks the split. Folders of images are split
+//! by sorted path: every tenth image (index 9, 19, ...) is the test split.
+
+mod folder;
+pub mod grid;
+mod idx;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use folder::{conform, decode_image, is_image_file};
+pub use idx::{
+    IMAGES_MAGIC, IdxImages, LABELS_MAGIC, parse_idx_images, parse_idx_labels, read_idx_images,
+    read_idx_labels, read_maybe_gz,
+};
+
+use super::locate::dataset_dir;
+use super::registry::{DatasetKind, spec};
+use super::windows::step_rng;
+use crate::error::{Error, Result};
+use crate::run_dir::DatasetRecord;
+
+/// Which part of a dataset.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Test,
+}
+
+impl Split {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Split::Train => "train",
+            Split::Test => "test",
+        }
+    }
+
+    /// `train` / `test` (also `val`, `t10k`).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "train" => Some(Split::Train),
+            "test" | "val" | "t10k" => Some(Split::Test),
+            _ => None,
+        }
+    }
+}
+
+/// The pixel range a model wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scale {
+    /// `[0, 1]`: `p / 255` (VAEs with Bernoulli outputs, the classifier).
+    Unit,
+    /// `[-1, 1]`: `p / 127.5 - 1` (tanh generators).
+    Signed,
+}
+
+/// Shape wanted from a dataset; `None` keeps the native value (28 and 1 for IDX, 32 and 3 for
+/// folders of images).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageOptions {
+    /// Side of the square images (resized with a triangle filter when it differs).
+    pub image_size: Option<usize>,
+    /// 1 (grey) or 3 (RGB).
+    pub channels: Option<usize>,
+}
+
+/// Images in memory: u8 pixels (N, C, H, W), optional labels.
+#[derive(Clone, Debug)]
+pub struct ImageDataset {
+    /// (N, C, H, W) pixels, row-major.
+    pub images: Vec<u8>,
+    /// One label per image, `< n_classes`.
+    pub labels: Option<Vec<u8>>,
+    /// Number of classes (0 when unlabelled).
+    pub n_classes: usize,
+    /// Class names (folder names, or "0".."9").
+    pub class_names: Vec<String>,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Name, path and fingerprint, for `training.json`.
+    pub record: DatasetRecord,
+    pub split: Split,
+}
+
+impl ImageDataset {
+    /// Builds a dataset from raw parts, checking that sizes agree.
+    pub fn from_parts(
+        images: Vec<u8>,
+        labels: Option<Vec<u8>>,
+        (channels, height, width): (usize, usize, usize),
+        record: DatasetRecord,
+        split: Split,
+    ) -> Result<Self> {
+        let per = channels * height * width;
+        if per == 0 || images.len() % per != 0 {
+            return Err(Error::input(format!(
+                "{}: {} pixel bytes do not divide into images of {channels}x{height}x{width}",
+                record.path,
+                images.len()
+            )));
+        }
+        let n = images.len() / per;
+        if let Some(l) = &labels
+            && l.len() != n
+        {
+            return Err(Error::input(format!(
+                "{}: {n} images but {} labels; the image and label files do not belong together",
+                record.path,
+                l.len()
+            )));
+        }
+        let n_classes = labels
+            .as_ref()
+            .map_or(0, |l| l.iter().map(|&x| x as usize + 1).max().unwrap_or(0));
+        Ok(Self {
+            class_names: (0..n_classes).map(|c| c.to_string()).collect(),
+            images,
+            labels,
+            n_classes,
+            channels,
+            height,
+            width,
+            record,
+            split,
+        })
+    }
+
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.images.len() / self.pixels_per_image()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.images.is_empty()
+    }
+
+    /// C * H * W.
+    pub fn pixels_per_image(&self) -> usize {
+        self.channels * self.height * self.width
+    }
+
+    /// (C, H, W).
+    pub fn shape(&self) -> (usize, usize, usize) {
+        (self.channels, self.height, self.width)
+    }
+
+    /// The u8 pixels of image `i`, (C, H, W).
+    pub fn image(&self, i: usize) -> &[u8] {
+        let p = self.pixels_per_image();
+        &self.images[i * p..(i + 1) * p]
+    }
+
+    /// The images at `indices` as an f32 tensor scaled as asked.
+    ///
+    /// # Shapes
+    /// -> (B, C, H, W).
+    pub fn batch(&self, indices: &[usize], scale: Scale, device: &Device) -> Result<Tensor> {
+        let (mul, add) = match scale {
+            Scale::Unit => (1.0 / 255.0, 0.0),
+            Scale::Signed => (2.0 / 255.0, -1.0),
+        };
+        let mut out = Vec::with_capacity(indices.len() * self.pixels_per_image());
+        for &i in indices {
+            self.check_index(i)?;
+            out.extend(self.image(i).iter().map(|&p| p as f32 * mul + add));
+        }
+        let (c, h, w) = self.shape();
+        Ok(Tensor::from_vec(out, (indices.len(), c, h, w), device)?)
+    }
+
+    /// The labels at `indices` as u32 (None for unlabelled data).
+    ///
+    /// # Shapes
+    /// -> (B,).
+    pub fn labels_at(&self, indices: &[usize], device: &Device) -> Result<Option<Tensor>> {
+        let Some(labels) = &self.labels else {
+            return Ok(None);
+        };
+        let mut out = Vec::with_capacity(indices.len());
+        for &i in indices {
+            self.check_index(i)?;
+            out.push(labels[i] as u32);
+        }
+        Ok(Some(Tensor::from_vec(out, indices.len(), device)?))
+    }
+
+    /// A dataset of the images at `indices` (in that order).
+    pub fn subset(&self, indices: &[usize]) -> Result<Self> {
+        let mut images = Vec::with_capacity(indices.len() * self.pixels_per_image());
+        for &i in indices {
+            self.check_index(i)?;
+            images.extend_from_slice(self.image(i));
+        }
+        let labels = self
+            .labels
+            .as_ref()
+            .map(|l| indices.iter().map(|&i| l[i]).collect());
+        Ok(Self {
+            images,
+            labels,
+            ..self.clone_meta()
+        })
+    }
+
+    /// The first `n` images (all of them when `n >= len`).
+    pub fn take(&self, n: usize) -> Self {
+        let n = n.min(self.len());
+        Self {
+            images: self.images[..n * self.pixels_per_image()].to_vec(),
+            labels: self.labels.as_ref().map(|l| l[..n].to_vec()),
+            ..self.clone_meta()
+        }
+    }
+
+    fn clone_meta(&self) -> Self {
+        Self {
+            images: Vec::new(),
+            labels: None,
+            n_classes: self.n_classes,
+            class_names: self.class_names.clone(),
+            channels: self.channels,
+            height: self.height,
+            width: self.width,
+            record: self.record.clone(),
+            split: self.split,
+        }
+    }
+
+    fn check_index(&self, i: usize) -> Result<()> {
+        if i >= self.len() {
+            return Err(Error::usage(format!(
+                "image index {i} is out of range: {} has {} {} images",
+                self.record.name,
+                self.len(),
+                self.split.as_str()
+            )));
+        }
+        Ok(())
+    }
+
+    /// Resizes and converts channels (a no-op when nothing changes).
+    fn conformed(mut self, opts: &ImageOptions) -> Result<Self> {
+        let size = opts.image_size.unwrap_or(self.height);
+        let channels = opts.channels.unwrap_or(self.channels);
+        check_options(size, channels)?;
+        if size == self.height && size == self.width && channels == self.channels {
+            return Ok(self);
+        }
+        let (c, h, w) = self.shape();
+        let mut out = Vec::with_capacity(self.len() * channels * size * size);
+        for i in 0..self.len() {
+            let px = self.image(i);
+            let img = if c == 1 {
+                image::DynamicImage::ImageLuma8(
+                    image::GrayImage::from_raw(w as u32, h as u32, px.to_vec())
+                        .expect("sizes checked"),
+                )
+            } else {
+                let mut hwc = vec![0u8; 3 * h * w];
+                for (j, chunk) in hwc.chunks_exact_mut(3).enumerate() {
+                    for (k, v) in chunk.iter_mut().enumerate() {
+                        *v = px[k * h * w + j];
+                    }
+                }
+                image::DynamicImage::ImageRgb8(
+                    image::RgbImage::from_raw(w as u32, h as u32, hwc).expect("sizes checked"),
+                )
+            };
+            out.extend(conform(&img, size, channels));
+        }
+        self.images = out;
+        (self.channels, self.height, self.width) = (channels, size, size);
+        Ok(self)
+    }
+}
+
+fn check_options(size: usize, channels: usize) -> Result<()> {
+    if !(4..=1024).contains(&size) {
+        return Err(Error::usage(format!(
+            "--image-size {size} is out of range: use 4 to 1024 pixels"
+        )));
+    }
+    if channels != 1 && channels != 3 {
+        return Err(Error::usage(format!(
+            "--channels {channels}: use 1 (grey) or 3 (RGB)"
+        )));
+    }
+    Ok(())
+}
+
+/// Splits `mnist:test` into (`mnist`, Some(Test)). A value that is an existing path is taken
+/// whole, so paths containing ':' still work.
+pub fn parse_data_split(data: &str) -> (String, Option<Split>) {
+    if Path::new(data).exists() {
+        return (data.to_string(), None);
+    }
+    match data.rsplit_once(':') {
+        Some((name, s)) if Split::parse(s).is_some() => (name.to_string(), Split::parse(s)),
+        _ => (data.to_string(), None),
+    }
+}
+
+/// Loads split `split` of `data`: a registry name (`mnist`, `fashion-mnist`), a folder holding
+/// IDX files (`train-images-idx3-ubyte[.gz]`, ...), or a folder of PNG/JPEG images.
+pub fn load_images(data: &str, split: Split, opts: &ImageOptions) -> Result<ImageDataset> {
+    if data.trim().is_empty() {
+        return Err(Error::usage(
+            "--data is empty: pass mnist, fashion-mnist or a folder of PNG/JPEG images",
+        ));
+    }
+    let path = Path::new(data);
+    if path.is_dir() {
+        return match find_idx(path, split) {
+            Some((images, labels)) => load_idx(data, &images, labels.as_deref(), None, split)
+                .and_then(|d| d.conformed(opts)),
+            None => load_image_folder(path, split, opts),
+        };
+    }
+    if let Some(spec) = spec(data) {
+        if spec.kind != DatasetKind::Images {
+            return Err(Error::usage(format!(
+                "dataset '{data}' holds {}, not images; image datasets: {}",
+                spec.kind,
+                image_dataset_names()
+            )));
+        }
+        let dir = dataset_dir(data)?;
+        let (images, labels) = find_idx(&dir, split).ok_or_else(|| {
+            Error::input(format!(
+                "{} has no IDX {} files; run `muse data verify {data}`",
+                dir.display(),
+                split.as_str()
+            ))
+        })?;
+        let registered = spec
+            .files
+            .iter()
+            .find(|f| dir.join(f.path) == images)
+            .map(|f| f.sha256.to_string());
+        return load_idx(data, &images, labels.as_deref(), registered, split)
+            .and_then(|d| d.conformed(opts));
+    }
+    if path.is_file() {
+        return Err(Error::usage(format!(
+            "{data} is a file; pass a folder of PNG/JPEG images, a folder of IDX files, or an \
+             image dataset ({})",
+            image_dataset_names()
+        )));
+    }
+    Err(Error::usage(format!(
+        "--data {data}: no such folder and no image dataset of that name; image datasets: {} \
+         (see `muse data list`), or pass a folder of PNG/JPEG images",
+        image_dataset_names()
+    )))
+}
+
+fn image_dataset_names() -> String {
+    super::registry::registry()
+        .iter()
+        .filter(|s| s.kind == DatasetKind::Images)
+        .map(|s| s.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `(images, labels)` IDX files of `split` in `dir` (`train-*` or `t10k-*`, raw or `.gz`).
+fn find_idx(dir: &Path, split: Split) -> Option<(PathBuf, Option<PathBuf>)> {
+    let prefix = match split {
+        Split::Train => "train",
+        Split::Test => "t10k",
+    };
+    let find = |kind: &str| {
+        [
+            format!("{prefix}-{kind}.gz"),
+            format!("{prefix}-{kind}"),
+            format!("{prefix}-{}.gz", kind.replace('-', ".")),
+            format!("{prefix}-{}", kind.replace('-', ".")),
+        ]
+        .into_iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+    };
+    Some((find("images-idx3-ubyte")?, find("labels-idx1-ubyte")))
+}
+
+fn load_idx(
+    name: &str,
+    images: &Path,
+    labels: Option<&Path>,
+    sha256: Option<String>,
+    split: Split,
+) -> Result<ImageDataset> {
+    let img = read_idx_images(images)?;
+    let labels = labels.map(read_idx_labels).transpose()?;
+    if let Some(l) = &labels
+        && l.len() != img.n
+    {
+        return Err(Error::input(format!(
+            "{} has {} images but its label file has {} labels",
+            images.display(),
+            img.n,
+            l.len()
+        )));
+    }
+    let sha256 = match sha256 {
+        Some(s) => s,
+        None => fingerprint(&img.pixels, labels.as_deref()),
+    };
+    let record = DatasetRecord {
+        name: Path::new(name)
+            .file_name()
+            .map_or(name.to_string(), |n| n.to_string_lossy().into_owned()),
+        path: images.display().to_string(),
+        sha256,
+    };
+    ImageDataset::from_parts(
+        img.pixels,
+        labels,
+        (1, img.height, img.width),
+        record,
+        split,
+    )
+}
+
+fn load_image_folder(dir: &Path, split: Split, opts: &ImageOptions) -> Result<ImageDataset> {
+    let size = opts.image_size.unwrap_or(32);
+    let channels = opts.channels.unwrap_or(3);
+    check_options(size, channels)?;
+    let all = folder::load_folder(dir, size, channels)?;
+    let per = channels * size * size;
+    let keep: Vec<usize> = (0..all.paths.len())
+        .filter(|i| (i % 10 == 9) == (split == Split::Test))
+        .collect();
+    if keep.is_empty() {
+        return Err(Error::input(format!(
+            "{} has {} images, too few for a {} split (every tenth image is the test split)",
+            dir.display(),
+            all.paths.len(),
+            split.as_str()
+        )));
+    }
+    let mut images = Vec::with_capacity(keep.len() * per);
+    for &i in &keep {
+        images.extend_from_slice(&all.pixels[i * per..(i + 1) * per]);
+    }
+    let labels = all
+        .labels
+        .as_ref()
+        .map(|l| keep.iter().map(|&i| l[i]).collect::<Vec<u8>>());
+    let record = DatasetRecord {
+        name: dir
+            .file_name()
+            .map_or("images".into(), |n| n.to_string_lossy().into_owned()),
+        path: dir.display().to_string(),
+        sha256: fingerprint(&all.pixels, all.labels.as_deref()),
+    };
+    let mut ds = ImageDataset::from_parts(images, labels, (channels, size, size), record, split)?;
+    if !all.class_names.is_empty() {
+        ds.n_classes = all.class_names.len();
+        ds.class_names = all.class_names;
+    }
+    Ok(ds)
+}
+
+/// sha256 of the decoded pixels and labels: what a model trained on.
+fn fingerprint(pixels: &[u8], labels: Option<&[u8]>) -> String {
+    let mut h = Sha256::new();
+    h.update(pixels);
+    if let Some(l) = labels {
+        h.update(l);
+    }
+    format!("{:x}", h.finalize())
+}
+
+/// A permutation of `0..n` that is a pure function of (seed, epoch).
+pub fn epoch_permutation(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut step_rng(seed, epoch, PERMUTATION_STREAM));
+    order
+}
+
+/// Random stream of the epoch permutations, apart from every per-step stream.
+const PERMUTATION_STREAM: u64 = 0x5045_524d; // "PERM"
+
+/// Mini-batches of a dataset of `n` items in a fresh seeded order each epoch (PyTorch's
+/// `DataLoader(shuffle=True)`): the batch of global step `s` depends only on (seed, s), so a
+/// resumed run sees the same batches. The last, smaller batch of an epoch is kept unless
+/// [`EpochBatches::drop_last`] is set.
+#[derive(Clone, Debug)]
+pub struct EpochBatches {
+    n: usize,
+    batch_size: usize,
+    seed: u64,
+    drop_last: bool,
+    cached: Option<(u64, Vec<usize>)>,
+}
+
+impl EpochBatches {
+    pub fn new(n: usize, batch_size: usize, seed: u64) -> Result<Self> {
+        if n == 0 || batch_size == 0 {
+            return Err(Error::usage(format!(
+                "cannot make batches of {batch_size} from {n} images"
+            )));
+        }
+        Ok(Self {
+            n,
+            batch_size,
+            seed,
+            drop_last: false,
+            cached: None,
+        })
+    }
+
+    /// Drops the last incomplete batch of each epoch (needs `n >= batch_size`).
+    pub fn drop_last(mut self, yes: bool) -> Result<Self> {
+        if yes && self.n < self.batch_size {
+            return Err(Error::usage(format!(
+                "batch size {} is larger than the {} images",
+                self.batch_size, self.n
+            )));
+        }
+        self.drop_last = yes;
+        Ok(self)
+    }
+
+    /// Optimizer steps per pass over the data.
+    pub fn steps_per_epoch(&self) -> u64 {
+        if self.drop_last {
+            (self.n / self.batch_size) as u64
+        } else {
+            self.n.div_ceil(self.batch_size) as u64
+        }
+    }
+
+    /// The epoch that global step `step` belongs to.
+    pub fn epoch_of(&self, step: u64) -> u64 {
+        step / self.steps_per_epoch()
+    }
+
+    /// The item indices of the batch at global step `step`.
+    pub fn indices(&mut self, step: u64) -> Vec<usize> {
+        let spe = self.steps_per_epoch();
+        let (epoch, pos) = (step / spe, (step % spe) as usize);
+        if self.cached.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            self.cached = Some((epoch, epoch_permutation(self.n, self.seed, epoch)));
+        }
+        let order = &self.cached.as_ref().expect("just cached").1;
+        let start = pos * self.batch_size;
+        order[start..(start + self.batch_size).min(self.n)].to_vec()
+    }
+}
+
+/// Consecutive index chunks `0..n` of at most `batch` (for evaluation passes).
+pub fn chunks(n: usize, batch: usize) -> impl Iterator<Item = Vec<usize>> {
+    let batch = batch.max(1);
+    (0..n.div_ceil(batch)).map(move |i| (i * batch..((i + 1) * batch).min(n)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_cover_every_item_once_and_reproduce() {
+        let mut b = EpochBatches::new(10, 4, 7).unwrap();
+        assert_eq!(b.steps_per_epoch(), 3);
+        let mut seen: Vec<usize> = (0..3).flat_map(|s| b.indices(s)).collect();
+        assert_eq!(b.indices(2).len(), 2);
+        seen.sort();
+        assert_eq!(seen, (0..10).collect::<Vec<_>>());
+        let mut again = EpochBatches::new(10, 4, 7).unwrap();
+        assert_eq!(again.indices(4), b.indices(4));
+        assert_ne!(b.indices(0), b.indices(3), "each epoch has its own order");
+        let mut d = EpochBatches::new(10, 4, 7)
+            .unwrap()
+            .drop_last(true)
+            .unwrap();
+        assert_eq!(d.steps_per_epoch(), 2);
+        assert_eq!(d.indices(2), b.indices(3));
+    }
+
+    #[test]
+    fn data_split_suffix() {
+        assert_eq!(
+            parse_data_split("mnist:test"),
+            ("mnist".into(), Some(Split::Test))
+        );
+        assert_eq!(
+            parse_data_split("fashion-mnist"),
+            ("fashion-mnist".into(), None)
+        );
+        assert_eq!(parse_data_split("x:y"), ("x:y".into(), None));
+    }
+}
