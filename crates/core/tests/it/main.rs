@@ -8,4 +8,5 @@ mod gpt_golden;
 mod sampling;
 mod gpt;
 mod tokenizer;
+mod ops;
 mod images;

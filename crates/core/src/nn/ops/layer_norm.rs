@@ -1,0 +1,203 @@
+//! LayerNorm over the last dimension (Ba, Kiros & Hinton 2016, "Layer Normalization"), fused
+//! forward and backward.
+//!
+//! The forward is one pass per row (mean, variance, scale-shift) and the backward recomputes
+//! the row statistics from `x` rather than saving them: the row is in L1 by then, and nothing
+//! has to live between the two passes.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor, bail};
+
+use super::cpu::{CpuRead, f32_slice, rows_per_task, run_tasks, tensor};
+use super::math::{sum_map, sum_map2, sum_map3};
+use super::{fast_path, reference};
+
+/// LayerNorm over the last dimension: `(x - mean) / sqrt(var + eps) * weight + bias`, with the
+/// biased variance (as PyTorch).
+///
+/// # Shapes
+/// `x`: (..., C), `weight`: (C), `bias`: (C) -> (..., C).
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) -> Result<Tensor> {
+    let c = x.dim(D::Minus1)?;
+    if weight.dims1()? != c || bias.map(|b| b.dims1()).transpose()?.is_some_and(|n| n != c) {
+        bail!(
+            "layer_norm: x {:?} needs weight and bias of shape ({c})",
+            x.shape()
+        )
+    }
+    if !fast_path(&[x, weight]) || bias.is_some_and(|b| !fast_path(&[b])) || c == 0 {
+        return reference::layer_norm(x, weight, bias, eps);
+    }
+    let op = LayerNormOp { eps: eps as f32 };
+    let (x, w) = (x.contiguous()?, weight.contiguous()?);
+    match bias {
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+        None => x.apply_op2(&w, op),
+    }
+}
+
+struct LayerNormOp {
+    eps: f32,
+}
+
+impl LayerNormOp {
+    fn forward(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        l: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let c = w.len();
+        let mut y = vec![0f32; x.len()];
+        let chunk = rows_per_task(x.len() / c.max(1), 8 * c) * c;
+        let tasks: Vec<_> = x.chunks(chunk).zip(y.chunks_mut(chunk)).collect();
+        run_tasks(tasks, |(xs, ys)| {
+            for (xr, yr) in xs.chunks_exact(c).zip(ys.chunks_exact_mut(c)) {
+                let (mean, rstd) = stats(xr, self.eps);
+                match b {
+                    Some(b) => {
+                        for j in 0..c {
+                            yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
+                        }
+                    }
+                    None => {
+                        for j in 0..c {
+                            yr[j] = (xr[j] - mean) * rstd * w[j];
+                        }
+                    }
+                }
+            }
+        });
+        Ok((CpuStorage::F32(y), l.shape().clone()))
+    }
+
+    /// Returns (dx, dw, db).
+    fn backward(&self, x: &Tensor, w: &Tensor, dy: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+        let dy = dy.contiguous()?;
+        let (xr, wr, dyr) = (
+            CpuRead::new(x, NAME)?,
+            CpuRead::new(w, NAME)?,
+            CpuRead::new(&dy, NAME)?,
+        );
+        let (xs, w, dys) = (xr.slice(), wr.slice(), dyr.slice());
+        let c = w.len();
+        let mut dx = vec![0f32; xs.len()];
+        let chunk = rows_per_task(xs.len() / c.max(1), 16 * c) * c;
+        let n_tasks = xs.len().div_ceil(chunk.max(1)).max(1);
+        // Per task: dw then db partial sums, reduced after the parallel part.
+        let mut partial = vec![0f32; n_tasks * 2 * c];
+        let tasks: Vec<_> = xs
+            .chunks(chunk)
+            .zip(dys.chunks(chunk))
+            .zip(dx.chunks_mut(chunk))
+            .zip(partial.chunks_mut(2 * c))
+            .collect();
+        let inv_c = 1.0 / c as f32;
+        run_tasks(tasks, |(((xs, dys), dxs), part)| {
+            let (dw, db) = part.split_at_mut(c);
+            for ((xr, dyr), dxr) in xs
+                .chunks_exact(c)
+                .zip(dys.chunks_exact(c))
+                .zip(dxs.chunks_exact_mut(c))
+            {
+                let (mean, rstd) = stats(xr, self.eps);
+                let sum_g = sum_map2(dyr, w, |d, w| d * w);
+                let sum_gx = sum_map3(dyr, w, xr, |d, w, x| d * w * (x - mean)) * rstd;
+                for j in 0..c {
+                    dw[j] += dyr[j] * (xr[j] - mean) * rstd;
+                    db[j] += dyr[j];
+                }
+                let (mg, mgx) = (sum_g * inv_c, sum_gx * inv_c);
+                for j in 0..c {
+                    let xhat = (xr[j] - mean) * rstd;
+                    dxr[j] = rstd * (dyr[j] * w[j] - mg - xhat * mgx);
+                }
+            }
+        });
+        let (first, rest) = partial.split_at_mut(2 * c);
+        for p in rest.chunks_exact(2 * c) {
+            first.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+        }
+        let (dw, db) = (first[..c].to_vec(), first[c..].to_vec());
+        Ok((tensor(dx, x.shape())?, tensor(dw, c)?, tensor(db, c)?))
+    }
+}
+
+/// Mean and 1/sqrt(biased variance + eps) of one row (two passes: the row is in L1, and it
+/// avoids the cancellation of E[x^2] - E[x]^2).
+#[inline]
+fn stats(x: &[f32], eps: f32) -> (f32, f32) {
+    let n = x.len() as f32;
+    let mean = sum_map(x, |v| v) / n;
+    let var = sum_map(x, |v| (v - mean) * (v - mean)) / n;
+    (mean, 1.0 / (var + eps).sqrt())
+}
+
+const NAME: &str = "muse-layer-norm";
+
+impl CustomOp2 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.forward(f32_slice(s1, l1, NAME)?, f32_slice(s2, l2, NAME)?, None, l1)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = self.backward(x, w, dy)?;
+        Ok((x.track_op().then_some(dx), w.track_op().then_some(dw)))
+    }
+}
+
+impl CustomOp3 for LayerNormOp {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let b = f32_slice(s3, l3, NAME)?;
+        self.forward(
+            f32_slice(s1, l1, NAME)?,
+            f32_slice(s2, l2, NAME)?,
+            Some(b),
+            l1,
+        )
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = self.backward(x, w, dy)?;
+        Ok((
+            x.track_op().then_some(dx),
+            w.track_op().then_some(dw),
+            b.track_op().then_some(db),
+        ))
+    }
+}

@@ -1,0 +1,223 @@
+//! Dense layer `y = x W (+ b)` with the weight in either storage order, fused forward (bias
+//! folded into the `gemm` accumulator) and backward (dx, dW, db from one op).
+//!
+//! Both orders are read in place through `gemm`'s strides: GPT-2's `Conv1D` stores `(in, out)`,
+//! `nn.Linear` and Llama store `(out, in)`, and neither needs a transposed copy. A single input
+//! row (decoding) goes to the streaming kernels of [`super::gemv`] instead.
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor, bail};
+
+use super::cpu::{CpuRead, f32_slice, matmul, tensor};
+use super::gemv::gemv;
+use super::{fast_path, reference};
+
+/// How a weight matrix is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WeightLayout {
+    /// `(in, out)`: Hugging Face GPT-2 `Conv1D`.
+    InOut,
+    /// `(out, in)`: `torch.nn.Linear`, Llama, tied embeddings used as the output head.
+    OutIn,
+}
+
+/// `y = x @ w (+ b)`.
+///
+/// # Shapes
+/// `x`: (N, in) (or (..., in)), `w`: (in, out) for [`WeightLayout::InOut`] or (out, in) for
+/// [`WeightLayout::OutIn`], `b`: (out) -> (N, out) (or (..., out)).
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, layout: WeightLayout) -> Result<Tensor> {
+    let in_dim = x.dim(D::Minus1)?;
+    let (w_in, out_dim) = match (layout, w.dims2()?) {
+        (WeightLayout::InOut, (i, o)) => (i, o),
+        (WeightLayout::OutIn, (o, i)) => (i, o),
+    };
+    if w_in != in_dim
+        || b.map(|b| b.dims1())
+            .transpose()?
+            .is_some_and(|n| n != out_dim)
+    {
+        bail!(
+            "linear: x {:?}, w {:?} ({layout:?}) and bias {:?} do not fit",
+            x.shape(),
+            w.shape(),
+            b.map(|b| b.shape())
+        )
+    }
+    if !fast_path(&[x, w]) || b.is_some_and(|b| !fast_path(&[b])) || in_dim == 0 || out_dim == 0 {
+        return reference::linear(x, w, b, layout);
+    }
+    let op = LinearOp {
+        layout,
+        in_dim,
+        out_dim,
+    };
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    match b {
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+        None => x.apply_op2(&w, op),
+    }
+}
+
+struct LinearOp {
+    layout: WeightLayout,
+    in_dim: usize,
+    out_dim: usize,
+}
+
+const NAME: &str = "muse-linear";
+
+impl LinearOp {
+    /// `w` as the (in, out) right-hand operand: (slice, row stride, column stride).
+    fn w_as_in_out<'a>(&self, w: &'a [f32]) -> (&'a [f32], usize, usize) {
+        match self.layout {
+            WeightLayout::InOut => (w, self.out_dim, 1),
+            WeightLayout::OutIn => (w, 1, self.in_dim),
+        }
+    }
+
+    fn out_shape(&self, l: &Layout) -> Shape {
+        let mut dims = l.dims().to_vec();
+        if let Some(last) = dims.last_mut() {
+            *last = self.out_dim;
+        }
+        Shape::from(dims)
+    }
+
+    fn forward(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        l: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (k, n) = (self.in_dim, self.out_dim);
+        let m = x.len() / k.max(1);
+        if m == 1 {
+            let y = gemv(x, w, b, self.layout == WeightLayout::OutIn, n);
+            return Ok((CpuStorage::F32(y), self.out_shape(l)));
+        }
+        let mut y = vec![0f32; m * n];
+        if let Some(b) = b {
+            y.chunks_exact_mut(n.max(1))
+                .for_each(|row| row.copy_from_slice(b));
+        }
+        matmul(m, n, k, &mut y, b.is_some(), (x, k, 1), self.w_as_in_out(w));
+        Ok((CpuStorage::F32(y), self.out_shape(l)))
+    }
+
+    /// Gradients of the tracked inputs: (dx, dw, db).
+    fn backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        dy: &Tensor,
+        want: [bool; 3],
+    ) -> Result<[Option<Tensor>; 3]> {
+        let dy = dy.contiguous()?;
+        let (xr, wr, dyr) = (
+            CpuRead::new(x, NAME)?,
+            CpuRead::new(w, NAME)?,
+            CpuRead::new(&dy, NAME)?,
+        );
+        let (xs, ws, dys) = (xr.slice(), wr.slice(), dyr.slice());
+        let (k, n) = (self.in_dim, self.out_dim);
+        let m = xs.len() / k.max(1);
+        let dx = if want[0] {
+            // dx (m, in) = dy (m, out) @ w^T (out, in)
+            let mut dx = vec![0f32; m * k];
+            let wt = match self.layout {
+                WeightLayout::InOut => (ws, 1, n),
+                WeightLayout::OutIn => (ws, k, 1),
+            };
+            matmul(m, k, n, &mut dx, false, (dys, n, 1), wt);
+            Some(tensor(dx, x.shape())?)
+        } else {
+            None
+        };
+        let dw = if want[1] {
+            let mut dw = vec![0f32; k * n];
+            match self.layout {
+                // dw (in, out) = x^T (in, m) @ dy (m, out)
+                WeightLayout::InOut => matmul(k, n, m, &mut dw, false, (xs, 1, k), (dys, n, 1)),
+                // dw (out, in) = dy^T (out, m) @ x (m, in)
+                WeightLayout::OutIn => matmul(n, k, m, &mut dw, false, (dys, 1, n), (xs, k, 1)),
+            }
+            Some(tensor(dw, w.shape())?)
+        } else {
+            None
+        };
+        let db = if want[2] {
+            let mut db = vec![0f32; n];
+            for row in dys.chunks_exact(n.max(1)) {
+                db.iter_mut().zip(row).for_each(|(a, b)| *a += b);
+            }
+            Some(tensor(db, n)?)
+        } else {
+            None
+        };
+        Ok([dx, dw, db])
+    }
+}
+
+impl CustomOp2 for LinearOp {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.forward(f32_slice(s1, l1, NAME)?, f32_slice(s2, l2, NAME)?, None, l1)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let [dx, dw, _] = self.backward(x, w, dy, [x.track_op(), w.track_op(), false])?;
+        Ok((dx, dw))
+    }
+}
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let b = f32_slice(s3, l3, NAME)?;
+        self.forward(
+            f32_slice(s1, l1, NAME)?,
+            f32_slice(s2, l2, NAME)?,
+            Some(b),
+            l1,
+        )
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [dx, dw, db] = self.backward(x, w, dy, [x.track_op(), w.track_op(), b.track_op()])?;
+        Ok((dx, dw, db))
+    }
+}

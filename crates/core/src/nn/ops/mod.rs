@@ -1,0 +1,41 @@
+//! Fused CPU kernels for the hot ops of transformer training: layer/RMS norm, causal
+//! self-attention, linear, GELU, cross-entropy and the AdamW step.
+//!
+//! candle composes these from many small tensor ops, each allocating its output, and its own
+//! fused `candle_nn` kernels have no backward. Each op here is a candle `CustomOp` whose
+//! forward and backward are single passes over contiguous f32 rows, parallelised over rows (or
+//! heads) on candle's CPU thread pool (`MUSE_OPS_POOL=rayon` selects rayon's), with matmuls
+//! going straight to the `gemm` crate, split across the same pool.
+//!
+//! Every public function takes the fast path for F32 tensors on the CPU and otherwise falls back
+//! to [`reference`], the same maths composed from candle ops (what runs on CUDA). Tests compare
+//! the two, values and gradients.
+
+mod adamw;
+mod attention;
+mod cpu;
+mod cross_entropy;
+mod gelu;
+mod gemv;
+mod layer_norm;
+mod linear;
+mod math;
+pub mod reference;
+mod rms_norm;
+
+use candle_core::{DType, Device, Tensor};
+
+pub use adamw::{AdamWHyper, adamw_update};
+pub use attention::causal_self_attention;
+pub use cross_entropy::{IGNORE_INDEX, cross_entropy};
+pub use gelu::{GeluKind, gelu};
+pub use layer_norm::layer_norm;
+pub use linear::{WeightLayout, linear};
+pub use rms_norm::rms_norm;
+
+/// True when every tensor is F32 on the CPU, i.e. the fused kernels apply.
+fn fast_path(tensors: &[&Tensor]) -> bool {
+    tensors
+        .iter()
+        .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32)
+}
