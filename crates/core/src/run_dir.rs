@@ -82,8 +82,9 @@ impl RunDir {
         Ok(dir)
     }
 
-    /// Prepares the folder for a new or resumed run.
-    pub fn prepare(root: impl Into<PathBuf>, mode: OnExisting) -> Result<Self> {
+    /// Checks, without touching anything, that `root` may be used as `mode` says: a new run
+    /// needs a missing or empty folder, a resumed one needs a checkpoint.
+    pub fn check(root: &Path, mode: OnExisting) -> Result<()> {
         let dir = Self::new(root);
         let occupied = dir.root.is_dir()
             && std::fs::read_dir(&dir.root)
@@ -91,24 +92,28 @@ impl RunDir {
                 .next()
                 .is_some();
         match mode {
-            OnExisting::Refuse if occupied => {
-                return Err(Error::usage(format!(
-                    "{} already exists and is not empty: pass --resume to continue that run, \
-                     --force to overwrite it, or choose another --out",
-                    dir.root.display()
-                )));
-            }
-            OnExisting::Resume if !dir.state().is_file() => {
-                return Err(Error::usage(format!(
-                    "cannot resume: {} has no checkpoint (state.json); start a new run without \
-                     --resume",
-                    dir.state().display()
-                )));
-            }
-            OnExisting::Overwrite if occupied => {
-                std::fs::remove_dir_all(&dir.root).map_err(Error::io(&dir.root))?;
-            }
-            _ => {}
+            OnExisting::Refuse if occupied => Err(Error::usage(format!(
+                "{} already exists and is not empty: pass --resume to continue that run, \
+                 --force to overwrite it, or choose another --out",
+                dir.root.display()
+            ))),
+            OnExisting::Resume if !dir.state().is_file() => Err(Error::usage(format!(
+                "cannot resume: {} has no checkpoint (state.json); start a new run without \
+                 --resume",
+                dir.state().display()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Prepares the folder for a new or resumed run: checks it ([`RunDir::check`]), empties it
+    /// for `Overwrite`, and creates it. Call once the inputs are known to be good, so a failed
+    /// start leaves nothing behind.
+    pub fn prepare(root: impl Into<PathBuf>, mode: OnExisting) -> Result<Self> {
+        let dir = Self::new(root);
+        Self::check(&dir.root, mode)?;
+        if mode == OnExisting::Overwrite && dir.root.is_dir() {
+            std::fs::remove_dir_all(&dir.root).map_err(Error::io(&dir.root))?;
         }
         std::fs::create_dir_all(dir.samples()).map_err(Error::io(dir.samples()))?;
         Ok(dir)

@@ -27,8 +27,9 @@ enum Family {
 struct GptArgs {
     /// Named configuration to start from: char-baby (nanoGPT's CPU baby GPT),
     /// char-shakespeare (nanoGPT's 6/6/384 GPU config) or gpt2-small (124M, GPT-2 BPE).
-    #[arg(long, default_value = "char-baby")]
-    preset: String,
+    /// [default: char-baby]
+    #[arg(long)]
+    preset: Option<String>,
     /// A TOML file whose keys override the preset (sections: model, train, data, sample).
     #[arg(long)]
     config: Option<PathBuf>,
@@ -36,9 +37,10 @@ struct GptArgs {
     /// work when unique; `muse train gpt --print-config` lists them all.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// Training text: a dataset name from `muse data list` or a path to a UTF-8 text file.
-    #[arg(long, default_value = "tinyshakespeare")]
-    data: String,
+    /// Training text: a dataset name from `muse data list` or a path to a UTF-8 text file
+    /// (default: tinyshakespeare; on --resume, the run's own data).
+    #[arg(long)]
+    data: Option<String>,
     /// The run directory to write (default: runs/<preset>).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -68,29 +70,34 @@ fn train_gpt_cmd(a: GptArgs) -> anyhow::Result<()> {
     let out = a
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(&a.preset));
+        .unwrap_or_else(|| PathBuf::from("runs").join(a.preset.as_deref().unwrap_or("char-baby")));
     let mut sets = a.sets.clone();
     if let Some(t) = &a.tokenizer {
         sets.push(format!("data.tokenizer={t}"));
     }
-    let (config, preset) = if a.resume {
+    let (config, preset, data) = if a.resume {
+        if a.config.is_some() || a.preset.is_some() {
+            anyhow::bail!(muse_core::Error::usage(
+                "a resumed run keeps its preset and config; change single keys with --set"
+            ));
+        }
         let record = RunDir::open(&out)?.read_training()?;
         let stored: GptRunConfig = serde_json::from_value(record.config)
             .context("training.json of the run to resume is not a GPT config")?;
-        if a.config.is_some() {
-            anyhow::bail!(muse_core::Error::usage(
-                "--config cannot change a resumed run; use --set for single keys"
-            ));
-        }
+        let data = a.data.unwrap_or(record.dataset.path);
         (
             muse_core::config::resolve(&stored, None, &sets)?,
             record.preset,
+            data,
         )
     } else {
-        let preset = GptRunConfig::preset(&a.preset)?;
+        let name = a.preset.unwrap_or_else(|| "char-baby".into());
+        let preset = GptRunConfig::preset(&name)?;
+        let config = muse_core::config::resolve(&preset, a.config.as_deref(), &sets)?;
         (
-            muse_core::config::resolve(&preset, a.config.as_deref(), &sets)?,
-            a.preset.clone(),
+            config,
+            name,
+            a.data.unwrap_or_else(|| "tinyshakespeare".into()),
         )
     };
     if a.print_config {
@@ -103,13 +110,13 @@ fn train_gpt_cmd(a: GptArgs) -> anyhow::Result<()> {
         (_, true) => OnExisting::Overwrite,
         _ => OnExisting::Refuse,
     };
-    eprintln!("run: {}  preset: {preset}  data: {}", out.display(), a.data);
+    eprintln!("run: {}  preset: {preset}  data: {data}", out.display());
     eprintln!("{}", toml::to_string(&config)?);
     let job = GptTrainJob {
         out,
         preset,
         config,
-        data: a.data,
+        data,
         on_existing,
         device: a.device.device()?,
     };

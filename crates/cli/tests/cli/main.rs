@@ -3,3 +3,4 @@
 mod common;
 mod data;
 mod tokenizer;
+mod gpt;

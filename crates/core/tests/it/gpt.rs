@@ -203,3 +203,23 @@ fn resume_reproduces_the_uninterrupted_run() {
         );
     }
 }
+
+#[test]
+fn preset_files_in_configs_match_the_presets() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs");
+    for name in muse_core::train::gpt::PRESETS {
+        let path = root.join(format!("gpt-{name}.toml"));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let from_file: GptRunConfig = toml::from_str(&text).unwrap();
+        assert_eq!(
+            from_file,
+            GptRunConfig::preset(name).unwrap(),
+            "{} is stale: regenerate it with --print-config",
+            path.display()
+        );
+        let layered =
+            muse_core::config::resolve(&GptRunConfig::char_baby(), Some(&path), &[]).unwrap();
+        assert_eq!(layered, from_file);
+    }
+}

@@ -45,7 +45,11 @@ pub fn prepare_text(
     let val = tokenizer.encode(val_text)?;
     let dataset = DatasetRecord {
         name: source.name.clone(),
-        path: source.path.display().to_string(),
+        // Absolute, so `--resume` and `muse eval` find it from any working directory.
+        path: std::fs::canonicalize(&source.path)
+            .unwrap_or(source.path.clone())
+            .display()
+            .to_string(),
         sha256: data::sha256_file(&source.path)?,
     };
     Ok(TextSplits {

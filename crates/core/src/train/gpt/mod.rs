@@ -63,16 +63,16 @@ pub struct TrainReport {
 pub fn train_gpt(job: GptTrainJob, sample: Option<SampleFn>) -> Result<TrainReport> {
     let cfg = job.config.clone();
     cfg.validate()?;
-    let run = RunDir::prepare(&job.out, job.on_existing)?;
+    RunDir::check(&job.out, job.on_existing)?;
     let resuming = job.on_existing == OnExisting::Resume;
 
-    // Data and tokenizer: a resumed run reuses its tokenizer.
-    let tokenizer = if resuming {
-        Some(TextTokenizer::from_file(&run.tokenizer())?)
-    } else {
-        None
-    };
+    // Data and tokenizer first (a resumed run reuses its tokenizer), so bad input leaves no
+    // half-made run folder behind.
+    let tokenizer = resuming
+        .then(|| TextTokenizer::from_file(&RunDir::new(&job.out).tokenizer()))
+        .transpose()?;
     let splits = prepare_text(&job.data, &cfg.data, tokenizer)?;
+    let run = RunDir::prepare(&job.out, job.on_existing)?;
     let mut model_cfg = cfg.model.clone();
     model_cfg.vocab_size = model_cfg.vocab_size.max(splits.tokenizer.vocab_size());
     model_cfg
