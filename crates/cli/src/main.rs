@@ -2,6 +2,7 @@
 //!
 //! Exit codes: 0 ok, 1 runtime error, 2 bad usage, 130 stopped by Ctrl-C (checkpoint saved).
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -105,6 +106,7 @@ fn init_logging(verbose: u8) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .without_time()
         .with_writer(std::io::stderr)
         .init();

@@ -279,3 +279,87 @@ fn resume_continues_from_the_checkpoint() {
     );
     assert_fails(&out, 1, &["elsewhere"]);
 }
+
+#[test]
+fn bpe_tokenizer_and_prompts_longer_than_the_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = train(
+        dir.path(),
+        &["--tokenizer", "bpe", "--set", "bpe_vocab_size=300"],
+    );
+    let (_, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let tok: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("run/tokenizer.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(tok["model"]["type"], "BPE");
+    let long_prompt = "First Citizen: Before we proceed any further, hear me speak. ".repeat(3);
+    let out = muse(
+        dir.path(),
+        &[
+            "sample",
+            "run",
+            "--prompt",
+            &long_prompt,
+            "--max-tokens",
+            "10",
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.starts_with(&long_prompt), "{stdout}");
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_resume_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = corpus(dir.path());
+    let mut args: Vec<&str> = vec![
+        "train",
+        "gpt",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        "run",
+    ];
+    args.extend_from_slice(TINY);
+    args.extend_from_slice(&["--set", "max_iters=100000", "--set", "eval_interval=100000"]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_muse"))
+        .args(&args)
+        .current_dir(dir.path())
+        .env("MUSE_DATA_DIR", data_dir())
+        .env("MUSE_THREADS", "1")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let metrics = dir.path().join("run/metrics.jsonl");
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&metrics).map_or(0, |m| m.lines().count()) < 20 {
+        assert!(started.elapsed().as_secs() < 60, "training did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("checkpoint saved"), "{stderr}");
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("run/state.json")).unwrap())
+            .unwrap();
+    let step = state["step"].as_u64().unwrap();
+    assert!(step >= 19, "saved at step {step}");
+    let target = format!("max_iters={}", step + 2);
+    let out = muse(
+        dir.path(),
+        &["train", "gpt", "--out", "run", "--resume", "--set", &target],
+    );
+    assert!(out.status.success(), "{}", text(&out).1);
+}
