@@ -74,9 +74,16 @@ pub fn adamw_update(param: &Var, grad: &Tensor, m: &Var, v: &Var, h: &AdamWHyper
     param.inplace_op3(m, v, &step)
 }
 
+/// Elements per task: each pass is a memory-bound sweep, so split only tensors large enough
+/// (64k elements per task) for a second thread to outweigh waking it; gpt_char's largest
+/// parameter (65k) stays on one thread.
+fn chunk(len: usize) -> usize {
+    rows_per_task(len, 2)
+}
+
 /// Applies `f` to matching chunks of `dst` and `src`, in parallel for large tensors.
 fn zip_chunks<F: Fn(&mut [f32], &[f32]) + Sync + Send>(dst: &mut [f32], src: &[f32], f: F) {
-    let chunk = rows_per_task(dst.len(), 8);
+    let chunk = chunk(dst.len());
     run_tasks(
         dst.chunks_mut(chunk).zip(src.chunks(chunk)).collect(),
         |(d, s)| f(d, s),
@@ -149,7 +156,7 @@ impl InplaceOp3 for Step {
             f32_slice(s2, l2, self.name())?,
             f32_slice(s3, l3, self.name())?,
         );
-        let chunk = rows_per_task(p.len(), 8);
+        let chunk = chunk(p.len());
         let tasks: Vec<_> = p
             .chunks_mut(chunk)
             .zip(m.chunks(chunk))

@@ -11,8 +11,9 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, bail};
 
-use super::cpu::{CpuRead, Mat, SendPtr, f32_slice, gemm, run_tasks, tensor, threads};
+use super::cpu::{CpuRead, SendPtr, f32_slice, run_tasks, tensor, threads};
 use super::math::{Fma, exp, max, simd_dispatch, sum_map, sum_map2};
+use super::matmul::{Mat, gemm};
 use super::{fast_path, reference};
 
 /// Causal self-attention, heads concatenated, scale `1 / sqrt(hs)`.
@@ -27,7 +28,7 @@ pub fn causal_self_attention(qkv: &Tensor, n_head: usize) -> Result<Tensor> {
     if n_head == 0 || c3 % (3 * n_head) != 0 {
         bail!("causal_self_attention: last dim {c3} is not 3 * n_head ({n_head}) * head size")
     }
-    if !fast_path(&[qkv]) || b * t == 0 {
+    if !fast_path(&[qkv]) || b * t * c3 == 0 {
         return reference::causal_self_attention(qkv, n_head);
     }
     let op = AttentionOp {
@@ -167,7 +168,8 @@ fn forward_heads(
 impl AttentionOp {
     /// Runs the forward over all pairs, returning (out, probs).
     fn forward(&self, d: Dims, qkv: &[f32]) -> (Vec<f32>, Vec<f32>) {
-        let mut out = vec![0f32; d.b * d.t * d.c];
+        let n_out = d.b * d.t * d.c;
+        let mut out = Vec::with_capacity(n_out);
         let mut probs = vec![0f32; d.b * d.nh * d.t * d.t];
         let ptr = SendPtr(out.as_mut_ptr());
         let mut rest = probs.as_mut_slice();
@@ -178,6 +180,8 @@ impl AttentionOp {
             tasks.push((r, mine));
         }
         run_tasks(tasks, |(r, p)| forward_heads(d, qkv, ptr, p, r));
+        // SAFETY: the P V products wrote every row of every head's columns (no zeroing needed).
+        unsafe { out.set_len(n_out) };
         (out, probs)
     }
 }
@@ -310,12 +314,15 @@ impl CustomOp1 for AttentionOp {
             Some(p) => p,
             None => self.forward(d, qr.slice()).1,
         };
-        let mut dqkv = vec![0f32; qr.slice().len()];
+        let n = qr.slice().len();
+        let mut dqkv = Vec::with_capacity(n);
         let ptr = SendPtr(dqkv.as_mut_ptr());
         let (qs, ds) = (qr.slice(), dr.slice());
         run_tasks(head_ranges(d.b * d.nh), |r| {
             backward_heads(d, qs, ds, &probs, ptr, r)
         });
+        // SAFETY: the dQ, dK and dV products wrote every row of every head's q, k, v columns.
+        unsafe { dqkv.set_len(n) };
         Ok(Some(tensor(dqkv, qkv.shape())?))
     }
 }

@@ -1,11 +1,15 @@
-//! CPU plumbing shared by the fused ops: f32 slices out of candle storages, splitting work
-//! into parallel tasks on candle's (or rayon's) thread pool, and strided calls into `gemm`.
+//! CPU plumbing shared by the fused ops: f32 slices out of candle storages, output buffers,
+//! splitting work into parallel tasks on rayon's (or candle's) thread pool, and the safe,
+//! bounds-checked matmul entry points over [`super::matmul`].
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Mutex;
 
 use candle_core::{CpuStorage, Device, Layout, Result, Shape, Storage, StorageRef, Tensor, bail};
 use rayon::prelude::*;
+
+use super::matmul::{Mat, extent, par_gemm};
 
 /// The f32 elements covered by a contiguous layout.
 pub(crate) fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
@@ -63,26 +67,27 @@ pub(crate) fn tensor<S: Into<Shape>>(data: Vec<f32>, shape: S) -> Result<Tensor>
 /// Which thread pool runs the parallel parts of the kernels.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Pool {
-    /// candle's barrier pool (`candle_core::utils::barrier_pool`, sized by `RAYON_NUM_THREADS`
-    /// or `CANDLE_NUM_THREADS`), which candle's own elementwise ops and backprop use.
-    Candle,
-    /// rayon's global pool: work-stealing, so a core taken by another process only slows the
-    /// tasks it holds, where the barrier pool waits for every worker at every split.
+    /// rayon's global pool (`RAYON_NUM_THREADS` threads): work-stealing, so a core taken by
+    /// another process only slows the tasks it holds.
     Rayon,
+    /// candle's barrier pool (`candle_core::utils::barrier_pool`), which candle's own elementwise
+    /// ops use: a faster hand-off, but every split waits for every worker, so one descheduled
+    /// worker stalls the whole op.
+    Candle,
 }
 
-/// The pool, from `MUSE_OPS_POOL` (`candle`, the default, or `rayon`), read once.
+/// The pool, from `MUSE_OPS_POOL` (`rayon`, the default, or `candle`), read once.
 ///
-/// Measured on 2 cores with gpt_char shapes (minimum of many runs, forward+backward): linear
-/// 768x128->384 1.44-1.52 ms on candle's pool vs 1.84-1.98 on rayon, attention 0.77-0.81 vs
-/// 1.22-1.83, the AdamW step 0.51 vs 1.30. With both pools in play, candle's workers spin after
-/// each of candle's own ops while rayon's try to run ours. With one core busy elsewhere the
-/// barrier pool degrades much worse (a layer-norm forward 6x slower), hence the switch.
+/// Measured on 2 cores under other load, gpt_char training step (`muse bench gpt`, 2 threads,
+/// median / p10 / p90 ms): rayon 54-153 / 52 / 212-292, rayon with `CANDLE_NUM_THREADS=1` (so
+/// candle's own ops never wait on a barrier) 53-57 / 46-53 / 62-72, candle's pool 116-239 /
+/// 100-157 / 256-386. Op by op with the minimum of many runs the barrier pool was up to 30%
+/// faster, but a whole step mixes both pools and pays for it.
 fn pool() -> Pool {
     static POOL: std::sync::OnceLock<Pool> = std::sync::OnceLock::new();
     *POOL.get_or_init(|| match std::env::var("MUSE_OPS_POOL").as_deref() {
-        Ok("rayon") => Pool::Rayon,
-        _ => Pool::Candle,
+        Ok("candle") => Pool::Candle,
+        _ => Pool::Rayon,
     })
 }
 
@@ -131,80 +136,6 @@ pub(crate) fn run_tasks<T: Send, F: Fn(T) + Sync + Send>(tasks: Vec<T>, f: F) {
     }
 }
 
-/// A strided f32 matrix operand: element (i, j) is at `ptr + i * rs + j * cs`.
-#[derive(Clone, Copy)]
-pub(crate) struct Mat {
-    pub ptr: *const f32,
-    pub rs: isize,
-    pub cs: isize,
-}
-
-// SAFETY: a `Mat` is only read through, and `gemm`'s callers keep the data alive and unchanged.
-unsafe impl Send for Mat {}
-unsafe impl Sync for Mat {}
-
-impl Mat {
-    /// The view starting `rows` rows and `cols` columns further in.
-    ///
-    /// # Safety
-    /// The new start must lie inside the same allocation.
-    unsafe fn shifted(self, rows: isize, cols: isize) -> Mat {
-        // SAFETY: the caller's contract.
-        Mat {
-            ptr: unsafe { self.ptr.offset(rows * self.rs + cols * self.cs) },
-            ..self
-        }
-    }
-}
-
-/// `dst (m x n) = scale * lhs (m x k) @ rhs (k x n)`, plus the old `dst` when `accumulate`,
-/// on the calling thread.
-///
-/// # Safety
-/// Every operand must be valid for the elements its strides reach over its shape, `dst` must
-/// not overlap `lhs` or `rhs`, and no other thread may touch those `dst` elements meanwhile.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: isize,
-    dst_cs: isize,
-    accumulate: bool,
-    lhs: Mat,
-    rhs: Mat,
-    scale: f32,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    // SAFETY: forwarded from the caller's contract.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            dst_cs,
-            dst_rs,
-            accumulate,
-            lhs.ptr,
-            lhs.cs,
-            lhs.rs,
-            rhs.ptr,
-            rhs.cs,
-            rhs.rs,
-            if accumulate { 1.0 } else { 0.0 },
-            scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
-}
-
 /// A raw pointer that tasks writing disjoint elements may share.
 #[derive(Clone, Copy)]
 pub(crate) struct SendPtr(pub *mut f32);
@@ -219,82 +150,17 @@ impl SendPtr {
     }
 }
 
-/// [`gemm`] split across the pool: into one block of rows (or of columns, whichever dimension
-/// is longer) per thread, each multiplied single-threaded. Small products run inline.
+/// A vector of `n` elements written by `fill`, without zeroing it first (`vec![0.0; n]` spent
+/// ~5% of a gpt_char training step in the allocator's memset).
 ///
 /// # Safety
-/// As for [`gemm`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn par_gemm(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: isize,
-    dst_cs: isize,
-    accumulate: bool,
-    lhs: Mat,
-    rhs: Mat,
-    scale: f32,
-) {
-    // Below ~1 MFLOP the hand-off and the repeated packing cost more than they save.
-    const MIN_PAR_WORK: usize = 512 * 1024;
-    let parts = threads().min((m * n * k) / MIN_PAR_WORK).max(1);
-    if parts == 1 {
-        // SAFETY: the caller's contract.
-        return unsafe { gemm(m, n, k, dst, dst_rs, dst_cs, accumulate, lhs, rhs, scale) };
-    }
-    let (split_rows, len) = if m >= n { (true, m) } else { (false, n) };
-    // Blocks in multiples of 16 keep every part on whole micro-kernel tiles.
-    let block = len.div_ceil(parts).next_multiple_of(16);
-    let dst = SendPtr(dst);
-    let blocks: Vec<usize> = (0..len).step_by(block).collect();
-    run_tasks(blocks, |start| {
-        let size = block.min(len - start);
-        let off = start as isize;
-        // SAFETY: each block reads a sub-view of lhs or rhs and writes its own rows (columns)
-        // of dst; blocks do not overlap, and the caller guarantees the whole views are valid.
-        unsafe {
-            if split_rows {
-                let d = dst.get().offset(off * dst_rs);
-                gemm(
-                    size,
-                    n,
-                    k,
-                    d,
-                    dst_rs,
-                    dst_cs,
-                    accumulate,
-                    lhs.shifted(off, 0),
-                    rhs,
-                    scale,
-                )
-            } else {
-                let d = dst.get().offset(off * dst_cs);
-                gemm(
-                    m,
-                    size,
-                    k,
-                    d,
-                    dst_rs,
-                    dst_cs,
-                    accumulate,
-                    lhs,
-                    rhs.shifted(0, off),
-                    scale,
-                )
-            }
-        }
-    });
-}
-
-/// Index one past the last element a (rows x cols) view with non-negative strides touches.
-pub(crate) fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
-    if rows == 0 || cols == 0 {
-        0
-    } else {
-        (rows - 1) * rs + (cols - 1) * cs + 1
-    }
+/// `fill` must write every one of the `n` elements.
+pub(crate) unsafe fn new_filled(n: usize, fill: impl FnOnce(&mut [MaybeUninit<f32>])) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    fill(&mut v.spare_capacity_mut()[..n]);
+    // SAFETY: the caller's contract: all `n` elements are initialised.
+    unsafe { v.set_len(n) };
+    v
 }
 
 /// Safe `dst (m x n, row-major, row stride n) = lhs @ rhs (+ dst)` on slices with bounds
@@ -344,4 +210,53 @@ pub(crate) fn matmul(
             1.0,
         )
     }
+}
+
+/// `lhs (m x k) @ rhs (k x n)` into a new row-major vector, bounds checked like [`matmul`].
+///
+/// The result is allocated without zeroing (see [`super::cpu::new_filled`]): `gemm`
+/// overwrites it anyway.
+pub(crate) fn matmul_new(
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+) -> Vec<f32> {
+    if k == 0 || m == 0 || n == 0 {
+        return vec![0f32; m * n];
+    }
+    assert!(
+        lhs.0.len() >= extent(m, k, lhs.1, lhs.2),
+        "matmul: lhs too small"
+    );
+    assert!(
+        rhs.0.len() >= extent(k, n, rhs.1, rhs.2),
+        "matmul: rhs too small"
+    );
+    let mut dst = Vec::with_capacity(m * n);
+    let mat = |(s, rs, cs): (&[f32], usize, usize)| Mat {
+        ptr: s.as_ptr(),
+        rs: rs as isize,
+        cs: cs as isize,
+    };
+    // SAFETY: bounds asserted above; `dst` is a fresh allocation of m * n elements that `gemm`
+    // fills without reading (accumulate = false: its first pass over k stores, never loads),
+    // so every element is initialised before `set_len`.
+    unsafe {
+        par_gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            n as isize,
+            1,
+            false,
+            mat(lhs),
+            mat(rhs),
+            1.0,
+        );
+        dst.set_len(m * n);
+    }
+    dst
 }

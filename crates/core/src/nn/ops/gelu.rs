@@ -4,9 +4,11 @@
 //! candle's own GELU calls libm per element and its backward is a chain of ~10 tensor ops; here
 //! each direction is one vectorised pass using the polynomials of [`super::math`].
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use super::cpu::{CpuRead, f32_slice, rows_per_task, run_tasks, tensor};
+use super::cpu::{CpuRead, f32_slice, new_filled, rows_per_task, run_tasks, tensor};
 use super::math::{Fma, erf_and_gauss, simd_dispatch, tanh};
 use super::{fast_path, reference};
 
@@ -41,55 +43,58 @@ const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1 / sqrt(2 pi)
 const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
-/// `y = gelu(x)` or, when `dy` is given, `y = dy * gelu'(x)`.
+/// `y = gelu(x)` or, when `dy` is given, `y = dy * gelu'(x)`; writes every element of `y`.
 #[inline(always)]
-fn kernel<F: Fma>(kind: GeluKind, x: &[f32], dy: Option<&[f32]>, y: &mut [f32]) {
+fn kernel<F: Fma>(kind: GeluKind, x: &[f32], dy: Option<&[f32]>, y: &mut [MaybeUninit<f32>]) {
     match (kind, dy) {
         (GeluKind::Erf, None) => {
             for (y, &x) in y.iter_mut().zip(x) {
                 let (e, _) = erf_and_gauss::<F>(x * FRAC_1_SQRT_2);
-                *y = 0.5 * x * (1.0 + e);
+                y.write(0.5 * x * (1.0 + e));
             }
         }
         (GeluKind::Erf, Some(dy)) => {
             for ((y, &x), &d) in y.iter_mut().zip(x).zip(dy) {
                 // d/dx = Phi(x) + x phi(x), and erf_and_gauss returns e^{-x^2/2} with erf.
                 let (e, g) = erf_and_gauss::<F>(x * FRAC_1_SQRT_2);
-                *y = d * (0.5 * (1.0 + e) + x * g * FRAC_1_SQRT_2PI);
+                y.write(d * (0.5 * (1.0 + e) + x * g * FRAC_1_SQRT_2PI));
             }
         }
         (GeluKind::Tanh, None) => {
             for (y, &x) in y.iter_mut().zip(x) {
                 let t = tanh::<F>(SQRT_2_OVER_PI * F::fma(COEF * x, x * x, x));
-                *y = 0.5 * x * (1.0 + t);
+                y.write(0.5 * x * (1.0 + t));
             }
         }
         (GeluKind::Tanh, Some(dy)) => {
             for ((y, &x), &d) in y.iter_mut().zip(x).zip(dy) {
                 let t = tanh::<F>(SQRT_2_OVER_PI * F::fma(COEF * x, x * x, x));
                 let du = SQRT_2_OVER_PI * F::fma(3.0 * COEF * x, x, 1.0);
-                *y = d * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du);
+                y.write(d * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * du));
             }
         }
     }
 }
 
-simd_dispatch!(fn kernel_simd(kind: GeluKind, x: &[f32], dy: Option<&[f32]>, y: &mut [f32]) = kernel);
+simd_dispatch!(fn kernel_simd(kind: GeluKind, x: &[f32], dy: Option<&[f32]>, y: &mut [MaybeUninit<f32>]) = kernel);
 
 /// The fused kernel over `x` (and `dy`), split across threads.
 fn run(kind: GeluKind, x: &[f32], dy: Option<&[f32]>) -> Vec<f32> {
-    let mut y = vec![0f32; x.len()];
     let chunk = rows_per_task(x.len(), 40);
-    let tasks: Vec<_> = x
-        .chunks(chunk)
-        .zip(y.chunks_mut(chunk))
-        .enumerate()
-        .collect();
-    run_tasks(tasks, |(i, (x, y))| {
-        let dy = dy.map(|d| &d[i * chunk..i * chunk + x.len()]);
-        kernel_simd(kind, x, dy, y)
-    });
-    y
+    // SAFETY: the chunks cover all of `y` and the kernel writes every element of its chunk.
+    unsafe {
+        new_filled(x.len(), |y| {
+            let tasks: Vec<_> = x
+                .chunks(chunk)
+                .zip(y.chunks_mut(chunk))
+                .enumerate()
+                .collect();
+            run_tasks(tasks, |(i, (x, y))| {
+                let dy = dy.map(|d| &d[i * chunk..i * chunk + x.len()]);
+                kernel_simd(kind, x, dy, y)
+            });
+        })
+    }
 }
 
 impl CustomOp1 for GeluOp {

@@ -7,7 +7,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor, bail};
 
-use super::cpu::{CpuRead, f32_slice, matmul, tensor};
+use super::cpu::{CpuRead, f32_slice, matmul, matmul_new, tensor};
 use super::gemv::gemv;
 use super::{fast_path, reference};
 
@@ -124,24 +124,22 @@ impl LinearOp {
         let m = xs.len() / k.max(1);
         let dx = if want[0] {
             // dx (m, in) = dy (m, out) @ w^T (out, in)
-            let mut dx = vec![0f32; m * k];
             let wt = match self.layout {
                 WeightLayout::InOut => (ws, 1, n),
                 WeightLayout::OutIn => (ws, k, 1),
             };
-            matmul(m, k, n, &mut dx, false, (dys, n, 1), wt);
+            let dx = matmul_new(m, k, n, (dys, n, 1), wt);
             Some(tensor(dx, x.shape())?)
         } else {
             None
         };
         let dw = if want[1] {
-            let mut dw = vec![0f32; k * n];
-            match self.layout {
+            let dw = match self.layout {
                 // dw (in, out) = x^T (in, m) @ dy (m, out)
-                WeightLayout::InOut => matmul(k, n, m, &mut dw, false, (xs, 1, k), (dys, n, 1)),
+                WeightLayout::InOut => matmul_new(k, n, m, (xs, 1, k), (dys, n, 1)),
                 // dw (out, in) = dy^T (out, m) @ x (m, in)
-                WeightLayout::OutIn => matmul(n, k, m, &mut dw, false, (dys, 1, n), (xs, k, 1)),
-            }
+                WeightLayout::OutIn => matmul_new(n, k, m, (dys, 1, n), (xs, k, 1)),
+            };
             Some(tensor(dw, w.shape())?)
         } else {
             None

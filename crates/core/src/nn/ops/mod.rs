@@ -4,8 +4,8 @@
 //! candle composes these from many small tensor ops, each allocating its output, and its own
 //! fused `candle_nn` kernels have no backward. Each op here is a candle `CustomOp` whose
 //! forward and backward are single passes over contiguous f32 rows, parallelised over rows (or
-//! heads) on candle's CPU thread pool (`MUSE_OPS_POOL=rayon` selects rayon's), with matmuls
-//! going straight to the `gemm` crate, split across the same pool.
+//! heads) on rayon's global pool (`MUSE_OPS_POOL=candle` selects candle's barrier pool), with
+//! matmuls going straight to the `gemm` crate, split across the same pool.
 //!
 //! Every public function takes the fast path for F32 tensors on the CPU and otherwise falls back
 //! to [`reference`], the same maths composed from candle ops (what runs on CUDA). Tests compare
@@ -20,6 +20,7 @@ mod gemv;
 mod layer_norm;
 mod linear;
 mod math;
+mod matmul;
 pub mod reference;
 mod rms_norm;
 
