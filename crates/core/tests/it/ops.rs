@@ -186,6 +186,29 @@ fn causal_self_attention_matches_composed_ops() {
     }
 }
 
+/// A second backward over the same graph finds the saved probabilities consumed and takes the
+/// path that large inputs always take: recompute them from the saved log-sum-exp.
+#[test]
+fn causal_self_attention_recomputes_probabilities() {
+    let qkv = Var::from_tensor(&rand_tensor(&[2, 70, 48], 1.5, 7)).unwrap();
+    let w = rand_tensor(&[2, 70, 16], 1.0, 8);
+    let loss = |y: Tensor| (y * &w).unwrap().sum_all().unwrap();
+    let fused = loss(ops::causal_self_attention(&qkv, 2).unwrap());
+    let want = loss(reference::causal_self_attention(&qkv, 2).unwrap())
+        .backward()
+        .unwrap();
+    let want = want.get(&qkv).unwrap();
+    for pass in ["saved probabilities", "recomputed probabilities"] {
+        let got = fused.backward().unwrap();
+        assert_close(
+            got.get(&qkv).unwrap(),
+            want,
+            2e-5,
+            &format!("attention grad, {pass}"),
+        );
+    }
+}
+
 #[test]
 fn linear_matches_composed_ops() {
     // (leading dims, in, out)

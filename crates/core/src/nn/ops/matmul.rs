@@ -17,6 +17,26 @@ unsafe impl Send for Mat {}
 unsafe impl Sync for Mat {}
 
 impl Mat {
+    /// A (rows x cols) view of `s` from `offset` with strides `rs`, `cs`, asserted to stay
+    /// inside `s`.
+    pub(crate) fn view(
+        s: &[f32],
+        offset: usize,
+        shape: (usize, usize),
+        rs: usize,
+        cs: usize,
+    ) -> Mat {
+        assert!(
+            offset + extent(shape.0, shape.1, rs, cs) <= s.len(),
+            "matrix view out of bounds"
+        );
+        Mat {
+            ptr: s.as_ptr().wrapping_add(offset),
+            rs: rs as isize,
+            cs: cs as isize,
+        }
+    }
+
     /// The view starting `rows` rows and `cols` columns further in.
     ///
     /// # Safety
@@ -76,6 +96,49 @@ pub(crate) unsafe fn gemm(
             gemm::Parallelism::None,
         )
     }
+}
+
+/// An output buffer of `len` elements that tasks write disjoint blocks of.
+#[derive(Clone, Copy)]
+pub(crate) struct Out {
+    ptr: SendPtr,
+    len: usize,
+}
+
+impl Out {
+    /// The buffer of `v`'s allocation, `len` elements (written by tasks, then `set_len`).
+    pub(crate) fn new(v: &mut Vec<f32>, len: usize) -> Self {
+        assert!(v.capacity() >= len);
+        Self {
+            ptr: SendPtr(v.as_mut_ptr()),
+            len,
+        }
+    }
+
+    /// Start of the (rows x cols) block at `offset` with row stride `rs`, asserted in bounds.
+    pub(crate) fn block(self, offset: usize, rows: usize, cols: usize, rs: usize) -> *mut f32 {
+        assert!(
+            offset + extent(rows, cols, rs, 1) <= self.len,
+            "output block out of bounds"
+        );
+        self.ptr.get().wrapping_add(offset)
+    }
+}
+
+/// `dst (m x n, row stride dst.1) = scale * lhs (m x k) @ rhs (k x n)`, `(m, n, k) = dims`.
+///
+/// # Safety
+/// As for [`gemm`] (with `dst` row-major from `dst.0`).
+pub(crate) unsafe fn mm(
+    dims: (usize, usize, usize),
+    dst: (*mut f32, usize),
+    lhs: Mat,
+    rhs: Mat,
+    scale: f32,
+) {
+    let (m, n, k) = dims;
+    // SAFETY: the caller's contract.
+    unsafe { gemm(m, n, k, dst.0, dst.1 as isize, 1, false, lhs, rhs, scale) }
 }
 
 /// [`gemm`] split across the pool: into one block of rows (or of columns, whichever dimension
