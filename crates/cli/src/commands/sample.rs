@@ -11,7 +11,8 @@ use super::sample_text::{self, TextArgs};
 /// output is labelled as AI-generated.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The run directory (`muse train --out`) or model folder.
+    /// The run directory (`muse train --out`), a Hugging Face model folder (gpt2, llama), or a
+    /// llama2.c checkpoint file (.bin, with --tokenizer).
     run: PathBuf,
     /// Seed of the sampling random stream (same seed, same output).
     #[arg(long, default_value_t = 1337)]
@@ -23,7 +24,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let family = RunDir::open(&a.run)?.family()?;
+    // A file is a llama2.c checkpoint; a folder says its family.
+    let family = if a.run.is_file() {
+        "llama2c".to_string()
+    } else {
+        RunDir::open(&a.run)?.family()?
+    };
     let device = a.device.device()?;
     match family.as_str() {
         _ => sample_text::run(&a.run, a.text, a.seed, &device),

@@ -5,9 +5,8 @@ use std::path::Path;
 
 use muse_core::device::Device;
 
-use muse_core::sample::{
-    GenerateOptions, Sampler, SamplingParams, StopReason, generate, open_text_model,
-};
+use muse_core::sample::open::open_text_model_with;
+use muse_core::sample::{GenerateOptions, Sampler, SamplingParams, StopReason, generate};
 
 /// Flags for text models.
 #[derive(clap::Args)]
@@ -41,6 +40,10 @@ pub struct TextArgs {
     /// (softmax at the sampling temperature, before top-k/top-p), one token per line.
     #[arg(long)]
     show_probs: bool,
+    /// Tokenizer to use instead of the folder's: a tokenizer.json, a SentencePiece
+    /// tokenizer.model or a llama2.c tokenizer.bin (required for a llama2.c .bin checkpoint).
+    #[arg(long)]
+    tokenizer: Option<std::path::PathBuf>,
 }
 
 /// Generates text from the model folder `run`.
@@ -60,8 +63,8 @@ pub fn run(run: &Path, a: TextArgs, seed: u64, device: &Device) -> anyhow::Resul
             "--temperature must be >= 0, --top-p in (0, 1], --repetition-penalty > 0"
         ));
     }
-    let tm = open_text_model(run, device)?;
-    let prompt_ids = tm.tokenizer.encode(&a.prompt)?;
+    let tm = open_text_model_with(run, a.tokenizer.as_deref(), device)?;
+    let prompt_ids = tm.encode_prompt(&a.prompt)?;
     let params = SamplingParams {
         temperature: a.temperature,
         top_k: a.top_k,

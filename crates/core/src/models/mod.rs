@@ -2,6 +2,9 @@
 //! training loop, no sampling policy.
 
 pub mod gpt;
+pub mod llama;
+pub mod llama2c;
+pub mod pretrained;
 
 use candle_core::{Device, Result, Tensor};
 

@@ -7,38 +7,68 @@ use candle_core::Device;
 use crate::error::{Error, Result};
 use crate::models::CausalLm;
 use crate::models::gpt::load_gpt;
+use crate::models::pretrained::load_pretrained;
 use crate::run_dir::RunDir;
-use crate::tokenizer::TextTokenizer;
+use crate::tokenizer::{TextTokenizer, files};
 
 /// A loaded language model with its tokenizer.
 pub struct TextModel {
     pub model: Box<dyn CausalLm>,
     pub tokenizer: TextTokenizer,
-    /// `gpt`, or the Hugging Face `model_type`.
+    /// `gpt`, or the Hugging Face `model_type` (`llama2c` for a llama2.c checkpoint).
     pub family: String,
+    /// Prepended to every prompt (Llama's `<s>`); `None` for GPT models.
+    pub bos_id: Option<u32>,
+}
+
+impl TextModel {
+    /// Prompt text to ids, after the beginning-of-sequence id when the model uses one.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>> {
+        let ids = self.tokenizer.encode(text)?;
+        Ok(self.bos_id.into_iter().chain(ids).collect())
+    }
 }
 
 /// Loads the model and tokenizer of the run or model folder at `dir`.
 pub fn open_text_model(dir: &Path, device: &Device) -> Result<TextModel> {
+    open_text_model_with(dir, None, device)
+}
+
+/// [`open_text_model`], also for a llama2.c checkpoint file, with `tokenizer` (a
+/// tokenizer.json, SentencePiece `tokenizer.model` or llama2.c `tokenizer.bin`) replacing the
+/// folder's own.
+pub fn open_text_model_with(
+    dir: &Path,
+    tokenizer: Option<&Path>,
+    device: &Device,
+) -> Result<TextModel> {
+    let tokenizer = tokenizer.map(files::load_file).transpose()?;
+    if dir.is_file() {
+        return open_llama2c(dir, tokenizer, device);
+    }
     let run = RunDir::open(dir)?;
     let family = run.family()?;
     let model: Box<dyn CausalLm> = match family.as_str() {
         "gpt" | "gpt2" => Box::new(load_gpt(dir, device).map_err(|e| Error::input(e.to_string()))?),
+        "llama" => Box::new(load_pretrained(dir, device).map_err(|e| Error::input(e.to_string()))?),
         other => {
             return Err(Error::input(format!(
                 "{} holds a '{other}' model, which has no text generation; supported: gpt \
-                 (Muse runs) and gpt2 (Hugging Face folders)",
+                 (Muse runs), gpt2 and llama (Hugging Face folders)",
                 dir.display()
             )));
         }
     };
-    if !run.tokenizer().is_file() {
-        return Err(Error::input(format!(
-            "{} has no tokenizer.json: copy the tokenizer the model was trained with into the folder",
-            dir.display()
-        )));
-    }
-    let tokenizer = TextTokenizer::from_file(&run.tokenizer())?;
+    let tokenizer = match tokenizer {
+        Some(t) => t,
+        None => files::find_in_dir(dir)?.ok_or_else(|| {
+            Error::input(format!(
+                "{} has no tokenizer.json (nor vocab.json + merges.txt): copy the tokenizer the \
+                 model was trained with into the folder, or pass --tokenizer FILE",
+                dir.display()
+            ))
+        })?,
+    };
     if tokenizer.vocab_size() > model.vocab_size() {
         return Err(Error::input(format!(
             "tokenizer.json has {} tokens but the model only {}: they do not belong together",
@@ -46,9 +76,49 @@ pub fn open_text_model(dir: &Path, device: &Device) -> Result<TextModel> {
             model.vocab_size()
         )));
     }
+    let bos_id = (family == "llama")
+        .then(|| crate::models::pretrained::ModelConfig::read(&run.config()).ok())
+        .flatten()
+        .and_then(|c| match c {
+            crate::models::pretrained::ModelConfig::Llama(c) => c.bos_token_id,
+            _ => None,
+        });
     Ok(TextModel {
         model,
         tokenizer,
         family,
+        bos_id,
+    })
+}
+
+/// A llama2.c checkpoint with its tokenizer, which must have exactly the model's vocabulary.
+fn open_llama2c(
+    path: &Path,
+    tokenizer: Option<TextTokenizer>,
+    device: &Device,
+) -> Result<TextModel> {
+    let model = crate::models::llama2c::load_llama2c(path, device)
+        .map_err(|e| Error::input(e.to_string()))?;
+    let Some(tokenizer) = tokenizer else {
+        return Err(Error::usage(format!(
+            "{} is a llama2.c checkpoint, which carries no tokenizer: pass --tokenizer \
+             tokenizer.bin (or tokenizer.model) with the vocabulary it was trained with",
+            path.display()
+        )));
+    };
+    if tokenizer.vocab_size() != model.vocab_size() {
+        return Err(Error::input(format!(
+            "the tokenizer has {} tokens but {} was trained with a vocabulary of {}: they do not \
+             belong together; pass the tokenizer the checkpoint was trained with",
+            tokenizer.vocab_size(),
+            path.display(),
+            model.vocab_size()
+        )));
+    }
+    Ok(TextModel {
+        bos_id: model.config().bos_token_id,
+        model: Box::new(model),
+        tokenizer,
+        family: "llama2c".into(),
     })
 }

@@ -9,7 +9,9 @@
 
 mod char_level;
 mod chunk;
+pub mod files;
 mod gpt2;
+pub mod sentencepiece;
 mod stream;
 mod train;
 

@@ -52,9 +52,17 @@ impl<'a> TokenStream<'a> {
     /// character (for example the first byte token of an emoji).
     pub fn step(&mut self, id: u32) -> Result<Option<String>> {
         self.tokenizer.check_ids(&[id])?;
-        self.inner
-            .step(id)
-            .map_err(|e| Error::input(format!("cannot decode token id {id}: {e}")))
+        match self.inner.step(id) {
+            Ok(text) => Ok(text),
+            // Byte-fallback decoders (Llama) turn a whole run of byte tokens into U+FFFD when
+            // it is not valid UTF-8, so HF's stream can lose its own prefix; start afresh.
+            Err(_) => {
+                self.inner = self.tokenizer.inner().decode_stream(false);
+                self.inner
+                    .step(id)
+                    .map_err(|e| Error::input(format!("cannot decode token id {id}: {e}")))
+            }
+        }
     }
 
     /// Adds one id and returns the completed text, empty while a character is incomplete.

@@ -10,3 +10,5 @@ mod gpt;
 mod tokenizer;
 mod ops;
 mod images;
+mod hf_parity;
+mod llama;
