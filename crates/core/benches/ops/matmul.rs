@@ -67,8 +67,20 @@ pub fn run(budget: Duration) {
         "\n## matmul (ms; GFLOP/s in brackets); lhsT/rhsT = operand stored transposed, read through strides"
     );
     println!(
-        "{:<30} {:>16} {:>16} {:>16} {:>16} {:>16}",
-        "shape", "gemm 1 thread", "gemm rayon", "gemm lhsT", "gemm rhsT", "candle matmul"
+        "# The fused ops call gemm directly (no allocation; strided views of packed q|k|v and of"
+    );
+    println!(
+        "# either weight layout), split in row/column blocks across the pool; one row uses muse's GEMV."
+    );
+    println!(
+        "{:<30} {:>16} {:>16} {:>16} {:>16} {:>16} {:>16}",
+        "shape",
+        "gemm 1 thread",
+        "gemm rayon",
+        "gemm lhsT",
+        "gemm rhsT",
+        "candle matmul",
+        "muse linear"
     );
     let shapes = [
         (768, 128, 384, "gpt_char qkv fwd"),
@@ -99,15 +111,21 @@ pub fn run(budget: Duration) {
         let ta = Tensor::from_vec(a.clone(), (m, k), &Device::Cpu).unwrap();
         let tb = Tensor::from_vec(b.clone(), (k, n), &Device::Cpu).unwrap();
         let t_candle = median_ms(|| drop(ta.matmul(&tb).unwrap()), 300, budget);
+        let t_muse = median_ms(
+            || drop(ops::linear(&ta, &tb, None, WeightLayout::InOut).unwrap()),
+            300,
+            budget,
+        );
         let cell = |t: f64| format!("{} ({:.0})", ms(t), gf(t));
         println!(
-            "{:<30} {:>16} {:>16} {:>16} {:>16} {:>16}",
+            "{:<30} {:>16} {:>16} {:>16} {:>16} {:>16} {:>16}",
             format!("{name} {m}x{k}@{k}x{n}"),
             cell(t_one),
             cell(t_par),
             cell(t_lt),
             cell(t_rt),
-            cell(t_candle)
+            cell(t_candle),
+            cell(t_muse)
         );
     }
     attention_scores(budget);

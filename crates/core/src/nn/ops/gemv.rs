@@ -1,9 +1,10 @@
 //! Matrix-vector product for [`super::linear`] with a single input row (token-by-token
 //! decoding), in both weight layouts.
 //!
-//! With one row, a matmul is a pass over the weights at memory speed; `gemm` 0.19 does it at
-//! 7-8 GFLOP/s for GPT-2's 768x50257 head (single thread, 9.6-11 ms), well under what the
-//! memory allows. Here each thread streams its own block of output columns.
+//! With one row, a matmul is one pass over the weights at memory speed. `gemm` 0.19 runs it on
+//! one thread whatever its `Parallelism`; here each thread streams its own block of output
+//! columns. Measured (1 / 2 threads): 768x2304 0.244 / 0.110 ms against gemm's 0.238 / 0.237;
+//! for the 154 MB 768x50257 head both stay at the ~16-19 GB/s this machine's memory gives.
 
 use super::cpu::{rows_per_task, run_tasks};
 use super::math::{Fma, LANES, simd_dispatch};

@@ -7,7 +7,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor, bail};
 
-use super::cpu::{CpuRead, f32_slice, rows_per_task, run_tasks, tensor};
+use super::cpu::{CpuRead, f32_slice, new_filled, rows_per_task, run_tasks, tensor};
 use super::math::{sum_map, sum_map2, sum_map3};
 use super::{fast_path, reference};
 
@@ -48,26 +48,27 @@ impl LayerNormOp {
         l: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let c = w.len();
-        let mut y = vec![0f32; x.len()];
         let chunk = rows_per_task(x.len() / c.max(1), 8 * c) * c;
-        let tasks: Vec<_> = x.chunks(chunk).zip(y.chunks_mut(chunk)).collect();
-        run_tasks(tasks, |(xs, ys)| {
-            for (xr, yr) in xs.chunks_exact(c).zip(ys.chunks_exact_mut(c)) {
-                let (mean, rstd) = stats(xr, self.eps);
-                match b {
-                    Some(b) => {
-                        for j in 0..c {
-                            yr[j] = (xr[j] - mean) * rstd * w[j] + b[j];
+        // SAFETY: the tasks' chunks cover `y`, and every row of a chunk is written in full.
+        let y = unsafe {
+            new_filled(x.len(), |y| {
+                let tasks: Vec<_> = x.chunks(chunk).zip(y.chunks_mut(chunk)).collect();
+                run_tasks(tasks, |(xs, ys)| {
+                    for (xr, yr) in xs.chunks_exact(c).zip(ys.chunks_exact_mut(c)) {
+                        let (mean, rstd) = stats(xr, self.eps);
+                        let rows = yr.iter_mut().zip(xr).zip(w);
+                        match b {
+                            Some(b) => rows.zip(b).for_each(|(((y, &x), &w), &b)| {
+                                y.write((x - mean) * rstd * w + b);
+                            }),
+                            None => rows.for_each(|((y, &x), &w)| {
+                                y.write((x - mean) * rstd * w);
+                            }),
                         }
                     }
-                    None => {
-                        for j in 0..c {
-                            yr[j] = (xr[j] - mean) * rstd * w[j];
-                        }
-                    }
-                }
-            }
-        });
+                });
+            })
+        };
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -81,39 +82,40 @@ impl LayerNormOp {
         );
         let (xs, w, dys) = (xr.slice(), wr.slice(), dyr.slice());
         let c = w.len();
-        let mut dx = vec![0f32; xs.len()];
         let chunk = rows_per_task(xs.len() / c.max(1), 16 * c) * c;
         let n_tasks = xs.len().div_ceil(chunk.max(1)).max(1);
         // Per task: dw then db partial sums, reduced after the parallel part.
         let mut partial = vec![0f32; n_tasks * 2 * c];
-        let tasks: Vec<_> = xs
-            .chunks(chunk)
-            .zip(dys.chunks(chunk))
-            .zip(dx.chunks_mut(chunk))
-            .zip(partial.chunks_mut(2 * c))
-            .collect();
         let inv_c = 1.0 / c as f32;
-        run_tasks(tasks, |(((xs, dys), dxs), part)| {
-            let (dw, db) = part.split_at_mut(c);
-            for ((xr, dyr), dxr) in xs
-                .chunks_exact(c)
-                .zip(dys.chunks_exact(c))
-                .zip(dxs.chunks_exact_mut(c))
-            {
-                let (mean, rstd) = stats(xr, self.eps);
-                let sum_g = sum_map2(dyr, w, |d, w| d * w);
-                let sum_gx = sum_map3(dyr, w, xr, |d, w, x| d * w * (x - mean)) * rstd;
-                for j in 0..c {
-                    dw[j] += dyr[j] * (xr[j] - mean) * rstd;
-                    db[j] += dyr[j];
-                }
-                let (mg, mgx) = (sum_g * inv_c, sum_gx * inv_c);
-                for j in 0..c {
-                    let xhat = (xr[j] - mean) * rstd;
-                    dxr[j] = rstd * (dyr[j] * w[j] - mg - xhat * mgx);
-                }
-            }
-        });
+        // SAFETY: the tasks' chunks cover `dx`, and every row of a chunk is written in full.
+        let dx = unsafe {
+            new_filled(xs.len(), |dx| {
+                let tasks: Vec<_> = xs
+                    .chunks(chunk)
+                    .zip(dys.chunks(chunk))
+                    .zip(dx.chunks_mut(chunk))
+                    .zip(partial.chunks_mut(2 * c))
+                    .collect();
+                run_tasks(tasks, |(((xs, dys), dxs), part)| {
+                    let (dw, db) = part.split_at_mut(c);
+                    let rows = xs.chunks_exact(c).zip(dys.chunks_exact(c));
+                    for ((xr, dyr), dxr) in rows.zip(dxs.chunks_exact_mut(c)) {
+                        let (mean, rstd) = stats(xr, self.eps);
+                        let mg = sum_map2(dyr, w, |d, w| d * w) * inv_c;
+                        let mgx = sum_map3(dyr, w, xr, |d, w, x| d * w * (x - mean)) * rstd * inv_c;
+                        let sums = dw.iter_mut().zip(db.iter_mut());
+                        for (((dw, db), &d), &x) in sums.zip(dyr).zip(xr) {
+                            *dw += d * (x - mean) * rstd;
+                            *db += d;
+                        }
+                        for (((dx, &d), &x), &w) in dxr.iter_mut().zip(dyr).zip(xr).zip(w) {
+                            let xhat = (x - mean) * rstd;
+                            dx.write(rstd * (d * w - mg - xhat * mgx));
+                        }
+                    }
+                });
+            })
+        };
         let (first, rest) = partial.split_at_mut(2 * c);
         for p in rest.chunks_exact(2 * c) {
             first.iter_mut().zip(p).for_each(|(a, b)| *a += b);

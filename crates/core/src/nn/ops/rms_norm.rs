@@ -6,7 +6,7 @@
 
 use candle_core::{CpuStorage, CustomOp2, D, Layout, Result, Shape, Tensor, bail};
 
-use super::cpu::{CpuRead, f32_slice, rows_per_task, run_tasks, tensor};
+use super::cpu::{CpuRead, f32_slice, new_filled, rows_per_task, run_tasks, tensor};
 use super::math::{sum_map, sum_map3};
 use super::{fast_path, reference};
 
@@ -52,17 +52,21 @@ impl CustomOp2 for RmsNormOp {
     ) -> Result<(CpuStorage, Shape)> {
         let (x, w) = (f32_slice(s1, l1, NAME)?, f32_slice(s2, l2, NAME)?);
         let c = w.len();
-        let mut y = vec![0f32; x.len()];
         let chunk = rows_per_task(x.len() / c, 6 * c) * c;
-        let tasks: Vec<_> = x.chunks(chunk).zip(y.chunks_mut(chunk)).collect();
-        run_tasks(tasks, |(xs, ys)| {
-            for (xr, yr) in xs.chunks_exact(c).zip(ys.chunks_exact_mut(c)) {
-                let r = rstd(xr, self.eps);
-                for j in 0..c {
-                    yr[j] = xr[j] * r * w[j];
-                }
-            }
-        });
+        // SAFETY: the tasks' chunks cover `y`, and every row of a chunk is written in full.
+        let y = unsafe {
+            new_filled(x.len(), |y| {
+                let tasks: Vec<_> = x.chunks(chunk).zip(y.chunks_mut(chunk)).collect();
+                run_tasks(tasks, |(xs, ys)| {
+                    for (xr, yr) in xs.chunks_exact(c).zip(ys.chunks_exact_mut(c)) {
+                        let r = rstd(xr, self.eps);
+                        for ((y, &x), &w) in yr.iter_mut().zip(xr).zip(w) {
+                            y.write(x * r * w);
+                        }
+                    }
+                });
+            })
+        };
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -81,33 +85,35 @@ impl CustomOp2 for RmsNormOp {
         );
         let (xs, w, dys) = (xr.slice(), wr.slice(), dyr.slice());
         let c = w.len();
-        let mut dx = vec![0f32; xs.len()];
         let chunk = rows_per_task(xs.len() / c, 12 * c) * c;
         let n_tasks = xs.len().div_ceil(chunk).max(1);
         let mut partial = vec![0f32; n_tasks * c]; // dw per task
-        let tasks: Vec<_> = xs
-            .chunks(chunk)
-            .zip(dys.chunks(chunk))
-            .zip(dx.chunks_mut(chunk))
-            .zip(partial.chunks_mut(c))
-            .collect();
         let inv_c = 1.0 / c as f32;
-        run_tasks(tasks, |(((xs, dys), dxs), dw)| {
-            for ((xr, dyr), dxr) in xs
-                .chunks_exact(c)
-                .zip(dys.chunks_exact(c))
-                .zip(dxs.chunks_exact_mut(c))
-            {
-                let r = rstd(xr, self.eps);
-                // mean(g * xhat) with g = dy * w, xhat = x * r
-                let m = sum_map3(dyr, w, xr, |d, w, x| d * w * x) * r * inv_c;
-                for j in 0..c {
-                    let xhat = xr[j] * r;
-                    dxr[j] = r * (dyr[j] * w[j] - xhat * m);
-                    dw[j] += dyr[j] * xhat;
-                }
-            }
-        });
+        // SAFETY: the tasks' chunks cover `dx`, and every row of a chunk is written in full.
+        let dx = unsafe {
+            new_filled(xs.len(), |dx| {
+                let tasks: Vec<_> = xs
+                    .chunks(chunk)
+                    .zip(dys.chunks(chunk))
+                    .zip(dx.chunks_mut(chunk))
+                    .zip(partial.chunks_mut(c))
+                    .collect();
+                run_tasks(tasks, |(((xs, dys), dxs), dw)| {
+                    let rows = xs.chunks_exact(c).zip(dys.chunks_exact(c));
+                    for ((xr, dyr), dxr) in rows.zip(dxs.chunks_exact_mut(c)) {
+                        let r = rstd(xr, self.eps);
+                        // mean(g * xhat) with g = dy * w, xhat = x * r
+                        let m = sum_map3(dyr, w, xr, |d, w, x| d * w * x) * r * inv_c;
+                        let cols = dxr.iter_mut().zip(dw.iter_mut()).zip(dyr).zip(xr).zip(w);
+                        for ((((dx, dw), &d), &x), &w) in cols {
+                            let xhat = x * r;
+                            dx.write(r * (d * w - xhat * m));
+                            *dw += d * xhat;
+                        }
+                    }
+                });
+            })
+        };
         let (first, rest) = partial.split_at_mut(c);
         for p in rest.chunks_exact(c) {
             first.iter_mut().zip(p).for_each(|(a, b)| *a += b);
