@@ -9,6 +9,7 @@ mod sampling;
 mod gpt;
 mod tokenizer;
 mod ops;
+mod conv_ops;
 mod images;
 mod hf_parity;
 mod llama;

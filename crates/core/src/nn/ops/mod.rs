@@ -13,6 +13,8 @@
 
 mod adamw;
 mod attention;
+pub mod batch_norm;
+pub mod conv;
 mod cpu;
 mod cross_entropy;
 mod gelu;
@@ -28,6 +30,8 @@ use candle_core::{DType, Device, Tensor};
 
 pub use adamw::{AdamWHyper, adamw_update};
 pub use attention::causal_self_attention;
+pub use batch_norm::{Activation, BatchStats, batch_norm_train, leaky_relu};
+pub use conv::{conv_transpose2d, conv2d};
 pub use cross_entropy::{IGNORE_INDEX, cross_entropy};
 pub use gelu::{GeluKind, gelu};
 pub use layer_norm::layer_norm;
