@@ -8,3 +8,4 @@ pub mod sample;
 pub mod sample_text;
 pub mod tokenizer;
 pub mod train;
+pub mod train_image;

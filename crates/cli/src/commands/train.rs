@@ -21,6 +21,8 @@ pub struct Args {
 enum Family {
     /// A GPT-style decoder-only transformer language model.
     Gpt(GptArgs),
+    /// The reference image classifier (small CNN) that judges generated images.
+    Classifier(super::train_image::ClassifierArgs),
 }
 
 #[derive(clap::Args)]
@@ -63,6 +65,7 @@ struct GptArgs {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.family {
         Family::Gpt(a) => train_gpt_cmd(a),
+        Family::Classifier(a) => super::train_image::train_classifier(a),
     }
 }
 

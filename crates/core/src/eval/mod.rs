@@ -2,6 +2,7 @@
 //! fast Muse runs it (`muse bench`).
 
 pub mod bench;
+pub mod image;
 pub mod text;
 
 pub use text::{TextEval, eval_text};

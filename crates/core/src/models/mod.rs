@@ -1,10 +1,13 @@
 //! Model families. A model sees tensors and its config, nothing else: no datasets, no
 //! training loop, no sampling policy.
 
+pub mod classifier;
+pub mod conv;
 pub mod gpt;
 pub mod llama;
 pub mod llama2c;
 pub mod pretrained;
+pub mod vae;
 
 use candle_core::{Device, Result, Tensor};
 

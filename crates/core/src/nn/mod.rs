@@ -8,6 +8,7 @@ pub mod dropout;
 pub mod init;
 pub mod kv_cache;
 pub mod layers;
+pub mod noise;
 pub mod ops;
 
 pub use dropout::Dropout;

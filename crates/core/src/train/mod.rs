@@ -2,14 +2,17 @@
 //! checkpoints, metrics, plots, progress, Ctrl-C) and the loops themselves.
 
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub mod gpt;
+pub mod images;
 pub mod interrupt;
 pub mod metrics;
 pub mod optimizer;
 pub mod plot;
 pub mod progress;
 pub mod schedule;
+pub mod vae;
 
 pub use config::{ScheduleKind, TrainConfig};
 pub use optimizer::AdamW;

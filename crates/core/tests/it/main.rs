@@ -11,5 +11,8 @@ mod tokenizer;
 mod ops;
 mod conv_ops;
 mod images;
+mod image_metrics;
+mod classifier;
+mod vae;
 mod hf_parity;
 mod llama;

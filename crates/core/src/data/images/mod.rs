@@ -14,6 +14,7 @@ mod idx;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
+use rand::Rng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -178,6 +179,55 @@ impl ImageDataset {
             out.extend(self.image(i).iter().map(|&p| p as f32 * mul + add));
         }
         let (c, h, w) = self.shape();
+        Ok(Tensor::from_vec(out, (indices.len(), c, h, w), device)?)
+    }
+
+    /// Like [`ImageDataset::batch`], with each image translated by a random whole number of
+    /// pixels in `[-max_shift, max_shift]` along each axis (uncovered pixels are 0): the data
+    /// augmentation of the classifier. The shifts are a pure function of `seed`.
+    ///
+    /// # Shapes
+    /// -> (B, C, H, W).
+    pub fn shifted_batch(
+        &self,
+        indices: &[usize],
+        scale: Scale,
+        max_shift: usize,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Tensor> {
+        if max_shift == 0 {
+            return self.batch(indices, scale, device);
+        }
+        let (c, h, w) = self.shape();
+        let (mul, add) = match scale {
+            Scale::Unit => (1.0 / 255.0, 0.0),
+            Scale::Signed => (2.0 / 255.0, -1.0),
+        };
+        let mut rng = step_rng(seed, 0, SHIFT_STREAM);
+        let s = max_shift as i64;
+        let mut out = vec![add as f32; indices.len() * self.pixels_per_image()];
+        for (b, &i) in indices.iter().enumerate() {
+            self.check_index(i)?;
+            let (dy, dx) = (rng.random_range(-s..=s), rng.random_range(-s..=s));
+            let src = self.image(i);
+            let dst = &mut out[b * c * h * w..(b + 1) * c * h * w];
+            for ch in 0..c {
+                for y in 0..h as i64 {
+                    let sy = y - dy;
+                    if sy < 0 || sy >= h as i64 {
+                        continue;
+                    }
+                    for x in 0..w as i64 {
+                        let sx = x - dx;
+                        if sx >= 0 && sx < w as i64 {
+                            let p = src[(ch * h + sy as usize) * w + sx as usize];
+                            dst[(ch * h + y as usize) * w + x as usize] = p as f32 * mul + add;
+                        }
+                    }
+                }
+            }
+        }
         Ok(Tensor::from_vec(out, (indices.len(), c, h, w), device)?)
     }
 
@@ -494,6 +544,8 @@ pub fn epoch_permutation(n: usize, seed: u64, epoch: u64) -> Vec<usize> {
 
 /// Random stream of the epoch permutations, apart from every per-step stream.
 const PERMUTATION_STREAM: u64 = 0x5045_524d; // "PERM"
+/// Random stream of [`ImageDataset::shifted_batch`].
+const SHIFT_STREAM: u64 = 0x5348_4654; // "SHFT"
 
 /// Mini-batches of a dataset of `n` items in a fresh seeded order each epoch (PyTorch's
 /// `DataLoader(shuffle=True)`): the batch of global step `s` depends only on (seed, s), so a

@@ -25,6 +25,7 @@ mod math;
 mod matmul;
 pub mod reference;
 mod rms_norm;
+pub mod vae_loss;
 
 use candle_core::{DType, Device, Tensor};
 

@@ -1,0 +1,242 @@
+//! The variational autoencoder (Kingma & Welling, "Auto-Encoding Variational Bayes", 2013)
+//! with Bernoulli outputs, in the shape of the PyTorch examples MNIST VAE (`vae/main.py`), and
+//! a convolutional variant.
+//!
+//! ```text
+//! x -> encoder -> (mu, logvar) -> z = mu + eps * exp(logvar / 2) -> decoder -> logits
+//! loss per image = BCE(x, sigmoid(logits)) summed over pixels
+//!                + beta * KL(N(mu, exp(logvar)) || N(0, I)) = -0.5 * sum(1 + logvar - mu² - exp(logvar))
+//! ```
+//!
+//! The decoder returns logits; the BCE is computed from them (`softplus(l) - x l`), which
+//! equals PyTorch's `binary_cross_entropy(sigmoid(l), x)` without its log clamp at -100.
+//! Noise `eps` is an input, so training draws it from a seeded stream and resumes exactly.
+
+mod config;
+
+use candle_core::{D, Result, Tensor};
+use candle_nn::VarBuilder;
+
+pub use config::{VaeArch, VaeConfig};
+
+use super::conv::{Conv2d, ConvTranspose2d};
+use crate::nn::Linear;
+use crate::nn::ops::WeightLayout;
+
+/// Layers of the fully connected VAE (PyTorch examples names: fc1, fc21, fc22, fc3, fc4).
+struct Mlp {
+    fc1: Linear,
+    fc21: Linear,
+    fc22: Linear,
+    fc3: Linear,
+    fc4: Linear,
+}
+
+/// Layers of the convolutional VAE.
+struct Conv {
+    enc_conv1: Conv2d,
+    enc_conv2: Conv2d,
+    enc_fc: Linear,
+    fc_mu: Linear,
+    fc_logvar: Linear,
+    dec_fc1: Linear,
+    dec_fc2: Linear,
+    dec_conv1: ConvTranspose2d,
+    dec_conv2: ConvTranspose2d,
+}
+
+enum Layers {
+    Mlp(Mlp),
+    Conv(Conv),
+}
+
+/// A VAE; see the module docs.
+pub struct Vae {
+    layers: Layers,
+    cfg: VaeConfig,
+}
+
+/// The two terms of the loss, each summed over the batch (scalars), and their sum
+/// `bce + beta * kl`.
+pub struct VaeLoss {
+    pub bce: Tensor,
+    pub kl: Tensor,
+    pub total: Tensor,
+}
+
+fn linear(i: usize, o: usize, vb: VarBuilder) -> Result<Linear> {
+    Linear::new(i, o, true, WeightLayout::OutIn, vb)
+}
+
+impl Vae {
+    pub fn new(cfg: &VaeConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate().map_err(candle_core::Error::msg)?;
+        let (p, h, l) = (cfg.pixels(), cfg.hidden, cfg.latent);
+        let layers = match cfg.arch {
+            VaeArch::Mlp => Layers::Mlp(Mlp {
+                fc1: linear(p, h, vb.pp("fc1"))?,
+                fc21: linear(h, l, vb.pp("fc21"))?,
+                fc22: linear(h, l, vb.pp("fc22"))?,
+                fc3: linear(l, h, vb.pp("fc3"))?,
+                fc4: linear(h, p, vb.pp("fc4"))?,
+            }),
+            VaeArch::Conv => {
+                let (c, c1, c2) = (cfg.channels, cfg.conv_channels, 2 * cfg.conv_channels);
+                let flat = c2 * (cfg.image_size / 4).pow(2);
+                Layers::Conv(Conv {
+                    enc_conv1: Conv2d::new(c, c1, 4, 2, 1, vb.pp("enc_conv1"))?,
+                    enc_conv2: Conv2d::new(c1, c2, 4, 2, 1, vb.pp("enc_conv2"))?,
+                    enc_fc: linear(flat, h, vb.pp("enc_fc"))?,
+                    fc_mu: linear(h, l, vb.pp("fc_mu"))?,
+                    fc_logvar: linear(h, l, vb.pp("fc_logvar"))?,
+                    dec_fc1: linear(l, h, vb.pp("dec_fc1"))?,
+                    dec_fc2: linear(h, flat, vb.pp("dec_fc2"))?,
+                    dec_conv1: ConvTranspose2d::new(c2, c1, 4, (2, 1, 0), vb.pp("dec_conv1"))?,
+                    dec_conv2: ConvTranspose2d::new(c1, c, 4, (2, 1, 0), vb.pp("dec_conv2"))?,
+                })
+            }
+        };
+        Ok(Self {
+            layers,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &VaeConfig {
+        &self.cfg
+    }
+
+    /// The approximate posterior q(z|x) = N(mu, exp(logvar)).
+    ///
+    /// # Shapes
+    /// `x`: (N, C, H, W) in [0, 1] -> (mu (N, latent), logvar (N, latent)).
+    pub fn encode(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let n = x.dim(0)?;
+        match &self.layers {
+            Layers::Mlp(m) => {
+                let h = m.fc1.forward(&x.reshape((n, ()))?)?.relu()?; // (N, hidden)
+                Ok((m.fc21.forward(&h)?, m.fc22.forward(&h)?))
+            }
+            Layers::Conv(m) => {
+                let h = m.enc_conv1.forward(x)?.relu()?; // (N, c1, H/2, W/2)
+                let h = m.enc_conv2.forward(&h)?.relu()?; // (N, c2, H/4, W/4)
+                let h = m.enc_fc.forward(&h.reshape((n, ()))?)?.relu()?; // (N, hidden)
+                Ok((m.fc_mu.forward(&h)?, m.fc_logvar.forward(&h)?))
+            }
+        }
+    }
+
+    /// Bernoulli logits of p(x|z).
+    ///
+    /// # Shapes
+    /// `z`: (N, latent) -> (N, C, H, W).
+    pub fn decode_logits(&self, z: &Tensor) -> Result<Tensor> {
+        let n = z.dim(0)?;
+        let (c, s) = (self.cfg.channels, self.cfg.image_size);
+        match &self.layers {
+            Layers::Mlp(m) => {
+                let h = m.fc3.forward(z)?.relu()?; // (N, hidden)
+                m.fc4.forward(&h)?.reshape((n, c, s, s)) // (N, C, H, W)
+            }
+            Layers::Conv(m) => {
+                let c2 = 2 * self.cfg.conv_channels;
+                let h = m.dec_fc1.forward(z)?.relu()?; // (N, hidden)
+                let h = m.dec_fc2.forward(&h)?.relu()?; // (N, c2 * H/4 * W/4)
+                let h = h.reshape((n, c2, s / 4, s / 4))?; // (N, c2, H/4, W/4)
+                let h = m.dec_conv1.forward(&h)?.relu()?; // (N, c1, H/2, W/2)
+                m.dec_conv2.forward(&h) // (N, C, H, W)
+            }
+        }
+    }
+
+    /// Decoded images (the Bernoulli means) in [0, 1].
+    ///
+    /// # Shapes
+    /// `z`: (N, latent) -> (N, C, H, W).
+    pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
+        candle_nn::ops::sigmoid(&self.decode_logits(z)?)
+    }
+
+    /// The loss terms for inputs `x_in` reconstructing `target` (the same images, or clean
+    /// ones for a denoising VAE), with reparameterisation noise `eps` ~ N(0, I).
+    ///
+    /// # Shapes
+    /// `x_in`, `target`: (N, C, H, W); `eps`: (N, latent) -> scalars.
+    pub fn loss(&self, x_in: &Tensor, target: &Tensor, eps: &Tensor, beta: f64) -> Result<VaeLoss> {
+        let (mu, logvar) = self.encode(x_in)?;
+        let z = reparameterize(&mu, &logvar, eps)?;
+        let logits = self.decode_logits(&z)?;
+        let n = target.dim(0)?;
+        let (bce, kl) = crate::nn::ops::vae_loss::bce_kl_sums(
+            &logits.reshape((n, ()))?,
+            &target.reshape((n, ()))?,
+            &mu,
+            &logvar,
+        )?;
+        let total = if beta == 1.0 {
+            (&bce + &kl)?
+        } else {
+            (&bce + (&kl * beta)?)?
+        };
+        Ok(VaeLoss { bce, kl, total })
+    }
+
+    /// Per-image reconstruction and KL terms (no reduction over the batch), for evaluation
+    /// and anomaly scores.
+    ///
+    /// # Shapes
+    /// `x`: (N, C, H, W); `eps`: (N, latent) -> (bce (N,), kl (N,)).
+    pub fn loss_per_image(&self, x: &Tensor, eps: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (mu, logvar) = self.encode(x)?;
+        let z = reparameterize(&mu, &logvar, eps)?;
+        let n = x.dim(0)?;
+        let logits = self.decode_logits(&z)?.reshape((n, ()))?;
+        let bce = bce_with_logits(&logits, &x.reshape((n, ()))?)?.sum(D::Minus1)?;
+        Ok((bce, kl_divergence(&mu, &logvar)?))
+    }
+
+    /// Log importance weights `log p(x|z) + log p(z) - log q(z|x)` of `k` posterior samples per
+    /// image (IWAE, Burda et al. 2015); `eps` holds the k draws of every image.
+    ///
+    /// # Shapes
+    /// `x`: (N, C, H, W); `eps`: (N, k, latent) -> (N, k).
+    pub fn log_weights(&self, x: &Tensor, eps: &Tensor) -> Result<Tensor> {
+        let (n, k, l) = eps.dims3()?;
+        let (mu, logvar) = self.encode(x)?; // (N, L)
+        let z = reparameterize(&mu.unsqueeze(1)?, &logvar.unsqueeze(1)?, eps)?; // (N, k, L)
+        let logits = self.decode_logits(&z.reshape((n * k, l))?)?; // (N*k, C, H, W)
+        let target = x
+            .reshape((n, 1, ()))?
+            .broadcast_as((n, k, self.cfg.pixels()))?; // (N, k, P)
+        let log_px = bce_with_logits(&logits.reshape((n, k, ()))?, &target)?
+            .sum(D::Minus1)?
+            .neg()?; // (N, k)
+        // log p(z) - log q(z|x); the 2π constants cancel.
+        let log_pz = (z.sqr()?.sum(D::Minus1)? * -0.5)?;
+        let log_qz =
+            ((eps.sqr()? + logvar.unsqueeze(1)?.broadcast_as((n, k, l))?)?.sum(D::Minus1)? * -0.5)?;
+        (log_px + log_pz)? - log_qz
+    }
+}
+
+/// z = mu + eps * exp(logvar / 2) (shapes broadcast).
+pub fn reparameterize(mu: &Tensor, logvar: &Tensor, eps: &Tensor) -> Result<Tensor> {
+    let std = (logvar * 0.5)?.exp()?;
+    eps.broadcast_mul(&std)?.broadcast_add(mu)
+}
+
+/// Element-wise binary cross-entropy of `sigmoid(logits)` against targets in [0, 1]:
+/// `max(l, 0) - l x + log(1 + exp(-|l|))`.
+pub fn bce_with_logits(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+    let softplus_neg_abs = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
+    (logits.relu()? - (logits * target)?)? + softplus_neg_abs
+}
+
+/// KL(N(mu, exp(logvar)) || N(0, I)) per row.
+///
+/// # Shapes
+/// (N, L), (N, L) -> (N,).
+pub fn kl_divergence(mu: &Tensor, logvar: &Tensor) -> Result<Tensor> {
+    let inner = (((logvar + 1.0)? - mu.sqr()?)? - logvar.exp()?)?;
+    inner.sum(D::Minus1)? * -0.5
+}
