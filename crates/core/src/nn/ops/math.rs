@@ -1,14 +1,15 @@
 //! Branch-free f32 maths for the fused kernels: `exp`, `tanh`, `erf`, and lane-split
 //! reductions, written so that LLVM vectorises the loops that call them.
 //!
-//! libm's `expf`/`tanhf`/`erff` are scalar calls (10-20 ns each): GELU over one 768x512
-//! activation alone would cost several milliseconds. These inline polynomials stay within a few
+//! libm's `expf`/`tanhf` are scalar calls: candle's tanh GELU takes ~7 ms over one 768x512
+//! activation, the kernel built on these ~0.25 ms. These inline polynomials stay within a few
 //! ulps (`erf` within 1.5e-7 absolute, Abramowitz & Stegun 7.1.26).
 //!
 //! Kernels are generic over [`Fma`] so that one body compiles twice: with fused multiply-add
 //! inside `#[target_feature(enable = "avx2,fma")]` wrappers, chosen at run time by
 //! [`has_avx2_fma`], and with plain `a * b + c` for the baseline target (where `mul_add` would
-//! be a libm call).
+//! be a libm call). The AVX2 build measured 2.3-2.5x faster for GELU and 1.8x for
+//! cross-entropy than the baseline (SSE2) one, hence the `unsafe` dispatch.
 
 /// Multiply-add as the target allows.
 pub(crate) trait Fma: Copy {
