@@ -41,6 +41,10 @@ enum Command {
     Eval(commands::eval::Args),
     /// Measure training and sampling speed; prints one JSON line.
     Bench(commands::bench::Args),
+    /// Export a run or model folder for other tools (Hugging Face transformers).
+    Export(commands::export::Args),
+    /// Chat with a language model in the terminal (replies are AI-generated).
+    Chat(commands::chat::Args),
 }
 
 fn main() -> ExitCode {
@@ -57,6 +61,8 @@ fn main() -> ExitCode {
         Command::Sample(a) => commands::sample::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Export(a) => commands::export::run(a),
+        Command::Chat(a) => commands::chat::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,7 @@ pub mod data;
 pub mod nn;
 
 pub mod models;
+pub mod export;
 
 pub mod sample;
 pub mod train;

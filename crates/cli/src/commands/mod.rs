@@ -1,9 +1,11 @@
 //! One file per subcommand: an `Args` struct (clap) and a `run` function.
 
 pub mod bench;
+pub mod chat;
 pub mod common;
 pub mod data;
 pub mod eval;
+pub mod export;
 pub mod sample;
 pub mod sample_text;
 pub mod tokenizer;

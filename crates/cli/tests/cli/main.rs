@@ -4,3 +4,5 @@ mod common;
 mod data;
 mod tokenizer;
 mod gpt;
+mod export;
+mod chat;

@@ -110,7 +110,7 @@ pub fn read_checkpoint(
     path: &Path,
     device: &Device,
 ) -> Result<(LlamaConfig, HashMap<String, Tensor>)> {
-    let err = |msg: String| candle_core::Error::msg(format!("{}: {msg}", path.display()));
+    let err = |msg: String| candle_core::Error::Msg(format!("{}: {msg}", path.display()));
     let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
     let h = read_header(&bytes).map_err(err)?;
     let payload = &bytes[28..];

@@ -53,13 +53,11 @@ impl ModelConfig {
 
     /// Reads `path` (a `config.json`).
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| candle_core::Error::msg(format!("{}: {e}", path.display())))?;
-        let value: Value = serde_json::from_str(&text).map_err(|e| {
-            candle_core::Error::msg(format!("{} is not valid JSON: {e}", path.display()))
-        })?;
-        Self::from_hf_json(&value)
-            .map_err(|e| candle_core::Error::msg(format!("{}: {e}", path.display())))
+        let text =
+            std::fs::read_to_string(path).map_err(|e| msg(format!("{}: {e}", path.display())))?;
+        let value: Value = serde_json::from_str(&text)
+            .map_err(|e| msg(format!("{} is not valid JSON: {e}", path.display())))?;
+        Self::from_hf_json(&value).map_err(|e| msg(format!("{}: {e}", path.display())))
     }
 
     /// The Hugging Face `config.json` of this architecture.
@@ -207,14 +205,14 @@ pub fn set_vars(varmap: &VarMap, tensors: &HashMap<String, Tensor>) -> Result<()
     for name in names {
         let var = &vars[name];
         let Some(t) = tensors.get(name) else {
-            candle_core::bail!("the weights have no tensor '{name}'")
+            return Err(msg(format!("the weights have no tensor '{name}'")));
         };
         if t.dims() != var.dims() {
-            candle_core::bail!(
+            return Err(msg(format!(
                 "tensor '{name}' has shape {:?}, the config needs {:?}",
                 t.dims(),
                 var.dims()
-            )
+            )));
         }
         var.set(&t.to_dtype(var.dtype())?)?;
     }
@@ -234,7 +232,8 @@ pub fn load_tensors(
     let mut tensors = HashMap::new();
     for file in weight_files(path)? {
         let part = candle_core::safetensors::load(&file, device).map_err(|e| {
-            candle_core::Error::msg(format!(
+            let e = without_backtrace(e);
+            msg(format!(
                 "{} is damaged or not safetensors ({e}); restore the file",
                 file.display()
             ))
@@ -264,9 +263,9 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let index = dir.join("model.safetensors.index.json");
     if index.is_file() {
         let text = std::fs::read_to_string(&index)
-            .map_err(|e| candle_core::Error::msg(format!("{}: {e}", index.display())))?;
-        let v: Value = serde_json::from_str(&text)
-            .map_err(|e| candle_core::Error::msg(format!("{}: {e}", index.display())))?;
+            .map_err(|e| msg(format!("{}: {e}", index.display())))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| msg(format!("{}: {e}", index.display())))?;
         let mut files: Vec<String> = v
             .get("weight_map")
             .and_then(Value::as_object)
@@ -280,7 +279,7 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
         files.sort();
         files.dedup();
         if files.is_empty() {
-            candle_core::bail!("{} names no weight files", index.display())
+            return Err(msg(format!("{} names no weight files", index.display())));
         }
         return Ok(files.into_iter().map(|f| dir.join(f)).collect());
     }
@@ -290,7 +289,10 @@ pub fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
     } else {
         ""
     };
-    candle_core::bail!("{} has no model.safetensors{hint}", dir.display())
+    Err(msg(format!(
+        "{} has no model.safetensors{hint}",
+        dir.display()
+    )))
 }
 
 /// GPT-2 names as Muse's GPT wants them: `transformer.`-prefixed (the original OpenAI upload
@@ -309,9 +311,24 @@ fn gpt2_names(tensors: HashMap<String, Tensor>) -> HashMap<String, Tensor> {
         .collect()
 }
 
+/// A plain message error. (candle's `Error::msg` and `bail!` attach a backtrace that their
+/// `Display` prints whenever `RUST_BACKTRACE` is set: not for users' eyes.)
+fn msg(text: impl Into<String>) -> candle_core::Error {
+    candle_core::Error::Msg(text.into())
+}
+
+/// `e` without the backtraces candle attaches, for messages shown to users.
+pub fn without_backtrace(e: candle_core::Error) -> candle_core::Error {
+    match e {
+        candle_core::Error::WithBacktrace { inner, .. } => without_backtrace(*inner),
+        other => other,
+    }
+}
+
 /// The error for weights that do not fit the config.
 fn mismatch(path: &Path, e: candle_core::Error) -> candle_core::Error {
-    candle_core::Error::msg(format!(
+    let e = without_backtrace(e);
+    msg(format!(
         "the weights in {} do not match its config: {e}. They come from different models, or \
          the file is incomplete",
         path.display()

@@ -1,5 +1,6 @@
 //! Sampling from trained models: logit processing and token-by-token generation.
 
+pub mod chat;
 pub mod generate;
 pub mod logits;
 pub mod open;

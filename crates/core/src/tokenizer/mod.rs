@@ -7,6 +7,7 @@
 //! id range checks, a clear error for characters a char-level model never saw, fast encoding of
 //! whole corpora, and incremental decoding ([`TokenStream`]).
 
+pub mod chat;
 mod char_level;
 mod chunk;
 pub mod files;

@@ -60,7 +60,10 @@ fn check_parity(name: &str) {
     let v = logits.dim(1).unwrap();
     let want = e.logits.reshape((b * t, v)).unwrap();
     let err = max_rel_err(&logits, &want);
-    assert!(err < 1e-4, "{name}: logits differ from transformers by {err}");
+    assert!(
+        err < 1e-4,
+        "{name}: logits differ from transformers by {err}"
+    );
 
     // KV-cached decoding of the first sequence, one token at a time.
     let tm = open_text_model(&dir, &Device::Cpu).unwrap();
@@ -162,7 +165,9 @@ fn unsupported_model_type_is_a_clear_error() {
     edit_config(tmp.path(), |v| v["model_type"] = "mistral".into());
     let msg = open_err(tmp.path());
     assert!(msg.contains("mistral") && msg.contains("llama"), "{msg}");
-    let e = load_pretrained(tmp.path(), &Device::Cpu).unwrap_err().to_string();
+    let e = load_pretrained(tmp.path(), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("model_type 'mistral' is not supported"), "{e}");
 }
 
@@ -172,13 +177,17 @@ fn unsupported_llama_options_are_clear_errors() {
     edit_config(tmp.path(), |v| {
         v["rope_parameters"] = serde_json::json!({"rope_type": "yarn", "rope_theta": 1e4})
     });
-    let e = load_pretrained(tmp.path(), &Device::Cpu).unwrap_err().to_string();
+    let e = load_pretrained(tmp.path(), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("rope scaling 'yarn'"), "{e}");
     edit_config(tmp.path(), |v| {
         v["rope_parameters"] = serde_json::Value::Null;
         v["attention_bias"] = true.into();
     });
-    let e = load_pretrained(tmp.path(), &Device::Cpu).unwrap_err().to_string();
+    let e = load_pretrained(tmp.path(), &Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("attention_bias"), "{e}");
 }
 

@@ -51,11 +51,19 @@ fn llama2c_checkpoint_reproduces_the_reference_greedy_ids() {
     let model = load_llama2c(&path, &Device::Cpu).unwrap();
     let cfg = model.config();
     assert_eq!(
-        (cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers),
+        (
+            cfg.hidden_size,
+            cfg.intermediate_size,
+            cfg.num_hidden_layers
+        ),
         (64, 172, 5)
     );
     assert_eq!(
-        (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.vocab_size),
+        (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.vocab_size
+        ),
         (8, 4, 512)
     );
     assert!(cfg.tie_word_embeddings);
@@ -96,7 +104,11 @@ fn llama2_tokenizer_matches_sentencepiece() {
             let want: Vec<u32> = serde_json::from_value(ids.clone()).unwrap();
             let got = tok.encode(text).unwrap();
             assert_eq!(got, want, "{file}: ids of {text:?}");
-            assert_eq!(tok.decode(&got).unwrap(), *text, "{file}: decode of {text:?}");
+            assert_eq!(
+                tok.decode(&got).unwrap(),
+                *text,
+                "{file}: decode of {text:?}"
+            );
         }
     }
 }
@@ -159,7 +171,9 @@ fn kv_cache_decoding_equals_full_recomputation() {
     let full = model.forward(&x, &mut Dropout::eval()).unwrap(); // (T, V)
     let mut cache = model.new_cache(1).unwrap();
     // A 5-token prompt, then one token at a time.
-    let first = model.forward_cached(&x.i((.., 0..5)).unwrap(), &mut cache).unwrap();
+    let first = model
+        .forward_cached(&x.i((.., 0..5)).unwrap(), &mut cache)
+        .unwrap();
     assert!(max_abs_diff(&first, &full.i(4..5).unwrap()) < 1e-4);
     for pos in 5..12 {
         let step = model
@@ -195,7 +209,10 @@ fn overfits_a_single_batch() {
         grads.clip(1.0).unwrap();
         opt.step(&grads, 3e-3).unwrap();
     }
-    assert!(first > 2.5 && last < 0.1, "loss went from {first} to {last}");
+    assert!(
+        first > 2.5 && last < 0.1,
+        "loss went from {first} to {last}"
+    );
 }
 
 #[test]
@@ -217,7 +234,9 @@ fn trainable_load_gives_the_pretrained_logits_and_gradients_for_every_weight() {
     let vars = varmap.data().lock().unwrap();
     assert_eq!(vars.len(), 2 * 9 + 3, "embedding, 9 per layer, norm, head");
     for (name, var) in vars.iter() {
-        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no grad for {name}"));
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no grad for {name}"));
         let norm: f32 = g.sqr().unwrap().sum_all().unwrap().to_scalar().unwrap();
         assert!(norm > 0.0 && norm.is_finite(), "{name}: grad norm {norm}");
     }

@@ -16,3 +16,4 @@ mod classifier;
 mod vae;
 mod hf_parity;
 mod llama;
+mod export;

@@ -1,0 +1,103 @@
+//! `muse export --format hf` end to end: a trained run becomes a Hugging Face folder that
+//! `muse sample` reads back with the same greedy output; llama2.c checkpoints and bad inputs
+//! give clear errors.
+
+use std::path::{Path, PathBuf};
+
+use crate::common::{data_dir, muse, text};
+
+fn tiny_run(dir: &Path) {
+    let corpus = std::fs::read_to_string(data_dir().join("tinyshakespeare/input.txt")).unwrap();
+    std::fs::write(dir.join("corpus.txt"), &corpus[..20_000]).unwrap();
+    let sets = [
+        "n_layer=1",
+        "n_embd=32",
+        "n_head=2",
+        "n_positions=16",
+        "batch_size=4",
+        "max_iters=3",
+        "eval_interval=2",
+        "eval_iters=1",
+        "sample.tokens=8",
+    ];
+    let mut args = vec!["train", "gpt", "--data", "corpus.txt", "--out", "run"];
+    for s in &sets {
+        args.extend(["--set", s]);
+    }
+    let out = muse(dir, &args);
+    assert!(out.status.success(), "{:?}", text(&out));
+}
+
+fn greedy(dir: &Path, model: &str) -> String {
+    let out = muse(
+        dir,
+        &[
+            "sample",
+            model,
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "12",
+            "--prompt",
+            "ROMEO:",
+        ],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    text(&out).0
+}
+
+#[test]
+fn a_trained_run_exports_to_a_folder_muse_reads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_run(tmp.path());
+    let out = muse(tmp.path(), &["export", "run", "--format", "hf", "-o", "hf"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("model.safetensors") && stdout.contains("tokenizer_config.json"));
+    assert!(stderr.contains("zero biases"), "{stderr}");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("hf/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["model_type"], "gpt2");
+    assert_eq!(config["activation_function"], "gelu");
+    assert_eq!(greedy(tmp.path(), "hf"), greedy(tmp.path(), "run"));
+
+    // A second export into the same folder needs --force.
+    let again = muse(tmp.path(), &["export", "run", "-o", "hf"]);
+    assert_eq!(again.status.code(), Some(2), "{:?}", text(&again));
+    assert!(text(&again).1.contains("--force"));
+    let forced = muse(tmp.path(), &["export", "run", "-o", "hf", "--force"]);
+    assert!(forced.status.success(), "{:?}", text(&forced));
+}
+
+#[test]
+fn export_and_sample_errors_are_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = muse(tmp.path(), &["export", "missing", "-o", "hf"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("nothing at missing"),
+        "{:?}",
+        text(&out)
+    );
+    assert!(!text(&out).1.contains("backtrace"));
+
+    let l2c: PathBuf = data_dir().join("llama2c");
+    let bin = l2c.join("stories260K-plctlab.bin");
+    let out = muse(tmp.path(), &["sample", bin.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    assert!(text(&out).1.contains("--tokenizer"));
+    let tok = l2c.join("tokenizer.bin");
+    let out = muse(
+        tmp.path(),
+        &[
+            "sample",
+            bin.to_str().unwrap(),
+            "--tokenizer",
+            tok.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    let err = text(&out).1;
+    assert!(err.contains("32000 tokens") && err.contains("512"), "{err}");
+}
