@@ -1,10 +1,38 @@
 //! A tiny timing harness: warm-up, then timed runs until a time budget, reporting the median.
+//!
+//! `MUSE_BENCH_STAT` picks the statistic: `median` (default) or `min` of wall time per call, or
+//! `cpu`, the mean CPU time of the calling thread per call over the whole timed run (Linux;
+//! its clock may tick in milliseconds, hence the mean), which other processes on a busy machine
+//! cannot inflate; it only means something with `RAYON_NUM_THREADS=1`.
 
 use std::time::{Duration, Instant};
 
-/// Median wall time of `f` in milliseconds: a few warm-up calls, then at least 5 and at most
-/// `max_iters` timed calls, stopping once ~`budget` has been spent. `MUSE_BENCH_STAT=min`
-/// reports the minimum instead (steadier for A/B runs on a machine with other load).
+/// The statistic chosen by `MUSE_BENCH_STAT`.
+#[derive(Clone, Copy, PartialEq)]
+enum Stat {
+    Median,
+    Min,
+    Cpu,
+}
+
+fn stat() -> Stat {
+    match std::env::var("MUSE_BENCH_STAT").as_deref() {
+        Ok("min") => Stat::Min,
+        Ok("cpu") => Stat::Cpu,
+        _ => Stat::Median,
+    }
+}
+
+/// Nanoseconds the calling thread has run on a CPU (first field of its `schedstat`).
+fn thread_cpu_ns() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Time of `f` per call in milliseconds: a few warm-up calls, then at least 5 and at most
+/// `max_iters` timed samples, stopping once ~`budget` has been spent.
 pub fn median_ms<F: FnMut()>(mut f: F, max_iters: usize, budget: Duration) -> f64 {
     let start = Instant::now();
     f();
@@ -13,18 +41,21 @@ pub fn median_ms<F: FnMut()>(mut f: F, max_iters: usize, budget: Duration) -> f6
     for _ in 0..warmup {
         f();
     }
+    let stat = stat();
     let mut times = Vec::new();
-    let start = Instant::now();
+    let (start, cpu_start) = (Instant::now(), thread_cpu_ns());
     while times.len() < max_iters.max(5) && (times.len() < 5 || start.elapsed() < budget) {
         let t = Instant::now();
         f();
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    if stat == Stat::Cpu {
+        return (thread_cpu_ns() - cpu_start) / 1e6 / times.len() as f64;
+    }
     times.sort_by(f64::total_cmp);
-    if std::env::var("MUSE_BENCH_STAT").is_ok_and(|s| s == "min") {
-        times[0]
-    } else {
-        times[times.len() / 2]
+    match stat {
+        Stat::Min => times[0],
+        _ => times[times.len() / 2],
     }
 }
 
