@@ -33,7 +33,17 @@ fn thread_cpu_ns() -> f64 {
 
 /// Time of `f` per call in milliseconds: a few warm-up calls, then at least 5 and at most
 /// `max_iters` timed samples, stopping once ~`budget` has been spent.
-pub fn median_ms<F: FnMut()>(mut f: F, max_iters: usize, budget: Duration) -> f64 {
+pub fn median_ms<F: FnMut()>(f: F, max_iters: usize, budget: Duration) -> f64 {
+    measure(f, max_iters, budget, stat())
+}
+
+/// Median wall time per call, whatever `MUSE_BENCH_STAT` says (for work that runs on other
+/// threads than the caller's).
+pub fn wall_median_ms<F: FnMut()>(f: F, max_iters: usize, budget: Duration) -> f64 {
+    measure(f, max_iters, budget, Stat::Median)
+}
+
+fn measure<F: FnMut()>(mut f: F, max_iters: usize, budget: Duration, stat: Stat) -> f64 {
     let start = Instant::now();
     f();
     let first = start.elapsed();
@@ -41,7 +51,6 @@ pub fn median_ms<F: FnMut()>(mut f: F, max_iters: usize, budget: Duration) -> f6
     for _ in 0..warmup {
         f();
     }
-    let stat = stat();
     let mut times = Vec::new();
     let (start, cpu_start) = (Instant::now(), thread_cpu_ns());
     while times.len() < max_iters.max(5) && (times.len() < 5 || start.elapsed() < budget) {

@@ -9,7 +9,7 @@ use gemm::Parallelism;
 use muse_core::nn::ops::{self, WeightLayout};
 use rayon::prelude::*;
 
-use crate::harness::{median_ms, ms};
+use crate::harness::{median_ms, ms, wall_median_ms};
 
 /// `dst (m x n, row-major) = lhs (m x k) @ rhs (k x n)` with explicit operand strides.
 #[allow(clippy::too_many_arguments)]
@@ -189,7 +189,7 @@ fn attention_scores(budget: Duration) {
         300,
         budget,
     );
-    let par = median_ms(
+    let par = wall_median_ms(
         || {
             s.par_chunks_mut(t * t)
                 .enumerate()
@@ -212,7 +212,7 @@ fn attention_scores(budget: Duration) {
     let (q4, kt) = (heads(0), heads(1).t().unwrap().contiguous().unwrap());
     let candle = median_ms(|| drop(q4.matmul(&kt).unwrap()), 300, budget);
     println!(
-        "attention S=QK^T 48 x (64x32@32x64): gemm per head {} | heads over rayon {} | candle batched (pre-split q, k^T) {}",
+        "attention S=QK^T 48 x (64x32@32x64): gemm per head {} | heads over rayon (wall) {} | candle batched (pre-split q, k^T) {}",
         ms(seq),
         ms(par),
         ms(candle)
