@@ -41,6 +41,8 @@ enum Command {
     Eval(commands::eval::Args),
     /// Measure training and sampling speed; prints one JSON line.
     Bench(commands::bench::Args),
+    /// Score images with a VAE (negative ELBO per image, CSV; AUROC against --ood images).
+    Score(commands::score::Args),
     /// Export a run or model folder for other tools (Hugging Face transformers).
     Export(commands::export::Args),
     /// Chat with a language model in the terminal (replies are AI-generated).
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
         Command::Sample(a) => commands::sample::run(a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Bench(a) => commands::bench::run(a),
+        Command::Score(a) => commands::score::run(a),
         Command::Export(a) => commands::export::run(a),
         Command::Chat(a) => commands::chat::run(a),
     };

@@ -22,9 +22,14 @@ pub struct Args {
     json: bool,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    image: super::eval_image::ImageEvalArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if super::eval_image::run(&a.run, a.data.as_deref(), a.json, &a.image, &a.device.device()?)? {
+        return Ok(());
+    }
     if a.batch_size == 0 {
         anyhow::bail!(muse_core::Error::usage("--batch-size must be at least 1"));
     }

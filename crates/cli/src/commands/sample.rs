@@ -21,6 +21,8 @@ pub struct Args {
     device: DeviceArgs,
     #[command(flatten)]
     text: TextArgs,
+    #[command(flatten)]
+    image: super::sample_image::ImageArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -32,6 +34,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let device = a.device.device()?;
     match family.as_str() {
+        "vae" => super::sample_image::run_vae(&a.run, a.image, a.seed, &device),
+        "gan" => super::gan::sample(&a.run, a.image, a.seed, &device),
         _ => sample_text::run(&a.run, a.text, a.seed, &device),
     }
 }

@@ -23,6 +23,8 @@ enum Family {
     Gpt(GptArgs),
     /// The reference image classifier (small CNN) that judges generated images.
     Classifier(super::train_image::ClassifierArgs),
+    /// A variational autoencoder (MLP or conv; --beta for a beta-VAE, --train-noise to denoise).
+    Vae(super::train_image::VaeArgs),
 }
 
 #[derive(clap::Args)]
@@ -66,6 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.family {
         Family::Gpt(a) => train_gpt_cmd(a),
         Family::Classifier(a) => super::train_image::train_classifier(a),
+        Family::Vae(a) => super::train_image::train_vae(a),
     }
 }
 

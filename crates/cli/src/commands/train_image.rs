@@ -18,7 +18,7 @@ pub struct ImageTrainArgs {
     /// Override one config key, e.g. `--set epochs=1 --set train.lr=3e-4`. Bare keys work
     /// when unique; `--print-config` lists them all.
     #[arg(long = "set", value_name = "KEY=VALUE")]
-    sets: Vec<String>,
+    pub sets: Vec<String>,
     /// Training images: mnist, fashion-mnist, a folder of IDX files, or a folder of PNG/JPEG
     /// images (class subfolders give labels). Same as `--set data.dataset=...`.
     #[arg(long)]
@@ -171,5 +171,105 @@ pub fn train_classifier(a: ClassifierArgs) -> anyhow::Result<()> {
         report.run_dir.display(),
         report.run_dir.display()
     );
+    Ok(())
+}
+
+/// `muse train vae`.
+#[derive(clap::Args)]
+pub struct VaeArgs {
+    /// Named configuration: mnist-mlp (the PyTorch examples VAE: 784-400-20, Adam 1e-3,
+    /// batch 128, 10 epochs) or mnist-conv (convolutional encoder and decoder).
+    /// [default: mnist-mlp]
+    #[arg(long)]
+    preset: Option<String>,
+    /// Weight of the KL term: 1 is the VAE, larger values a beta-VAE (same as
+    /// `--set objective.beta=B`).
+    #[arg(long, value_name = "B")]
+    beta: Option<f64>,
+    /// Train a denoising VAE: corrupt inputs with Gaussian noise of this standard deviation
+    /// and reconstruct the clean image (same as `--set objective.train_noise=SIGMA`).
+    #[arg(long, value_name = "SIGMA")]
+    train_noise: Option<f64>,
+    #[command(flatten)]
+    common: ImageTrainArgs,
+}
+
+pub fn train_vae(mut a: VaeArgs) -> anyhow::Result<()> {
+    use muse_core::train::vae::{VaeRunConfig, VaeTrainJob};
+    if let Some(b) = a.beta {
+        a.common.sets.push(format!("objective.beta={b}"));
+    }
+    if let Some(s) = a.train_noise {
+        a.common.sets.push(format!("objective.train_noise={s}"));
+    }
+    let Some(r) = a.common.resolve(
+        "vae",
+        a.preset.as_deref(),
+        "mnist-mlp",
+        VaeRunConfig::preset,
+    )?
+    else {
+        return Ok(());
+    };
+    r.config.validate()?;
+    let report = muse_core::train::vae::train_vae(VaeTrainJob {
+        out: r.out,
+        preset: r.preset,
+        config: r.config,
+        on_existing: r.on_existing,
+        device: r.device,
+    })?;
+    let dir = report.run_dir.display();
+    eprintln!(
+        "done: {} steps in {:.0} s | train {:.2} | test loss {:.2} (bce {:.2} + kl {:.2}) per \
+         image | run in {dir}",
+        report.steps,
+        report.train_seconds,
+        report.train_loss,
+        report.test.loss,
+        report.test.bce,
+        report.test.kl,
+    );
+    println!("test loss {:.2} nats per image", report.test.loss);
+    println!(
+        "samples: {}/samples/ ({})",
+        dir,
+        muse_core::AI_GENERATED_NOTICE
+    );
+    eprintln!("next: muse sample {dir} --n 64 -o grid.png   |   muse eval {dir}");
+    Ok(())
+}
+
+/// `muse bench vae`.
+#[derive(clap::Args)]
+pub struct VaeBenchArgs {
+    /// The preset to measure (mnist-mlp, mnist-conv).
+    #[arg(long, default_value = "mnist-mlp")]
+    preset: String,
+    /// Override a config key, as for `muse train`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Timed training steps.
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    /// Untimed warm-up steps first.
+    #[arg(long, default_value_t = 20)]
+    warmup: usize,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+pub fn bench_vae(a: VaeBenchArgs) -> anyhow::Result<()> {
+    use muse_core::eval::bench_vae::{VaeBenchOptions, bench_vae};
+    use muse_core::train::vae::VaeRunConfig;
+    let config = muse_core::config::resolve(&VaeRunConfig::preset(&a.preset)?, None, &a.sets)?;
+    let opts = VaeBenchOptions {
+        config,
+        preset: a.preset,
+        steps: a.steps,
+        warmup: a.warmup,
+        device: a.device.device()?,
+    };
+    println!("{}", serde_json::to_string(&bench_vae(&opts)?)?);
     Ok(())
 }

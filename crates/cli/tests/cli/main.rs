@@ -6,3 +6,4 @@ mod tokenizer;
 mod gpt;
 mod export;
 mod chat;
+mod images;

@@ -2,7 +2,9 @@
 //! fast Muse runs it (`muse bench`).
 
 pub mod bench;
+pub mod bench_vae;
 pub mod image;
 pub mod text;
+pub mod vae;
 
 pub use text::{TextEval, eval_text};

@@ -4,6 +4,7 @@ pub mod chat;
 pub mod generate;
 pub mod logits;
 pub mod open;
+pub mod vae;
 
 pub use generate::{GenerateOptions, Generated, StopReason, TokenEvent, generate};
 pub use logits::{Sampler, SamplingParams};

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::{ScheduleKind, TrainConfig};
-use crate::data::images::{ImageDataset, ImageOptions, Split, load_images};
+pub use crate::data::images::ImageDataConfig;
 use crate::error::{Error, Result};
 use crate::run_dir::{DatasetRecord, RunDir, TrainingRecord};
 
@@ -125,53 +125,6 @@ impl EpochConfig {
             return Err(Error::usage("train: min_lr must be in [0, lr]"));
         }
         Ok(())
-    }
-}
-
-/// Which images a run trains and tests on.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ImageDataConfig {
-    /// `mnist`, `fashion-mnist`, a folder of IDX files or a folder of PNG/JPEG images.
-    pub dataset: String,
-    /// Side of the square images (0: the data's own, 28 for MNIST, 32 for image folders).
-    pub image_size: usize,
-    /// 1 (grey) or 3 (RGB) (0: the data's own, 1 for MNIST, 3 for image folders).
-    pub channels: usize,
-    /// Use only the first N training images (0: all).
-    pub train_limit: usize,
-    /// Use only the first N test images (0: all).
-    pub test_limit: usize,
-}
-
-impl ImageDataConfig {
-    /// All of MNIST at its own size.
-    pub fn mnist() -> Self {
-        Self {
-            dataset: "mnist".into(),
-            image_size: 0,
-            channels: 0,
-            train_limit: 0,
-            test_limit: 0,
-        }
-    }
-
-    /// The resize / channel options for [`load_images`].
-    pub fn options(&self) -> ImageOptions {
-        ImageOptions {
-            image_size: (self.image_size > 0).then_some(self.image_size),
-            channels: (self.channels > 0).then_some(self.channels),
-        }
-    }
-
-    /// Loads one split, cut to its limit.
-    pub fn load(&self, split: Split) -> Result<ImageDataset> {
-        let ds = load_images(&self.dataset, split, &self.options())?;
-        let limit = match split {
-            Split::Train => self.train_limit,
-            Split::Test => self.test_limit,
-        };
-        Ok(if limit > 0 { ds.take(limit) } else { ds })
     }
 }
 

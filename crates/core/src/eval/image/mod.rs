@@ -262,6 +262,17 @@ pub fn fid_between(
     Ok(frechet_distance(&fa.gaussian(), &fb.gaussian()))
 }
 
+/// As many images of uniform noise as `like` holds, of the same shape (the "large FID" end of
+/// the sanity check).
+pub fn uniform_noise_like(like: &ImageDataset, seed: u64) -> Result<ImageDataset> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let pixels: Vec<u8> = (0..like.images.len()).map(|_| rng.random()).collect();
+    let mut record = like.record.clone();
+    record.name = "uniform-noise".into();
+    ImageDataset::from_parts(pixels, None, like.shape(), record, like.split)
+}
+
 /// Area under the ROC curve of scores that should be higher for `positive` than for
 /// `negative`: the probability that a random positive outscores a random negative, ties
 /// counting one half (the Mann-Whitney U statistic over `|pos| * |neg|`). NaN when either set

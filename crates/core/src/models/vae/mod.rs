@@ -205,12 +205,11 @@ impl Vae {
         let (mu, logvar) = self.encode(x)?; // (N, L)
         let z = reparameterize(&mu.unsqueeze(1)?, &logvar.unsqueeze(1)?, eps)?; // (N, k, L)
         let logits = self.decode_logits(&z.reshape((n * k, l))?)?; // (N*k, C, H, W)
-        let target = x
-            .reshape((n, 1, ()))?
-            .broadcast_as((n, k, self.cfg.pixels()))?; // (N, k, P)
-        let log_px = bce_with_logits(&logits.reshape((n, k, ()))?, &target)?
-            .sum(D::Minus1)?
-            .neg()?; // (N, k)
+        let log_px = crate::nn::ops::vae_loss::bce_with_logits_rows(
+            &logits.reshape((n, k, ()))?,
+            &x.reshape((n, ()))?,
+        )?
+        .neg()?; // (N, k)
         // log p(z) - log q(z|x); the 2π constants cancel.
         let log_pz = (z.sqr()?.sum(D::Minus1)? * -0.5)?;
         let log_qz =
@@ -239,4 +238,26 @@ pub fn bce_with_logits(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
 pub fn kl_divergence(mu: &Tensor, logvar: &Tensor) -> Result<Tensor> {
     let inner = (((logvar + 1.0)? - mu.sqr()?)? - logvar.exp()?)?;
     inner.sum(D::Minus1)? * -0.5
+}
+
+/// Reads `config.json` and `model.safetensors` of a VAE run.
+pub fn load_vae(dir: &std::path::Path, device: &candle_core::Device) -> Result<Vae> {
+    let cfg_path = dir.join("config.json");
+    let text = std::fs::read_to_string(&cfg_path)
+        .map_err(|e| candle_core::Error::msg(format!("{}: {e}", cfg_path.display())))?;
+    let cfg: VaeConfig = serde_json::from_str(&text).map_err(|e| {
+        candle_core::Error::msg(format!("{} is not a VAE config: {e}", cfg_path.display()))
+    })?;
+    let weights = dir.join("model.safetensors");
+    // SAFETY: the file is memory-mapped read-only and not modified while the model lives.
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(&[&weights], candle_core::DType::F32, device)?
+    };
+    Vae::new(&cfg, vb).map_err(|e| {
+        candle_core::Error::msg(format!(
+            "{} does not match {}: {e}",
+            weights.display(),
+            cfg_path.display()
+        ))
+    })
 }

@@ -195,3 +195,43 @@ impl CustomOp2 for KlOp {
         ))
     }
 }
+
+/// Per-row BCE sums for `k` decodings of each target, without autograd (evaluation: IWAE
+/// weights, anomaly scores): `out[i, j] = sum_p bce(logits[i, j, p], target[i, p])`.
+///
+/// # Shapes
+/// `logits`: (N, k, P), `target`: (N, P) -> (N, k).
+pub fn bce_with_logits_rows(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+    let (n, k, p) = logits.dims3()?;
+    if target.dims2()? != (n, p) {
+        bail!(
+            "bce_with_logits_rows: logits {:?} need targets ({n}, {p}), got {:?}",
+            logits.shape(),
+            target.shape()
+        )
+    }
+    if !fast_path(&[logits, target]) {
+        let t = target.unsqueeze(1)?.broadcast_as((n, k, p))?;
+        let softplus_neg_abs = (logits.abs()?.neg()?.exp()? + 1.0)?.log()?;
+        return ((logits.relu()? - (logits * t)?)? + softplus_neg_abs)?.sum(2);
+    }
+    let (logits, target) = (logits.contiguous()?, target.contiguous()?);
+    let (lr, tr) = (CpuRead::new(&logits, BCE)?, CpuRead::new(&target, BCE)?);
+    let (l, x) = (lr.slice(), tr.slice());
+    let mut out = vec![0f32; n * k];
+    let rows = rows_per_task(n * k, CHUNK_COST * p);
+    let tasks: Vec<_> = out.chunks_mut(rows).enumerate().collect();
+    run_tasks(tasks, |(t, out)| {
+        for (j, o) in out.iter_mut().enumerate() {
+            let row = t * rows + j;
+            let lrow = &l[row * p..(row + 1) * p];
+            let xrow = &x[(row / k) * p..(row / k + 1) * p];
+            let mut s = 0f32;
+            for (&l, &x) in lrow.iter().zip(xrow) {
+                s += l.max(0.0) - l * x + (-l.abs()).exp().ln_1p();
+            }
+            *o = s;
+        }
+    });
+    tensor(out, (n, k))
+}
