@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Subcommand;
 use muse_core::run_dir::{OnExisting, RunDir};
-use muse_core::train::gpt::{GptRunConfig, GptTrainJob, train_gpt};
+use muse_core::train::gpt::{GptRunConfig, GptTrainJob, train_gpt_from};
 
 use super::common::{DeviceArgs, gpt_sample_fn};
 
@@ -60,6 +60,10 @@ struct GptArgs {
     /// Tokenizer override: char, bpe, gpt2 or a tokenizer.json path (same as --set tokenizer=...).
     #[arg(long)]
     tokenizer: Option<String>,
+    /// Continue pretraining a model: start from the weights, architecture and tokenizer of this
+    /// Muse GPT run or Hugging Face GPT-2 folder instead of random weights.
+    #[arg(long, conflicts_with_all = ["resume", "tokenizer"])]
+    init: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -98,7 +102,14 @@ fn train_gpt_cmd(a: GptArgs) -> anyhow::Result<()> {
         )
     } else {
         let name = a.preset.unwrap_or_else(|| "char-baby".into());
-        let preset = GptRunConfig::preset(&name)?;
+        let mut preset = GptRunConfig::preset(&name)?;
+        let name = match &a.init {
+            Some(init) => {
+                preset.model = init_model(init)?;
+                format!("{name} (init from {})", init.display())
+            }
+            None => name,
+        };
         let config = muse_core::config::resolve(&preset, a.config.as_deref(), &sets)?;
         (
             config,
@@ -127,7 +138,7 @@ fn train_gpt_cmd(a: GptArgs) -> anyhow::Result<()> {
         device: a.device.device()?,
     };
     let sampler = gpt_sample_fn();
-    let report = train_gpt(job, Some(&sampler))?;
+    let report = train_gpt_from(job, a.init.as_deref(), Some(&sampler))?;
     eprintln!(
         "done: {} steps in {:.0} s | train {:.4} | val {:.4} | run in {}",
         report.steps,
@@ -146,4 +157,25 @@ fn train_gpt_cmd(a: GptArgs) -> anyhow::Result<()> {
         report.run_dir.display()
     );
     Ok(())
+}
+
+/// The architecture of an `--init` folder; only the GPT-2 family trains in this loop.
+fn init_model(dir: &std::path::Path) -> anyhow::Result<muse_core::models::gpt::GptConfig> {
+    use muse_core::models::pretrained::{ModelConfig, without_backtrace};
+    if !dir.is_dir() {
+        anyhow::bail!(muse_core::Error::input(format!(
+            "--init {}: no such folder (give a Muse GPT run or a Hugging Face GPT-2 folder)",
+            dir.display()
+        )));
+    }
+    match ModelConfig::read(&dir.join("config.json")).map_err(without_backtrace) {
+        Ok(ModelConfig::Gpt(c)) => Ok(c),
+        Ok(other) => anyhow::bail!(muse_core::Error::usage(format!(
+            "--init {}: continued pretraining with `muse train gpt` takes GPT-2-family models; \
+             this is a {} model (it loads for sample, chat and export)",
+            dir.display(),
+            other.model_type()
+        ))),
+        Err(e) => anyhow::bail!(muse_core::Error::input(format!("--init: {e}"))),
+    }
 }

@@ -101,3 +101,75 @@ fn export_and_sample_errors_are_clear() {
     let err = text(&out).1;
     assert!(err.contains("32000 tokens") && err.contains("512"), "{err}");
 }
+
+/// `muse train gpt --init`: continued pretraining starts from the folder's weights and
+/// tokenizer (a Hugging Face GPT-2 folder with vocab.json + merges.txt here).
+#[test]
+fn train_init_starts_from_the_pretrained_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = std::fs::read_to_string(data_dir().join("tinyshakespeare/input.txt")).unwrap();
+    std::fs::write(tmp.path().join("corpus.txt"), &corpus[..20_000]).unwrap();
+    let hf = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../core/tests/fixtures/hf/gpt2");
+    let hf = hf.to_str().unwrap();
+    let mut args = vec![
+        "train",
+        "gpt",
+        "--init",
+        hf,
+        "--data",
+        "corpus.txt",
+        "--out",
+        "cont",
+    ];
+    // One step at a negligible learning rate: the weights stay the pretrained ones.
+    for s in [
+        "max_iters=1",
+        "lr=1e-12",
+        "min_lr=0",
+        "warmup_iters=0",
+        "batch_size=2",
+        "eval_iters=1",
+        "sample.tokens=4",
+    ] {
+        args.extend(["--set", s]);
+    }
+    let out = muse(tmp.path(), &args);
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(tmp.path().join("cont/tokenizer.json").is_file());
+    let config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("cont/config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (config["n_embd"].as_u64(), config["n_positions"].as_u64()),
+        (Some(32), Some(64))
+    );
+    assert_eq!(greedy(tmp.path(), "cont"), greedy(tmp.path(), hf));
+
+    // Changing the architecture cannot work; a Llama folder is not for this loop.
+    args.truncate(6);
+    args.extend(["--out", "bad", "--set", "n_layer=3"]);
+    let out = muse(tmp.path(), &args);
+    assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
+    assert!(
+        text(&out).1.contains("Keep the architecture"),
+        "{:?}",
+        text(&out)
+    );
+    let llama = hf.replace("gpt2", "llama_gqa");
+    let out = muse(
+        tmp.path(),
+        &[
+            "train",
+            "gpt",
+            "--init",
+            &llama,
+            "--data",
+            "corpus.txt",
+            "--out",
+            "l",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
+    assert!(text(&out).1.contains("GPT-2-family"), "{:?}", text(&out));
+}

@@ -6,7 +6,7 @@ mod config;
 mod data;
 mod report;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
@@ -61,6 +61,18 @@ pub struct TrainReport {
 /// Trains a GPT as `job` says. Returns [`Error::Interrupted`] after saving a checkpoint when
 /// Ctrl-C was pressed.
 pub fn train_gpt(job: GptTrainJob, sample: Option<SampleFn>) -> Result<TrainReport> {
+    train_gpt_from(job, None, sample)
+}
+
+/// [`train_gpt`], starting a new run from the weights and tokenizer of `init` (a Muse GPT run
+/// or a Hugging Face GPT-2 folder) instead of random weights: continued pretraining. The
+/// caller puts `init`'s architecture in `job.config.model` (see
+/// [`crate::models::pretrained::ModelConfig::read`]).
+pub fn train_gpt_from(
+    job: GptTrainJob,
+    init: Option<&Path>,
+    sample: Option<SampleFn>,
+) -> Result<TrainReport> {
     let cfg = job.config.clone();
     cfg.validate()?;
     RunDir::check(&job.out, job.on_existing)?;
@@ -71,6 +83,11 @@ pub fn train_gpt(job: GptTrainJob, sample: Option<SampleFn>) -> Result<TrainRepo
     let tokenizer = resuming
         .then(|| TextTokenizer::from_file(&RunDir::new(&job.out).tokenizer()))
         .transpose()?;
+    let init = init.filter(|_| !resuming);
+    let tokenizer = match init {
+        Some(dir) => Some(init_tokenizer(dir)?),
+        None => tokenizer,
+    };
     let splits = prepare_text(&job.data, &cfg.data, tokenizer)?;
     let run = RunDir::prepare(&job.out, job.on_existing)?;
     let mut model_cfg = cfg.model.clone();
@@ -87,6 +104,9 @@ pub fn train_gpt(job: GptTrainJob, sample: Option<SampleFn>) -> Result<TrainRepo
         VarBuilder::from_varmap(&varmap, DTYPE, &job.device),
     )?;
     init_varmap(&varmap, t.seed, gpt2_init(&model_cfg))?;
+    if let Some(dir) = init {
+        load_init_weights(&varmap, dir, &job.device)?;
+    }
     let mut opt = AdamW::new(&varmap, t)?;
     let mut state = if resuming {
         let state = checkpoint::load(&run, &mut varmap, &mut [("", &mut opt)])?;
@@ -312,6 +332,29 @@ fn write_run_files(
         muse_version: env!("CARGO_PKG_VERSION").into(),
     };
     crate::io::write_json_atomic(&run.training(), &record)
+}
+
+/// The tokenizer of an `--init` folder.
+fn init_tokenizer(dir: &Path) -> Result<TextTokenizer> {
+    crate::tokenizer::files::find_in_dir(dir)?.ok_or_else(|| {
+        Error::input(format!(
+            "--init {} has no tokenizer.json (nor vocab.json + merges.txt)",
+            dir.display()
+        ))
+    })
+}
+
+/// Overwrites the freshly initialised variables with the weights of an `--init` folder.
+fn load_init_weights(varmap: &VarMap, dir: &Path, device: &Device) -> Result<()> {
+    let fail = |e: candle_core::Error| {
+        Error::input(format!(
+            "--init {}: {}. Keep the architecture of the folder (no --set of model sizes)",
+            dir.display(),
+            crate::models::pretrained::without_backtrace(e)
+        ))
+    };
+    let (_, tensors) = crate::models::pretrained::load_tensors(dir, device).map_err(fail)?;
+    crate::models::pretrained::set_vars(varmap, &tensors).map_err(fail)
 }
 
 /// A resumed run must see the corpus it started with.
