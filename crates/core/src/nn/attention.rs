@@ -23,6 +23,10 @@ pub fn causal_attention(
     n_kv_head: usize,
     dropout: &mut Dropout,
 ) -> Result<Tensor> {
+    if !dropout.is_active() && super::ops::decode_attention::applies(q, k, v) {
+        // A few queries over a cache, no gradients: the fused CPU kernel.
+        return super::ops::decode_attention::decode_attention(q, k, v, n_head, n_kv_head);
+    }
     let (b, tq, c) = q.dims3()?;
     let tk = k.dim(1)?;
     let hs = c / n_head;

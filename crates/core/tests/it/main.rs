@@ -17,3 +17,4 @@ mod vae;
 mod hf_parity;
 mod llama;
 mod export;
+mod decode;

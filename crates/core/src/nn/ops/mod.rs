@@ -17,6 +17,7 @@ pub mod batch_norm;
 pub mod conv;
 mod cpu;
 mod cross_entropy;
+pub mod decode_attention;
 mod gelu;
 mod gemv;
 mod layer_norm;
