@@ -51,9 +51,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(n) = cli.threads {
-        muse_core::device::set_cpu_threads(n);
-    }
+    muse_core::device::set_cpu_threads(cli.threads);
     init_logging(cli.verbose);
     install_ctrl_c();
     let result = match cli.command {
