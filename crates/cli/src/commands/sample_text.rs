@@ -79,15 +79,23 @@ pub fn run(run: &Path, a: TextArgs, seed: u64, device: &Device) -> anyhow::Resul
     };
     let mut sampler = Sampler::new(params, seed);
     let stdout = std::io::stdout();
-    eprintln!("[{}]", muse_core::AI_GENERATED_NOTICE);
+    // The label goes to stdout too, so a saved or piped sample carries it.
+    println!("[{}]", muse_core::AI_GENERATED_NOTICE);
     for i in 0..a.num_samples {
         if a.num_samples > 1 {
             println!("--- sample {} ---", i + 1);
         }
         let mut out = stdout.lock();
-        if !a.show_probs {
+        if a.show_probs {
+            writeln!(
+                out,
+                "prompt {:?}\nstep  chosen      <- 5 likeliest candidates",
+                a.prompt
+            )?;
+        } else {
             write!(out, "{}", a.prompt)?;
         }
+        let mut step = 0;
         let g = generate(
             tm.model.as_ref(),
             &tm.tokenizer,
@@ -96,12 +104,14 @@ pub fn run(run: &Path, a: TextArgs, seed: u64, device: &Device) -> anyhow::Resul
             &mut sampler,
             &mut |ev| {
                 if a.show_probs {
+                    step += 1;
+                    let chosen = format!("{:?}", tm.tokenizer.decode(&[ev.id])?);
                     let cands: Vec<String> = ev
                         .candidates
                         .iter()
-                        .map(|(t, p)| format!("{t:?} {:.3}", p))
+                        .map(|(t, p)| format!("{t:?} {:.1}%", p * 100.0))
                         .collect();
-                    writeln!(out, "{:?} <- {}", ev.text, cands.join(", "))
+                    writeln!(out, "{step:>4}  {chosen:<10}  <- {}", cands.join("  "))
                         .map_err(muse_core::Error::io("stdout"))?;
                 } else {
                     write!(out, "{}", ev.text).map_err(muse_core::Error::io("stdout"))?;

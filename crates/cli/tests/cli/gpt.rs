@@ -308,7 +308,7 @@ fn bpe_tokenizer_and_prompts_longer_than_the_context() {
     );
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
-    assert!(stdout.starts_with(&long_prompt), "{stdout}");
+    assert!(stdout.contains(&long_prompt), "{stdout}");
 }
 
 #[test]
