@@ -18,6 +18,8 @@ pub struct Args {
 enum Family {
     /// GPT training steps (AdamW, clipping) and greedy KV-cache decoding.
     Gpt(GptArgs),
+    /// VAE training steps (forward, backward, Adam), as vae_mlp.py.
+    Vae(super::train_image::VaeBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -46,7 +48,10 @@ struct GptArgs {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let Family::Gpt(a) = args.family;
+    let a = match args.family {
+        Family::Gpt(a) => a,
+        Family::Vae(a) => return super::train_image::bench_vae(a),
+    };
     let config = muse_core::config::resolve(&GptRunConfig::preset(&a.preset)?, None, &a.sets)?;
     let opts = BenchOptions {
         config,

@@ -40,7 +40,7 @@ pub struct VaeSampleConfig {
 }
 
 /// The preset names `--preset` accepts.
-pub const PRESETS: &[&str] = &["mnist-mlp", "mnist-conv"];
+pub const PRESETS: &[&str] = &["mnist-mlp", "mnist-mlp-cosine", "mnist-conv"];
 
 impl VaeRunConfig {
     /// A named preset.
@@ -58,6 +58,13 @@ impl VaeRunConfig {
         match name {
             // PyTorch examples vae/main.py: 784-400-20, Adam 1e-3, batch 128, 10 epochs.
             "mnist-mlp" => Ok(base),
+            // The same model, batch and epochs; Adam at 5e-3 with a cosine decay to 0.
+            "mnist-mlp-cosine" => {
+                let mut cfg = base;
+                (cfg.train.lr, cfg.train.min_lr) = (5e-3, 0.0);
+                cfg.train.schedule = crate::train::config::ScheduleKind::Cosine;
+                Ok(cfg)
+            }
             "mnist-conv" => Ok(Self {
                 model: VaeConfig::mnist_conv(),
                 ..base
