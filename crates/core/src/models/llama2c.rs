@@ -95,7 +95,7 @@ pub fn read_header(bytes: &[u8]) -> std::result::Result<Llama2cHeader, String> {
     h.config()
         .validate()
         .map_err(|e| format!("not a llama2.c checkpoint ({e})"))?;
-    if h.dim % h.n_heads != 0 {
+    if !h.dim.is_multiple_of(h.n_heads) {
         return Err(format!(
             "not a llama2.c checkpoint (dim {} is not a multiple of n_heads {})",
             h.dim, h.n_heads

@@ -46,7 +46,11 @@ pub fn decode_attention(
 ) -> Result<Tensor> {
     let (b, tq, c) = q.dims3()?;
     let (bk, tk, ckv) = k.dims3()?;
-    if n_head == 0 || n_kv_head == 0 || n_head % n_kv_head != 0 || c % n_head != 0 {
+    if n_head == 0
+        || n_kv_head == 0
+        || !n_head.is_multiple_of(n_kv_head)
+        || !c.is_multiple_of(n_head)
+    {
         bail!("decode_attention: {n_head} heads over {n_kv_head} kv heads, width {c}")
     }
     let hs = c / n_head;
@@ -109,21 +113,32 @@ impl<'a> View<'a> {
     }
 }
 
-/// One (batch, head): every query of the head against its cached keys and values. `out`
-/// holds (Tq, hs); `scores` has room for Tk.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn head<F: Fma>(
-    q: &[f32],
-    keys: &[f32],
-    values: &[f32],
+/// Sizes of one head's work: Tq queries over Tk cached rows `key_stride` apart, width hs.
+#[derive(Clone, Copy)]
+struct HeadDims {
     key_stride: usize,
     tq: usize,
     tk: usize,
     hs: usize,
+}
+
+/// One (batch, head): every query of the head against its cached keys and values. `out`
+/// holds (Tq, hs); `scores` has room for Tk.
+#[inline(always)]
+fn head<F: Fma>(
+    q: &[f32],
+    keys: &[f32],
+    values: &[f32],
+    d: HeadDims,
     scores: &mut [f32],
     out: &mut [f32],
 ) {
+    let HeadDims {
+        key_stride,
+        tq,
+        tk,
+        hs,
+    } = d;
     let scale = 1.0 / (hs as f32).sqrt();
     let offset = tk - tq;
     for i in 0..tq {
@@ -156,10 +171,7 @@ simd_dispatch!(fn head_simd(
     q: &[f32],
     keys: &[f32],
     values: &[f32],
-    key_stride: usize,
-    tq: usize,
-    tk: usize,
-    hs: usize,
+    d: HeadDims,
     scores: &mut [f32],
     out: &mut [f32],
 ) = head);
@@ -220,7 +232,13 @@ impl CustomOp3 for DecodeAttention {
             let keys = &k.data[k.start + bi * k.sb + kvh * hs..][..span];
             let values = &v.data[v.start + bi * v.sb + kvh * hs..][..span];
             let mut scores = vec![0f32; tk];
-            head_simd(&qh, keys, values, k.st, tq, tk, hs, &mut scores, out);
+            let dims = HeadDims {
+                key_stride: k.st,
+                tq,
+                tk,
+                hs,
+            };
+            head_simd(&qh, keys, values, dims, &mut scores, out);
         });
         // (B, nh, Tq, hs) -> (B, Tq, nh * hs)
         let mut y = vec![0f32; b * tq * c];
