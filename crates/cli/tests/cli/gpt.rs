@@ -136,7 +136,10 @@ fn train_sample_eval_round_trip() {
     let (probs, stderr) = text(&out);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(
-        probs.lines().filter(|l| l.contains(" <- ")).count(),
+        probs
+            .lines()
+            .filter(|l| l.contains(" <- ") && l.contains('%'))
+            .count(),
         3,
         "{probs}"
     );
