@@ -9,7 +9,8 @@ use candle_nn::{VarBuilder, VarMap};
 use muse_core::models::vae::{Vae, VaeConfig, reparameterize};
 use muse_core::nn::noise::standard_normal;
 use muse_core::nn::ops::vae_loss::{
-    bce_with_logits_sum, gaussian_kl_sum, reference_bce_with_logits_sum, reference_gaussian_kl_sum,
+    bce_with_logits_rows, bce_with_logits_sum, gaussian_kl_sum, reference_bce_with_logits_sum,
+    reference_gaussian_kl_sum,
 };
 use muse_core::run_dir::OnExisting;
 use muse_core::train::vae::{VaeRunConfig, VaeTrainJob, train_vae};
@@ -121,6 +122,21 @@ fn fused_loss_ops_match_the_composed_path() {
     let (fused, composed) = (fused.unwrap(), composed.unwrap());
     close(&vec(&fused), &vec(&composed), 1e-5, "loss");
     let (gf, gc) = (fused.backward().unwrap(), composed.backward().unwrap());
+    // Per-row sums for k decodings of each target (IWAE, scores).
+    let l3 = logits.as_tensor().reshape((7, 3, 100)).unwrap();
+    let t2 = target.narrow(1, 0, 100).unwrap();
+    let rows = bce_with_logits_rows(&l3, &t2).unwrap();
+    for i in 0..7 {
+        for j in 0..3 {
+            let want = reference_bce_with_logits_sum(
+                &l3.get(i).unwrap().get(j).unwrap(),
+                &t2.get(i).unwrap(),
+            )
+            .unwrap();
+            let got = rows.get(i).unwrap().get(j).unwrap();
+            close(&vec(&got), &vec(&want), 1e-5, "rows");
+        }
+    }
     for (v, what) in [(&logits, "logits"), (&mu, "mu"), (&lv, "logvar")] {
         close(
             &vec(gf.get(v.as_tensor()).unwrap()),
