@@ -2,7 +2,9 @@
 //! fast Muse runs it (`muse bench`).
 
 pub mod bench;
+pub mod bench_gan;
 pub mod bench_vae;
+pub mod gan;
 pub mod image;
 pub mod text;
 pub mod vae;

@@ -3,6 +3,7 @@
 
 pub mod classifier;
 pub mod conv;
+pub mod gan;
 pub mod gpt;
 pub mod llama;
 pub mod llama2c;

@@ -4,6 +4,7 @@
 //! against the composed candle ops it replaces); the rest are small layers and helpers.
 
 pub mod attention;
+pub mod batch_norm;
 pub mod dropout;
 pub mod init;
 pub mod kv_cache;
@@ -12,6 +13,7 @@ pub mod noise;
 pub mod ops;
 
 pub use dropout::Dropout;
+pub use batch_norm::{BatchNorm2d, NormMode};
 pub use init::{Init, init_varmap};
 pub use kv_cache::KvCache;
 pub use layers::{Embedding, LayerNorm, Linear, RmsNorm};

@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
+pub mod gan;
 pub mod gpt;
 pub mod images;
 pub mod interrupt;

@@ -1,6 +1,6 @@
 //! The fused convolution kernels (`nn::ops::conv2d`, `conv_transpose2d`) against candle's own
 //! convolutions: forward values and the gradients of a random-weighted sum of the output with
-//! respect to input, weight and bias, over odd sizes, stride 1 and 2, padding 0 and 1, with and
+//! respect to input, weight and bias, over odd sizes, stride 1, 2 and 3, padding 0 and 1, with and
 //! without bias; and both gradients against finite differences, also for shapes where candle's
 //! own conv2d backward fails (stride 2 with height and width of different parity: candle 0.11
 //! derives the output padding of the input gradient from the height alone and errors with a
@@ -47,6 +47,7 @@ const CASES: &[Case] = &[
     (1, 3, 3, 4, 2, 3, 1, 0),
     (4, 6, 7, 7, 8, 4, 2, 1),
     (2, 3, 11, 7, 4, 5, 2, 1),
+    (2, 3, 10, 10, 4, 3, 3, 1),
 ];
 
 /// Compares output and gradients (of input, weight and bias when given) of `fused` and
@@ -288,4 +289,46 @@ fn leaky_relu_matches_composed_ops() {
         |t| leaky_relu(&t[0], 0.2),
         |t| candle_nn::ops::leaky_relu(&t[0], 0.2),
     );
+}
+
+#[test]
+fn fused_activations_match_composed_ops() {
+    use muse_core::nn::ops::{Activation, conv_transpose2d_act, conv2d_act};
+    for (i, act) in [
+        Activation::Relu,
+        Activation::LeakyRelu(0.2),
+        Activation::Tanh,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let seed = 500 + 10 * i as u64;
+        let x = rand_tensor(&[3, 4, 9, 9], seed);
+        let (wc, wt, b) = (
+            rand_tensor(&[5, 4, 4, 4], seed + 1),
+            rand_tensor(&[4, 5, 4, 4], seed + 2),
+            rand_tensor(&[5], seed + 3),
+        );
+        compare(
+            &format!("conv2d_act {act:?}"),
+            vec![x.clone(), wc, b.clone()],
+            |t| conv2d_act(&t[0], &t[1], Some(&t[2]), 2, 1, act),
+            |t| act.reference(&reference_conv2d(&t[0], &t[1], Some(&t[2]), 2, 1)?),
+        );
+        compare(
+            &format!("conv_transpose2d_act {act:?}"),
+            vec![x, wt, b],
+            |t| conv_transpose2d_act(&t[0], &t[1], Some(&t[2]), 2, 1, 1, act),
+            |t| {
+                act.reference(&reference_conv_transpose2d(
+                    &t[0],
+                    &t[1],
+                    Some(&t[2]),
+                    2,
+                    1,
+                    1,
+                )?)
+            },
+        );
+    }
 }

@@ -32,7 +32,7 @@ fn mnist_train_and_test_splits_with_labels() {
     let x = test.batch(&[0, 1], Scale::Unit, &Device::Cpu).unwrap();
     assert_eq!(x.dims(), &[2, 1, 28, 28]);
     let v: Vec<f32> = x.flatten_all().unwrap().to_vec1().unwrap();
-    assert!(v.iter().all(|p| (0.0..=1.0).contains(p)) && v.iter().any(|&p| p == 1.0));
+    assert!(v.iter().all(|p| (0.0..=1.0).contains(p)) && v.contains(&1.0));
     let s: Vec<f32> = test
         .batch(&[0], Scale::Signed, &Device::Cpu)
         .unwrap()

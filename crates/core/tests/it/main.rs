@@ -10,6 +10,7 @@ mod gpt;
 mod tokenizer;
 mod ops;
 mod conv_ops;
+mod gan;
 mod images;
 mod image_metrics;
 mod classifier;

@@ -106,7 +106,7 @@ impl ImageDataset {
         split: Split,
     ) -> Result<Self> {
         let per = channels * height * width;
-        if per == 0 || images.len() % per != 0 {
+        if per == 0 || !images.len().is_multiple_of(per) {
             return Err(Error::input(format!(
                 "{}: {} pixel bytes do not divide into images of {channels}x{height}x{width}",
                 record.path,
@@ -206,7 +206,7 @@ impl ImageDataset {
         };
         let mut rng = step_rng(seed, 0, SHIFT_STREAM);
         let s = max_shift as i64;
-        let mut out = vec![add as f32; indices.len() * self.pixels_per_image()];
+        let mut out = vec![add; indices.len() * self.pixels_per_image()];
         for (b, &i) in indices.iter().enumerate() {
             self.check_index(i)?;
             let (dy, dx) = (rng.random_range(-s..=s), rng.random_range(-s..=s));

@@ -30,7 +30,7 @@ impl Gaussian {
     /// `features`: (n, dim) row-major.
     pub fn fit(features: &[f32], dim: usize) -> Self {
         assert!(
-            dim > 0 && features.len() % dim == 0,
+            dim > 0 && features.len().is_multiple_of(dim),
             "features are (n, dim)"
         );
         let n = features.len() / dim;

@@ -95,8 +95,7 @@ impl Classified {
     pub fn push(&mut self, classifier: &Classifier, images: &Tensor) -> Result<()> {
         check_shape(classifier, images)?;
         let (h, probs) = classifier.features_and_probs(images)?;
-        self.features
-            .extend(h.flatten_all()?.to_vec1::<f32>()?.into_iter());
+        self.features.extend(h.flatten_all()?.to_vec1::<f32>()?);
         self.predictions.extend(probs.argmax(1)?.to_vec1::<u32>()?);
         Ok(())
     }

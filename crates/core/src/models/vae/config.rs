@@ -67,7 +67,7 @@ impl VaeConfig {
         if self.image_size < 4 {
             return Err("image_size must be at least 4".into());
         }
-        if self.arch == VaeArch::Conv && self.image_size % 4 != 0 {
+        if self.arch == VaeArch::Conv && !self.image_size.is_multiple_of(4) {
             return Err(format!(
                 "the conv VAE needs an image_size divisible by 4 (got {})",
                 self.image_size

@@ -14,6 +14,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tenso
 
 use super::cpu::{CpuRead, SendPtr, f32_slice, run_tasks, tensor, threads};
 use super::fast_path;
+use super::math::{NoFma, sum_map, sum_map2, sum_map3, tanh};
 
 /// The activation applied after the normalisation.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -22,11 +23,13 @@ pub enum Activation {
     Relu,
     /// `x` for `x > 0`, `slope * x` otherwise (slope > 0).
     LeakyRelu(f32),
+    /// `tanh(x)`.
+    Tanh,
 }
 
 impl Activation {
     #[inline(always)]
-    fn apply(self, v: f32) -> f32 {
+    pub(crate) fn apply(self, v: f32) -> f32 {
         match self {
             Activation::Identity => v,
             Activation::Relu => v.max(0.0),
@@ -37,13 +40,14 @@ impl Activation {
                     v * s
                 }
             }
+            Activation::Tanh => tanh::<NoFma>(v),
         }
     }
 
     /// The derivative, read from the activation's *output* `y` (the sign of the input and of
-    /// the output agree for these activations).
+    /// the output agree for the piecewise-linear ones; tanh' = 1 - tanh^2).
     #[inline(always)]
-    fn slope_at_output(self, y: f32) -> f32 {
+    pub(crate) fn slope_at_output(self, y: f32) -> f32 {
         match self {
             Activation::Identity => 1.0,
             Activation::Relu => {
@@ -60,6 +64,7 @@ impl Activation {
                     s
                 }
             }
+            Activation::Tanh => 1.0 - y * y,
         }
     }
 
@@ -69,6 +74,7 @@ impl Activation {
             Activation::Identity => Ok(x.clone()),
             Activation::Relu => x.relu(),
             Activation::LeakyRelu(s) => candle_nn::ops::leaky_relu(x, s as f64),
+            Activation::Tanh => x.tanh(),
         }
     }
 }
@@ -227,26 +233,21 @@ impl BatchNormOp {
         (n * self.c + c) * self.plane
     }
 
+    /// (mean, 1 / sqrt(var + eps)) of channel `c`: lane-split f32 sums per plane, added up
+    /// across planes in f64.
     fn channel_stats(&self, x: &[f32], c: usize) -> (f32, f32) {
         let count = (self.n * self.plane) as f64;
-        let mut sum = 0f64;
-        for n in 0..self.n {
-            sum += x[self.offset(n, c)..][..self.plane]
-                .iter()
-                .map(|&v| v as f64)
-                .sum::<f64>();
-        }
+        let planes = || (0..self.n).map(|n| &x[self.offset(n, c)..][..self.plane]);
+        let sum: f64 = planes().map(|p| sum_map(p, |v| v) as f64).sum();
         let mean = (sum / count) as f32;
-        let mut sq = 0f64;
-        for n in 0..self.n {
-            sq += x[self.offset(n, c)..][..self.plane]
-                .iter()
-                .map(|&v| {
-                    let d = (v - mean) as f64;
+        let sq: f64 = planes()
+            .map(|p| {
+                sum_map(p, |v| {
+                    let d = v - mean;
                     d * d
-                })
-                .sum::<f64>();
-        }
+                }) as f64
+            })
+            .sum();
         let var = (sq / count) as f32;
         (mean, 1.0 / (var + self.eps).sqrt())
     }
@@ -333,17 +334,20 @@ impl CustomOp3 for BatchNormOp {
         );
         self.per_channel(|c| {
             let (m, r) = (mean[c], rstd[c]);
+            let act = self.act;
             // g = dy * act'(y); db = sum g; dw = sum g * xhat
             let (mut sg, mut sgx) = (0f64, 0f64);
             for n in 0..self.n {
                 let off = self.offset(n, c);
-                for i in off..off + self.plane {
-                    let g = dys[i] * self.act.slope_at_output(ys[i]);
-                    sg += g as f64;
-                    sgx += (g * (xs[i] - m) * r) as f64;
-                }
+                let (d, yv, xv) = (
+                    &dys[off..][..self.plane],
+                    &ys[off..][..self.plane],
+                    &xs[off..][..self.plane],
+                );
+                sg += sum_map2(d, yv, |g, y| g * act.slope_at_output(y)) as f64;
+                sgx += sum_map3(d, yv, xv, |g, y, x| g * act.slope_at_output(y) * (x - m)) as f64;
             }
-            let (sg, sgx) = (sg as f32, sgx as f32);
+            let (sg, sgx) = (sg as f32, sgx as f32 * r);
             // dx = w * rstd * (g - mean(g) - xhat * mean(g * xhat))
             let k = ws[c] * r;
             let (mg, mgx) = (sg / count, sgx / count);
@@ -351,10 +355,14 @@ impl CustomOp3 for BatchNormOp {
                 let off = self.offset(n, c);
                 // SAFETY: each channel's planes are written by one task only.
                 let d = unsafe { std::slice::from_raw_parts_mut(dxp.get().add(off), self.plane) };
-                for (j, o) in d.iter_mut().enumerate() {
-                    let i = off + j;
-                    let g = dys[i] * self.act.slope_at_output(ys[i]);
-                    *o = k * (g - mg - (xs[i] - m) * r * mgx);
+                let (dyv, yv, xv) = (
+                    &dys[off..][..self.plane],
+                    &ys[off..][..self.plane],
+                    &xs[off..][..self.plane],
+                );
+                for (((o, &g), &y), &x) in d.iter_mut().zip(dyv).zip(yv).zip(xv) {
+                    let g = g * act.slope_at_output(y);
+                    *o = k * (g - mg - (x - m) * r * mgx);
                 }
             }
             unsafe {

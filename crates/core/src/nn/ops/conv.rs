@@ -19,11 +19,16 @@
 //! (`n * P + p`), so every product is one large `gemm` split across the thread pool; the grid is
 //! moved between NCHW and that (C, N*P) layout by row copies.
 
+use std::cell::RefCell;
+use std::mem::MaybeUninit;
+use std::ops::Range;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, bail};
 
-use super::cpu::{CpuRead, SendPtr, f32_slice, matmul, run_tasks, tensor, threads};
+use super::batch_norm::Activation;
+use super::cpu::{CpuRead, SendPtr, f32_slice, new_filled, run_tasks, tensor, threads};
 use super::fast_path;
 
 static FUSED: AtomicBool = AtomicBool::new(true);
@@ -52,6 +57,22 @@ pub fn conv2d(
     stride: usize,
     padding: usize,
 ) -> Result<Tensor> {
+    conv2d_act(x, w, b, stride, padding, Activation::Identity)
+}
+
+/// `act(conv2d(x, w, b))` as one op: the activation is applied as the output is written and
+/// its derivative (read from the output) folded into the backward.
+///
+/// # Shapes
+/// As [`conv2d`].
+pub fn conv2d_act(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    act: Activation,
+) -> Result<Tensor> {
     let (n, c, h, wd) = x.dims4()?;
     let (o, wc, kh, kw) = w.dims4()?;
     if wc != c || stride == 0 || h + 2 * padding < kh || wd + 2 * padding < kw {
@@ -76,7 +97,7 @@ pub fn conv2d(
         pad: padding,
     };
     if !use_fused(&[x, w], b) || g.empty() {
-        return reference_conv2d(x, w, b, stride, padding);
+        return act.reference(&reference_conv2d(x, w, b, stride, padding)?);
     }
     apply(
         x,
@@ -85,6 +106,7 @@ pub fn conv2d(
         ConvOp {
             g,
             transposed: false,
+            act,
         },
     )
 }
@@ -103,6 +125,30 @@ pub fn conv_transpose2d(
     stride: usize,
     padding: usize,
     output_padding: usize,
+) -> Result<Tensor> {
+    conv_transpose2d_act(
+        x,
+        w,
+        b,
+        stride,
+        padding,
+        output_padding,
+        Activation::Identity,
+    )
+}
+
+/// `act(conv_transpose2d(x, w, b))` as one op (see [`conv2d_act`]).
+///
+/// # Shapes
+/// As [`conv_transpose2d`].
+pub fn conv_transpose2d_act(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    stride: usize,
+    padding: usize,
+    output_padding: usize,
+    act: Activation,
 ) -> Result<Tensor> {
     let (n, c, h, wd) = x.dims4()?;
     let (wc, o, kh, kw) = w.dims4()?;
@@ -141,7 +187,8 @@ pub fn conv_transpose2d(
         pad: padding,
     };
     if !use_fused(&[x, w], b) || g.empty() {
-        return reference_conv_transpose2d(x, w, b, stride, padding, output_padding);
+        let y = reference_conv_transpose2d(x, w, b, stride, padding, output_padding)?;
+        return act.reference(&y);
     }
     apply(
         x,
@@ -150,6 +197,7 @@ pub fn conv_transpose2d(
         ConvOp {
             g,
             transposed: true,
+            act,
         },
     )
 }
@@ -245,131 +293,225 @@ impl Geom {
     fn empty(&self) -> bool {
         self.image_len() == 0 || self.grid_len() == 0 || self.k() == 0
     }
+}
 
-    /// For window offset `k` (ky or kx) along an axis of `len` image pixels and `out` window
-    /// positions: the positions `lo..hi` whose pixel `pos * stride + k - pad` lies inside.
-    fn valid(&self, k: usize, len: usize, out: usize) -> (usize, usize) {
-        let s = self.stride;
-        // pos * s + k >= pad  <=>  pos >= ceil((pad - k) / s)
-        let lo = self.pad.saturating_sub(k).div_ceil(s).min(out);
-        // pos * s + k - pad <= len - 1  <=>  pos <= (len - 1 + pad - k) / s
-        let hi = match (len + self.pad).checked_sub(k + 1) {
-            Some(v) => (v / s + 1).min(out),
-            None => 0,
-        };
-        (lo, hi.max(lo))
+thread_local! {
+    /// Freed scratch buffers of this thread, for reuse: a fresh allocation of a column matrix
+    /// costs page faults and zeroing on every call.
+    static POOL: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A scratch buffer of `len` f32 from this thread's pool. Its contents are unspecified (zeros
+/// or an earlier call's values): callers write every element before reading it.
+struct Scratch(Vec<f32>);
+
+impl Scratch {
+    fn new(len: usize) -> Self {
+        let mut v = POOL
+            .with_borrow_mut(|pool| {
+                // The smallest free buffer that is large enough, else the largest (grown).
+                let fit = (0..pool.len())
+                    .filter(|&i| pool[i].capacity() >= len)
+                    .min_by_key(|&i| pool[i].capacity());
+                let pick = fit.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
+                pick.map(|i| pool.swap_remove(i))
+            })
+            .unwrap_or_default();
+        if v.len() < len {
+            v.resize(len, 0.0);
+        }
+        v.truncate(len);
+        Scratch(v)
     }
 }
 
-/// Sample ranges, a few per thread, for work split by sample.
-fn sample_tasks(n: usize) -> Vec<std::ops::Range<usize>> {
-    let per = n.div_ceil(threads() * 2).max(1);
-    (0..n).step_by(per).map(|a| a..(a + per).min(n)).collect()
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let v = std::mem::take(&mut self.0);
+        POOL.with_borrow_mut(|pool| {
+            if pool.len() < 8 {
+                pool.push(v);
+            }
+        });
+    }
 }
 
-/// `col` (K, N*P) = the windows of `image` (N, Ci, Hi, Wi), zeros where they overhang.
-fn im2col(g: &Geom, image: &[f32]) -> Vec<f32> {
-    let (p, np) = (g.p(), g.n * g.p());
-    let mut col = vec![0f32; g.k() * np];
-    let dst = SendPtr(col.as_mut_ptr());
-    run_tasks(sample_tasks(g.n), |samples| {
-        for n in samples {
-            for c in 0..g.ci {
-                let img = &image[(n * g.ci + c) * g.hi * g.wi..][..g.hi * g.wi];
-                for ky in 0..g.kh {
-                    let (ylo, yhi) = g.valid(ky, g.hi, g.hg);
-                    for kx in 0..g.kw {
-                        let (xlo, xhi) = g.valid(kx, g.wi, g.wg);
-                        let row = (c * g.kh + ky) * g.kw + kx;
-                        // SAFETY: this task alone writes the columns of samples in its range;
-                        // `col` outlives the tasks.
-                        let out = unsafe {
-                            std::slice::from_raw_parts_mut(dst.get().add(row * np + n * p), p)
-                        };
-                        for oy in ylo..yhi {
-                            let iy = oy * g.stride + ky - g.pad;
-                            let src = &img[iy * g.wi..][..g.wi];
-                            let o = &mut out[oy * g.wg..][..g.wg];
-                            if g.stride == 1 {
-                                let ix0 = xlo + kx - g.pad;
-                                o[xlo..xhi].copy_from_slice(&src[ix0..ix0 + (xhi - xlo)]);
-                            } else {
-                                for ox in xlo..xhi {
-                                    o[ox] = src[ox * g.stride + kx - g.pad];
-                                }
-                            }
-                        }
+impl std::ops::Deref for Scratch {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Scratch {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        &mut self.0
+    }
+}
+
+/// Column matrices of about this many floats (1 MiB) stay in a core's L2 cache between
+/// im2col, the product and col2im.
+const CHUNK_FLOATS: usize = 256 * 1024;
+
+/// The sample ranges the batch is cut into: each chunk's column matrix is about
+/// [`CHUNK_FLOATS`], with at least two chunks per thread. A chunk runs start to end (im2col,
+/// products, col2im) on one thread.
+fn chunks(g: &Geom) -> Vec<Range<usize>> {
+    let by_cache = (CHUNK_FLOATS / (g.k() * g.p()).max(1)).max(1);
+    let by_threads = g.n.div_ceil(2 * threads()).max(1);
+    let per = by_cache.min(by_threads);
+    (0..g.n)
+        .step_by(per)
+        .map(|a| a..(a + per).min(g.n))
+        .collect()
+}
+
+/// Side lengths of an image plane with its zero padding, plus one spare element so that
+/// stride-2 reads may take whole pairs.
+fn padded_dims(g: &Geom) -> (usize, usize) {
+    let (hp, wp) = (g.hi + 2 * g.pad, g.wi + 2 * g.pad);
+    (wp, hp * wp + g.stride)
+}
+
+/// `col` (K, m*P) = the windows of the images `samples` (m of them) of `image` (N, Ci, Hi,
+/// Wi), zeros where they overhang; column `(n - start) * P + p`.
+///
+/// Each image plane is first copied into a zero-padded plane, so the window loops read
+/// without bounds tests; windows fit inside since `(Hg - 1) * stride + kh <= Hi + 2 pad`.
+fn im2col(g: &Geom, image: &[f32], samples: Range<usize>, col: &mut [f32]) {
+    let (p, hw, wg, s) = (g.p(), g.hi * g.wi, g.wg, g.stride);
+    let cp = samples.len() * p;
+    let (wp, plane_len) = padded_dims(g);
+    let mut plane = Scratch::new(plane_len);
+    plane.fill(0.0);
+    for (j, n) in samples.enumerate() {
+        for c in 0..g.ci {
+            let img = &image[(n * g.ci + c) * hw..][..hw];
+            for (y, row) in img.chunks_exact(g.wi).enumerate() {
+                plane[(y + g.pad) * wp + g.pad..][..g.wi].copy_from_slice(row);
+            }
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let row = (c * g.kh + ky) * g.kw + kx;
+                    let out = &mut col[row * cp + j * p..][..p];
+                    for (oy, o) in out.chunks_exact_mut(wg).enumerate() {
+                        gather(o, &plane[(oy * s + ky) * wp + kx..], s);
                     }
                 }
             }
         }
-    });
-    col
+    }
 }
 
-/// `image` (N, Ci, Hi, Wi) += the windows of `col` (K, N*P) added back where they came from.
-fn col2im(g: &Geom, col: &[f32], image: &mut [f32]) {
-    let (p, np) = (g.p(), g.n * g.p());
-    let hw = g.hi * g.wi;
-    let dst = SendPtr(image.as_mut_ptr());
-    run_tasks(sample_tasks(g.n), |samples| {
-        for n in samples {
-            // SAFETY: each task writes only the images of its own samples.
-            let img_n =
-                unsafe { std::slice::from_raw_parts_mut(dst.get().add(n * g.ci * hw), g.ci * hw) };
-            for c in 0..g.ci {
-                let img = &mut img_n[c * hw..][..hw];
-                for ky in 0..g.kh {
-                    let (ylo, yhi) = g.valid(ky, g.hi, g.hg);
-                    for kx in 0..g.kw {
-                        let (xlo, xhi) = g.valid(kx, g.wi, g.wg);
-                        let row = (c * g.kh + ky) * g.kw + kx;
-                        let src = &col[row * np + n * p..][..p];
-                        for oy in ylo..yhi {
-                            let iy = oy * g.stride + ky - g.pad;
-                            let d = &mut img[iy * g.wi..][..g.wi];
-                            let s = &src[oy * g.wg..][..g.wg];
-                            if g.stride == 1 {
-                                let ix0 = xlo + kx - g.pad;
-                                for (a, b) in d[ix0..ix0 + (xhi - xlo)].iter_mut().zip(&s[xlo..xhi])
-                                {
-                                    *a += b;
-                                }
-                            } else {
-                                for ox in xlo..xhi {
-                                    d[ox * g.stride + kx - g.pad] += s[ox];
-                                }
-                            }
-                        }
+/// `o[i] = src[i * s]`.
+#[inline(always)]
+fn gather(o: &mut [f32], src: &[f32], s: usize) {
+    match s {
+        1 => o.copy_from_slice(&src[..o.len()]),
+        2 => {
+            let n = o.len();
+            for (d, pair) in o.iter_mut().zip(src[..2 * n].chunks_exact(2)) {
+                *d = pair[0];
+            }
+        }
+        _ => {
+            for (d, v) in o.iter_mut().zip(src.iter().step_by(s)) {
+                *d = *v;
+            }
+        }
+    }
+}
+
+/// `dst[i * s] += v[i]`.
+#[inline(always)]
+fn scatter_add(dst: &mut [f32], v: &[f32], s: usize) {
+    match s {
+        1 => {
+            for (a, b) in dst[..v.len()].iter_mut().zip(v) {
+                *a += b;
+            }
+        }
+        2 => {
+            for (pair, b) in dst[..2 * v.len()].chunks_exact_mut(2).zip(v) {
+                pair[0] += b;
+            }
+        }
+        _ => {
+            for (a, b) in dst.iter_mut().step_by(s).zip(v) {
+                *a += b;
+            }
+        }
+    }
+}
+
+/// `out` (m, Ci, Hi, Wi) = `act(base[c]` (or 0) + the windows of `col` (K, m*P) added back where
+/// they came from, through a zero-padded plane as in [`im2col`].
+fn col2im(
+    g: &Geom,
+    col: &[f32],
+    m: usize,
+    base: Option<&[f32]>,
+    act: Activation,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let (p, hw, wg, s) = (g.p(), g.hi * g.wi, g.wg, g.stride);
+    let cp = m * p;
+    let (wp, plane_len) = padded_dims(g);
+    let mut plane = Scratch::new(plane_len);
+    for j in 0..m {
+        for c in 0..g.ci {
+            plane.fill(0.0);
+            for ky in 0..g.kh {
+                for kx in 0..g.kw {
+                    let row = (c * g.kh + ky) * g.kw + kx;
+                    let src = &col[row * cp + j * p..][..p];
+                    for (oy, v) in src.chunks_exact(wg).enumerate() {
+                        scatter_add(&mut plane[(oy * s + ky) * wp + kx..], v, s);
                     }
                 }
             }
-        }
-    });
-}
-
-/// (N, C, P) -> (C, N*P).
-fn to_cnp(x: &[f32], n: usize, c: usize, p: usize) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    for (i, row) in x.chunks_exact(p).enumerate() {
-        let (s, ch) = (i / c, i % c);
-        out[(ch * n + s) * p..][..p].copy_from_slice(row);
-    }
-    out
-}
-
-/// (C, N*P) -> (N, C, P), adding `bias[c]` when given.
-fn from_cnp(x: &[f32], n: usize, c: usize, p: usize, bias: Option<&[f32]>) -> Vec<f32> {
-    let mut out = vec![0f32; x.len()];
-    for (i, row) in out.chunks_exact_mut(p).enumerate() {
-        let (s, ch) = (i / c, i % c);
-        let src = &x[(ch * n + s) * p..][..p];
-        match bias {
-            Some(b) => row.iter_mut().zip(src).for_each(|(o, v)| *o = v + b[ch]),
-            None => row.copy_from_slice(src),
+            let b = base.map_or(0.0, |b| b[c]);
+            let img = &mut out[(j * g.ci + c) * hw..][..hw];
+            for (y, row) in img.chunks_exact_mut(g.wi).enumerate() {
+                let from = &plane[(y + g.pad) * wp + g.pad..][..g.wi];
+                for (o, v) in row.iter_mut().zip(from) {
+                    o.write(act.apply(v + b));
+                }
+            }
         }
     }
-    out
+}
+
+/// The samples of `x` (N, C, P) in `samples` as (C, m*P).
+fn to_cnp(x: &[f32], c: usize, p: usize, samples: Range<usize>, out: &mut [f32]) {
+    let cp = samples.len() * p;
+    for (j, n) in samples.enumerate() {
+        for ch in 0..c {
+            out[ch * cp + j * p..][..p].copy_from_slice(&x[(n * c + ch) * p..][..p]);
+        }
+    }
+}
+
+/// `out` (m, C, P) = `act(x (C, m*P) (+ bias[c]))`.
+fn from_cnp(
+    x: &[f32],
+    c: usize,
+    p: usize,
+    m: usize,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let cp = m * p;
+    for j in 0..m {
+        for ch in 0..c {
+            let b = bias.map_or(0.0, |b| b[ch]);
+            let src = &x[ch * cp + j * p..][..p];
+            for (o, v) in out[(j * c + ch) * p..][..p].iter_mut().zip(src) {
+                o.write(act.apply(v + b));
+            }
+        }
+    }
 }
 
 /// Per-channel sums of `x` (N, C, P): the bias gradient.
@@ -381,10 +523,103 @@ fn channel_sums(x: &[f32], c: usize, p: usize) -> Vec<f32> {
     out
 }
 
+/// Index one past the last element an (rows x cols) view with these strides touches.
+fn extent(rows: usize, cols: usize, rs: usize, cs: usize) -> usize {
+    if rows == 0 || cols == 0 {
+        0
+    } else {
+        (rows - 1) * rs + (cols - 1) * cs + 1
+    }
+}
+
+/// `dst (m x n, row stride n) = lhs (m x k) @ rhs (k x n)` on the calling thread, operands as
+/// `(slice, row stride, column stride)`, bounds checked.
+fn mm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+) {
+    assert!(dst.len() >= m * n, "conv: product output too small");
+    assert!(
+        lhs.0.len() >= extent(m, k, lhs.1, lhs.2),
+        "conv: lhs too small"
+    );
+    assert!(
+        rhs.0.len() >= extent(k, n, rhs.1, rhs.2),
+        "conv: rhs too small"
+    );
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        return dst[..m * n].fill(0.0);
+    }
+    // SAFETY: the bounds are asserted above, `dst` is a unique borrow (so it overlaps neither
+    // operand), and with alpha = 0 `gemm` writes `dst` without reading it.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            lhs.0.as_ptr(),
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0.as_ptr(),
+            rhs.2 as isize,
+            rhs.1 as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
+/// A vector of `len` elements that `chunks` of samples fill in parallel: `fill(range, out)`
+/// must write every element of `out`, the `per_sample * range.len()` elements of its samples.
+fn filled_by_chunks<F>(
+    len: usize,
+    per_sample: usize,
+    chunks: Vec<Range<usize>>,
+    fill: F,
+) -> Vec<f32>
+where
+    F: Fn(Range<usize>, &mut [MaybeUninit<f32>]) + Sync + Send,
+{
+    let write = |buf: &mut [MaybeUninit<f32>]| {
+        let ptr = SendPtr(buf.as_mut_ptr().cast::<f32>());
+        run_tasks(chunks, |r| {
+            // SAFETY: sample ranges are disjoint, so each task has its own part of `buf`.
+            let out = unsafe {
+                std::slice::from_raw_parts_mut(
+                    ptr.get()
+                        .add(r.start * per_sample)
+                        .cast::<MaybeUninit<f32>>(),
+                    r.len() * per_sample,
+                )
+            };
+            fill(r, out)
+        });
+    };
+    // SAFETY: the chunks cover every sample, and `fill` writes all of each chunk's elements.
+    unsafe { new_filled(len, write) }
+}
+
 struct ConvOp {
     g: Geom,
     /// `conv_transpose2d` (input on the grid side) rather than `conv2d`.
     transposed: bool,
+    /// Applied to the output.
+    act: Activation,
 }
 
 const NAME: &str = "muse-conv2d";
@@ -401,27 +636,27 @@ impl ConvOp {
 
     fn forward(&self, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
         let g = &self.g;
-        let (k, np, p) = (g.k(), g.n * g.p(), g.p());
+        let (k, p) = (g.k(), g.p());
         let y = if self.transposed {
-            // image = col2im(Wm^T (K, Co) @ grid (Co, N*P))
-            let xg = to_cnp(x, g.n, g.co, p);
-            let mut col = vec![0f32; k * np];
-            matmul(k, np, g.co, &mut col, false, (w, 1, k), (&xg, np, 1));
-            let hw = g.hi * g.wi;
-            let mut y = vec![0f32; g.image_len()];
-            if let Some(b) = b {
-                for (i, plane) in y.chunks_exact_mut(hw).enumerate() {
-                    plane.fill(b[i % g.ci]);
-                }
-            }
-            col2im(g, &col, &mut y);
-            y
+            // image = col2im(Wm^T (K, Co) @ grid (Co, m*P)), chunk by chunk
+            filled_by_chunks(g.image_len(), g.ci * g.hi * g.wi, chunks(g), |r, out| {
+                let cp = r.len() * p;
+                let mut xg = Scratch::new(g.co * cp);
+                to_cnp(x, g.co, p, r.clone(), &mut xg);
+                let mut col = Scratch::new(k * cp);
+                mm(k, cp, g.co, &mut col, (w, 1, k), (&xg, cp, 1));
+                col2im(g, &col, r.len(), b, self.act, out);
+            })
         } else {
-            // grid (Co, N*P) = Wm (Co, K) @ im2col(image) (K, N*P)
-            let col = im2col(g, x);
-            let mut yg = vec![0f32; g.co * np];
-            matmul(g.co, np, k, &mut yg, false, (w, k, 1), (&col, np, 1));
-            from_cnp(&yg, g.n, g.co, p, b)
+            // grid (Co, m*P) = Wm (Co, K) @ im2col(image) (K, m*P), chunk by chunk
+            filled_by_chunks(g.grid_len(), g.co * p, chunks(g), |r, out| {
+                let cp = r.len() * p;
+                let mut col = Scratch::new(k * cp);
+                im2col(g, x, r.clone(), &mut col);
+                let mut yg = Scratch::new(g.co * cp);
+                mm(g.co, cp, k, &mut yg, (w, k, 1), (&col, cp, 1));
+                from_cnp(&yg, g.co, p, r.len(), b, self.act, out);
+            })
         };
         Ok((CpuStorage::F32(y), self.out_shape()))
     }
@@ -431,78 +666,97 @@ impl ConvOp {
         &self,
         x: &Tensor,
         w: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
         want: [bool; 3],
     ) -> Result<[Option<Tensor>; 3]> {
         let g = &self.g;
-        let (k, np, p) = (g.k(), g.n * g.p(), g.p());
+        let (k, p) = (g.k(), g.p());
         let dy = dy.contiguous()?;
         let (xr, wr, dyr) = (
             CpuRead::new(x, NAME)?,
             CpuRead::new(w, NAME)?,
             CpuRead::new(&dy, NAME)?,
         );
-        let (xs, ws, dys) = (xr.slice(), wr.slice(), dyr.slice());
+        let (xs, ws) = (xr.slice(), wr.slice());
+        // The gradient before the activation: dy * act'(y).
+        let pre: Vec<f32>;
+        let dys = if self.act == Activation::Identity {
+            dyr.slice()
+        } else {
+            let yr = CpuRead::new(y, NAME)?;
+            let act = self.act;
+            pre = dyr
+                .slice()
+                .iter()
+                .zip(yr.slice())
+                .map(|(&d, &y)| d * act.slope_at_output(y))
+                .collect();
+            &pre
+        };
         // The image-side and grid-side tensors of this call, whichever is input or output.
         let (image, grid) = if self.transposed {
             (dys, xs)
         } else {
             (xs, dys)
         };
-        let grid_cnp = if want[1] || (want[0] && !self.transposed) {
-            to_cnp(grid, g.n, g.co, p)
+        // dWm (Co, K) = sum over chunks of grid (Co, m*P) @ im2col(image)^T (m*P, K).
+        let dw_total = Mutex::new(if want[1] {
+            vec![0f32; g.co * k]
         } else {
             Vec::new()
+        });
+        let add_dw = |part: &[f32]| {
+            let mut total = dw_total.lock().unwrap_or_else(|e| e.into_inner());
+            total.iter_mut().zip(part).for_each(|(a, b)| *a += b);
         };
-        let col = if want[1] || (want[0] && self.transposed) {
-            Some(im2col(g, image))
+        let (x_len, per_x) = if self.transposed {
+            (g.grid_len(), g.co * p)
         } else {
+            (g.image_len(), g.ci * g.hi * g.wi)
+        };
+        let chunk = |r: Range<usize>, dx_out: Option<&mut [MaybeUninit<f32>]>| {
+            let cp = r.len() * p;
+            let mut gc = Scratch::new(g.co * cp);
+            to_cnp(grid, g.co, p, r.clone(), &mut gc);
+            let need_col = want[1] || (want[0] && self.transposed);
+            let mut col = Scratch::new(if need_col { k * cp } else { 0 });
+            if need_col {
+                im2col(g, image, r.clone(), &mut col);
+            }
+            if want[1] {
+                let mut part = Scratch::new(g.co * k);
+                mm(g.co, k, cp, &mut part, (&gc, cp, 1), (&col, 1, cp));
+                add_dw(&part);
+            }
+            if let Some(out) = dx_out {
+                if self.transposed {
+                    // d grid (Co, m*P) = Wm (Co, K) @ im2col(d image) (K, m*P)
+                    let mut dg = Scratch::new(g.co * cp);
+                    mm(g.co, cp, k, &mut dg, (ws, k, 1), (&col, cp, 1));
+                    from_cnp(&dg, g.co, p, r.len(), None, Activation::Identity, out);
+                } else {
+                    // d image = col2im(Wm^T (K, Co) @ d grid (Co, m*P))
+                    let mut dcol = Scratch::new(k * cp);
+                    mm(k, cp, g.co, &mut dcol, (ws, 1, k), (&gc, cp, 1));
+                    col2im(g, &dcol, r.len(), None, Activation::Identity, out);
+                }
+            }
+        };
+        let dx = if want[0] {
+            let dx = filled_by_chunks(x_len, per_x, chunks(g), |r, out| chunk(r, Some(out)));
+            Some(tensor(dx, x.shape())?)
+        } else {
+            if want[1] {
+                run_tasks(chunks(g), |r| chunk(r, None));
+            }
             None
         };
-        // dWm (Co, K) = grid (Co, N*P) @ col^T (N*P, K), for either op.
         let dw = if want[1] {
-            let col = col
-                .as_deref()
-                .expect("computed when the weight gradient is wanted");
-            let mut dw = vec![0f32; g.co * k];
-            matmul(
-                g.co,
-                k,
-                np,
-                &mut dw,
-                false,
-                (&grid_cnp, np, 1),
-                (col, 1, np),
-            );
+            let dw = dw_total.into_inner().unwrap_or_else(|e| e.into_inner());
             Some(tensor(dw, w.shape())?)
         } else {
             None
-        };
-        let dx = match (want[0], self.transposed) {
-            (false, _) => None,
-            // conv_transpose2d: d grid (Co, N*P) = Wm (Co, K) @ im2col(d image) (K, N*P)
-            (true, true) => {
-                let col = col.as_deref().expect("computed for the transposed op");
-                let mut dg = vec![0f32; g.co * np];
-                matmul(g.co, np, k, &mut dg, false, (ws, k, 1), (col, np, 1));
-                Some(tensor(from_cnp(&dg, g.n, g.co, p, None), x.shape())?)
-            }
-            // conv2d: d image = col2im(Wm^T (K, Co) @ d grid (Co, N*P))
-            (true, false) => {
-                let mut dcol = vec![0f32; k * np];
-                matmul(
-                    k,
-                    np,
-                    g.co,
-                    &mut dcol,
-                    false,
-                    (ws, 1, k),
-                    (&grid_cnp, np, 1),
-                );
-                let mut dx = vec![0f32; g.image_len()];
-                col2im(g, &dcol, &mut dx);
-                Some(tensor(dx, x.shape())?)
-            }
         };
         let db = if want[2] {
             let (c, plane) = if self.transposed {
@@ -537,10 +791,10 @@ impl CustomOp2 for ConvOp {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let [dx, dw, _] = self.backward(x, w, dy, [x.track_op(), w.track_op(), false])?;
+        let [dx, dw, _] = self.backward(x, w, y, dy, [x.track_op(), w.track_op(), false])?;
         Ok((dx, dw))
     }
 }
@@ -568,10 +822,11 @@ impl CustomOp3 for ConvOp {
         x: &Tensor,
         w: &Tensor,
         b: &Tensor,
-        _y: &Tensor,
+        y: &Tensor,
         dy: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let [dx, dw, db] = self.backward(x, w, dy, [x.track_op(), w.track_op(), b.track_op()])?;
+        let [dx, dw, db] =
+            self.backward(x, w, y, dy, [x.track_op(), w.track_op(), b.track_op()])?;
         Ok((dx, dw, db))
     }
 }

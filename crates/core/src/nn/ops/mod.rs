@@ -33,7 +33,7 @@ use candle_core::{DType, Device, Tensor};
 pub use adamw::{AdamWHyper, adamw_update};
 pub use attention::causal_self_attention;
 pub use batch_norm::{Activation, BatchStats, batch_norm_train, leaky_relu};
-pub use conv::{conv_transpose2d, conv2d};
+pub use conv::{conv_transpose2d, conv_transpose2d_act, conv2d, conv2d_act};
 pub use cross_entropy::{IGNORE_INDEX, cross_entropy};
 pub use gelu::{GeluKind, gelu};
 pub use layer_norm::layer_norm;

@@ -1,0 +1,268 @@
+//! The GAN training loop (`muse train gan`): its own two-optimizer loop, top to bottom like
+//! PyTorch's DCGAN example: learning rate, evaluate class coverage and checkpoint every N
+//! steps, a progress grid every M, then `n_critic` discriminator steps and one generator step,
+//! one log line.
+
+mod config;
+mod report;
+mod step;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+
+pub use config::{AdversarialConfig, GanLoss, GanRunConfig, PRESETS};
+pub use report::{fixed_batch, plot_losses};
+pub use step::{GanTrainer, StepStats, bce_with_logits, gradient_penalty, noise, split_vars};
+
+use crate::data::images::{EpochBatches, ImageDataset, Split};
+use crate::error::{Error, Result};
+use crate::models::gan::{GanConfig, save_config};
+use crate::run_dir::{OnExisting, RunDir};
+use crate::train::checkpoint::{self, TrainState};
+use crate::train::images::{check_same_data, write_training_record};
+use crate::train::interrupt;
+use crate::train::metrics::MetricsLog;
+use crate::train::progress::Progress;
+use crate::train::schedule::LrSchedule;
+
+/// What a reference classifier says about generated images, for the coverage check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct GanQuality {
+    /// Classes holding at least a tenth of their uniform share of the samples.
+    pub classes_found: usize,
+    pub n_classes: usize,
+    /// Entropy of the predicted-class histogram, bits.
+    pub entropy_bits: f64,
+    /// Conditional models: fraction classified as the label they were generated for.
+    pub label_accuracy: Option<f64>,
+}
+
+/// Judges generated images: `(images in [0, 1] (N, C, H, W), the labels asked for) ->`
+/// [`GanQuality`]. The caller builds it from the reference classifier (`eval::image`), which
+/// keeps the training loop free of evaluation code.
+pub type QualityFn<'a> = &'a dyn Fn(&Tensor, Option<&[u32]>) -> Result<GanQuality>;
+
+/// What to train and where.
+pub struct GanTrainJob {
+    pub out: PathBuf,
+    pub preset: String,
+    pub config: GanRunConfig,
+    pub on_existing: OnExisting,
+    pub device: Device,
+}
+
+/// The outcome of a finished run.
+pub struct GanReport {
+    pub run_dir: PathBuf,
+    pub steps: u64,
+    pub last: StepStats,
+    pub quality: Option<GanQuality>,
+    pub train_seconds: f64,
+    /// The last progress grid.
+    pub grid: PathBuf,
+}
+
+/// Trains a GAN as `job` says. Returns [`Error::Interrupted`] after saving a checkpoint when
+/// Ctrl-C was pressed.
+pub fn train_gan(job: GanTrainJob, quality: Option<QualityFn>) -> Result<GanReport> {
+    let mut cfg = job.config.clone();
+    cfg.validate()?;
+    RunDir::check(&job.out, job.on_existing)?;
+    let data = cfg.data.load(Split::Train)?;
+    fit_model_to_data(&mut cfg.model, &data)?;
+    let run = RunDir::prepare(&job.out, job.on_existing)?;
+    let resuming = job.on_existing == OnExisting::Resume;
+
+    let mut batches =
+        EpochBatches::new(data.len(), cfg.train.batch_size, cfg.train.seed)?.drop_last(true)?;
+    let d_steps_per_epoch = batches.steps_per_epoch();
+    let steps_per_epoch = (d_steps_per_epoch / cfg.gan.n_critic as u64).max(1);
+    let total = cfg.train.total_steps(steps_per_epoch);
+    let t = cfg.train.optimizer_config(total);
+    let eval_every = cfg.train.eval_every(steps_per_epoch);
+
+    let mut tr = GanTrainer::new(&cfg.model, &t, &job.device)?;
+    let mut state = if resuming {
+        let state = checkpoint::load(
+            &run,
+            &mut tr.varmap,
+            &mut [("g.", &mut tr.opt_g), ("d.", &mut tr.opt_d)],
+        )?;
+        check_same_data(&run, &data.record)?;
+        state
+    } else {
+        save_config(run.root(), &cfg.model)?;
+        write_training_record(&run, "gan", &job.preset, &cfg, t.seed, &data.record)?;
+        TrainState::default()
+    };
+    let fixed = fixed_batch(&cfg, &job.device)?;
+    let schedule = LrSchedule::from_config(&t);
+    // Records up to the last completed step survive a resume; the evaluation at the resumed
+    // step runs again (it is a function of the weights, so it logs the same numbers).
+    let keep = resuming.then(|| state.step.checked_sub(1)).flatten();
+    let mut metrics = MetricsLog::open(&run.metrics(), keep)?;
+    let start = state.step;
+    let (pg, pd) = crate::models::gan::parameter_counts(&cfg.model);
+    tracing::info!(
+        "training G ({pg} parameters) and D ({pd}) with {} loss on {} images, {total} steps \
+         ({steps_per_epoch} per epoch) from step {start}",
+        cfg.gan.loss.as_str(),
+        data.len(),
+    );
+    let progress = Progress::new("train", start, total);
+    let session = Instant::now();
+    let seconds_before = state.train_seconds;
+    let mut best_coverage = 0usize;
+    let mut last = StepStats::default();
+    let mut last_quality = None;
+    let save = |tr: &GanTrainer, state: &TrainState| {
+        checkpoint::save(
+            &run,
+            &tr.weights(),
+            &[("g.", &tr.opt_g), ("d.", &tr.opt_d)],
+            state,
+        )
+    };
+
+    for step in start..total {
+        if interrupt::stop_requested() {
+            state.train_seconds = seconds_before + session.elapsed().as_secs_f64();
+            save(&tr, &state)?;
+            metrics.sync()?;
+            progress.println(&format!(
+                "interrupted: checkpoint saved at step {step}; continue with --resume"
+            ));
+            return Err(Error::Interrupted);
+        }
+        // Evaluate and checkpoint.
+        if step % eval_every == 0 {
+            if let Some(q) = quality {
+                let qs = report::measure(&tr, &cfg, q, step)?;
+                log_quality(&progress, &mut metrics, &qs, step, &mut best_coverage)?;
+                last_quality = Some(qs);
+            }
+            if step > start {
+                state.train_seconds = seconds_before + session.elapsed().as_secs_f64();
+                save(&tr, &state)?;
+                metrics.sync()?;
+            }
+            plot_losses(&run)?;
+        }
+        if cfg.train.sample_interval > 0 && step % cfg.train.sample_interval as u64 == 0 {
+            report::write_grid(&run, &tr, &cfg, &fixed, step)?;
+        }
+
+        let t0 = Instant::now();
+        let lr = schedule.at(step as usize);
+        last = tr.step(&cfg, &data, &mut batches, step, lr)?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        state.step = step + 1;
+        state.examples_seen += (cfg.train.batch_size * cfg.gan.n_critic) as u64;
+        if !(last.loss_d.is_finite() && last.loss_g.is_finite()) {
+            return Err(Error::input(format!(
+                "training diverged at step {step} (D loss {}, G loss {}); lower train.lr or \
+                 try --loss wgan-gp",
+                last.loss_d, last.loss_g
+            )));
+        }
+        progress.set(state.step);
+        progress.message(format!("D {:.3} G {:.3}", last.loss_d, last.loss_g));
+        if step % cfg.train.log_interval as u64 == 0 {
+            let images = (cfg.train.batch_size * cfg.gan.n_critic) as f64;
+            progress.println(&report::log_line(&cfg, step, &last, lr, ms, images));
+            metrics.log(&serde_json::json!({
+                "step": step, "loss_d": last.loss_d, "loss_g": last.loss_g,
+                "d_real": last.d_real, "d_fake": last.d_fake, "gp": last.gp, "lr": lr, "ms": ms,
+                "img_per_s": images / (ms / 1e3),
+            }))?;
+        }
+    }
+    progress.finish();
+
+    // Final coverage, checkpoint, grid and model card.
+    if let Some(q) = quality
+        && start < total
+    {
+        let qs = report::measure(&tr, &cfg, q, total)?;
+        log_quality(&progress, &mut metrics, &qs, total, &mut best_coverage)?;
+        last_quality = Some(qs);
+    }
+    state.train_seconds = seconds_before + session.elapsed().as_secs_f64();
+    save(&tr, &state)?;
+    metrics.sync()?;
+    plot_losses(&run)?;
+    let grid = report::write_grid(&run, &tr, &cfg, &fixed, total)?;
+    report::write_model_card(
+        &run,
+        &job,
+        &cfg,
+        &data,
+        &state,
+        &last,
+        last_quality.as_ref(),
+    )?;
+    Ok(GanReport {
+        run_dir: run.root().to_path_buf(),
+        steps: state.step,
+        last,
+        quality: last_quality,
+        train_seconds: state.train_seconds,
+        grid,
+    })
+}
+
+/// Takes image size, channels and classes from the data, checking them against an explicit
+/// model config.
+fn fit_model_to_data(model: &mut GanConfig, data: &ImageDataset) -> Result<()> {
+    let (c, h, w) = data.shape();
+    if h != w {
+        return Err(Error::input(format!(
+            "the images are {h}x{w}; a GAN needs square images"
+        )));
+    }
+    (model.image_channels, model.image_size) = (c, h);
+    if model.conditional() {
+        if data.labels.is_none() || data.n_classes < 2 {
+            return Err(Error::input(format!(
+                "{} has no labels: a conditional GAN needs labelled images (mnist, \
+                 fashion-mnist, or class subfolders); use --preset dcgan-mnist",
+                data.record.path
+            )));
+        }
+        model.n_classes = data.n_classes;
+    }
+    model
+        .validate()
+        .map_err(|e| Error::usage(format!("model: {e} (the data's images are {c}x{h}x{w})")))
+}
+
+fn log_quality(
+    progress: &Progress,
+    metrics: &mut MetricsLog,
+    q: &GanQuality,
+    step: u64,
+    best: &mut usize,
+) -> Result<()> {
+    let acc = q.label_accuracy.map_or(String::new(), |a| {
+        format!(" | label accuracy {:.1}%", 100.0 * a)
+    });
+    progress.println(&format!(
+        "step {step} | coverage {}/{} classes | entropy {:.2} bits{acc}",
+        q.classes_found, q.n_classes, q.entropy_bits
+    ));
+    if q.classes_found < *best {
+        progress.println(&format!(
+            "warning: class coverage fell from {best} to {} classes: the generator may be \
+             collapsing onto a few modes (try --loss wgan-gp, or a lower learning rate)",
+            q.classes_found
+        ));
+        tracing::warn!("class coverage fell from {best} to {}", q.classes_found);
+    }
+    *best = (*best).max(q.classes_found);
+    metrics.log(&serde_json::json!({
+        "step": step, "coverage": q.classes_found, "n_classes": q.n_classes,
+        "entropy_bits": q.entropy_bits, "label_accuracy": q.label_accuracy,
+    }))
+}
