@@ -11,7 +11,7 @@
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 
-use super::cpu::run_tasks;
+use super::cpu::{rows_per_task, run_tasks};
 use super::fast_path;
 use super::math::{Fma, LANES, exp, simd_dispatch};
 
@@ -214,31 +214,19 @@ impl CustomOp3 for DecodeAttention {
         let (b, tq, c) = l1.shape().dims3()?;
         let tk = l2.shape().dims3()?.1;
         let (nh, hs) = (self.n_head, self.hs);
-        let group = nh / self.n_kv_head;
         if k.st != v.st || k.sb != v.sb {
             bail!("{NAME}: keys and values must share a layout")
         }
         // Per (batch, head): its queries gathered (Tq, hs), then its output (Tq, hs).
+        // Heads are grouped so a task is worth handing to another thread (short caches run
+        // inline).
         let mut buf = vec![0f32; b * nh * tq * hs];
-        let tasks: Vec<(usize, &mut [f32])> = buf.chunks_mut(tq * hs).enumerate().collect();
-        run_tasks(tasks, |(task, out)| {
-            let (bi, h) = (task / nh, task % nh);
-            let kvh = h / group;
-            let qh: Vec<f32> = (0..tq)
-                .flat_map(|i| q.row(bi, i, h * hs, hs).iter().copied())
-                .collect();
-            // Keys and values of this kv head from position 0 on, rows `st` apart.
-            let span = (tk - 1) * k.st + hs;
-            let keys = &k.data[k.start + bi * k.sb + kvh * hs..][..span];
-            let values = &v.data[v.start + bi * v.sb + kvh * hs..][..span];
-            let mut scores = vec![0f32; tk];
-            let dims = HeadDims {
-                key_stride: k.st,
-                tq,
-                tk,
-                hs,
-            };
-            head_simd(&qh, keys, values, dims, &mut scores, out);
+        let per = rows_per_task(b * nh, 4 * tq * tk * hs);
+        let tasks: Vec<(usize, &mut [f32])> = buf.chunks_mut(per * tq * hs).enumerate().collect();
+        run_tasks(tasks, |(first, outs)| {
+            for (j, out) in outs.chunks_mut(tq * hs).enumerate() {
+                self.one_head(first * per + j, out, (&q, &k, &v), tq, tk);
+            }
         });
         // (B, nh, Tq, hs) -> (B, Tq, nh * hs)
         let mut y = vec![0f32; b * tq * c];
@@ -250,5 +238,37 @@ impl CustomOp3 for DecodeAttention {
             }
         }
         Ok((CpuStorage::F32(y), Shape::from((b, tq, c))))
+    }
+}
+
+impl DecodeAttention {
+    /// Head `task` (= batch * n_head + head) into `out` (Tq, hs).
+    fn one_head(
+        &self,
+        task: usize,
+        out: &mut [f32],
+        (q, k, v): (&View, &View, &View),
+        tq: usize,
+        tk: usize,
+    ) {
+        let (nh, hs) = (self.n_head, self.hs);
+        let group = nh / self.n_kv_head;
+        let (bi, h) = (task / nh, task % nh);
+        let kvh = h / group;
+        let qh: Vec<f32> = (0..tq)
+            .flat_map(|i| q.row(bi, i, h * hs, hs).iter().copied())
+            .collect();
+        // Keys and values of this kv head from position 0 on, rows `st` apart.
+        let span = (tk - 1) * k.st + hs;
+        let keys = &k.data[k.start + bi * k.sb + kvh * hs..][..span];
+        let values = &v.data[v.start + bi * v.sb + kvh * hs..][..span];
+        let mut scores = vec![0f32; tk];
+        let dims = HeadDims {
+            key_stride: k.st,
+            tq,
+            tk,
+            hs,
+        };
+        head_simd(&qh, keys, values, dims, &mut scores, out);
     }
 }
