@@ -353,13 +353,29 @@ impl std::ops::DerefMut for Scratch {
 /// im2col, the product and col2im.
 const CHUNK_FLOATS: usize = 256 * 1024;
 
-/// The sample ranges the batch is cut into: each chunk's column matrix is about
-/// [`CHUNK_FLOATS`], with at least two chunks per thread. A chunk runs start to end (im2col,
-/// products, col2im) on one thread.
-fn chunks(g: &Geom) -> Vec<Range<usize>> {
+/// Samples per chunk: each chunk's column matrix is about [`CHUNK_FLOATS`], with at least two
+/// chunks per thread. A chunk runs start to end (im2col, products, col2im) on one thread.
+fn chunk_len(g: &Geom) -> usize {
     let by_cache = (CHUNK_FLOATS / (g.k() * g.p()).max(1)).max(1);
     let by_threads = g.n.div_ceil(2 * threads()).max(1);
-    let per = by_cache.min(by_threads);
+    by_cache.min(by_threads)
+}
+
+/// The sample ranges the batch is cut into, one chunk each.
+fn chunks(g: &Geom) -> Vec<Range<usize>> {
+    let per = chunk_len(g);
+    (0..g.n)
+        .step_by(per)
+        .map(|a| a..(a + per).min(g.n))
+        .collect()
+}
+
+/// The backward pass's tasks: runs of whole chunks, two per thread, so that per-task weight
+/// gradient sums stay few.
+fn task_ranges(g: &Geom) -> Vec<Range<usize>> {
+    let per_chunk = chunk_len(g);
+    let n_chunks = g.n.div_ceil(per_chunk);
+    let per = n_chunks.div_ceil(2 * threads()).max(1) * per_chunk;
     (0..g.n)
         .step_by(per)
         .map(|a| a..(a + per).min(g.n))
@@ -622,6 +638,54 @@ struct ConvOp {
     act: Activation,
 }
 
+/// `dst (m x n) += lhs (m x k) @ rhs (k x n)` on the calling thread, operands as in [`mm`].
+fn mm_add(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+) {
+    assert!(dst.len() >= m * n, "conv: product output too small");
+    assert!(
+        lhs.0.len() >= extent(m, k, lhs.1, lhs.2),
+        "conv: lhs too small"
+    );
+    assert!(
+        rhs.0.len() >= extent(k, n, rhs.1, rhs.2),
+        "conv: rhs too small"
+    );
+    if m == 0 || n == 0 || k == 0 {
+        return;
+    }
+    // SAFETY: as in `mm`; with read_dst, alpha = 1 and beta = 1 `gemm` adds the product to
+    // `dst`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            true,
+            lhs.0.as_ptr(),
+            lhs.2 as isize,
+            lhs.1 as isize,
+            rhs.0.as_ptr(),
+            rhs.2 as isize,
+            rhs.1 as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 const NAME: &str = "muse-conv2d";
 
 impl ConvOp {
@@ -700,22 +764,17 @@ impl ConvOp {
         } else {
             (xs, dys)
         };
-        // dWm (Co, K) = sum over chunks of grid (Co, m*P) @ im2col(image)^T (m*P, K).
-        let dw_total = Mutex::new(if want[1] {
-            vec![0f32; g.co * k]
-        } else {
-            Vec::new()
-        });
-        let add_dw = |part: &[f32]| {
-            let mut total = dw_total.lock().unwrap_or_else(|e| e.into_inner());
-            total.iter_mut().zip(part).for_each(|(a, b)| *a += b);
-        };
+        // dWm (Co, K) = sum over chunks of grid (Co, m*P) @ im2col(image)^T (m*P, K). Each
+        // task sums its own run of chunks; the runs' sums are added in sample order afterwards,
+        // so the result does not depend on which thread finishes first (exact resume needs it).
+        let dw_parts: Mutex<Vec<(usize, Vec<f32>)>> = Mutex::new(Vec::new());
         let (x_len, per_x) = if self.transposed {
             (g.grid_len(), g.co * p)
         } else {
             (g.image_len(), g.ci * g.hi * g.wi)
         };
-        let chunk = |r: Range<usize>, dx_out: Option<&mut [MaybeUninit<f32>]>| {
+        let per_chunk = chunk_len(g);
+        let chunk = |r: Range<usize>, dx_out: Option<&mut [MaybeUninit<f32>]>, dw: &mut [f32]| {
             let cp = r.len() * p;
             let mut gc = Scratch::new(g.co * cp);
             to_cnp(grid, g.co, p, r.clone(), &mut gc);
@@ -725,9 +784,7 @@ impl ConvOp {
                 im2col(g, image, r.clone(), &mut col);
             }
             if want[1] {
-                let mut part = Scratch::new(g.co * k);
-                mm(g.co, k, cp, &mut part, (&gc, cp, 1), (&col, 1, cp));
-                add_dw(&part);
+                mm_add(g.co, k, cp, dw, (&gc, cp, 1), (&col, 1, cp));
             }
             if let Some(out) = dx_out {
                 if self.transposed {
@@ -743,17 +800,39 @@ impl ConvOp {
                 }
             }
         };
+        // One task: the chunks of the samples `r`, in order.
+        let task = |r: Range<usize>, mut dx_out: Option<&mut [MaybeUninit<f32>]>| {
+            let mut dw = vec![0f32; if want[1] { g.co * k } else { 0 }];
+            for a in r.clone().step_by(per_chunk) {
+                let sub = a..(a + per_chunk).min(r.end);
+                let out = dx_out
+                    .as_deref_mut()
+                    .map(|o| &mut o[(sub.start - r.start) * per_x..(sub.end - r.start) * per_x]);
+                chunk(sub, out, &mut dw);
+            }
+            if want[1] {
+                let mut parts = dw_parts.lock().unwrap_or_else(|e| e.into_inner());
+                parts.push((r.start, dw));
+            }
+        };
+        let tasks = task_ranges(g);
         let dx = if want[0] {
-            let dx = filled_by_chunks(x_len, per_x, chunks(g), |r, out| chunk(r, Some(out)));
+            let dx = filled_by_chunks(x_len, per_x, tasks, |r, out| task(r, Some(out)));
             Some(tensor(dx, x.shape())?)
         } else {
             if want[1] {
-                run_tasks(chunks(g), |r| chunk(r, None));
+                run_tasks(tasks, |r| task(r, None));
             }
             None
         };
         let dw = if want[1] {
-            let dw = dw_total.into_inner().unwrap_or_else(|e| e.into_inner());
+            let mut parts = dw_parts.into_inner().unwrap_or_else(|e| e.into_inner());
+            parts.sort_by_key(|(start, _)| *start);
+            let mut parts = parts.into_iter().map(|(_, v)| v);
+            let mut dw = parts.next().unwrap_or_else(|| vec![0f32; g.co * k]);
+            for part in parts {
+                dw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+            }
             Some(tensor(dw, w.shape())?)
         } else {
             None
