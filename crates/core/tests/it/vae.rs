@@ -99,10 +99,19 @@ fn loss_terms_and_gradients_match_pytorch() {
         let want = case["total_beta4"].as_f64().unwrap() as f32;
         assert!((scalar(&beta4) - want).abs() <= 1e-5 * want.abs());
         let grads = loss.total.backward().unwrap();
+        // The hand-written MLP step (autograd for the conv VAE) against PyTorch too.
+        let (_, _, step) = model.loss_and_grads(&x, &x, &eps, 1.0).unwrap();
         let data = varmap.data().lock().unwrap();
         for (k, g) in case["grads"].as_object().unwrap() {
             let got = grads.get(data[k].as_tensor()).unwrap();
             close(&vec(got), &floats(g), 1e-4, &format!("{name} grad {k}"));
+            let got = step.get(data[k].as_tensor()).unwrap();
+            close(
+                &vec(got),
+                &floats(g),
+                1e-4,
+                &format!("{name} step grad {k}"),
+            );
         }
     }
 }
@@ -236,4 +245,47 @@ fn resume_equals_uninterrupted() {
         weights(&tmp.path().join("split"))
     );
     assert_eq!(full.test.loss, resumed.test.loss);
+}
+
+#[test]
+fn hand_written_mlp_step_matches_autograd() {
+    use muse_core::models::conv::torch_default_init;
+    use muse_core::nn::init_varmap;
+    let cfg = VaeConfig {
+        image_size: 6,
+        hidden: 24,
+        latent: 5,
+        ..VaeConfig::mnist_mlp()
+    };
+    let varmap = VarMap::new();
+    let model = Vae::new(
+        &cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    init_varmap(&varmap, 3, torch_default_init(&varmap)).unwrap();
+    let target = Tensor::rand(0f32, 1f32, (9, 1, 6, 6), &Device::Cpu).unwrap();
+    let x_in =
+        (&target + Tensor::rand(-0.2f32, 0.2f32, (9, 1, 6, 6), &Device::Cpu).unwrap()).unwrap();
+    let eps = standard_normal((9, 5), 4, 0, &Device::Cpu).unwrap();
+    for beta in [1.0, 3.0] {
+        let (bce, kl, fused) = model.loss_and_grads(&x_in, &target, &eps, beta).unwrap();
+        let (bce_a, kl_a, auto) = model
+            .loss_and_grads_autograd(&x_in, &target, &eps, beta)
+            .unwrap();
+        assert!(
+            (bce - bce_a).abs() < 1e-4 * bce_a.abs(),
+            "bce {bce} vs {bce_a}"
+        );
+        assert!(
+            (kl - kl_a).abs() < 1e-4 * kl_a.abs().max(1.0),
+            "kl {kl} vs {kl_a}"
+        );
+        let data = varmap.data().lock().unwrap();
+        for (name, var) in data.iter() {
+            let a = vec(fused.get(var.as_tensor()).unwrap());
+            let b = vec(auto.get(var.as_tensor()).unwrap());
+            close(&a, &b, 1e-4, &format!("beta {beta}: {name}"));
+        }
+    }
 }

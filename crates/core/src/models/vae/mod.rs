@@ -14,6 +14,7 @@
 
 mod config;
 
+use candle_core::backprop::GradStore;
 use candle_core::{D, Result, Tensor};
 use candle_nn::VarBuilder;
 
@@ -22,6 +23,7 @@ pub use config::{VaeArch, VaeConfig};
 use super::conv::{Conv2d, ConvTranspose2d};
 use crate::nn::Linear;
 use crate::nn::ops::WeightLayout;
+use crate::nn::ops::vae_mlp::{MlpVaeParams, mlp_vae_step};
 
 /// Layers of the fully connected VAE (PyTorch examples names: fc1, fc21, fc22, fc3, fc4).
 struct Mlp {
@@ -179,6 +181,80 @@ impl Vae {
             (&bce + (&kl * beta)?)?
         };
         Ok(VaeLoss { bce, kl, total })
+    }
+
+    /// The loss terms (summed over the batch, as f64) and the gradients of
+    /// `bce + beta * kl` with respect to every weight. The MLP on the CPU takes the
+    /// hand-written step of [`crate::nn::ops::vae_mlp`]; everything else autograd.
+    ///
+    /// # Shapes
+    /// as [`Vae::loss`].
+    pub fn loss_and_grads(
+        &self,
+        x_in: &Tensor,
+        target: &Tensor,
+        eps: &Tensor,
+        beta: f64,
+    ) -> Result<(f64, f64, GradStore)> {
+        let fast = [x_in, target, eps]
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == candle_core::DType::F32);
+        match &self.layers {
+            Layers::Mlp(m) if fast => {
+                let n = x_in.dim(0)?;
+                let layers = [&m.fc1, &m.fc21, &m.fc22, &m.fc3, &m.fc4];
+                let bias = |lin: &Linear| {
+                    lin.bias
+                        .clone()
+                        .ok_or_else(|| candle_core::Error::msg("VAE layers have biases"))
+                };
+                let b: Vec<Tensor> = layers.iter().map(|l| bias(l)).collect::<Result<_>>()?;
+                let params = MlpVaeParams {
+                    w1: &m.fc1.weight,
+                    b1: &b[0],
+                    w21: &m.fc21.weight,
+                    b21: &b[1],
+                    w22: &m.fc22.weight,
+                    b22: &b[2],
+                    w3: &m.fc3.weight,
+                    b3: &b[3],
+                    w4: &m.fc4.weight,
+                    b4: &b[4],
+                };
+                let step = mlp_vae_step(
+                    &params,
+                    &x_in.reshape((n, ()))?,
+                    &target.reshape((n, ()))?,
+                    eps,
+                    beta,
+                )?;
+                let mut store = GradStore::default();
+                let mut grads = step.grads.into_iter();
+                for (lin, bias) in layers.iter().zip(&b) {
+                    for t in [&lin.weight, bias] {
+                        let g = grads.next().expect("two gradients per layer");
+                        store.insert(t, g);
+                    }
+                }
+                Ok((step.bce, step.kl, store))
+            }
+            _ => self.loss_and_grads_autograd(x_in, target, eps, beta),
+        }
+    }
+
+    /// [`Vae::loss_and_grads`] through candle's autograd (any architecture and device).
+    pub fn loss_and_grads_autograd(
+        &self,
+        x_in: &Tensor,
+        target: &Tensor,
+        eps: &Tensor,
+        beta: f64,
+    ) -> Result<(f64, f64, GradStore)> {
+        let loss = self.loss(x_in, target, eps, beta)?;
+        let store = loss.total.backward()?;
+        let f =
+            |t: &Tensor| -> Result<f64> { t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>() };
+        Ok((f(&loss.bce)?, f(&loss.kl)?, store))
     }
 
     /// Per-image reconstruction and KL terms (no reduction over the batch), for evaluation

@@ -27,6 +27,7 @@ mod matmul;
 pub mod reference;
 mod rms_norm;
 pub mod vae_loss;
+pub mod vae_mlp;
 
 use candle_core::{DType, Device, Tensor};
 

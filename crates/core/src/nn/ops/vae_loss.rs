@@ -151,7 +151,7 @@ const BCE_COST: usize = 20;
 
 /// Sums BCE over `l`, `x` and writes the unit-upstream gradient into `d`, split across the
 /// thread pool.
-fn bce_forward(l: &[f32], x: &[f32], d: &mut [f32]) -> f64 {
+pub(super) fn bce_forward(l: &[f32], x: &[f32], d: &mut [f32]) -> f64 {
     let per = rows_per_task(l.len(), BCE_COST).max(1);
     let total = std::sync::Mutex::new(0f64);
     let tasks: Vec<_> = d

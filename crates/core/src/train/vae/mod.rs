@@ -219,15 +219,15 @@ pub fn train_step(
         cfg.objective.train_noise,
         step_seed(seed, step, CORRUPT_STREAM),
     )?;
-    let loss = model.loss(&x_in, &x, &eps, cfg.objective.beta)?;
-    let mut grads = opt.grads(&loss.total.backward()?);
+    let (bce, kl, store) = model.loss_and_grads(&x_in, &x, &eps, cfg.objective.beta)?;
+    let mut grads = opt.grads(&store);
     if cfg.train.grad_clip > 0.0 {
         grads.clip(cfg.train.grad_clip)?;
     }
     opt.step(&grads, lr)?;
-    let per =
-        |t: &Tensor| -> Result<f64> { Ok(t.to_dtype(DType::F64)?.to_scalar::<f64>()? / n as f64) };
-    Ok((per(&loss.total)?, per(&loss.bce)?, per(&loss.kl)?))
+    let per = n as f64;
+    let total = bce + cfg.objective.beta * kl;
+    Ok((total / per, bce / per, kl / per))
 }
 
 /// `clamp(x + sigma * N(0, I), 0, 1)` from the stream `seed` (x itself when sigma is 0).
