@@ -18,6 +18,8 @@ pub struct Args {
 enum Family {
     /// GPT training steps (AdamW, clipping) and greedy KV-cache decoding.
     Gpt(GptArgs),
+    /// GAN training steps (D on a real and a fake batch, then G), as dcgan28.py.
+    Gan(super::gan::BenchArgs),
     /// VAE training steps (forward, backward, Adam), as vae_mlp.py.
     Vae(super::train_image::VaeBenchArgs),
 }
@@ -50,6 +52,7 @@ struct GptArgs {
 pub fn run(args: Args) -> anyhow::Result<()> {
     let a = match args.family {
         Family::Gpt(a) => a,
+        Family::Gan(a) => return super::gan::bench(a),
         Family::Vae(a) => return super::train_image::bench_vae(a),
     };
     let config = muse_core::config::resolve(&GptRunConfig::preset(&a.preset)?, None, &a.sets)?;

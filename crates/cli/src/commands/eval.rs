@@ -27,7 +27,13 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if super::eval_image::run(&a.run, a.data.as_deref(), a.json, &a.image, &a.device.device()?)? {
+    if super::eval_image::run(
+        &a.run,
+        a.data.as_deref(),
+        a.json,
+        &a.image,
+        &a.device.device()?,
+    )? {
         return Ok(());
     }
     if a.batch_size == 0 {

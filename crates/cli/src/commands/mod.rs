@@ -7,6 +7,7 @@ pub mod data;
 pub mod eval;
 pub mod eval_image;
 pub mod export;
+pub mod gan;
 pub mod sample;
 pub mod sample_image;
 pub mod sample_text;

@@ -25,6 +25,8 @@ enum Family {
     Classifier(super::train_image::ClassifierArgs),
     /// A variational autoencoder (MLP or conv; --beta for a beta-VAE, --train-noise to denoise).
     Vae(super::train_image::VaeArgs),
+    /// A DCGAN image generator (class-conditional with cgan-mnist; --loss wgan-gp).
+    Gan(super::gan::TrainArgs),
 }
 
 #[derive(clap::Args)]
@@ -73,6 +75,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Family::Gpt(a) => train_gpt_cmd(a),
         Family::Classifier(a) => super::train_image::train_classifier(a),
         Family::Vae(a) => super::train_image::train_vae(a),
+        Family::Gan(a) => super::gan::train(a),
     }
 }
 

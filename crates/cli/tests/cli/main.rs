@@ -1,9 +1,10 @@
 //! End-to-end tests of the `muse` binary: exit codes, messages, files written.
 
+mod chat;
 mod common;
 mod data;
-mod tokenizer;
-mod gpt;
 mod export;
-mod chat;
+mod gan;
+mod gpt;
 mod images;
+mod tokenizer;

@@ -7,8 +7,8 @@
 //! id range checks, a clear error for characters a char-level model never saw, fast encoding of
 //! whole corpora, and incremental decoding ([`TokenStream`]).
 
-pub mod chat;
 mod char_level;
+pub mod chat;
 mod chunk;
 pub mod files;
 mod gpt2;

@@ -2,20 +2,20 @@
 //!
 //! Tests read datasets through `MUSE_DATA_DIR` (CI sets it to `../shared/data`).
 
-mod common;
-mod data;
-mod gpt_golden;
-mod sampling;
-mod gpt;
-mod tokenizer;
-mod ops;
-mod conv_ops;
-mod gan;
-mod images;
-mod image_metrics;
 mod classifier;
-mod vae;
-mod hf_parity;
-mod llama;
-mod export;
+mod common;
+mod conv_ops;
+mod data;
 mod decode;
+mod export;
+mod gan;
+mod gpt;
+mod gpt_golden;
+mod hf_parity;
+mod image_metrics;
+mod images;
+mod llama;
+mod ops;
+mod sampling;
+mod tokenizer;
+mod vae;
