@@ -47,6 +47,10 @@ enum Command {
     Export(commands::export::Args),
     /// Chat with a language model in the terminal (replies are AI-generated).
     Chat(commands::chat::Args),
+    /// Fine-tune a language model on instructions (full or LoRA) into a new run.
+    Finetune(commands::finetune::Args),
+    /// Align a language model to preference pairs with DPO (full or LoRA) into a new run.
+    Align(commands::align::Args),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +68,8 @@ fn main() -> ExitCode {
         Command::Score(a) => commands::score::run(a),
         Command::Export(a) => commands::export::run(a),
         Command::Chat(a) => commands::chat::run(a),
+        Command::Finetune(a) => commands::finetune::run(a),
+        Command::Align(a) => commands::align::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

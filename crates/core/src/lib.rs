@@ -17,8 +17,8 @@ pub mod data;
 pub mod nn;
 
 pub mod models;
-pub mod export;
 
+pub mod export;
 pub mod sample;
 pub mod train;
 

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use muse_core::export::export_hf;
+use muse_core::export::export_hf_with;
 
 /// Export a model for other tools. `--format hf` writes a Hugging Face folder (config.json,
 /// model.safetensors, tokenizer.json, tokenizer_config.json with the chat template) that
@@ -25,6 +25,9 @@ pub struct Args {
     /// Write into --out even when it already holds files (they are replaced).
     #[arg(long)]
     force: bool,
+    /// Fold the run's LoRA adapter (adapter.safetensors) into the exported weights.
+    #[arg(long)]
+    merge_lora: bool,
 }
 
 /// Export formats.
@@ -36,7 +39,13 @@ enum Format {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let Format::Hf = a.format;
-    let report = export_hf(&a.run, a.tokenizer.as_deref(), &a.out, a.force)?;
+    let report = export_hf_with(
+        &a.run,
+        a.tokenizer.as_deref(),
+        &a.out,
+        a.force,
+        a.merge_lora,
+    )?;
     for note in &report.notes {
         eprintln!("note: {note}");
     }

@@ -1,5 +1,6 @@
 //! One file per subcommand: an `Args` struct (clap) and a `run` function.
 
+pub mod align;
 pub mod bench;
 pub mod chat;
 pub mod common;
@@ -7,6 +8,7 @@ pub mod data;
 pub mod eval;
 pub mod eval_image;
 pub mod export;
+pub mod finetune;
 pub mod gan;
 pub mod sample;
 pub mod sample_image;

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use muse_core::device::Device;
 
-use muse_core::sample::open::open_text_model_with;
+use muse_core::sample::open::open_text_model_adapted;
 use muse_core::sample::{GenerateOptions, Sampler, SamplingParams, StopReason, generate};
 
 /// Flags for text models.
@@ -44,6 +44,10 @@ pub struct TextArgs {
     /// tokenizer.model or a llama2.c tokenizer.bin (required for a llama2.c .bin checkpoint).
     #[arg(long)]
     tokenizer: Option<std::path::PathBuf>,
+    /// A LoRA adapter folder (adapter_config.json + adapter.safetensors, as `muse finetune
+    /// --lora` or PEFT write) to apply over the model; a run's own adapter is applied anyway.
+    #[arg(long)]
+    adapter: Option<std::path::PathBuf>,
 }
 
 /// Generates text from the model folder `run`.
@@ -63,7 +67,7 @@ pub fn run(run: &Path, a: TextArgs, seed: u64, device: &Device) -> anyhow::Resul
             "--temperature must be >= 0, --top-p in (0, 1], --repetition-penalty > 0"
         ));
     }
-    let tm = open_text_model_with(run, a.tokenizer.as_deref(), device)?;
+    let tm = open_text_model_adapted(run, a.tokenizer.as_deref(), a.adapter.as_deref(), device)?;
     let prompt_ids = tm.encode_prompt(&a.prompt)?;
     let params = SamplingParams {
         temperature: a.temperature,

@@ -22,6 +22,10 @@ mod verify;
 pub mod windows;
 // Image datasets (IDX, PNG/JPEG folders), seeded epoch batches and PNG grids.
 pub mod images;
+// Fine-tuning and alignment data: instruction and preference JSONL files.
+pub mod instructions;
+pub mod jsonl;
+pub mod preferences;
 
 pub use fetch::{fetch, fetch_into};
 pub use locate::{

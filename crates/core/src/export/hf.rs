@@ -41,6 +41,19 @@ pub fn export_hf(
     out: &Path,
     overwrite: bool,
 ) -> Result<HfExport> {
+    export_hf_with(src, tokenizer, out, overwrite, false)
+}
+
+/// [`export_hf`]; with `merge_lora`, a LoRA run's adapter (`adapter.safetensors`) is folded
+/// into the exported weights (a run with an adapter needs it: the base alone is not the
+/// fine-tuned model).
+pub fn export_hf_with(
+    src: &Path,
+    tokenizer: Option<&Path>,
+    out: &Path,
+    overwrite: bool,
+    merge_lora: bool,
+) -> Result<HfExport> {
     if out.is_dir()
         && !overwrite
         && std::fs::read_dir(out)
@@ -63,6 +76,7 @@ pub fn export_hf(
     let device = Device::Cpu;
     let (mut cfg, mut tensors) =
         load_tensors(src, &device).map_err(|e| Error::input(e.to_string()))?;
+    let merged = merge_adapter(src, merge_lora, &mut tensors, &device)?;
     let tokenizer = match tokenizer {
         Some(path) => files::load_file(path)?,
         None if src.is_dir() => files::find_in_dir(src)?.ok_or_else(|| {
@@ -86,7 +100,7 @@ pub fn export_hf(
             cfg.vocab_size()
         )));
     }
-    let mut notes = Vec::new();
+    let mut notes: Vec<String> = merged.into_iter().collect();
     match &mut cfg {
         ModelConfig::Gpt(c) => {
             if !c.bias {
@@ -160,6 +174,39 @@ pub fn export_hf(
         files: written,
         notes,
     })
+}
+
+/// Folds the LoRA adapter of `src` into `tensors` when asked; refuses to export a run with an
+/// adapter without it, or to merge what is not there. Returns a note for the user.
+fn merge_adapter(
+    src: &Path,
+    merge_lora: bool,
+    tensors: &mut HashMap<String, Tensor>,
+    device: &Device,
+) -> Result<Option<String>> {
+    use crate::nn::lora::Adapter;
+    let has = Adapter::exists(src);
+    match (has, merge_lora) {
+        (false, false) => Ok(None),
+        (false, true) => Err(Error::usage(format!(
+            "--merge-lora: {} has no LoRA adapter (adapter_config.json + adapter.safetensors)",
+            src.display()
+        ))),
+        (true, false) => Err(Error::usage(format!(
+            "{} is a LoRA run: its model.safetensors is the frozen base and adapter.safetensors \
+             the fine-tuning; pass --merge-lora to fold the adapter into the exported weights \
+             (or load the base with PEFT and adapter_config.json)",
+            src.display()
+        ))),
+        (true, true) => {
+            let n = Adapter::load(src, device)
+                .and_then(|a| a.merge_into(tensors))
+                .map_err(|e| Error::input(without_backtrace(e).to_string()))?;
+            Ok(Some(format!(
+                "merged the LoRA adapter into the weights ({n} layers)"
+            )))
+        }
+    }
 }
 
 /// Zero biases for every LayerNorm and linear layer of a bias-free GPT.

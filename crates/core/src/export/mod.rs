@@ -5,4 +5,4 @@
 
 pub mod hf;
 
-pub use hf::{HfExport, export_hf};
+pub use hf::{HfExport, export_hf, export_hf_with};

@@ -17,6 +17,8 @@ pub struct Linear {
     pub weight: Tensor,
     pub bias: Option<Tensor>,
     pub layout: WeightLayout,
+    /// A LoRA adapter added to the output (see [`super::lora`]); `None` for plain layers.
+    pub lora: Option<super::lora::Lora>,
 }
 
 impl Linear {
@@ -38,10 +40,12 @@ impl Linear {
         } else {
             None
         };
+        let lora = super::lora::attach(&vb, in_dim, out_dim, layout)?;
         Ok(Self {
             weight,
             bias,
             layout,
+            lora,
         })
     }
 
@@ -53,7 +57,10 @@ impl Linear {
             .last()
             .expect("linear input has at least one dimension");
         let x2 = x.reshape(((), in_dim))?; // (N, in)
-        let y = ops::linear(&x2, &self.weight, self.bias.as_ref(), self.layout)?; // (N, out)
+        let mut y = ops::linear(&x2, &self.weight, self.bias.as_ref(), self.layout)?; // (N, out)
+        if let Some(lora) = &self.lora {
+            y = (y + lora.forward(&x2)?)?;
+        }
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty") = y.dim(1)?;
         y.reshape(out_dims)

@@ -9,11 +9,12 @@ pub mod dropout;
 pub mod init;
 pub mod kv_cache;
 pub mod layers;
+pub mod lora;
 pub mod noise;
 pub mod ops;
 
-pub use dropout::Dropout;
 pub use batch_norm::{BatchNorm2d, NormMode};
+pub use dropout::Dropout;
 pub use init::{Init, init_varmap};
 pub use kv_cache::KvCache;
 pub use layers::{Embedding, LayerNorm, Linear, RmsNorm};

@@ -36,19 +36,40 @@ pub fn open_text_model(dir: &Path, device: &Device) -> Result<TextModel> {
 
 /// [`open_text_model`], also for a llama2.c checkpoint file, with `tokenizer` (a
 /// tokenizer.json, SentencePiece `tokenizer.model` or llama2.c `tokenizer.bin`) replacing the
-/// folder's own.
+/// folder's own. A LoRA adapter in the folder (`adapter.safetensors`) is applied.
 pub fn open_text_model_with(
     dir: &Path,
     tokenizer: Option<&Path>,
     device: &Device,
 ) -> Result<TextModel> {
+    open_text_model_adapted(dir, tokenizer, None, device)
+}
+
+/// [`open_text_model_with`], applying the LoRA adapter in `adapter` (a folder with
+/// `adapter_config.json` and `adapter.safetensors`) over the model instead of the folder's own.
+pub fn open_text_model_adapted(
+    dir: &Path,
+    tokenizer: Option<&Path>,
+    adapter: Option<&Path>,
+    device: &Device,
+) -> Result<TextModel> {
     let tokenizer = tokenizer.map(files::load_file).transpose()?;
     if dir.is_file() {
+        if let Some(a) = adapter {
+            return Err(Error::usage(format!(
+                "--adapter {}: adapters apply over a model folder, not a llama2.c file; \
+                 `muse export` the checkpoint to a folder first",
+                a.display()
+            )));
+        }
         return open_llama2c(dir, tokenizer, device);
     }
     let run = RunDir::open(dir)?;
     let family = run.family()?;
+    let mut adapted = open_adapted(dir, adapter, device)?;
     let model: Box<dyn CausalLm> = match family.as_str() {
+        // A LoRA adapter: the base weights with the adapter merged in.
+        _ if adapted.is_some() => adapted.take().expect("checked"),
         "gpt" | "gpt2" => Box::new(load_gpt(dir, device).map_err(|e| Error::input(e.to_string()))?),
         "llama" => Box::new(load_pretrained(dir, device).map_err(|e| Error::input(e.to_string()))?),
         other => {
@@ -89,6 +110,37 @@ pub fn open_text_model_with(
         family,
         bos_id,
     })
+}
+
+/// The model of `dir` with a LoRA adapter merged in: `adapter`'s, else the folder's own
+/// (`None` when there is none).
+fn open_adapted(
+    dir: &Path,
+    adapter: Option<&Path>,
+    device: &Device,
+) -> Result<Option<Box<dyn CausalLm>>> {
+    use crate::nn::lora::Adapter;
+    let adir = match adapter {
+        Some(a) if Adapter::exists(a) => a.to_path_buf(),
+        Some(a) => {
+            return Err(Error::input(format!(
+                "--adapter {}: no LoRA adapter there (it needs adapter_config.json and \
+                 adapter.safetensors, as `muse finetune --lora` writes)",
+                a.display()
+            )));
+        }
+        None if Adapter::exists(dir) => dir.to_path_buf(),
+        None => return Ok(None),
+    };
+    let fail = |e: candle_core::Error| {
+        Error::input(crate::models::pretrained::without_backtrace(e).to_string())
+    };
+    let (cfg, mut tensors) = crate::models::pretrained::load_tensors(dir, device).map_err(fail)?;
+    Adapter::load(&adir, device)
+        .and_then(|a| a.merge_into(&mut tensors))
+        .map_err(fail)?;
+    let vb = candle_nn::VarBuilder::from_tensors(tensors, crate::models::pretrained::DTYPE, device);
+    Ok(Some(Box::new(cfg.build(vb).map_err(fail)?)))
 }
 
 /// A llama2.c checkpoint with its tokenizer, which must have exactly the model's vocabulary.

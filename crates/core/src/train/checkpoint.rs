@@ -85,13 +85,25 @@ pub fn save(
     optimizers: &[(&str, &AdamW)],
     state: &TrainState,
 ) -> Result<()> {
-    keep_previous(run)?;
+    save_to(run, &run.weights(), weights, optimizers, state)
+}
+
+/// [`save`] with the trained weights in `weights_file` instead of `model.safetensors` (a
+/// LoRA run trains `adapter.safetensors` and leaves the base weights alone).
+pub fn save_to(
+    run: &RunDir,
+    weights_file: &Path,
+    weights: &HashMap<String, Tensor>,
+    optimizers: &[(&str, &AdamW)],
+    state: &TrainState,
+) -> Result<()> {
+    keep_previous(run, weights_file)?;
     let mut moments = HashMap::new();
     for (prefix, opt) in optimizers {
         opt.state_tensors(prefix, &mut moments)?;
     }
     write_safetensors(&run.optimizer(), &moments, state.step)?;
-    write_safetensors(&run.weights(), weights, state.step)?;
+    write_safetensors(weights_file, weights, state.step)?;
     crate::io::write_json_atomic(&run.state(), state)
 }
 
@@ -102,10 +114,20 @@ pub fn load(
     varmap: &mut VarMap,
     optimizers: &mut [(&str, &mut AdamW)],
 ) -> Result<TrainState> {
+    load_from(run, &run.weights(), varmap, optimizers)
+}
+
+/// [`load`] for a checkpoint saved with [`save_to`] into `weights_file`.
+pub fn load_from(
+    run: &RunDir,
+    weights_file: &Path,
+    varmap: &mut VarMap,
+    optimizers: &mut [(&str, &mut AdamW)],
+) -> Result<TrainState> {
     let prev = run.root().join(".prev");
-    let current = (run.weights(), run.optimizer(), run.state());
+    let current = (weights_file.to_path_buf(), run.optimizer(), run.state());
     let backup = (
-        prev.join("model.safetensors"),
+        prev.join(weights_file.file_name().expect("weight files have names")),
         prev.join("optimizer.safetensors"),
         prev.join("state.json"),
     );
@@ -148,13 +170,13 @@ fn consistent(weights: &Path, optimizer: &Path, state: &Path) -> bool {
 }
 
 /// Hard-links the current checkpoint files into `.prev/` before they are replaced.
-fn keep_previous(run: &RunDir) -> Result<()> {
+fn keep_previous(run: &RunDir, weights_file: &Path) -> Result<()> {
     if !run.state().is_file() {
         return Ok(());
     }
     let prev = run.root().join(".prev");
     std::fs::create_dir_all(&prev).map_err(Error::io(&prev))?;
-    for src in [run.weights(), run.optimizer(), run.state()] {
+    for src in [weights_file.to_path_buf(), run.optimizer(), run.state()] {
         let name = src.file_name().expect("checkpoint files have names");
         let dst = prev.join(name);
         let _ = std::fs::remove_file(&dst);

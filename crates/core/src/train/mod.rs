@@ -4,6 +4,8 @@
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
+pub mod dpo;
+pub mod finetune;
 pub mod gan;
 pub mod gpt;
 pub mod images;

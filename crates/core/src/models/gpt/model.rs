@@ -151,6 +151,7 @@ impl Gpt {
                 weight: wte.weight.clone(),
                 bias: None,
                 layout: WeightLayout::OutIn,
+                lora: None,
             }
         } else {
             Linear::new(

@@ -216,6 +216,7 @@ impl Llama {
                 weight: embed_tokens.weight.clone(),
                 bias: None,
                 layout: WeightLayout::OutIn,
+                lora: None,
             }
         } else {
             Linear::new(

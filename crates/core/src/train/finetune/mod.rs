@@ -1,0 +1,557 @@
+//! Supervised fine-tuning (SFT) of a pretrained language model on instruction data, with the
+//! loss on response tokens only, in the shape of the GPT loop (`train::gpt`): learning rate
+//! for this step, evaluate and checkpoint every N steps, micro-steps with accumulation, clip,
+//! step, one log line. Full fine-tuning trains every weight; `--lora` trains adapters only
+//! ("LoRA", Hu et al. 2021). Examples are padded per batch (one example per row, causal
+//! attention: no example sees another).
+
+mod batch;
+mod config;
+pub mod policy;
+pub mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device};
+
+pub use batch::{EpochOrder, PaddedBatch, example_io, pad_batch, split_indices, truncate};
+pub use config::{FinetuneConfig, SftDataConfig, check_common, finetune_train_config};
+pub use policy::{Base, Policy, resolve_template, write_model_files};
+
+use crate::data::instructions::{
+    InstructionSet, TokenizedExample, read_instructions, tokenize_conversation,
+};
+use crate::error::{Error, Result};
+use crate::models::CausalLm;
+use crate::models::pretrained::TextLm;
+use crate::nn::Dropout;
+use crate::run_dir::{OnExisting, RunDir, TrainingRecord};
+use crate::tokenizer::TextTokenizer;
+use crate::tokenizer::chat::{ChatMessage, ChatTemplate, Role};
+use crate::train::checkpoint::TrainState;
+use crate::train::interrupt;
+use crate::train::metrics::MetricsLog;
+use crate::train::optimizer::AdamW;
+use crate::train::progress::Progress;
+use crate::train::schedule::LrSchedule;
+
+/// Writes a reply: `(model, tokenizer, prompt ids, stop strings, seed) -> text`. The caller
+/// supplies it (from `muse_core::sample`), keeping the loop free of sampling policy.
+pub type ReplyFn<'a> =
+    &'a dyn Fn(&dyn CausalLm, &TextTokenizer, &[u32], &[String], u64) -> Result<String>;
+
+/// What to fine-tune, on what, and where.
+pub struct FinetuneJob {
+    /// The pretrained model: a Muse run, a Hugging Face folder, or a llama2.c `.bin`.
+    pub base: PathBuf,
+    /// A tokenizer replacing the base's (needed for a llama2.c `.bin`).
+    pub tokenizer: Option<PathBuf>,
+    /// `--data`: a JSONL file, a folder of them, or `instructions`.
+    pub data: String,
+    pub config: FinetuneConfig,
+    pub out: PathBuf,
+    pub on_existing: OnExisting,
+    pub device: Device,
+}
+
+/// The outcome of a finished run.
+pub struct FinetuneReport {
+    pub run_dir: PathBuf,
+    pub steps: u64,
+    /// Held-out loss per response token before training (step 0) and at the end.
+    pub val_loss_start: f64,
+    pub val_loss: f64,
+    pub train_loss: f64,
+    pub train_examples: usize,
+    pub val_examples: usize,
+    pub params: usize,
+    pub trainable: usize,
+    pub train_seconds: f64,
+    /// Replies to held-out prompts at the end.
+    pub samples: Vec<(String, String)>,
+}
+
+/// Examples ready for training.
+pub struct SftData {
+    pub train: Vec<TokenizedExample>,
+    pub val: Vec<TokenizedExample>,
+    /// Held-out conversations without their last reply, for samples.
+    pub val_prompts: Vec<Vec<ChatMessage>>,
+    /// Examples cut to the maximum length.
+    pub truncated: usize,
+    /// Examples left out: nothing to learn within the maximum length, or text the tokenizer
+    /// cannot spell (a character-level vocabulary).
+    pub dropped: usize,
+}
+
+/// Tokenizes conversations through `template` and splits off the held-out part.
+pub fn prepare_sft(
+    set: &InstructionSet,
+    base: &Base,
+    template: &ChatTemplate,
+    max_len: usize,
+    val_fraction: f64,
+) -> Result<SftData> {
+    let n = set.conversations.len();
+    if n < 2 {
+        return Err(Error::input(format!(
+            "{} holds {n} example(s); fine-tuning needs at least 2 (one is held out)",
+            set.source.path
+        )));
+    }
+    let (train_idx, val_idx) = split_indices(n, val_fraction);
+    let (mut truncated, mut dropped) = (0, 0);
+    let mut encode = |i: usize| -> Result<Option<TokenizedExample>> {
+        let ex = match tokenize_conversation(
+            &base.tokenizer,
+            template,
+            &set.conversations[i],
+            base.bos,
+            base.eos,
+        ) {
+            Ok(ex) => ex,
+            Err(Error::Input(_)) if base.tokenizer.is_char_level() => {
+                dropped += 1;
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if ex.ids.len() > max_len {
+            truncated += 1;
+        }
+        let cut = truncate(&ex, max_len);
+        if cut.is_none() {
+            dropped += 1;
+        }
+        Ok(cut)
+    };
+    let mut train = Vec::new();
+    for &i in &train_idx {
+        train.extend(encode(i)?);
+    }
+    let mut val = Vec::new();
+    let mut val_prompts = Vec::new();
+    for &i in &val_idx {
+        if let Some(ex) = encode(i)? {
+            val.push(ex);
+            let mut convo = set.conversations[i].clone();
+            while convo.last().is_some_and(|m| m.role == Role::Assistant) {
+                convo.pop();
+            }
+            val_prompts.push(convo);
+        }
+    }
+    if train.is_empty() || val.is_empty() {
+        return Err(Error::input(format!(
+            "no examples left to {} after tokenizing ({dropped} dropped: replies beyond the \
+             maximum length of {max_len} tokens, or characters the tokenizer cannot spell)",
+            if train.is_empty() {
+                "train on"
+            } else {
+                "hold out"
+            }
+        )));
+    }
+    Ok(SftData {
+        train,
+        val,
+        val_prompts,
+        truncated,
+        dropped,
+    })
+}
+
+/// Runs supervised fine-tuning as `job` says. Returns [`Error::Interrupted`] after saving a
+/// checkpoint when Ctrl-C was pressed.
+pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneReport> {
+    let cfg = job.config.clone();
+    cfg.validate()?;
+    RunDir::check(&job.out, job.on_existing)?;
+    let resuming = job.on_existing == OnExisting::Resume;
+    let t = &cfg.train;
+
+    // Inputs first, so bad input leaves no half-made run folder behind. A resumed run reopens
+    // itself: its config, tokenizer, template and (LoRA) frozen base weights.
+    let set = read_instructions(&job.data, cfg.data.format)?;
+    let base = if resuming {
+        Base::load(&job.out, None, false, &job.device)?
+    } else {
+        Base::load(&job.base, job.tokenizer.as_deref(), true, &job.device)?
+    };
+    let template = if resuming {
+        base.template.clone()
+    } else {
+        resolve_template(&cfg.data.template, &base)?
+    };
+    let ctx = crate::models::pretrained::ModelConfig::context_len(&base.cfg);
+    let max_len = if cfg.data.max_len == 0 {
+        ctx + 1
+    } else {
+        cfg.data.max_len.min(ctx + 1)
+    };
+    if max_len < 2 {
+        return Err(Error::usage("data: max_len must be at least 2"));
+    }
+    let data = prepare_sft(&set, &base, &template, max_len, cfg.data.val_fraction)?;
+    let mut policy = Policy::new(&base, cfg.lora.as_ref(), t.seed, &job.device)?;
+    let run = RunDir::prepare(&job.out, job.on_existing)?;
+    let mut opt = AdamW::new(&policy.varmap, t)?;
+    let mut state = if resuming {
+        let state = policy.load_checkpoint(&run, &mut opt)?;
+        check_same_data(&run, &set)?;
+        state
+    } else {
+        write_model_files(&run, &base, &template, &policy)?;
+        write_record(&run, &job, &base, &set)?;
+        TrainState::default()
+    };
+    let frozen = policy.frozen(&base, &job.device)?;
+    let pad = base.eos.unwrap_or(0);
+    let params = base.parameter_count();
+    let trainable = policy.trainable_count();
+    tracing::info!(
+        "fine-tuning {trainable} of {params} parameters ({:.2}%) on {} examples, {} held out \
+         ({} truncated to {max_len} tokens, {} dropped)",
+        100.0 * trainable as f64 / params.max(1) as f64,
+        data.train.len(),
+        data.val.len(),
+        data.truncated,
+        data.dropped
+    );
+    let train_probe: Vec<TokenizedExample> =
+        data.train.iter().take(data.val.len()).cloned().collect();
+    let evaluate = |model: &TextLm| -> Result<(f64, f64)> {
+        let f = |ex: &[TokenizedExample]| {
+            report::response_loss(model, ex, t.batch_size, t.eval_iters, pad, &job.device)
+        };
+        Ok((f(&train_probe)?, f(&data.val)?))
+    };
+
+    // Drop the base copy the policy no longer needs (full fine-tuning copied it).
+    let tokenizer = base.tokenizer.clone();
+    let base_path = base.path.display().to_string();
+    let family = base.family();
+    let base = if policy.lora.is_some() {
+        Some(base)
+    } else {
+        None
+    };
+
+    let schedule = LrSchedule::from_config(t);
+    let mut metrics = MetricsLog::open(&run.metrics(), resuming.then_some(state.step))?;
+    let mut order = EpochOrder::new(data.train.len(), t.seed);
+    let start_step = state.step;
+    let progress = Progress::new("finetune", start_step, t.max_iters as u64);
+    let session_start = Instant::now();
+    let seconds_before = state.train_seconds;
+    let mut val_start = f64::NAN;
+
+    for step in start_step..t.max_iters as u64 {
+        if interrupt::stop_requested() {
+            state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
+            policy.save(&run, &opt, &state)?;
+            progress.println(&format!(
+                "interrupted: checkpoint saved at step {step}; continue with --resume"
+            ));
+            return Err(Error::Interrupted);
+        }
+        if step % t.eval_interval as u64 == 0 && !(resuming && step == start_step) {
+            let (train_loss, val_loss) = evaluate(&frozen)?;
+            if step == 0 {
+                val_start = val_loss;
+            }
+            state.last_val_loss = Some(val_loss);
+            state.best_val_loss = Some(state.best_val_loss.map_or(val_loss, |b| b.min(val_loss)));
+            progress.println(&format!(
+                "step {step} | train {train_loss:.4} | val {val_loss:.4} (response tokens)"
+            ));
+            metrics.log(
+                &serde_json::json!({"step": step, "train_loss": train_loss, "val_loss": val_loss}),
+            )?;
+            if step > start_step {
+                state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
+                policy.save(&run, &opt, &state)?;
+                metrics.sync()?;
+            }
+            plot_sft(&run)?;
+        }
+        if let Some(f) = reply
+            && t.sample_interval > 0
+            && step > 0
+            && step % t.sample_interval as u64 == 0
+        {
+            let replies =
+                held_out_replies(&frozen, &tokenizer, &template, &data, f, t.seed ^ step)?;
+            report::write_samples(&run, step, &replies)?;
+        }
+
+        let t0 = Instant::now();
+        let lr = schedule.at(step as usize);
+        let mut grads = None;
+        let (mut loss_sum, mut tokens) = (0.0, 0usize);
+        for micro in 0..t.grad_accum as u64 {
+            let idx = order.batch(step, micro, t.grad_accum as u64, t.batch_size);
+            let examples: Vec<&TokenizedExample> = idx.iter().map(|&i| &data.train[i]).collect();
+            let b = pad_batch(&examples, pad, &job.device)?;
+            tokens += b.n_tokens;
+            let seed = dropout_seed(t.seed, step, micro);
+            if let Some((l, _)) = &policy.lora {
+                policy.lora_dropout.train(l.dropout, seed ^ 0x10AA);
+            }
+            let mut dropout = Dropout::train(cfg.model_dropout, seed);
+            let loss = policy.model.loss(&b.inputs, &b.targets, &mut dropout)?;
+            let scaled = if t.grad_accum > 1 {
+                (&loss / t.grad_accum as f64)?
+            } else {
+                loss.clone()
+            };
+            let store = scaled.backward()?;
+            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            match grads.as_mut() {
+                None => grads = Some(opt.grads(&store)),
+                Some(g) => opt.accumulate(g, &store)?,
+            }
+        }
+        policy.lora_dropout.eval();
+        let mut grads = grads.expect("grad_accum >= 1");
+        let grad_norm = if t.grad_clip > 0.0 {
+            grads.clip(t.grad_clip)?
+        } else {
+            f64::NAN
+        };
+        opt.step(&grads, lr)?;
+        let loss = loss_sum / t.grad_accum as f64;
+        state.step = step + 1;
+        state.examples_seen += (t.batch_size * t.grad_accum) as u64;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        progress.set(state.step);
+        progress.message(format!("loss {loss:.4}"));
+        if step % t.log_interval as u64 == 0 {
+            let tok_s = tokens as f64 / (ms / 1e3);
+            let val = state
+                .last_val_loss
+                .map_or("-".to_string(), |v| format!("{v:.4}"));
+            progress.println(&format!(
+                "step {step} | loss {loss:.4} | val {val} | lr {lr:.1e} | {ms:.0} ms | {} tok/s | epoch {:.2}",
+                report::si(tok_s),
+                order.epoch_of(state.examples_seen)
+            ));
+            metrics.log(&serde_json::json!({
+                "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "ms": ms,
+                "tok_per_s": tok_s,
+            }))?;
+        }
+    }
+    progress.finish();
+
+    let end = t.max_iters as u64;
+    let (train_loss, val_loss) = evaluate(&frozen)?;
+    state.last_val_loss = Some(val_loss);
+    state.best_val_loss = Some(state.best_val_loss.map_or(val_loss, |b| b.min(val_loss)));
+    state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
+    if start_step < end {
+        metrics.log(
+            &serde_json::json!({"step": end, "train_loss": train_loss, "val_loss": val_loss}),
+        )?;
+    }
+    policy.save(&run, &opt, &state)?;
+    metrics.sync()?;
+    plot_sft(&run)?;
+    if val_start.is_nan() {
+        val_start = first_val_loss(&run).unwrap_or(f64::NAN);
+    }
+    let samples = match reply {
+        Some(f) => {
+            let replies = held_out_replies(&frozen, &tokenizer, &template, &data, f, t.seed ^ end)?;
+            report::write_samples(&run, end, &replies)?;
+            replies
+        }
+        None => Vec::new(),
+    };
+    drop(base);
+    report::write_card(
+        &run,
+        &report::Card {
+            what: format!(
+                "A {family} language model fine-tuned by Muse on instructions (supervised \
+                 fine-tuning{}, loss on response tokens only).",
+                if cfg.lora.is_some() {
+                    " with LoRA adapters"
+                } else {
+                    ""
+                }
+            ),
+            base: &base_path,
+            family,
+            params,
+            trainable,
+            data: vec![
+                format!(
+                    "- `{}` ({}), format `{}`, sha256 `{}`",
+                    set.source.name,
+                    set.source.path,
+                    serde_json::to_value(cfg.data.format)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    set.source.sha256
+                ),
+                format!(
+                    "- {} training and {} held-out examples ({} rows skipped by the reader, {} \
+                     truncated, {} dropped)",
+                    data.train.len(),
+                    data.val.len(),
+                    set.skipped,
+                    data.truncated,
+                    data.dropped
+                ),
+                format!("- chat template `{}`", template.name),
+            ],
+            training: vec![
+                format!(
+                    "- {} steps of {} examples, lr {:.1e}, seed {}, {:.0} s",
+                    state.step,
+                    t.batch_size * t.grad_accum,
+                    t.lr,
+                    t.seed,
+                    state.train_seconds
+                ),
+                match &cfg.lora {
+                    Some(l) => format!(
+                        "- LoRA r={} alpha={} dropout={} targets={}",
+                        l.r,
+                        l.alpha,
+                        l.dropout,
+                        l.targets.join(",")
+                    ),
+                    None => "- full fine-tuning (every weight)".into(),
+                },
+            ],
+            metrics: vec![format!(
+                "| loss per response token | {val_start:.4} | {val_loss:.4} |"
+            )],
+            lora: cfg.lora.is_some(),
+        },
+    )?;
+    Ok(FinetuneReport {
+        run_dir: run.root().to_path_buf(),
+        steps: state.step,
+        val_loss_start: val_start,
+        val_loss,
+        train_loss,
+        train_examples: data.train.len(),
+        val_examples: data.val.len(),
+        params,
+        trainable,
+        train_seconds: state.train_seconds,
+        samples,
+    })
+}
+
+/// Replies to the first few held-out prompts.
+fn held_out_replies(
+    model: &TextLm,
+    tokenizer: &TextTokenizer,
+    template: &ChatTemplate,
+    data: &SftData,
+    f: ReplyFn,
+    seed: u64,
+) -> Result<Vec<(String, String)>> {
+    let bos = bos_of(model);
+    data.val_prompts
+        .iter()
+        .take(3)
+        .enumerate()
+        .map(|(i, convo)| {
+            let prompt = template.render(convo, true);
+            let ids: Vec<u32> = bos.into_iter().chain(tokenizer.encode(&prompt)?).collect();
+            let reply = f(model, tokenizer, &ids, &template.stop, seed ^ i as u64)?;
+            Ok((prompt, reply))
+        })
+        .collect()
+}
+
+/// The beginning-of-sequence id a model's prompts start with.
+pub fn bos_of(model: &TextLm) -> Option<u32> {
+    match model.config() {
+        crate::models::pretrained::ModelConfig::Llama(c) => c.bos_token_id,
+        _ => None,
+    }
+}
+
+fn plot_sft(run: &RunDir) -> Result<()> {
+    report::plot(
+        run,
+        "Fine-tuning loss (nats per response token)",
+        "loss",
+        &[
+            ("train (batch)", "loss"),
+            ("train (estimate)", "train_loss"),
+            ("held-out", "val_loss"),
+        ],
+    )
+}
+
+/// The held-out loss logged at step 0 (for a resumed run's report).
+fn first_val_loss(run: &RunDir) -> Option<f64> {
+    let records = crate::train::metrics::read_metrics(&run.metrics()).ok()?;
+    records
+        .iter()
+        .find(|r| r.get("step").and_then(|s| s.as_u64()) == Some(0) && r.get("val_loss").is_some())
+        .and_then(|r| r.get("val_loss")?.as_f64())
+}
+
+/// The dropout stream of one micro-batch, a pure function of where the run is.
+fn dropout_seed(seed: u64, step: u64, micro: u64) -> u64 {
+    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step << 16) ^ micro ^ 0x5F7
+}
+
+/// `training.json`: family, preset, the resolved config with the base path, seed, data.
+fn write_record(run: &RunDir, job: &FinetuneJob, base: &Base, set: &InstructionSet) -> Result<()> {
+    let mut config = serde_json::to_value(&job.config).map_err(|e| Error::usage(e.to_string()))?;
+    if let Some(o) = config.as_object_mut() {
+        o.insert(
+            "base".into(),
+            serde_json::json!(base.path.display().to_string()),
+        );
+    }
+    let record = TrainingRecord {
+        family: base.family().into(),
+        preset: job.config.preset_name().into(),
+        config,
+        seed: job.config.train.seed,
+        dataset: set.source.clone(),
+        muse_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    crate::io::write_json_atomic(&run.training(), &record)
+}
+
+/// The stored config of a run written by [`finetune`], for `--resume`.
+pub fn stored_config(run: &Path) -> Result<(FinetuneConfig, String)> {
+    let record = RunDir::open(run)?.read_training()?;
+    let mut config = record.config;
+    if let Some(o) = config.as_object_mut() {
+        o.remove("base");
+    }
+    let cfg = serde_json::from_value(config).map_err(|_| {
+        Error::usage(format!(
+            "{} was not written by `muse finetune`: resume it with the command that made it",
+            run.display()
+        ))
+    })?;
+    Ok((cfg, record.dataset.name))
+}
+
+/// A resumed run must see the data it started with.
+fn check_same_data(run: &RunDir, set: &InstructionSet) -> Result<()> {
+    let record = run.read_training()?;
+    if record.dataset.sha256 != set.source.sha256 {
+        return Err(Error::input(format!(
+            "the data changed since this run started ({} had sha256 {}, now {}); resume with \
+             the original data or start a new run",
+            record.dataset.path, record.dataset.sha256, set.source.sha256
+        )));
+    }
+    Ok(())
+}
