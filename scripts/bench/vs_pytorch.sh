@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Muse vs the PyTorch reference workloads in ../shared/bench/pytorch, alternated ROUNDS times at
+# the same thread count on the same machine, printing each round's times and their ratio
+# (Muse time / PyTorch time: below 1 means Muse is faster) and the median ratio.
+#
+# usage: scripts/bench/vs_pytorch.sh WORKLOAD [THREADS=2] [ROUNDS=3]
+#   gpt     muse bench gpt --preset char-baby          vs gpt_char.py   (ms per training step)
+#   vae     muse bench vae --preset mnist-mlp          vs vae_mlp.py    (ms per training step)
+#   gan     muse bench gan --preset dcgan-mnist        vs dcgan28.py    (ms per D+G step)
+#   gpt2    muse bench gpt --preset gpt2-small --generate vs gpt2_infer.py (ms per greedy token)
+# needs: a release build (cargo build --release), MUSE_DATA_DIR with the datasets, and the
+# PyTorch venv of ../shared/bench/setup.sh at $PYTHON (default ~/.cache/muse-bench-venv).
+set -euo pipefail
+workload=${1:?usage: vs_pytorch.sh gpt|vae|gan|gpt2 [THREADS] [ROUNDS]}
+threads=${2:-2}
+rounds=${3:-3}
+root=$(cd "$(dirname "$0")/../.." && pwd)
+py=${PYTHON:-$HOME/.cache/muse-bench-venv/bin/python}
+refs=${BENCH_DIR:-$root/../shared/bench/pytorch}
+export MUSE_DATA_DIR=${MUSE_DATA_DIR:-$root/../shared/data}
+muse=("$root/target/release/muse" --threads "$threads")
+
+case "$workload" in
+  gpt)
+    muse_cmd=("${muse[@]}" bench gpt --preset char-baby --steps 100 --warmup 10)
+    ref_cmd=("$py" "$refs/gpt_char.py" --threads "$threads" --max_iters 110 --eval_iters 1)
+    muse_key="d['ms_per_step_median']"; ref_key="d['ms_per_step_median']" ;;
+  vae)
+    muse_cmd=("${muse[@]}" bench vae --preset mnist-mlp --steps 200 --warmup 20)
+    ref_cmd=("$py" "$refs/vae_mlp.py" --threads "$threads" --steps 200 --warmup 20)
+    muse_key="d['ms_per_step_median']"; ref_key="d['ms_per_step_median']" ;;
+  gan)
+    muse_cmd=("${muse[@]}" bench gan --preset dcgan-mnist --steps 50 --warmup 5)
+    ref_cmd=("$py" "$refs/dcgan28.py" --threads "$threads" --steps 50 --warmup 5)
+    muse_key="d['ms_per_step_median']"; ref_key="d['ms_per_step_median']" ;;
+  gpt2)
+    muse_cmd=("${muse[@]}" bench gpt --preset gpt2-small --generate)
+    ref_cmd=("$py" "$refs/gpt2_infer.py" --threads "$threads" --config gpt2-124m --reps 3)
+    muse_key="1e3 / d['generate_tokens_per_s_median']"; ref_key="d['ms_per_token_median']" ;;
+  *)
+    echo "unknown workload '$workload': use gpt, vae, gan or gpt2" >&2
+    exit 2 ;;
+esac
+
+# The value of a Python expression over `d`, the last JSON line on stdin.
+field() { "$py" -c "import json,sys; d = json.loads(sys.stdin.read().strip().splitlines()[-1]); print(round($1, 3))"; }
+ratios=()
+for r in $(seq "$rounds"); do
+  m=$("${muse_cmd[@]}" 2>/dev/null | field "$muse_key")
+  t=$("${ref_cmd[@]}" 2>/dev/null | field "$ref_key")
+  ratio=$("$py" -c "print(round($m / $t, 3))")
+  ratios+=("$ratio")
+  echo "round $r: muse $m ms, pytorch $t ms, ratio $ratio"
+done
+joined=$(IFS=,; echo "${ratios[*]}")
+"$py" -c "import statistics; print('$workload, $threads threads: median ratio (muse/pytorch time)', statistics.median([$joined]))"
