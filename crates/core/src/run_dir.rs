@@ -178,7 +178,9 @@ impl RunDir {
         match config.get("model_type").and_then(|v| v.as_str()) {
             Some(t) => Ok(t.to_string()),
             None => Err(Error::input(format!(
-                "{} has no model_type: cannot tell which model family it holds",
+                "{} has no model_type: cannot tell which model family it holds; set \
+                 \"model_type\" (gpt2 or llama for a text model) or pass the folder `muse \
+                 train` wrote",
                 self.config().display()
             ))),
         }

@@ -4,6 +4,7 @@ mod chat;
 mod common;
 mod data;
 mod export;
+mod finetune;
 mod gan;
 mod gpt;
 mod images;

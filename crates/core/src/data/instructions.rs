@@ -79,7 +79,8 @@ pub fn read_instructions(data: &str, format: InstructionFormat) -> Result<Instru
 }
 
 /// The JSONL files behind `--data`: a file, every `.jsonl`/`.jsonl.gz` in a folder, or the
-/// files of a registered dataset of `kind`.
+/// files of a registered dataset of `kind` (which may sit in subfolders of its folder, as
+/// `hh-rlhf/harmless-base/test.jsonl.gz` does).
 pub fn resolve_files(data: &str, kind: DatasetKind) -> Result<Vec<PathBuf>> {
     if data.trim().is_empty() {
         return Err(Error::usage("--data is empty: pass a JSONL file"));
@@ -88,38 +89,52 @@ pub fn resolve_files(data: &str, kind: DatasetKind) -> Result<Vec<PathBuf>> {
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }
-    let dir = if path.is_dir() {
-        path.to_path_buf()
-    } else if let Some(s) = spec(data) {
+    if !path.is_dir() {
+        let Some(s) = spec(data) else {
+            return Err(Error::usage(format!(
+                "no file or dataset named {data}: pass a JSONL file (see `muse data list` for \
+                 registered datasets)"
+            )));
+        };
         if s.kind != kind {
             return Err(Error::usage(format!(
                 "dataset '{data}' holds {}, not {kind}",
                 s.kind
             )));
         }
-        super::locate::dataset_dir_in(s, &search_dirs())?
-    } else {
-        return Err(Error::usage(format!(
-            "no file or dataset named {data}: pass a JSONL file (see `muse data list` for \
-             registered datasets)"
-        )));
-    };
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .map_err(Error::io(&dir))?
+        // Located (or downloaded) means every registered file is there, with its size.
+        let dir = super::locate::dataset_dir_in(s, &search_dirs())?;
+        let mut files: Vec<PathBuf> = s
+            .files
+            .iter()
+            .filter(|f| is_jsonl(f.path))
+            .map(|f| dir.join(f.path))
+            .collect();
+        files.sort();
+        return Ok(files);
+    }
+    let dir = path;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(Error::io(dir))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             let n = p.file_name().map(|n| n.to_string_lossy().into_owned());
-            n.is_some_and(|n| n.ends_with(".jsonl") || n.ends_with(".jsonl.gz"))
+            n.is_some_and(|n| is_jsonl(&n))
         })
         .collect();
     files.sort();
     if files.is_empty() {
         return Err(Error::input(format!(
-            "{} has no .jsonl files",
+            "{} has no .jsonl or .jsonl.gz files: pass a JSONL file, or a folder that holds some",
             dir.display()
         )));
     }
     Ok(files)
+}
+
+/// True for the file names `--data` reads: `.jsonl` and `.jsonl.gz`.
+fn is_jsonl(name: &str) -> bool {
+    name.ends_with(".jsonl") || name.ends_with(".jsonl.gz")
 }
 
 /// Name, path and a sha256 over the files (one file: its own sha256).

@@ -44,9 +44,14 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Line>> {
             continue;
         }
         let value: Value = serde_json::from_str(text).map_err(|e| {
+            // serde counts lines within the one line it was given: keep only the column.
+            let what = e.to_string();
+            let what = what.split(" at line ").next().unwrap_or(&what);
             Error::input(format!(
-                "{}:{number}: not valid JSON ({e}); every line must hold one JSON object",
-                path.display()
+                "{}:{number}: not valid JSON at column {} ({what}); fix or remove that line: \
+                 every line must hold one JSON object",
+                path.display(),
+                e.column()
             ))
         })?;
         lines.push(Line { number, value });

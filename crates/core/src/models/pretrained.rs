@@ -41,11 +41,13 @@ impl ModelConfig {
             }
             Some("llama") => LlamaConfig::from_hf_json(v).map(Self::Llama),
             Some(other) => Err(format!(
-                "model_type '{other}' is not supported; Muse loads {}",
-                SUPPORTED_MODEL_TYPES.join(", ")
+                "model_type '{other}' is not supported: Muse loads {} (GPT-2- and Llama-family \
+                 causal language models); pass a folder of one of those",
+                SUPPORTED_MODEL_TYPES.join(" and ")
             )),
             None => Err(format!(
-                "no model_type: cannot tell the architecture (supported: {})",
+                "no model_type: cannot tell the architecture; set \"model_type\" to one of {} \
+                 if the weights are such a model",
                 SUPPORTED_MODEL_TYPES.join(", ")
             )),
         }

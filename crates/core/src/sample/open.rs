@@ -74,8 +74,8 @@ pub fn open_text_model_adapted(
         "llama" => Box::new(load_pretrained(dir, device).map_err(|e| Error::input(e.to_string()))?),
         other => {
             return Err(Error::input(format!(
-                "{} holds a '{other}' model, which has no text generation; supported: gpt \
-                 (Muse runs), gpt2 and llama (Hugging Face folders)",
+                "{} holds a '{other}' model (model_type '{other}' is not supported for text \
+                 generation): pass a Muse GPT run or a Hugging Face gpt2 or llama folder",
                 dir.display()
             )));
         }

@@ -66,7 +66,9 @@ impl Base {
             None if path.is_dir() => {
                 crate::tokenizer::files::find_in_dir(path)?.ok_or_else(|| {
                     Error::input(format!(
-                        "{} has no tokenizer.json (nor vocab.json + merges.txt): pass --tokenizer",
+                        "{} has no tokenizer.json (nor vocab.json + merges.txt): copy the \
+                         tokenizer the model was trained with into the folder, or pass \
+                         --tokenizer FILE",
                         path.display()
                     ))
                 })?
