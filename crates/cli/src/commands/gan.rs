@@ -58,9 +58,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     } else {
         open_classifier(a.classifier.as_deref(), &r.config.data.dataset, &r.device)?
     };
-    let quality = classifier
-        .as_ref()
-        .map(|c| muse_core::eval::gan::quality_fn(c));
+    let quality = classifier.as_ref().map(muse_core::eval::gan::quality_fn);
     let report = train_gan(
         GanTrainJob {
             out: r.out,

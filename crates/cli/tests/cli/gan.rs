@@ -49,7 +49,7 @@ fn fails(out: &Output, code: i32, needle: &str) {
 }
 
 /// Flags for a tiny GAN on 8x8 images.
-fn tiny<'a>(data: &'a str) -> Vec<&'a str> {
+fn tiny(data: &str) -> Vec<&str> {
     vec![
         "--data",
         data,

@@ -331,7 +331,7 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes() {
     ];
     args.extend_from_slice(TINY);
     args.extend_from_slice(&["--set", "max_iters=100000", "--set", "eval_interval=100000"]);
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_muse"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_muse"))
         .args(&args)
         .current_dir(dir.path())
         .env("MUSE_DATA_DIR", data_dir())

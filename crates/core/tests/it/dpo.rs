@@ -232,7 +232,7 @@ fn policy_log_probabilities_count_reply_tokens_only() {
     }
 
     // A policy equal to its reference: every margin is 0, so the loss is ln 2, accuracy 0.5.
-    let e = evaluate(&model, &model, &data.val, 0.1, 4, 10, eos, &Device::Cpu).unwrap();
+    let e = evaluate(&model, &model, &data.val, 0.1, 4, 10, eos).unwrap();
     assert!((e.loss - std::f64::consts::LN_2).abs() < 1e-6, "{}", e.loss);
     assert_eq!((e.accuracy, e.margin), (0.5, 0.0));
 }

@@ -86,11 +86,11 @@ impl GanConfig {
                 "image_channels must be 1 or 3",
             ),
             (
-                self.image_size >= 8 && self.image_size % 4 == 0,
+                self.image_size >= 8 && self.image_size.is_multiple_of(4),
                 "image_size must be a multiple of 4, at least 8",
             ),
             (
-                self.g_channels >= 2 && self.g_channels % 2 == 0,
+                self.g_channels >= 2 && self.g_channels.is_multiple_of(2),
                 "g_channels must be even and at least 2",
             ),
             (self.d_channels > 0, "d_channels must be positive"),

@@ -105,7 +105,7 @@ impl GptConfig {
             (self.n_layer > 0, "n_layer must be positive".to_string()),
             (self.n_head > 0, "n_head must be positive".to_string()),
             (
-                self.n_head > 0 && self.n_embd % self.n_head == 0,
+                self.n_head > 0 && self.n_embd.is_multiple_of(self.n_head),
                 format!(
                     "n_embd ({}) must be a multiple of n_head ({})",
                     self.n_embd, self.n_head

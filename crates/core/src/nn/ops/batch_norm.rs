@@ -213,8 +213,11 @@ struct BatchNormOp {
     eps: f32,
     act: Activation,
     /// (mean, 1 / sqrt(var + eps)) per channel, written by the forward, read by the backward.
-    stats: Arc<Mutex<Option<(Vec<f32>, Vec<f32>)>>>,
+    stats: ChannelStats,
 }
+
+/// Per-channel (mean, 1 / sqrt(var + eps)), shared between an op's forward and backward.
+type ChannelStats = Arc<Mutex<Option<(Vec<f32>, Vec<f32>)>>>;
 
 const NAME: &str = "muse-batch-norm";
 

@@ -60,8 +60,8 @@ fn axpy_rows<F: Fma>(x: &[f32], w: &[f32], n: usize, c0: usize, b: Option<&[f32]
         }
         i += 4;
     }
-    for i in i..k {
-        let (r, xi) = (row(i), x[i]);
+    for (i, &xi) in x.iter().enumerate().take(k).skip(i) {
+        let r = row(i);
         for j in 0..len {
             y[j] = F::fma(xi, r[j], y[j]);
         }

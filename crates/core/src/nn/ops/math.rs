@@ -92,7 +92,7 @@ pub(crate) fn exp<F: Fma>(x: f32) -> f32 {
     p = F::fma(p, r, 8.333_452e-3);
     p = F::fma(p, r, 4.166_579_6e-2);
     p = F::fma(p, r, 1.666_666_5e-1);
-    p = F::fma(p, r, 5.000_000_1e-1);
+    p = F::fma(p, r, 5e-1);
     let er = F::fma(p, r * r, r) + 1.0;
     // 2^n from the integer in t's low bits: shifting by 23 drops the 1.5 * 2^23 offset.
     let pow2n = f32::from_bits((t.to_bits() << 23).wrapping_add(127 << 23));

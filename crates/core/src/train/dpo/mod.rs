@@ -17,6 +17,7 @@ pub use loss::{DpoOutput, dpo_loss, reward_stats, sequence_logps};
 use crate::data::instructions::{TokenizedExample, tokenize_conversation, tokenize_spans};
 use crate::data::preferences::{PreferencePair, PreferenceSet, read_preferences};
 use crate::error::{Error, Result};
+use crate::models::CausalLm;
 use crate::models::pretrained::{ModelConfig, TextLm};
 use crate::nn::Dropout;
 use crate::nn::lora::LoraConfig;
@@ -296,8 +297,8 @@ pub fn evaluate(
     batch_size: usize,
     max_batches: usize,
     pad: u32,
-    device: &Device,
 ) -> Result<DpoEval> {
+    let device = policy.device();
     let mut sum = DpoEval::default();
     let mut n = 0usize;
     for chunk in pairs.chunks(batch_size.max(1)).take(max_batches.max(1)) {
@@ -407,7 +408,6 @@ pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
             t.batch_size,
             t.eval_iters,
             pad,
-            &job.device,
         )
     };
 

@@ -243,9 +243,12 @@ pub fn noise(n: usize, z_dim: usize, seed: u64, step: u64, i: u64, dev: &Device)
     Ok(Tensor::from_vec(v, (n, z_dim), dev)?)
 }
 
+/// Variables with their checkpoint names.
+pub type NamedVars = Vec<(String, Var)>;
+
 /// The trainable variables of G (`g.*`) and D (`d.*`), sorted by name, without the batch-norm
 /// running statistics.
-pub fn split_vars(varmap: &VarMap) -> (Vec<(String, Var)>, Vec<(String, Var)>) {
+pub fn split_vars(varmap: &VarMap) -> (NamedVars, NamedVars) {
     let data = varmap.data().lock().expect("varmap lock is never poisoned");
     let mut all: Vec<(String, Var)> = data
         .iter()
