@@ -57,10 +57,12 @@ impl Linear {
             .last()
             .expect("linear input has at least one dimension");
         let x2 = x.reshape(((), in_dim))?; // (N, in)
-        let mut y = ops::linear(&x2, &self.weight, self.bias.as_ref(), self.layout)?; // (N, out)
-        if let Some(lora) = &self.lora {
-            y = (y + lora.forward(&x2)?)?;
-        }
+        let y = match &self.lora {
+            None => ops::linear(&x2, &self.weight, self.bias.as_ref(), self.layout)?,
+            Some(lora) => {
+                lora.forward_adapted(&x2, &self.weight, self.bias.as_ref(), self.layout)?
+            }
+        }; // (N, out)
         let mut out_dims = dims;
         *out_dims.last_mut().expect("non-empty") = y.dim(1)?;
         y.reshape(out_dims)

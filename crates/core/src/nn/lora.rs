@@ -2,8 +2,9 @@
 //! Models", Hu et al. 2021), stored the way Hugging Face PEFT stores them.
 //!
 //! An adapted layer computes `y = x W + b + (dropout(x) A^T B^T) * alpha / r` with `A` of shape
-//! (r, in) and `B` of shape (out, r). `B` starts at zero, so a fresh adapter leaves the model
-//! unchanged; only `A` and `B` are trained while `W` stays frozen.
+//! (r, in) and `B` of shape (out, r), as one fused op ([`super::ops::lora_linear`]) on the CPU.
+//! `B` starts at zero, so a fresh adapter leaves the model unchanged; only `A` and `B` are
+//! trained while `W` stays frozen.
 //!
 //! Models need no change: build one inside [`with_lora`] and every [`super::Linear`] whose
 //! module path matches a target gets an adapter (created under the VarBuilder given to
@@ -21,6 +22,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
 use super::Dropout;
+use super::dropout::KeepMask;
 use super::init::Init;
 use super::ops::{self, WeightLayout};
 
@@ -177,16 +179,14 @@ impl LoraDropout {
         *self.0.lock().expect("dropout lock is never poisoned") = None;
     }
 
-    fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        match self
-            .0
+    /// The mask of the next `n` input elements, drawn from the stream as [`Dropout::apply`]
+    /// draws it; `None` in evaluation.
+    fn draw_mask(&self, n: usize) -> Option<KeepMask> {
+        self.0
             .lock()
             .expect("dropout lock is never poisoned")
             .as_mut()
-        {
-            Some(d) => d.apply(x),
-            None => Ok(x.clone()),
-        }
+            .and_then(|d| d.draw_mask(n))
     }
 }
 
@@ -209,15 +209,45 @@ pub struct Lora {
 }
 
 impl Lora {
-    /// The update the adapter adds to the layer's output.
+    /// The adapted layer's output, `x W (+ b)` plus the update, as one fused op
+    /// ([`ops::lora_linear`]) where it applies, so the layer keeps little more than a plain
+    /// one for backward. Draws the adapter's dropout mask.
+    ///
+    /// # Shapes
+    /// `x`: (N, in), `w`: the layer's weight in `layout`, `bias`: (out) -> (N, out).
+    pub fn forward_adapted(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        bias: Option<&Tensor>,
+        layout: WeightLayout,
+    ) -> Result<Tensor> {
+        let mask = self.dropout.draw_mask(x.elem_count());
+        ops::lora_linear(x, w, bias, layout, self.update(), mask)
+    }
+
+    /// The update alone, composed from tensor ops (draws the dropout mask like
+    /// [`Lora::forward_adapted`]).
     ///
     /// # Shapes
     /// `x`: (N, in) -> (N, out).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let x = self.dropout.apply(x)?;
+        let x = match self.dropout.draw_mask(x.elem_count()) {
+            Some(mask) => x.mul(&mask.to_tensor(x)?)?,
+            None => x.clone(),
+        };
         let h = ops::linear(&x, &self.a, None, WeightLayout::OutIn)?; // (N, r)
         let y = ops::linear(&h, &self.b, None, WeightLayout::OutIn)?; // (N, out)
         y * self.scale
+    }
+
+    /// `A`, `B` and the scale, as the fused op takes them.
+    pub fn update(&self) -> ops::LoraUpdate<'_> {
+        ops::LoraUpdate {
+            a: &self.a,
+            b: &self.b,
+            scale: self.scale,
+        }
     }
 
     /// The weight update `scale * B A` in the layer's storage order.

@@ -18,6 +18,7 @@ mod image_metrics;
 mod images;
 mod llama;
 mod lora;
+mod lora_op;
 mod ops;
 mod sampling;
 mod tokenizer;

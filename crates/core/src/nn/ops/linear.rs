@@ -58,10 +58,12 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, layout: WeightLayout) 
     }
 }
 
-struct LinearOp {
-    layout: WeightLayout,
-    in_dim: usize,
-    out_dim: usize,
+/// The op, also used by [`super::lora`] for the frozen base product of an adapted layer (so
+/// that product is bit for bit the plain layer's).
+pub(super) struct LinearOp {
+    pub(super) layout: WeightLayout,
+    pub(super) in_dim: usize,
+    pub(super) out_dim: usize,
 }
 
 const NAME: &str = "muse-linear";
@@ -83,18 +85,12 @@ impl LinearOp {
         Shape::from(dims)
     }
 
-    fn forward(
-        &self,
-        x: &[f32],
-        w: &[f32],
-        b: Option<&[f32]>,
-        l: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    /// `y (m, out) = x (m, in) @ w (+ b)`, row-major.
+    pub(super) fn forward_vec(&self, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Vec<f32> {
         let (k, n) = (self.in_dim, self.out_dim);
         let m = x.len() / k.max(1);
         if m == 1 {
-            let y = gemv(x, w, b, self.layout == WeightLayout::OutIn, n);
-            return Ok((CpuStorage::F32(y), self.out_shape(l)));
+            return gemv(x, w, b, self.layout == WeightLayout::OutIn, n);
         }
         let mut y = vec![0f32; m * n];
         if let Some(b) = b {
@@ -102,7 +98,29 @@ impl LinearOp {
                 .for_each(|row| row.copy_from_slice(b));
         }
         matmul(m, n, k, &mut y, b.is_some(), (x, k, 1), self.w_as_in_out(w));
+        y
+    }
+
+    fn forward(
+        &self,
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        l: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let y = self.forward_vec(x, w, b);
         Ok((CpuStorage::F32(y), self.out_shape(l)))
+    }
+
+    /// `dx (m, in) = dy (m, out) @ w^T (out, in)`, row-major.
+    pub(super) fn dx_vec(&self, dy: &[f32], w: &[f32]) -> Vec<f32> {
+        let (k, n) = (self.in_dim, self.out_dim);
+        let m = dy.len() / n.max(1);
+        let wt = match self.layout {
+            WeightLayout::InOut => (w, 1, n),
+            WeightLayout::OutIn => (w, k, 1),
+        };
+        matmul_new(m, k, n, (dy, n, 1), wt)
     }
 
     /// Gradients of the tracked inputs: (dx, dw, db).
@@ -123,13 +141,7 @@ impl LinearOp {
         let (k, n) = (self.in_dim, self.out_dim);
         let m = xs.len() / k.max(1);
         let dx = if want[0] {
-            // dx (m, in) = dy (m, out) @ w^T (out, in)
-            let wt = match self.layout {
-                WeightLayout::InOut => (ws, 1, n),
-                WeightLayout::OutIn => (ws, k, 1),
-            };
-            let dx = matmul_new(m, k, n, (dys, n, 1), wt);
-            Some(tensor(dx, x.shape())?)
+            Some(tensor(self.dx_vec(dys, ws), x.shape())?)
         } else {
             None
         };

@@ -1,5 +1,5 @@
 //! Fused CPU kernels for the hot ops of transformer training: layer/RMS norm, causal
-//! self-attention, linear, GELU, cross-entropy and the AdamW step.
+//! self-attention, linear (plain and LoRA-adapted), GELU, cross-entropy and the AdamW step.
 //!
 //! candle composes these from many small tensor ops, each allocating its output, and its own
 //! fused `candle_nn` kernels have no backward. Each op here is a candle `CustomOp` whose
@@ -22,6 +22,7 @@ mod gelu;
 mod gemv;
 mod layer_norm;
 mod linear;
+mod lora_linear;
 mod math;
 mod matmul;
 pub mod reference;
@@ -39,6 +40,7 @@ pub use cross_entropy::{IGNORE_INDEX, cross_entropy};
 pub use gelu::{GeluKind, gelu};
 pub use layer_norm::layer_norm;
 pub use linear::{WeightLayout, linear};
+pub use lora_linear::{LoraUpdate, lora_linear};
 pub use rms_norm::rms_norm;
 
 /// True when every tensor is F32 on the CPU, i.e. the fused kernels apply.

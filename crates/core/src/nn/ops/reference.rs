@@ -6,7 +6,8 @@
 
 use candle_core::{D, DType, Result, Tensor, Var};
 
-use super::{AdamWHyper, GeluKind, IGNORE_INDEX, WeightLayout};
+use super::{AdamWHyper, GeluKind, IGNORE_INDEX, LoraUpdate, WeightLayout};
+use crate::nn::dropout::KeepMask;
 
 /// Upcasts half-precision tensors to F32 for reductions.
 fn widen(x: &Tensor) -> Result<Tensor> {
@@ -101,6 +102,43 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, layout: WeightLayout) 
         *last = w_io.dim(1)?;
     }
     y.reshape(dims)
+}
+
+/// See [`super::lora_linear`]: the base layer plus dropout, two rank-r products and a scale.
+///
+/// # Shapes
+/// `x`: (..., in), `w`: (in, out) or (out, in), `bias`: (out), `A`: (r, in), `B`: (out, r)
+/// -> (..., out).
+pub fn lora_linear(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    layout: WeightLayout,
+    update: LoraUpdate,
+    mask: Option<&KeepMask>,
+) -> Result<Tensor> {
+    lora_composed(x, w, bias, layout, update, mask, linear)
+}
+
+/// [`lora_linear`] with the linear layer `lin` (this module's, or the fused one where only
+/// the base weight's gradient keeps the adapted layer from fusing).
+pub(crate) fn lora_composed(
+    x: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    layout: WeightLayout,
+    update: LoraUpdate,
+    mask: Option<&KeepMask>,
+    lin: fn(&Tensor, &Tensor, Option<&Tensor>, WeightLayout) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let y = lin(x, w, bias, layout)?; // (..., out)
+    let xd = match mask {
+        Some(m) => x.mul(&m.to_tensor(x)?)?,
+        None => x.clone(),
+    }; // (..., in)
+    let h = lin(&xd, update.a, None, WeightLayout::OutIn)?; // (..., r)
+    let u = lin(&h, update.b, None, WeightLayout::OutIn)?; // (..., out)
+    y + (u * update.scale)?
 }
 
 /// See [`super::gelu`]: candle's own GELU ops.
