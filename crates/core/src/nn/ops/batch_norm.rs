@@ -8,13 +8,14 @@
 //! activate) and the backward two more, parallel over channels. The batch statistics come back
 //! to the caller for the running averages.
 
+use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, bail};
 
-use super::cpu::{CpuRead, SendPtr, f32_slice, run_tasks, tensor, threads};
+use super::cpu::{CpuRead, SendPtr, f32_slice, new_filled, run_tasks, tensor, threads};
 use super::fast_path;
-use super::math::{NoFma, sum_map, sum_map2, sum_map3, tanh};
+use super::math::{NoFma, sum_map, sum_map2, tanh};
 
 /// The activation applied after the normalisation.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -44,28 +45,67 @@ impl Activation {
         }
     }
 
-    /// The derivative, read from the activation's *output* `y` (the sign of the input and of
-    /// the output agree for the piecewise-linear ones; tanh' = 1 - tanh^2).
-    #[inline(always)]
-    pub(crate) fn slope_at_output(self, y: f32) -> f32 {
-        match self {
-            Activation::Identity => 1.0,
-            Activation::Relu => {
-                if y > 0.0 {
-                    1.0
-                } else {
-                    0.0
-                }
+    /// `out[i] = act(src[i] * scale + shift)`. The match on the activation sits outside the
+    /// loop, so each arm is a plain loop the compiler vectorises (measured: the per-element
+    /// match cost several percent of a DCGAN step).
+    #[inline]
+    pub(crate) fn apply_slice(
+        self,
+        src: &[f32],
+        scale: f32,
+        shift: f32,
+        out: &mut [MaybeUninit<f32>],
+    ) {
+        #[inline(always)]
+        fn each(src: &[f32], out: &mut [MaybeUninit<f32>], f: impl Fn(f32) -> f32) {
+            for (o, &v) in out.iter_mut().zip(src) {
+                o.write(f(v));
             }
-            Activation::LeakyRelu(s) => {
-                if y > 0.0 {
-                    1.0
-                } else {
-                    s
-                }
-            }
-            Activation::Tanh => 1.0 - y * y,
         }
+        let lin = move |v: f32| v * scale + shift;
+        match self {
+            Activation::Identity => each(src, out, lin),
+            Activation::Relu => each(src, out, |v| lin(v).max(0.0)),
+            Activation::LeakyRelu(s) => each(src, out, |v| {
+                let v = lin(v);
+                if v > 0.0 { v } else { v * s }
+            }),
+            Activation::Tanh => each(src, out, |v| tanh::<NoFma>(lin(v))),
+        }
+    }
+
+    /// `out[i] = dy[i] * act'(y[i])`, the derivative read from the activation's *output* `y`
+    /// (the signs of input and output agree for the piecewise-linear ones; tanh' = 1 - tanh^2),
+    /// the match hoisted as in [`Activation::apply_slice`].
+    #[inline]
+    pub(crate) fn grad_slice(self, dy: &[f32], y: &[f32], out: &mut [MaybeUninit<f32>]) {
+        #[inline(always)]
+        fn each(dy: &[f32], y: &[f32], out: &mut [MaybeUninit<f32>], f: impl Fn(f32, f32) -> f32) {
+            for ((o, &d), &y) in out.iter_mut().zip(dy).zip(y) {
+                o.write(f(d, y));
+            }
+        }
+        match self {
+            Activation::Identity => each(dy, y, out, |d, _| d),
+            Activation::Relu => each(dy, y, out, |d, y| if y > 0.0 { d } else { 0.0 }),
+            Activation::LeakyRelu(s) => each(dy, y, out, |d, y| if y > 0.0 { d } else { d * s }),
+            Activation::Tanh => each(dy, y, out, |d, y| d * (1.0 - y * y)),
+        }
+    }
+
+    /// [`Activation::grad_slice`] over whole tensors, split across the thread pool.
+    pub(crate) fn grad(self, dy: &[f32], y: &[f32]) -> Vec<f32> {
+        const PER_TASK: usize = 64 * 1024;
+        let n = dy.len().min(y.len());
+        let write = |buf: &mut [MaybeUninit<f32>]| {
+            let tasks: Vec<_> = buf
+                .chunks_mut(PER_TASK)
+                .zip(dy.chunks(PER_TASK).zip(y.chunks(PER_TASK)))
+                .collect();
+            run_tasks(tasks, |(o, (d, y))| self.grad_slice(d, y, o));
+        };
+        // SAFETY: the chunks cover `buf`, and `grad_slice` writes every element of each.
+        unsafe { new_filled(n, write) }
     }
 
     /// The same activation composed from candle ops.
@@ -290,10 +330,14 @@ impl CustomOp3 for BatchNormOp {
             }
             for n in 0..self.n {
                 let off = self.offset(n, c);
-                let ys = unsafe { std::slice::from_raw_parts_mut(yp.get().add(off), self.plane) };
-                for (o, &v) in ys.iter_mut().zip(&x[off..off + self.plane]) {
-                    *o = self.act.apply(v * scale + shift);
-                }
+                let ys = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        yp.get().add(off).cast::<MaybeUninit<f32>>(),
+                        self.plane,
+                    )
+                };
+                self.act
+                    .apply_slice(&x[off..off + self.plane], scale, shift, ys);
             }
         });
         *self
@@ -337,34 +381,33 @@ impl CustomOp3 for BatchNormOp {
         );
         self.per_channel(|c| {
             let (m, r) = (mean[c], rstd[c]);
-            let act = self.act;
-            // g = dy * act'(y); db = sum g; dw = sum g * xhat
-            let (mut sg, mut sgx) = (0f64, 0f64);
+            // g = dy * act'(y), this channel's planes one after another.
+            let mut g = Vec::with_capacity(self.n * self.plane);
             for n in 0..self.n {
                 let off = self.offset(n, c);
-                let (d, yv, xv) = (
-                    &dys[off..][..self.plane],
-                    &ys[off..][..self.plane],
-                    &xs[off..][..self.plane],
-                );
-                sg += sum_map2(d, yv, |g, y| g * act.slope_at_output(y)) as f64;
-                sgx += sum_map3(d, yv, xv, |g, y, x| g * act.slope_at_output(y) * (x - m)) as f64;
+                let plane = &mut g.spare_capacity_mut()[..self.plane];
+                self.act
+                    .grad_slice(&dys[off..][..self.plane], &ys[off..][..self.plane], plane);
+                // SAFETY: `grad_slice` wrote the plane's elements.
+                unsafe { g.set_len(g.len() + self.plane) };
+            }
+            // db = sum g; dw = sum g * xhat
+            let (mut sg, mut sgx) = (0f64, 0f64);
+            for (n, gn) in g.chunks_exact(self.plane).enumerate() {
+                let xv = &xs[self.offset(n, c)..][..self.plane];
+                sg += sum_map(gn, |g| g) as f64;
+                sgx += sum_map2(gn, xv, |g, x| g * (x - m)) as f64;
             }
             let (sg, sgx) = (sg as f32, sgx as f32 * r);
             // dx = w * rstd * (g - mean(g) - xhat * mean(g * xhat))
             let k = ws[c] * r;
             let (mg, mgx) = (sg / count, sgx / count);
-            for n in 0..self.n {
+            for (n, gn) in g.chunks_exact(self.plane).enumerate() {
                 let off = self.offset(n, c);
                 // SAFETY: each channel's planes are written by one task only.
                 let d = unsafe { std::slice::from_raw_parts_mut(dxp.get().add(off), self.plane) };
-                let (dyv, yv, xv) = (
-                    &dys[off..][..self.plane],
-                    &ys[off..][..self.plane],
-                    &xs[off..][..self.plane],
-                );
-                for (((o, &g), &y), &x) in d.iter_mut().zip(dyv).zip(yv).zip(xv) {
-                    let g = g * act.slope_at_output(y);
+                let xv = &xs[off..][..self.plane];
+                for ((o, &g), &x) in d.iter_mut().zip(gn).zip(xv) {
                     *o = k * (g - mg - (x - m) * r * mgx);
                 }
             }
@@ -416,13 +459,7 @@ impl CustomOp1 for LeakyReluOp {
             CpuRead::new(y, "muse-leaky-relu")?,
             CpuRead::new(&dy, "muse-leaky-relu")?,
         );
-        let act = Activation::LeakyRelu(self.slope);
-        let dx: Vec<f32> = yr
-            .slice()
-            .iter()
-            .zip(dyr.slice())
-            .map(|(&y, &g)| g * act.slope_at_output(y))
-            .collect();
+        let dx = Activation::LeakyRelu(self.slope).grad(dyr.slice(), yr.slice());
         Ok(Some(tensor(dx, y.shape())?))
     }
 }

@@ -490,9 +490,7 @@ fn col2im(
             let img = &mut out[(j * g.ci + c) * hw..][..hw];
             for (y, row) in img.chunks_exact_mut(g.wi).enumerate() {
                 let from = &plane[(y + g.pad) * wp + g.pad..][..g.wi];
-                for (o, v) in row.iter_mut().zip(from) {
-                    o.write(act.apply(v + b));
-                }
+                act.apply_slice(from, 1.0, b, row);
             }
         }
     }
@@ -523,9 +521,7 @@ fn from_cnp(
         for ch in 0..c {
             let b = bias.map_or(0.0, |b| b[ch]);
             let src = &x[ch * cp + j * p..][..p];
-            for (o, v) in out[(j * c + ch) * p..][..p].iter_mut().zip(src) {
-                o.write(act.apply(v + b));
-            }
+            act.apply_slice(src, 1.0, b, &mut out[(j * c + ch) * p..][..p]);
         }
     }
 }
@@ -750,12 +746,7 @@ impl ConvOp {
         } else {
             let yr = CpuRead::new(y, NAME)?;
             let act = self.act;
-            pre = dyr
-                .slice()
-                .iter()
-                .zip(yr.slice())
-                .map(|(&d, &y)| d * act.slope_at_output(y))
-                .collect();
+            pre = act.grad(dyr.slice(), yr.slice());
             &pre
         };
         // The image-side and grid-side tensors of this call, whichever is input or output.
