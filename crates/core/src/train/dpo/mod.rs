@@ -21,10 +21,11 @@ use crate::models::CausalLm;
 use crate::models::pretrained::{ModelConfig, TextLm};
 use crate::nn::Dropout;
 use crate::nn::lora::LoraConfig;
-use crate::run_dir::{OnExisting, RunDir, TrainingRecord};
+use crate::run_dir::{OnExisting, RunDir};
 use crate::tokenizer::chat::{ChatMessage, ChatTemplate, Role};
 use crate::train::checkpoint::TrainState;
 use crate::train::config::TrainConfig;
+use crate::train::finetune::record::{dropout_seed, read_record, write_record};
 use crate::train::finetune::{
     Base, EpochOrder, Policy, ReplyFn, bos_of, check_common, finetune_train_config, pad_batch,
     report, resolve_template, split_indices, truncate, write_model_files,
@@ -381,7 +382,14 @@ pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
         policy.load_checkpoint(&run, &mut opt)?
     } else {
         write_model_files(&run, &base, &template, &policy)?;
-        write_record(&run, &job, &base, &set)?;
+        write_record(
+            &run,
+            &job.config,
+            job.config.preset_name(),
+            job.config.train.seed,
+            &base,
+            &set.source,
+        )?;
         TrainState::default()
     };
     let frozen = policy.frozen(&base, &job.device)?;
@@ -461,7 +469,7 @@ pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
         for micro in 0..t.grad_accum as u64 {
             let idx = order.batch(step, micro, t.grad_accum as u64, t.batch_size);
             let pairs: Vec<&PairTokens> = idx.iter().map(|&i| &data.train[i]).collect();
-            let seed = dropout_seed(t.seed, step, micro);
+            let seed = dropout_seed(t.seed, step, micro, DPO_DROPOUT_STREAM);
             if let Some((l, _)) = &policy.lora {
                 policy.lora_dropout.train(l.dropout, seed ^ 0x10AA);
             }
@@ -647,48 +655,16 @@ fn held_out_replies(
         .collect()
 }
 
-fn dropout_seed(seed: u64, step: u64, micro: u64) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step << 16) ^ micro ^ 0xD90
-}
-
-fn write_record(run: &RunDir, job: &AlignJob, base: &Base, set: &PreferenceSet) -> Result<()> {
-    let mut config = serde_json::to_value(&job.config).map_err(|e| Error::usage(e.to_string()))?;
-    if let Some(o) = config.as_object_mut() {
-        o.insert(
-            "base".into(),
-            serde_json::json!(base.path.display().to_string()),
-        );
-    }
-    let record = TrainingRecord {
-        family: base.family().into(),
-        preset: job.config.preset_name().into(),
-        config,
-        seed: job.config.train.seed,
-        dataset: set.source.clone(),
-        muse_version: env!("CARGO_PKG_VERSION").into(),
-    };
-    crate::io::write_json_atomic(&run.training(), &record)
-}
+/// DPO's dropout stream, apart from other loops'.
+const DPO_DROPOUT_STREAM: u64 = 0xD90;
 
 /// The stored config and base path of a run written by [`align`], for `--resume`.
 pub fn stored_config(run: &Path) -> Result<(AlignConfig, String)> {
-    let record = RunDir::open(run)?.read_training()?;
-    let mut config = record.config;
-    let base = config
-        .as_object_mut()
-        .and_then(|o| o.remove("base"))
-        .and_then(|b| b.as_str().map(str::to_string))
-        .unwrap_or_default();
-    let cfg = serde_json::from_value(config).map_err(|_| {
-        Error::usage(format!(
-            "{} was not written by `muse align`: resume it with the command that made it",
-            run.display()
-        ))
-    })?;
-    Ok((cfg, base))
+    let stored = read_record(run, "muse align")?;
+    Ok((stored.config, stored.base))
 }
 
 /// The `--dpo` data a run was started with (its registry name or path).
 pub fn stored_data(run: &Path) -> Result<String> {
-    Ok(RunDir::open(run)?.read_training()?.dataset.name)
+    Ok(read_record::<AlignConfig>(run, "muse align")?.data)
 }

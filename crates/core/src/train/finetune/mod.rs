@@ -8,6 +8,7 @@
 mod batch;
 mod config;
 pub mod policy;
+pub mod record;
 pub mod report;
 
 use std::path::{Path, PathBuf};
@@ -26,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::models::CausalLm;
 use crate::models::pretrained::TextLm;
 use crate::nn::Dropout;
-use crate::run_dir::{OnExisting, RunDir, TrainingRecord};
+use crate::run_dir::{OnExisting, RunDir};
 use crate::tokenizer::TextTokenizer;
 use crate::tokenizer::chat::{ChatMessage, ChatTemplate, Role};
 use crate::train::checkpoint::TrainState;
@@ -203,7 +204,14 @@ pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneRepo
         state
     } else {
         write_model_files(&run, &base, &template, &policy)?;
-        write_record(&run, &job, &base, &set)?;
+        record::write_record(
+            &run,
+            &job.config,
+            job.config.preset_name(),
+            job.config.train.seed,
+            &base,
+            &set.source,
+        )?;
         TrainState::default()
     };
     let frozen = policy.frozen(&base, &job.device)?;
@@ -295,7 +303,7 @@ pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneRepo
             let examples: Vec<&TokenizedExample> = idx.iter().map(|&i| &data.train[i]).collect();
             let b = pad_batch(&examples, pad, &job.device)?;
             tokens += b.n_tokens;
-            let seed = dropout_seed(t.seed, step, micro);
+            let seed = record::dropout_seed(t.seed, step, micro, SFT_DROPOUT_STREAM);
             if let Some((l, _)) = &policy.lora {
                 policy.lora_dropout.train(l.dropout, seed ^ 0x10AA);
             }
@@ -493,6 +501,9 @@ fn plot_sft(run: &RunDir) -> Result<()> {
     )
 }
 
+/// Keeps SFT's dropout masks apart from other loops'.
+const SFT_DROPOUT_STREAM: u64 = 0x5F7;
+
 /// The held-out loss logged at step 0 (for a resumed run's report).
 fn first_val_loss(run: &RunDir) -> Option<f64> {
     let records = crate::train::metrics::read_metrics(&run.metrics()).ok()?;
@@ -502,45 +513,10 @@ fn first_val_loss(run: &RunDir) -> Option<f64> {
         .and_then(|r| r.get("val_loss")?.as_f64())
 }
 
-/// The dropout stream of one micro-batch, a pure function of where the run is.
-fn dropout_seed(seed: u64, step: u64, micro: u64) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step << 16) ^ micro ^ 0x5F7
-}
-
-/// `training.json`: family, preset, the resolved config with the base path, seed, data.
-fn write_record(run: &RunDir, job: &FinetuneJob, base: &Base, set: &InstructionSet) -> Result<()> {
-    let mut config = serde_json::to_value(&job.config).map_err(|e| Error::usage(e.to_string()))?;
-    if let Some(o) = config.as_object_mut() {
-        o.insert(
-            "base".into(),
-            serde_json::json!(base.path.display().to_string()),
-        );
-    }
-    let record = TrainingRecord {
-        family: base.family().into(),
-        preset: job.config.preset_name().into(),
-        config,
-        seed: job.config.train.seed,
-        dataset: set.source.clone(),
-        muse_version: env!("CARGO_PKG_VERSION").into(),
-    };
-    crate::io::write_json_atomic(&run.training(), &record)
-}
-
-/// The stored config of a run written by [`finetune`], for `--resume`.
+/// The stored config of a run written by [`finetune`] and its data, for `--resume`.
 pub fn stored_config(run: &Path) -> Result<(FinetuneConfig, String)> {
-    let record = RunDir::open(run)?.read_training()?;
-    let mut config = record.config;
-    if let Some(o) = config.as_object_mut() {
-        o.remove("base");
-    }
-    let cfg = serde_json::from_value(config).map_err(|_| {
-        Error::usage(format!(
-            "{} was not written by `muse finetune`: resume it with the command that made it",
-            run.display()
-        ))
-    })?;
-    Ok((cfg, record.dataset.name))
+    let stored = record::read_record(run, "muse finetune")?;
+    Ok((stored.config, stored.data))
 }
 
 /// A resumed run must see the data it started with.
