@@ -165,14 +165,16 @@ pub fn class_coverage(predictions: &[u32], n_classes: usize) -> Coverage {
     }
     let n = predictions.len().max(1) as f64;
     let threshold = 0.1 * n / n_classes.max(1) as f64;
-    let entropy_bits = histogram
-        .iter()
-        .filter(|&&c| c > 0)
-        .map(|&c| {
-            let p = c as f64 / n;
-            -p * p.log2()
-        })
-        .sum();
+    // p log2 p summed, then negated: one class alone gives +0, not -0.
+    let entropy_bits = 0.0
+        - histogram
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let p = c as f64 / n;
+                p * p.log2()
+            })
+            .sum::<f64>();
     Coverage {
         classes_found: histogram
             .iter()
@@ -314,5 +316,9 @@ mod tests {
         assert_eq!(c.classes_found, 2);
         assert!((c.entropy_bits - 1.0).abs() < 1e-12);
         assert!((c.max_entropy_bits - 2.0).abs() < 1e-12);
+        // A collapsed generator: zero bits, printed as 0.00 rather than -0.00.
+        let one = class_coverage(&[3, 3, 3], 4);
+        assert_eq!(one.entropy_bits, 0.0);
+        assert!(one.entropy_bits.is_sign_positive());
     }
 }
