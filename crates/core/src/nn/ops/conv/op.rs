@@ -1,0 +1,240 @@
+//! The convolution as a candle custom op: forward and backward over chunks of samples.
+
+use std::mem::MaybeUninit;
+use std::ops::Range;
+use std::sync::Mutex;
+
+use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+
+use super::super::batch_norm::Activation;
+use super::super::cpu::{CpuRead, f32_slice, run_tasks, tensor};
+use super::columns::{Scratch, channel_sums, col2im, from_cnp, im2col, to_cnp};
+use super::geom::{Geom, chunk_len, chunks, task_ranges};
+use super::product::{filled_by_chunks, mm, mm_add};
+
+pub(super) struct ConvOp {
+    pub(super) g: Geom,
+    /// `conv_transpose2d` (input on the grid side) rather than `conv2d`.
+    pub(super) transposed: bool,
+    /// Applied to the output.
+    pub(super) act: Activation,
+}
+
+const NAME: &str = "muse-conv2d";
+
+impl ConvOp {
+    fn out_shape(&self) -> Shape {
+        let g = &self.g;
+        if self.transposed {
+            Shape::from((g.n, g.ci, g.hi, g.wi))
+        } else {
+            Shape::from((g.n, g.co, g.hg, g.wg))
+        }
+    }
+
+    fn forward(&self, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
+        let g = &self.g;
+        let (k, p) = (g.k(), g.p());
+        let y = if self.transposed {
+            // image = col2im(Wm^T (K, Co) @ grid (Co, m*P)), chunk by chunk
+            filled_by_chunks(g.image_len(), g.ci * g.hi * g.wi, chunks(g), |r, out| {
+                let cp = r.len() * p;
+                let mut xg = Scratch::new(g.co * cp);
+                to_cnp(x, g.co, p, r.clone(), &mut xg);
+                let mut col = Scratch::new(k * cp);
+                mm(k, cp, g.co, &mut col, (w, 1, k), (&xg, cp, 1));
+                col2im(g, &col, r.len(), b, self.act, out);
+            })
+        } else {
+            // grid (Co, m*P) = Wm (Co, K) @ im2col(image) (K, m*P), chunk by chunk
+            filled_by_chunks(g.grid_len(), g.co * p, chunks(g), |r, out| {
+                let cp = r.len() * p;
+                let mut col = Scratch::new(k * cp);
+                im2col(g, x, r.clone(), &mut col);
+                let mut yg = Scratch::new(g.co * cp);
+                mm(g.co, cp, k, &mut yg, (w, k, 1), (&col, cp, 1));
+                from_cnp(&yg, g.co, p, r.len(), b, self.act, out);
+            })
+        };
+        Ok((CpuStorage::F32(y), self.out_shape()))
+    }
+
+    /// Gradients of the tracked inputs: (dx, dw, db).
+    fn backward(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+        want: [bool; 3],
+    ) -> Result<[Option<Tensor>; 3]> {
+        let g = &self.g;
+        let (k, p) = (g.k(), g.p());
+        let dy = dy.contiguous()?;
+        let (xr, wr, dyr) = (
+            CpuRead::new(x, NAME)?,
+            CpuRead::new(w, NAME)?,
+            CpuRead::new(&dy, NAME)?,
+        );
+        let (xs, ws) = (xr.slice(), wr.slice());
+        // The gradient before the activation: dy * act'(y).
+        let pre: Vec<f32>;
+        let dys = if self.act == Activation::Identity {
+            dyr.slice()
+        } else {
+            let yr = CpuRead::new(y, NAME)?;
+            let act = self.act;
+            pre = act.grad(dyr.slice(), yr.slice());
+            &pre
+        };
+        // The image-side and grid-side tensors of this call, whichever is input or output.
+        let (image, grid) = if self.transposed {
+            (dys, xs)
+        } else {
+            (xs, dys)
+        };
+        // dWm (Co, K) = sum over chunks of grid (Co, m*P) @ im2col(image)^T (m*P, K). Each
+        // task sums its own run of chunks; the runs' sums are added in sample order afterwards,
+        // so the result does not depend on which thread finishes first (exact resume needs it).
+        let dw_parts: Mutex<Vec<(usize, Vec<f32>)>> = Mutex::new(Vec::new());
+        let (x_len, per_x) = if self.transposed {
+            (g.grid_len(), g.co * p)
+        } else {
+            (g.image_len(), g.ci * g.hi * g.wi)
+        };
+        let per_chunk = chunk_len(g);
+        let chunk = |r: Range<usize>, dx_out: Option<&mut [MaybeUninit<f32>]>, dw: &mut [f32]| {
+            let cp = r.len() * p;
+            let mut gc = Scratch::new(g.co * cp);
+            to_cnp(grid, g.co, p, r.clone(), &mut gc);
+            let need_col = want[1] || (want[0] && self.transposed);
+            let mut col = Scratch::new(if need_col { k * cp } else { 0 });
+            if need_col {
+                im2col(g, image, r.clone(), &mut col);
+            }
+            if want[1] {
+                mm_add(g.co, k, cp, dw, (&gc, cp, 1), (&col, 1, cp));
+            }
+            if let Some(out) = dx_out {
+                if self.transposed {
+                    // d grid (Co, m*P) = Wm (Co, K) @ im2col(d image) (K, m*P)
+                    let mut dg = Scratch::new(g.co * cp);
+                    mm(g.co, cp, k, &mut dg, (ws, k, 1), (&col, cp, 1));
+                    from_cnp(&dg, g.co, p, r.len(), None, Activation::Identity, out);
+                } else {
+                    // d image = col2im(Wm^T (K, Co) @ d grid (Co, m*P))
+                    let mut dcol = Scratch::new(k * cp);
+                    mm(k, cp, g.co, &mut dcol, (ws, 1, k), (&gc, cp, 1));
+                    col2im(g, &dcol, r.len(), None, Activation::Identity, out);
+                }
+            }
+        };
+        // One task: the chunks of the samples `r`, in order.
+        let task = |r: Range<usize>, mut dx_out: Option<&mut [MaybeUninit<f32>]>| {
+            let mut dw = vec![0f32; if want[1] { g.co * k } else { 0 }];
+            for a in r.clone().step_by(per_chunk) {
+                let sub = a..(a + per_chunk).min(r.end);
+                let out = dx_out
+                    .as_deref_mut()
+                    .map(|o| &mut o[(sub.start - r.start) * per_x..(sub.end - r.start) * per_x]);
+                chunk(sub, out, &mut dw);
+            }
+            if want[1] {
+                let mut parts = dw_parts.lock().unwrap_or_else(|e| e.into_inner());
+                parts.push((r.start, dw));
+            }
+        };
+        let tasks = task_ranges(g);
+        let dx = if want[0] {
+            let dx = filled_by_chunks(x_len, per_x, tasks, |r, out| task(r, Some(out)));
+            Some(tensor(dx, x.shape())?)
+        } else {
+            if want[1] {
+                run_tasks(tasks, |r| task(r, None));
+            }
+            None
+        };
+        let dw = if want[1] {
+            let mut parts = dw_parts.into_inner().unwrap_or_else(|e| e.into_inner());
+            parts.sort_by_key(|(start, _)| *start);
+            let mut parts = parts.into_iter().map(|(_, v)| v);
+            let mut dw = parts.next().unwrap_or_else(|| vec![0f32; g.co * k]);
+            for part in parts {
+                dw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+            }
+            Some(tensor(dw, w.shape())?)
+        } else {
+            None
+        };
+        let db = if want[2] {
+            let (c, plane) = if self.transposed {
+                (g.ci, g.hi * g.wi)
+            } else {
+                (g.co, p)
+            };
+            Some(tensor(channel_sums(dys, c, plane), c)?)
+        } else {
+            None
+        };
+        Ok([dx, dw, db])
+    }
+}
+
+impl CustomOp2 for ConvOp {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        self.forward(f32_slice(s1, l1, NAME)?, f32_slice(s2, l2, NAME)?, None)
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let [dx, dw, _] = self.backward(x, w, y, dy, [x.track_op(), w.track_op(), false])?;
+        Ok((dx, dw))
+    }
+}
+
+impl CustomOp3 for ConvOp {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let b = f32_slice(s3, l3, NAME)?;
+        self.forward(f32_slice(s1, l1, NAME)?, f32_slice(s2, l2, NAME)?, Some(b))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        y: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let [dx, dw, db] =
+            self.backward(x, w, y, dy, [x.track_op(), w.track_op(), b.track_op()])?;
+        Ok((dx, dw, db))
+    }
+}
