@@ -4,116 +4,38 @@
 //! GPT loop's shape; it logs the loss, reward margins and preference accuracy, and evaluates
 //! them on a held-out split.
 
+mod config;
+mod eval;
 pub mod loss;
+mod pairs;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use serde::{Deserialize, Serialize};
+use candle_core::{DType, Device};
 
+pub use config::{AlignConfig, PrefDataConfig};
+pub use eval::{DpoEval, evaluate, pair_logps};
 pub use loss::{DpoOutput, dpo_loss, reward_stats, sequence_logps};
+pub use pairs::{DpoData, PairTokens, prepare_pairs};
 
-use crate::data::instructions::{TokenizedExample, tokenize_conversation, tokenize_spans};
-use crate::data::preferences::{PreferencePair, PreferenceSet, read_preferences};
+use crate::data::preferences::read_preferences;
 use crate::error::{Error, Result};
-use crate::models::CausalLm;
 use crate::models::pretrained::{ModelConfig, TextLm};
 use crate::nn::Dropout;
-use crate::nn::lora::LoraConfig;
 use crate::run_dir::{OnExisting, RunDir};
-use crate::tokenizer::chat::{ChatMessage, ChatTemplate, Role};
+use crate::tokenizer::chat::ChatTemplate;
 use crate::train::checkpoint::TrainState;
-use crate::train::config::TrainConfig;
-use crate::train::finetune::record::{dropout_seed, read_record, write_record};
+use crate::train::finetune::record::{read_record, write_record};
 use crate::train::finetune::{
-    Base, EpochOrder, Policy, ReplyFn, bos_of, check_common, finetune_train_config, pad_batch,
-    report, resolve_template, split_indices, truncate, write_model_files,
+    Base, DPO_DROPOUT_STREAM, EpochOrder, Policy, ReplyFn, bos_of, report, resolve_template,
+    write_model_files,
 };
 use crate::train::interrupt;
 use crate::train::metrics::MetricsLog;
 use crate::train::optimizer::AdamW;
 use crate::train::progress::Progress;
 use crate::train::schedule::LrSchedule;
-
-/// Everything `muse align` can be told.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlignConfig {
-    pub train: TrainConfig,
-    /// DPO's beta: how far the policy may move from the reference (smaller: further).
-    pub beta: f64,
-    pub data: PrefDataConfig,
-    /// LoRA adapters on the policy instead of full fine-tuning.
-    pub lora: Option<LoraConfig>,
-    /// Dropout inside the model while training (0: off, the usual choice for DPO).
-    pub model_dropout: f32,
-}
-
-/// How preference pairs become sequences.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PrefDataConfig {
-    /// Chat template for pairs with a `prompt`: `base`, `plain`, `chatml` or a path.
-    pub template: String,
-    /// Use `prompt` + reply as raw text, without the chat template.
-    pub raw: bool,
-    /// Fraction of the pairs held out for evaluation.
-    pub val_fraction: f64,
-    /// Longest sequence in tokens (0: the model's context + 1); longer ones are cut.
-    pub max_len: usize,
-}
-
-impl AlignConfig {
-    /// DPO defaults: beta 0.1, 200 steps of 8 pairs, lr 5e-5 (LoRA 5e-4), 10% held out.
-    pub fn preset(beta: f64, lora: Option<LoraConfig>) -> Self {
-        let mut train = finetune_train_config(lora.is_some());
-        train.max_iters = 200;
-        train.lr_decay_iters = 200;
-        train.warmup_iters = 10;
-        (train.lr, train.min_lr) = if lora.is_some() {
-            (5e-4, 5e-5)
-        } else {
-            (5e-5, 5e-6)
-        };
-        train.eval_interval = 25;
-        Self {
-            train,
-            beta,
-            data: PrefDataConfig {
-                template: "base".into(),
-                raw: false,
-                val_fraction: 0.1,
-                max_len: 0,
-            },
-            lora,
-            model_dropout: 0.0,
-        }
-    }
-
-    /// `dpo` or `dpo-lora`.
-    pub fn preset_name(&self) -> &'static str {
-        if self.lora.is_some() {
-            "dpo-lora"
-        } else {
-            "dpo"
-        }
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        self.train
-            .validate()
-            .map_err(|e| Error::usage(format!("train: {e}")))?;
-        if !(self.beta > 0.0 && self.beta.is_finite()) {
-            return Err(Error::usage("--beta must be a positive number"));
-        }
-        check_common(
-            self.data.val_fraction,
-            self.model_dropout,
-            self.lora.as_ref(),
-        )
-    }
-}
 
 /// What to align, with which preferences, and where.
 pub struct AlignJob {
@@ -126,18 +48,6 @@ pub struct AlignJob {
     pub on_existing: OnExisting,
     pub device: Device,
 }
-
-/// Held-out DPO statistics.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct DpoEval {
-    pub loss: f64,
-    /// Fraction of pairs whose implicit reward ranks chosen above rejected (ties half).
-    pub accuracy: f64,
-    pub margin: f64,
-    pub chosen_reward: f64,
-    pub rejected_reward: f64,
-}
-
 /// The outcome of a finished run.
 pub struct AlignReport {
     pub run_dir: PathBuf,
@@ -151,181 +61,6 @@ pub struct AlignReport {
     pub train_seconds: f64,
     pub samples: Vec<(String, String)>,
 }
-
-/// A pair as token ids.
-#[derive(Clone, Debug)]
-pub struct PairTokens {
-    pub chosen: TokenizedExample,
-    pub rejected: TokenizedExample,
-}
-
-/// Pairs ready for training.
-pub struct DpoData {
-    pub train: Vec<PairTokens>,
-    pub val: Vec<PairTokens>,
-    /// Held-out prompts as the model sees them, for samples.
-    pub val_prompts: Vec<String>,
-    pub dropped: usize,
-}
-
-/// The text of a pair's prompt and one reply as (prompt part, reply part) spans, and whether
-/// the reply ends a chat turn (gets end-of-text).
-fn pair_spans(
-    pair: &PreferencePair,
-    template: &ChatTemplate,
-    raw: bool,
-) -> (Option<Vec<ChatMessage>>, String) {
-    if pair.has_prompt && !raw {
-        let convo = vec![ChatMessage::new(Role::User, pair.prompt.clone())];
-        let prompt = template.render(&convo, true);
-        (Some(convo), prompt)
-    } else {
-        (None, pair.prompt.clone())
-    }
-}
-
-/// Tokenizes pairs (through the chat template when they have a prompt, unless `raw`) and
-/// splits off the held-out part.
-pub fn prepare_pairs(
-    set: &PreferenceSet,
-    base: &Base,
-    template: &ChatTemplate,
-    raw: bool,
-    max_len: usize,
-    val_fraction: f64,
-) -> Result<DpoData> {
-    let n = set.pairs.len();
-    if n < 2 {
-        return Err(Error::input(format!(
-            "{} holds {n} preference pair(s); alignment needs at least 2 (one is held out)",
-            set.source.path
-        )));
-    }
-    let (train_idx, val_idx) = split_indices(n, val_fraction);
-    let mut dropped = 0;
-    let tok = &base.tokenizer;
-    let mut encode = |i: usize| -> Result<Option<(PairTokens, String)>> {
-        let pair = &set.pairs[i];
-        let (convo, prompt) = pair_spans(pair, template, raw);
-        let one = |reply: &str| -> Result<TokenizedExample> {
-            match &convo {
-                Some(c) => {
-                    let mut c = c.clone();
-                    c.push(ChatMessage::new(Role::Assistant, reply));
-                    tokenize_conversation(tok, template, &c, base.bos, base.eos)
-                }
-                None => {
-                    tokenize_spans(tok, &[(&pair.prompt, false), (reply, true)], base.bos, None)
-                }
-            }
-        };
-        let (c, r) = match (one(&pair.chosen), one(&pair.rejected)) {
-            (Ok(c), Ok(r)) => (c, r),
-            (Err(Error::Input(_)), _) | (_, Err(Error::Input(_))) if tok.is_char_level() => {
-                dropped += 1;
-                return Ok(None);
-            }
-            (Err(e), _) | (_, Err(e)) => return Err(e),
-        };
-        match (truncate(&c, max_len), truncate(&r, max_len)) {
-            (Some(chosen), Some(rejected)) => Ok(Some((PairTokens { chosen, rejected }, prompt))),
-            _ => {
-                dropped += 1;
-                Ok(None)
-            }
-        }
-    };
-    let mut train = Vec::new();
-    for &i in &train_idx {
-        train.extend(encode(i)?.map(|(p, _)| p));
-    }
-    let mut val = Vec::new();
-    let mut val_prompts = Vec::new();
-    for &i in &val_idx {
-        if let Some((p, prompt)) = encode(i)? {
-            val.push(p);
-            val_prompts.push(prompt);
-        }
-    }
-    if train.is_empty() || val.is_empty() {
-        return Err(Error::input(format!(
-            "no preference pairs left to {} after tokenizing ({dropped} dropped)",
-            if train.is_empty() {
-                "train on"
-            } else {
-                "hold out"
-            }
-        )));
-    }
-    Ok(DpoData {
-        train,
-        val,
-        val_prompts,
-        dropped,
-    })
-}
-
-/// Sequence log-probabilities of the chosen and rejected replies of `pairs` under `model`:
-/// one forward over a batch of 2B rows (chosen rows first).
-///
-/// # Shapes
-/// -> ((B,), (B,)).
-pub fn pair_logps(
-    model: &TextLm,
-    pairs: &[&PairTokens],
-    pad: u32,
-    dropout: &mut Dropout,
-    device: &Device,
-) -> Result<(Tensor, Tensor)> {
-    let b = pairs.len();
-    let rows: Vec<&TokenizedExample> = pairs
-        .iter()
-        .map(|p| &p.chosen)
-        .chain(pairs.iter().map(|p| &p.rejected))
-        .collect();
-    let batch = pad_batch(&rows, pad, device)?;
-    let logits = model.forward(&batch.inputs, dropout)?; // (2B * T, V)
-    let logps = sequence_logps(&logits, &batch.targets)?; // (2B,)
-    Ok((logps.narrow(0, 0, b)?, logps.narrow(0, b, b)?))
-}
-
-/// DPO statistics of `policy` against `reference` over `pairs` (at most `max_batches`).
-pub fn evaluate(
-    policy: &TextLm,
-    reference: &TextLm,
-    pairs: &[PairTokens],
-    beta: f64,
-    batch_size: usize,
-    max_batches: usize,
-    pad: u32,
-) -> Result<DpoEval> {
-    let device = policy.device();
-    let mut sum = DpoEval::default();
-    let mut n = 0usize;
-    for chunk in pairs.chunks(batch_size.max(1)).take(max_batches.max(1)) {
-        let refs: Vec<&PairTokens> = chunk.iter().collect();
-        let (pc, pr) = pair_logps(policy, &refs, pad, &mut Dropout::eval(), device)?;
-        let (rc, rr) = pair_logps(reference, &refs, pad, &mut Dropout::eval(), device)?;
-        let out = dpo_loss(&pc, &pr, &rc, &rr, beta)?;
-        let (margin, acc, c, r) = reward_stats(&out)?;
-        let k = chunk.len() as f64;
-        sum.loss += out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()? * k;
-        sum.accuracy += acc * k;
-        sum.margin += margin * k;
-        sum.chosen_reward += c * k;
-        sum.rejected_reward += r * k;
-        n += chunk.len();
-    }
-    let n = n.max(1) as f64;
-    Ok(DpoEval {
-        loss: sum.loss / n,
-        accuracy: sum.accuracy / n,
-        margin: sum.margin / n,
-        chosen_reward: sum.chosen_reward / n,
-        rejected_reward: sum.rejected_reward / n,
-    })
-}
-
 /// Runs DPO as `job` says. Returns [`Error::Interrupted`] after saving a checkpoint when
 /// Ctrl-C was pressed.
 pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
@@ -464,42 +199,28 @@ pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
 
         let t0 = Instant::now();
         let lr = schedule.at(step as usize);
-        let mut grads = None;
         let (mut loss_sum, mut margin_sum, mut acc_sum) = (0.0, 0.0, 0.0);
-        for micro in 0..t.grad_accum as u64 {
-            let idx = order.batch(step, micro, t.grad_accum as u64, t.batch_size);
-            let pairs: Vec<&PairTokens> = idx.iter().map(|&i| &data.train[i]).collect();
-            let seed = dropout_seed(t.seed, step, micro, DPO_DROPOUT_STREAM);
-            if let Some((l, _)) = &policy.lora {
-                policy.lora_dropout.train(l.dropout, seed ^ 0x10AA);
-            }
-            let mut dropout = Dropout::train(cfg.model_dropout, seed);
-            let (pc, pr) = pair_logps(&policy.model, &pairs, pad, &mut dropout, &job.device)?;
-            let (rc, rr) = pair_logps(&reference, &pairs, pad, &mut Dropout::eval(), &job.device)?;
-            let out = dpo_loss(&pc, &pr, &rc, &rr, cfg.beta)?;
-            let scaled = if t.grad_accum > 1 {
-                (&out.loss / t.grad_accum as f64)?
-            } else {
-                out.loss.clone()
-            };
-            let store = scaled.backward()?;
-            let (margin, acc, _, _) = reward_stats(&out)?;
-            loss_sum += out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            margin_sum += margin;
-            acc_sum += acc;
-            match grads.as_mut() {
-                None => grads = Some(opt.grads(&store)),
-                Some(g) => opt.accumulate(g, &store)?,
-            }
-        }
-        policy.lora_dropout.eval();
-        let mut grads = grads.expect("grad_accum >= 1");
-        let grad_norm = if t.grad_clip > 0.0 {
-            grads.clip(t.grad_clip)?
-        } else {
-            f64::NAN
-        };
-        opt.step(&grads, lr)?;
+        let grad_norm = policy.optimizer_step(
+            &mut opt,
+            t,
+            cfg.model_dropout,
+            DPO_DROPOUT_STREAM,
+            step,
+            lr,
+            |micro, dropout| {
+                let idx = order.batch(step, micro, t.grad_accum as u64, t.batch_size);
+                let pairs: Vec<&PairTokens> = idx.iter().map(|&i| &data.train[i]).collect();
+                let (pc, pr) = pair_logps(&policy.model, &pairs, pad, dropout, &job.device)?;
+                let (rc, rr) =
+                    pair_logps(&reference, &pairs, pad, &mut Dropout::eval(), &job.device)?;
+                let out = dpo_loss(&pc, &pr, &rc, &rr, cfg.beta)?;
+                let (margin, acc, _, _) = reward_stats(&out)?;
+                loss_sum += out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                margin_sum += margin;
+                acc_sum += acc;
+                Ok(out.loss)
+            },
+        )?;
         let k = t.grad_accum as f64;
         let (loss, margin, acc) = (loss_sum / k, margin_sum / k, acc_sum / k);
         state.step = step + 1;
@@ -654,9 +375,6 @@ fn held_out_replies(
         })
         .collect()
 }
-
-/// DPO's dropout stream, apart from other loops'.
-const DPO_DROPOUT_STREAM: u64 = 0xD90;
 
 /// The stored config and base path of a run written by [`align`], for `--resume`.
 pub fn stored_config(run: &Path) -> Result<(AlignConfig, String)> {

@@ -10,6 +10,7 @@ mod config;
 pub mod policy;
 pub mod record;
 pub mod report;
+mod step;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -19,6 +20,7 @@ use candle_core::{DType, Device};
 pub use batch::{EpochOrder, PaddedBatch, example_io, pad_batch, split_indices, truncate};
 pub use config::{FinetuneConfig, SftDataConfig, check_common, finetune_train_config};
 pub use policy::{Base, Policy, resolve_template, write_model_files};
+pub use step::{DPO_DROPOUT_STREAM, SFT_DROPOUT_STREAM};
 
 use crate::data::instructions::{
     InstructionSet, TokenizedExample, read_instructions, tokenize_conversation,
@@ -26,7 +28,6 @@ use crate::data::instructions::{
 use crate::error::{Error, Result};
 use crate::models::CausalLm;
 use crate::models::pretrained::TextLm;
-use crate::nn::Dropout;
 use crate::run_dir::{OnExisting, RunDir};
 use crate::tokenizer::TextTokenizer;
 use crate::tokenizer::chat::{ChatMessage, ChatTemplate, Role};
@@ -296,39 +297,25 @@ pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneRepo
 
         let t0 = Instant::now();
         let lr = schedule.at(step as usize);
-        let mut grads = None;
         let (mut loss_sum, mut tokens) = (0.0, 0usize);
-        for micro in 0..t.grad_accum as u64 {
-            let idx = order.batch(step, micro, t.grad_accum as u64, t.batch_size);
-            let examples: Vec<&TokenizedExample> = idx.iter().map(|&i| &data.train[i]).collect();
-            let b = pad_batch(&examples, pad, &job.device)?;
-            tokens += b.n_tokens;
-            let seed = record::dropout_seed(t.seed, step, micro, SFT_DROPOUT_STREAM);
-            if let Some((l, _)) = &policy.lora {
-                policy.lora_dropout.train(l.dropout, seed ^ 0x10AA);
-            }
-            let mut dropout = Dropout::train(cfg.model_dropout, seed);
-            let loss = policy.model.loss(&b.inputs, &b.targets, &mut dropout)?;
-            let scaled = if t.grad_accum > 1 {
-                (&loss / t.grad_accum as f64)?
-            } else {
-                loss.clone()
-            };
-            let store = scaled.backward()?;
-            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            match grads.as_mut() {
-                None => grads = Some(opt.grads(&store)),
-                Some(g) => opt.accumulate(g, &store)?,
-            }
-        }
-        policy.lora_dropout.eval();
-        let mut grads = grads.expect("grad_accum >= 1");
-        let grad_norm = if t.grad_clip > 0.0 {
-            grads.clip(t.grad_clip)?
-        } else {
-            f64::NAN
-        };
-        opt.step(&grads, lr)?;
+        let grad_norm = policy.optimizer_step(
+            &mut opt,
+            t,
+            cfg.model_dropout,
+            SFT_DROPOUT_STREAM,
+            step,
+            lr,
+            |micro, dropout| {
+                let idx = order.batch(step, micro, t.grad_accum as u64, t.batch_size);
+                let examples: Vec<&TokenizedExample> =
+                    idx.iter().map(|&i| &data.train[i]).collect();
+                let b = pad_batch(&examples, pad, &job.device)?;
+                tokens += b.n_tokens;
+                let loss = policy.model.loss(&b.inputs, &b.targets, dropout)?;
+                loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                Ok(loss)
+            },
+        )?;
         let loss = loss_sum / t.grad_accum as f64;
         state.step = step + 1;
         state.examples_seen += (t.batch_size * t.grad_accum) as u64;
@@ -500,9 +487,6 @@ fn plot_sft(run: &RunDir) -> Result<()> {
         ],
     )
 }
-
-/// Keeps SFT's dropout masks apart from other loops'.
-const SFT_DROPOUT_STREAM: u64 = 0x5F7;
 
 /// The held-out loss logged at step 0 (for a resumed run's report).
 fn first_val_loss(run: &RunDir) -> Option<f64> {
