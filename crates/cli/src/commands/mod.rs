@@ -17,3 +17,4 @@ pub mod score;
 pub mod tokenizer;
 pub mod train;
 pub mod train_image;
+pub mod tuning;
