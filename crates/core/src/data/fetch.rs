@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 ///
 /// A dataset already complete under `$MUSE_DATA_DIR` or the cache is returned as is, without
 /// any network access. Otherwise its missing files are downloaded into
-/// `<cache root>/NAME/` (see [`cache_root`](super::cache_root)) and verified.
+/// `<cache root>/NAME/` (see [`super::cache_root`]) and verified.
 pub fn fetch(name: &str) -> Result<PathBuf> {
     let spec = require_spec(name)?;
     if let Presence::Present { dir, .. } = locate_in(spec, &search_dirs()) {

@@ -6,10 +6,10 @@
 //! 1. `$MUSE_DATA_DIR/NAME/` (tests and CI point it at the shared data folder),
 //! 2. the user cache dir, `$MUSE_CACHE_DIR/datasets/NAME/` or `~/.cache/muse/datasets/NAME/`,
 //! 3. a download into the cache dir from the canonical URL, checked against the registered
-//!    sha256 ([`fetch`], [`dataset_dir`]).
+//!    sha256 ([`fetch()`], [`dataset_dir`]).
 //!
 //! A folder counts as present when every registered file has the registered size;
-//! [`verify`] recomputes the sha256 sums.
+//! [`verify()`] recomputes the sha256 sums.
 
 mod catalog;
 mod fetch;

@@ -1,4 +1,4 @@
-//! Matrix-vector product for [`super::linear`] with a single input row (token-by-token
+//! Matrix-vector product for [`super::linear()`] with a single input row (token-by-token
 //! decoding), in both weight layouts.
 //!
 //! With one row, a matmul is one pass over the weights at memory speed. `gemm` 0.19 runs it on

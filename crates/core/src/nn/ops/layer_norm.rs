@@ -126,7 +126,7 @@ impl LayerNormOp {
 }
 
 /// Mean and 1/sqrt(biased variance + eps) of one row (two passes: the row is in L1, and it
-/// avoids the cancellation of E[x^2] - E[x]^2).
+/// avoids the cancellation of `E[x^2] - E[x]^2`).
 #[inline]
 fn stats(x: &[f32], eps: f32) -> (f32, f32) {
     let n = x.len() as f32;

@@ -58,7 +58,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, layout: WeightLayout) 
     }
 }
 
-/// The op, also used by [`super::lora`] for the frozen base product of an adapted layer (so
+/// The op, also used by [`crate::nn::lora`] for the frozen base product of an adapted layer (so
 /// that product is bit for bit the plain layer's).
 pub(super) struct LinearOp {
     pub(super) layout: WeightLayout,

@@ -31,7 +31,7 @@ pub struct LoraUpdate<'a> {
 /// `mask` (kept elements by `1 / (1 - p)`, dropped ones by 0) or is `x` without a mask.
 ///
 /// Fused for F32 CPU tensors with `w` and `bias` frozen (no gradient flows to them); otherwise
-/// composed from [`super::linear`] and tensor ops ([`reference::lora_composed`]).
+/// composed from [`super::linear()`] and tensor ops.
 ///
 /// # Shapes
 /// `x`: (..., in), `w`: (in, out) for [`WeightLayout::InOut`] or (out, in) for

@@ -128,7 +128,7 @@ impl Out {
 /// `dst (m x n, row stride dst.1) = scale * lhs (m x k) @ rhs (k x n)`, `(m, n, k) = dims`.
 ///
 /// # Safety
-/// As for [`gemm`] (with `dst` row-major from `dst.0`).
+/// As for [`gemm()`] (with `dst` row-major from `dst.0`).
 pub(crate) unsafe fn mm(
     dims: (usize, usize, usize),
     dst: (*mut f32, usize),
@@ -141,11 +141,11 @@ pub(crate) unsafe fn mm(
     unsafe { gemm(m, n, k, dst.0, dst.1 as isize, 1, false, lhs, rhs, scale) }
 }
 
-/// [`gemm`] split across the pool: into one block of rows (or of columns, whichever dimension
+/// [`gemm()`] split across the pool: into one block of rows (or of columns, whichever dimension
 /// is longer) per thread, each multiplied single-threaded. Small products run inline.
 ///
 /// # Safety
-/// As for [`gemm`].
+/// As for [`gemm()`].
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn par_gemm(
     m: usize,

@@ -8,7 +8,7 @@
 //! matmuls going straight to the `gemm` crate, split across the same pool.
 //!
 //! Every public function takes the fast path for F32 tensors on the CPU and otherwise falls back
-//! to [`reference`], the same maths composed from candle ops (what runs on CUDA). Tests compare
+//! to [`reference`](mod@reference), the same maths composed from candle ops (what runs on CUDA). Tests compare
 //! the two, values and gradients.
 
 mod adamw;

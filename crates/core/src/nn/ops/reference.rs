@@ -17,7 +17,7 @@ fn widen(x: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// See [`super::layer_norm`].
+/// See [`super::layer_norm()`].
 ///
 /// # Shapes
 /// `x`: (..., C), `weight`: (C), `bias`: (C) -> (..., C).
@@ -37,7 +37,7 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) 
     }
 }
 
-/// See [`super::rms_norm`].
+/// See [`super::rms_norm()`].
 ///
 /// # Shapes
 /// `x`: (..., C), `weight`: (C) -> (..., C).
@@ -82,7 +82,7 @@ pub fn causal_self_attention(qkv: &Tensor, n_head: usize) -> Result<Tensor> {
     y.transpose(1, 2)?.reshape((b, t, c)) // (B, T, C)
 }
 
-/// See [`super::linear`].
+/// See [`super::linear()`].
 ///
 /// # Shapes
 /// `x`: (..., in), `w`: (in, out) or (out, in), `b`: (out) -> (..., out).
@@ -104,7 +104,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, layout: WeightLayout) 
     y.reshape(dims)
 }
 
-/// See [`super::lora_linear`]: the base layer plus dropout, two rank-r products and a scale.
+/// See [`super::lora_linear()`]: the base layer plus dropout, two rank-r products and a scale.
 ///
 /// # Shapes
 /// `x`: (..., in), `w`: (in, out) or (out, in), `bias`: (out), `A`: (r, in), `B`: (out, r)
@@ -141,7 +141,7 @@ pub(crate) fn lora_composed(
     y + (u * update.scale)?
 }
 
-/// See [`super::gelu`]: candle's own GELU ops.
+/// See [`super::gelu()`]: candle's own GELU ops.
 ///
 /// # Shapes
 /// `x`: any -> same shape.
@@ -152,7 +152,7 @@ pub fn gelu(x: &Tensor, kind: GeluKind) -> Result<Tensor> {
     }
 }
 
-/// See [`super::cross_entropy`]: log-softmax, gather, masked mean.
+/// See [`super::cross_entropy()`]: log-softmax, gather, masked mean.
 ///
 /// # Shapes
 /// `logits`: (N, V), `targets`: (N) u32 -> scalar ().

@@ -1,7 +1,7 @@
 //! RMSNorm over the last dimension (Zhang & Sennrich 2019, "Root Mean Square Layer
 //! Normalization"; the Llama norm), fused forward and backward.
 //!
-//! Like [`super::layer_norm`], the backward recomputes each row's scale from `x` instead of
+//! Like [`super::layer_norm()`], the backward recomputes each row's scale from `x` instead of
 //! saving it between the passes.
 
 use candle_core::{CpuStorage, CustomOp2, D, Layout, Result, Shape, Tensor, bail};

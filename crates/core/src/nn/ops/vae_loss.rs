@@ -4,7 +4,7 @@
 //!
 //! Composed from candle ops each term is six to eight element-wise passes, each allocating
 //! a tensor, plus as many again in the backward. Fused, the BCE is one vectorised pass (the
-//! polynomial `exp` of [`super::math`] and a series for `ln(1 + e)`) that also writes the
+//! polynomial `exp` of `math` and a series for `ln(1 + e)`) that also writes the
 //! gradient, which the backward only scales; the KL is one pass each way:
 //!
 //! ```text
