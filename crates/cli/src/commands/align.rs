@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use muse_core::train::dpo::{AlignConfig, AlignJob, align, stored_config, stored_data};
+use muse_core::train::dpo::{AlignConfig, align, stored_config, stored_data};
 
 use super::tuning::{TuneArgs, print_samples, reply_fn};
 
@@ -61,22 +61,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     config.validate()?;
-    eprintln!(
-        "run: {}  base: {}  preferences: {data}  method: {}",
-        out.display(),
-        a.run.display(),
-        config.preset_name()
-    );
-    eprintln!("{}", toml::to_string(&config)?);
-    let job = AlignJob {
-        base: a.run.clone(),
-        tokenizer: a.tune.tokenizer.clone(),
-        data,
-        config,
-        out,
-        on_existing: a.tune.on_existing(),
-        device: a.tune.device.device()?,
-    };
+    let method = config.preset_name();
+    let job = a
+        .tune
+        .job(&a.run, ("preferences", data), method, config, out)?;
     let reply = reply_fn();
     let r = align(job, Some(&reply))?;
     eprintln!(

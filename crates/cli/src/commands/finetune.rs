@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use muse_core::data::instructions::InstructionFormat;
-use muse_core::train::finetune::{FinetuneConfig, FinetuneJob, finetune, stored_config};
+use muse_core::train::finetune::{FinetuneConfig, finetune, stored_config};
 
 use super::tuning::{TuneArgs, print_samples, reply_fn};
 
@@ -51,22 +51,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         return Ok(());
     }
     config.validate()?;
-    eprintln!(
-        "run: {}  base: {}  data: {data}  method: {}",
-        out.display(),
-        a.run.display(),
-        config.preset_name()
-    );
-    eprintln!("{}", toml::to_string(&config)?);
-    let job = FinetuneJob {
-        base: a.run.clone(),
-        tokenizer: a.tune.tokenizer.clone(),
-        data,
-        config,
-        out,
-        on_existing: a.tune.on_existing(),
-        device: a.tune.device.device()?,
-    };
+    let method = config.preset_name();
+    let job = a.tune.job(&a.run, ("data", data), method, config, out)?;
     let reply = reply_fn();
     let r = finetune(job, Some(&reply))?;
     eprintln!(

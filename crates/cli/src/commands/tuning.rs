@@ -8,6 +8,8 @@ use muse_core::nn::lora::LoraConfig;
 use muse_core::run_dir::OnExisting;
 use muse_core::sample::{GenerateOptions, Sampler, SamplingParams, generate};
 use muse_core::tokenizer::TextTokenizer;
+use muse_core::train::finetune::TuneJob;
+use serde::Serialize;
 
 use super::common::DeviceArgs;
 
@@ -90,6 +92,33 @@ impl TuneArgs {
             (_, true) => OnExisting::Overwrite,
             _ => OnExisting::Refuse,
         }
+    }
+
+    /// Prints the run, base, data and resolved config to stderr, and the job that trains it.
+    /// `data_label` names the data in that line (`data`, `preferences`).
+    pub fn job<C: Serialize>(
+        &self,
+        base: &Path,
+        (data_label, data): (&str, String),
+        method: &str,
+        config: C,
+        out: PathBuf,
+    ) -> anyhow::Result<TuneJob<C>> {
+        eprintln!(
+            "run: {}  base: {}  {data_label}: {data}  method: {method}",
+            out.display(),
+            base.display(),
+        );
+        eprintln!("{}", toml::to_string(&config)?);
+        Ok(TuneJob {
+            base: base.to_path_buf(),
+            tokenizer: self.tokenizer.clone(),
+            data,
+            config,
+            out,
+            on_existing: self.on_existing(),
+            device: self.device.device()?,
+        })
     }
 }
 

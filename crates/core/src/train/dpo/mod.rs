@@ -12,7 +12,7 @@ mod pairs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::DType;
 
 pub use config::{AlignConfig, PrefDataConfig};
 pub use eval::{DpoEval, evaluate, pair_logps};
@@ -28,8 +28,8 @@ use crate::tokenizer::chat::ChatTemplate;
 use crate::train::checkpoint::TrainState;
 use crate::train::finetune::record::{read_record, write_record};
 use crate::train::finetune::{
-    Base, DPO_DROPOUT_STREAM, EpochOrder, Policy, ReplyFn, bos_of, report, resolve_template,
-    write_model_files,
+    Base, DPO_DROPOUT_STREAM, EpochOrder, Policy, ReplyFn, TuneJob, bos_of, report,
+    resolve_template, write_model_files,
 };
 use crate::train::interrupt;
 use crate::train::metrics::MetricsLog;
@@ -37,17 +37,9 @@ use crate::train::optimizer::AdamW;
 use crate::train::progress::Progress;
 use crate::train::schedule::LrSchedule;
 
-/// What to align, with which preferences, and where.
-pub struct AlignJob {
-    pub base: PathBuf,
-    pub tokenizer: Option<PathBuf>,
-    /// `--dpo`: a JSONL file, a folder of them, or `hh-rlhf`.
-    pub data: String,
-    pub config: AlignConfig,
-    pub out: PathBuf,
-    pub on_existing: OnExisting,
-    pub device: Device,
-}
+/// What to align, with which preferences (`--dpo`), and where.
+pub type AlignJob = TuneJob<AlignConfig>;
+
 /// The outcome of a finished run.
 pub struct AlignReport {
     pub run_dir: PathBuf,

@@ -43,19 +43,23 @@ use crate::train::schedule::LrSchedule;
 pub type ReplyFn<'a> =
     &'a dyn Fn(&dyn CausalLm, &TextTokenizer, &[u32], &[String], u64) -> Result<String>;
 
-/// What to fine-tune, on what, and where.
-pub struct FinetuneJob {
+/// What to tune (`muse finetune` or `muse align`), on what, and where.
+pub struct TuneJob<C> {
     /// The pretrained model: a Muse run, a Hugging Face folder, or a llama2.c `.bin`.
     pub base: PathBuf,
     /// A tokenizer replacing the base's (needed for a llama2.c `.bin`).
     pub tokenizer: Option<PathBuf>,
-    /// `--data`: a JSONL file, a folder of them, or `instructions`.
+    /// The data: for SFT a JSONL file, a folder of them, or `instructions`; for DPO the same
+    /// for preference pairs, or `hh-rlhf`.
     pub data: String,
-    pub config: FinetuneConfig,
+    pub config: C,
     pub out: PathBuf,
     pub on_existing: OnExisting,
     pub device: Device,
 }
+
+/// What to fine-tune, on what, and where.
+pub type FinetuneJob = TuneJob<FinetuneConfig>;
 
 /// The outcome of a finished run.
 pub struct FinetuneReport {
