@@ -7,24 +7,20 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
-use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
-use super::images::{
-    EpochConfig, ImageDataConfig, check_same_data, per_second, step_seed, write_training_record,
-};
-use crate::data::images::{EpochBatches, ImageDataset, Scale, Split, chunks};
+use super::image_run::{ImageRun, RunRecord};
+use super::images::{EpochConfig, ImageDataConfig, per_second, step_seed};
+use crate::data::images::{ImageDataset, Scale, Split, chunks};
 use crate::error::{Error, Result};
 use crate::models::classifier::{Classifier, ClassifierConfig};
-use crate::models::conv::torch_default_init;
-use crate::nn::{Dropout, init_varmap};
+use crate::nn::Dropout;
 use crate::run_dir::{OnExisting, RunDir};
-use crate::train::checkpoint::{self, TrainState};
+use crate::train::checkpoint::TrainState;
 use crate::train::config::ScheduleKind;
 use crate::train::metrics::{MetricsLog, read_metrics, series};
 use crate::train::plot::{Series, line_chart};
 use crate::train::progress::Progress;
-use crate::train::{AdamW, LrSchedule, interrupt};
 
 /// Everything `muse train classifier` can be told.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -135,38 +131,23 @@ pub fn train_classifier(job: ClassifierTrainJob) -> Result<ClassifierReport> {
     cfg.model
         .validate()
         .map_err(|e| Error::usage(format!("model: {e}")))?;
-    let run = RunDir::prepare(&job.out, job.on_existing)?;
-    let resuming = job.on_existing == OnExisting::Resume;
     let t = &cfg.train;
-
-    let mut varmap = VarMap::new();
-    let model = Classifier::new(
-        &cfg.model,
-        VarBuilder::from_varmap(&varmap, DType::F32, &job.device),
-    )?;
-    init_varmap(&varmap, t.seed, torch_default_init(&varmap))?;
-    let mut batches = EpochBatches::new(train.len(), t.batch_size, t.seed)?;
-    let spe = batches.steps_per_epoch();
-    let total = t.total_steps(spe);
-    let opt_cfg = t.optimizer_config(total);
-    let mut opt = AdamW::new(&varmap, &opt_cfg)?;
-    let mut state = if resuming {
-        let s = checkpoint::load(&run, &mut varmap, &mut [("", &mut opt)])?;
-        check_same_data(&run, &train.record)?;
-        s
-    } else {
-        crate::io::write_json_atomic(&run.config(), &cfg.model)?;
-        write_training_record(&run, "classifier", &job.preset, &cfg, t.seed, &train.record)?;
-        TrainState::default()
+    let record = RunRecord {
+        family: "classifier",
+        preset: &job.preset,
+        model: &cfg.model,
+        config: &cfg,
     };
-    let frozen = Classifier::new(
-        &cfg.model,
-        crate::train::gpt::detached(&varmap, &job.device)?,
+    let mut r = ImageRun::open(
+        &job.out,
+        job.on_existing,
+        t,
+        &train,
+        record,
+        &job.device,
+        |vb| Classifier::new(&cfg.model, vb),
     )?;
-    let schedule = LrSchedule::from_config(&opt_cfg);
-    let mut metrics = MetricsLog::open(&run.metrics(), resuming.then_some(state.step))?;
-    let eval_every = t.eval_every(spe);
-    let start = state.step;
+    let (spe, total, start) = (r.steps_per_epoch, r.total, r.state.step);
     tracing::info!(
         "classifier: {} parameters, {} train / {} test images, {total} steps ({spe} per epoch)",
         cfg.model.parameter_count(),
@@ -174,36 +155,19 @@ pub fn train_classifier(job: ClassifierTrainJob) -> Result<ClassifierReport> {
         test.len()
     );
     let progress = Progress::new("train", start, total);
-    let session = Instant::now();
-    let before = state.train_seconds;
-    let save = |state: &mut TrainState, opt: &AdamW| -> Result<()> {
-        state.train_seconds = before + session.elapsed().as_secs_f64();
-        checkpoint::save(
-            &run,
-            &checkpoint::varmap_tensors(&varmap),
-            &[("", opt)],
-            state,
-        )
-    };
 
     for step in start..total {
-        if interrupt::stop_requested() {
-            save(&mut state, &opt)?;
-            progress.println(&format!(
-                "interrupted: checkpoint saved at step {step}; continue with --resume"
-            ));
-            return Err(Error::Interrupted);
-        }
-        if step > start && step % eval_every == 0 {
-            let ev = evaluate_classifier(&frozen, &test, 500, &job.device)?;
-            log_eval(&progress, &mut metrics, step, spe, &ev, &mut state)?;
-            save(&mut state, &opt)?;
-            metrics.sync()?;
-            plot(&run)?;
+        r.stop_if_requested(step, &progress)?;
+        if step > start && step % r.eval_every == 0 {
+            let ev = evaluate_classifier(&r.frozen, &test, 500, &job.device)?;
+            log_eval(&progress, &mut r.metrics, step, spe, &ev, &mut r.state)?;
+            r.save()?;
+            r.metrics.sync()?;
+            plot(&r.run)?;
         }
         let t0 = Instant::now();
-        let lr = schedule.at(step as usize);
-        let idx = batches.indices(step);
+        let lr = r.schedule.at(step as usize);
+        let idx = r.batches.indices(step);
         let x = train.shifted_batch(
             &idx,
             Scale::Unit,
@@ -215,17 +179,17 @@ pub fn train_classifier(job: ClassifierTrainJob) -> Result<ClassifierReport> {
             .labels_at(&idx, &job.device)?
             .expect("checked labelled above");
         let mut dropout = Dropout::train(cfg.model.dropout, step_seed(t.seed, step, 1));
-        let loss = model.loss(&x, &y, &mut dropout)?;
-        let mut grads = opt.grads(&loss.backward()?);
+        let loss = r.model.loss(&x, &y, &mut dropout)?;
+        let mut grads = r.opt.grads(&loss.backward()?);
         if t.grad_clip > 0.0 {
             grads.clip(t.grad_clip)?;
         }
-        opt.step(&grads, lr)?;
+        r.opt.step(&grads, lr)?;
         let loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        state.step = step + 1;
-        state.examples_seen += idx.len() as u64;
+        r.state.step = step + 1;
+        r.state.examples_seen += idx.len() as u64;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
-        progress.set(state.step);
+        progress.set(r.state.step);
         progress.message(format!("loss {loss:.4}"));
         if step % t.log_interval as u64 == 0 {
             progress.println(&format!(
@@ -233,25 +197,25 @@ pub fn train_classifier(job: ClassifierTrainJob) -> Result<ClassifierReport> {
                 step / spe,
                 per_second(idx.len() as f64, ms)
             ));
-            metrics.log(&serde_json::json!({
+            r.metrics.log(&serde_json::json!({
                 "step": step, "loss": loss, "lr": lr, "ms": ms,
             }))?;
         }
     }
     progress.finish();
-    let ev = evaluate_classifier(&frozen, &test, 500, &job.device)?;
+    let ev = evaluate_classifier(&r.frozen, &test, 500, &job.device)?;
     if start < total {
-        log_eval(&progress, &mut metrics, total, spe, &ev, &mut state)?;
+        log_eval(&progress, &mut r.metrics, total, spe, &ev, &mut r.state)?;
     }
-    save(&mut state, &opt)?;
-    metrics.sync()?;
-    plot(&run)?;
-    write_model_card(&run, &job.preset, &cfg, &train, &test, &state, &ev)?;
+    r.save()?;
+    r.metrics.sync()?;
+    plot(&r.run)?;
+    write_model_card(&r.run, &job.preset, &cfg, &train, &test, &r.state, &ev)?;
     Ok(ClassifierReport {
-        run_dir: run.root().to_path_buf(),
-        steps: state.step,
+        run_dir: r.run.root().to_path_buf(),
+        steps: r.state.step,
         test: ev,
-        train_seconds: state.train_seconds,
+        train_seconds: r.state.train_seconds,
     })
 }
 

@@ -8,6 +8,7 @@ pub mod dpo;
 pub mod finetune;
 pub mod gan;
 pub mod gpt;
+pub mod image_run;
 pub mod images;
 pub mod interrupt;
 pub mod metrics;

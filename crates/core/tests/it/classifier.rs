@@ -1,5 +1,5 @@
-//! The reference classifier: overfitting one batch through the training loop, and loading the
-//! run back for features and class probabilities.
+//! The reference classifier: overfitting one batch through the training loop, loading the run
+//! back for features and class probabilities, and resuming exactly.
 
 use candle_core::Device;
 use muse_core::data::images::{ImageOptions, Scale, Split, load_images};
@@ -9,6 +9,7 @@ use muse_core::run_dir::{OnExisting, RunDir};
 use muse_core::train::classifier::{
     ClassifierRunConfig, ClassifierTrainJob, evaluate_classifier, train_classifier,
 };
+use muse_core::train::config::ScheduleKind;
 
 use crate::common::data_dir;
 
@@ -61,4 +62,48 @@ fn overfits_one_batch_and_loads_back() {
         .unwrap()
         .to_string();
     assert!(err.contains("muse train classifier --data mnist"), "{err}");
+}
+
+#[test]
+fn resume_equals_uninterrupted() {
+    let mut cfg = ClassifierRunConfig::preset("mnist").unwrap();
+    cfg.data.dataset = data_dir().join("mnist").display().to_string();
+    (cfg.data.train_limit, cfg.data.test_limit) = (40, 16);
+    (cfg.model.conv1, cfg.model.conv2, cfg.model.hidden) = (4, 8, 16);
+    // Dropout and random shifts on: their per-step seeds must resume too.
+    (cfg.model.dropout, cfg.augment.max_shift) = (0.25, 2);
+    cfg.train.batch_size = 16; // 3 steps per epoch, the last one short
+    cfg.train.max_steps = 8;
+    // A constant rate, so that a shorter first run follows the same schedule.
+    cfg.train.schedule = ScheduleKind::Constant;
+    cfg.train.min_lr = cfg.train.lr;
+    (cfg.train.eval_interval, cfg.train.log_interval) = (2, 1000);
+    let tmp = tempfile::tempdir().unwrap();
+    let job = |out: &str, config: ClassifierRunConfig, on_existing| ClassifierTrainJob {
+        out: tmp.path().join(out),
+        preset: "mnist".into(),
+        config,
+        on_existing,
+        device: Device::Cpu,
+    };
+    let full = train_classifier(job("full", cfg.clone(), OnExisting::Refuse)).unwrap();
+    let mut first = cfg.clone();
+    first.train.max_steps = 4; // stops mid-epoch 2
+    train_classifier(job("split", first, OnExisting::Refuse)).unwrap();
+    let resumed = train_classifier(job("split", cfg, OnExisting::Resume)).unwrap();
+    assert_eq!((full.steps, resumed.steps), (8, 8));
+    let weights = |out: &str| -> Vec<(String, Vec<f32>)> {
+        let mut w: Vec<(String, Vec<f32>)> = candle_core::safetensors::load(
+            tmp.path().join(out).join("model.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1().unwrap()))
+        .collect();
+        w.sort_by(|a, b| a.0.cmp(&b.0));
+        w
+    };
+    assert_eq!(weights("full"), weights("split"));
+    assert_eq!(full.test.loss, resumed.test.loss);
 }

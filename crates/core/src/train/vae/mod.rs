@@ -9,24 +9,20 @@ mod report;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::{VarBuilder, VarMap};
+use candle_core::{Device, Tensor};
 
 pub use config::{PRESETS, VaeObjective, VaeRunConfig, VaeSampleConfig};
 pub use report::{VaeEval, evaluate_vae, write_reconstructions};
 
-use crate::data::images::{EpochBatches, ImageDataset, Scale, Split};
-use crate::error::{Error, Result};
-use crate::models::conv::torch_default_init;
+use crate::data::images::{ImageDataset, Scale, Split};
+use crate::error::Result;
 use crate::models::vae::Vae;
-use crate::nn::init_varmap;
 use crate::nn::noise::standard_normal;
 use crate::run_dir::{OnExisting, RunDir};
-use crate::train::checkpoint::{self, TrainState};
-use crate::train::images::{check_same_data, per_second, step_seed, write_training_record};
-use crate::train::metrics::MetricsLog;
+use crate::train::AdamW;
+use crate::train::image_run::{ImageRun, RunRecord};
+use crate::train::images::{per_second, step_seed};
 use crate::train::progress::Progress;
-use crate::train::{AdamW, LrSchedule, interrupt};
 
 /// Random streams: reparameterisation noise, input corruption, the fixed sample latents.
 pub const EPS_STREAM: u64 = 1;
@@ -60,44 +56,30 @@ pub fn train_vae(job: VaeTrainJob) -> Result<VaeReport> {
     let test = cfg.data.load(Split::Test)?;
     (cfg.model.channels, cfg.model.image_size) = (train.channels, train.height);
     cfg.validate()?;
-    let run = RunDir::prepare(&job.out, job.on_existing)?;
-    let resuming = job.on_existing == OnExisting::Resume;
     let t = &cfg.train;
-
-    let mut varmap = VarMap::new();
-    let model = Vae::new(
-        &cfg.model,
-        VarBuilder::from_varmap(&varmap, DType::F32, &job.device),
-    )?;
-    init_varmap(&varmap, t.seed, torch_default_init(&varmap))?;
-    let mut batches = EpochBatches::new(train.len(), t.batch_size, t.seed)?;
-    let spe = batches.steps_per_epoch();
-    let total = t.total_steps(spe);
-    let opt_cfg = t.optimizer_config(total);
-    let mut opt = AdamW::new(&varmap, &opt_cfg)?;
-    let mut state = if resuming {
-        let s = checkpoint::load(&run, &mut varmap, &mut [("", &mut opt)])?;
-        check_same_data(&run, &train.record)?;
-        s
-    } else {
-        crate::io::write_json_atomic(&run.config(), &cfg.model)?;
-        write_training_record(&run, "vae", &job.preset, &cfg, t.seed, &train.record)?;
-        TrainState::default()
+    let record = RunRecord {
+        family: "vae",
+        preset: &job.preset,
+        model: &cfg.model,
+        config: &cfg,
     };
-    let frozen = Vae::new(
-        &cfg.model,
-        crate::train::gpt::detached(&varmap, &job.device)?,
+    let mut r = ImageRun::open(
+        &job.out,
+        job.on_existing,
+        t,
+        &train,
+        record,
+        &job.device,
+        |vb| Vae::new(&cfg.model, vb),
     )?;
-    let schedule = LrSchedule::from_config(&opt_cfg);
-    let mut metrics = MetricsLog::open(&run.metrics(), resuming.then_some(state.step))?;
-    let eval_every = t.eval_every(spe);
+    let (spe, total) = (r.steps_per_epoch, r.total);
     let sample_z = standard_normal(
         (cfg.sample.n, cfg.model.latent),
         t.seed,
         SAMPLE_STREAM,
         &job.device,
     )?;
-    let start = state.step;
+    let start = r.state.step;
     tracing::info!(
         "vae ({:?}): {} parameters, {} train / {} test images, {total} steps ({spe} per epoch), \
          beta {}, train noise {}",
@@ -109,51 +91,43 @@ pub fn train_vae(job: VaeTrainJob) -> Result<VaeReport> {
         cfg.objective.train_noise
     );
     let progress = Progress::new("train", start, total);
-    let session = Instant::now();
-    let before = state.train_seconds;
-    let save = |state: &mut TrainState, opt: &AdamW| -> Result<()> {
-        state.train_seconds = before + session.elapsed().as_secs_f64();
-        checkpoint::save(
-            &run,
-            &checkpoint::varmap_tensors(&varmap),
-            &[("", opt)],
-            state,
-        )
-    };
     let mut last_loss = f64::NAN;
 
     for step in start..total {
-        if interrupt::stop_requested() {
-            save(&mut state, &opt)?;
-            progress.println(&format!(
-                "interrupted: checkpoint saved at step {step}; continue with --resume"
-            ));
-            return Err(Error::Interrupted);
-        }
-        if step > start && step % eval_every == 0 {
-            let ev = evaluate_vae(&frozen, &test, 500, t.seed, &job.device)?;
-            report::log_eval(&progress, &mut metrics, step, spe, &ev, &mut state)?;
-            save(&mut state, &opt)?;
-            metrics.sync()?;
-            report::plot(&run)?;
+        r.stop_if_requested(step, &progress)?;
+        if step > start && step % r.eval_every == 0 {
+            let ev = evaluate_vae(&r.frozen, &test, 500, t.seed, &job.device)?;
+            report::log_eval(&progress, &mut r.metrics, step, spe, &ev, &mut r.state)?;
+            r.save()?;
+            r.metrics.sync()?;
+            report::plot(&r.run)?;
         }
         if cfg.train.sample_interval > 0 && step > 0 && step % cfg.train.sample_interval as u64 == 0
         {
-            report::write_samples(&run, &frozen, &sample_z, cfg.sample.nrow, step)?;
+            report::write_samples(&r.run, &r.frozen, &sample_z, cfg.sample.nrow, step)?;
         }
         let t0 = Instant::now();
-        let lr = schedule.at(step as usize);
-        let idx = batches.indices(step);
-        let (loss, bce, kl) =
-            train_step(&model, &mut opt, &train, &idx, &cfg, step, lr, &job.device)?;
+        let lr = r.schedule.at(step as usize);
+        let idx = r.batches.indices(step);
+        let (loss, bce, kl) = train_step(
+            &r.model,
+            &mut r.opt,
+            &train,
+            &idx,
+            &cfg,
+            step,
+            lr,
+            &job.device,
+        )?;
         last_loss = loss;
-        state.step = step + 1;
-        state.examples_seen += idx.len() as u64;
+        r.state.step = step + 1;
+        r.state.examples_seen += idx.len() as u64;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
-        progress.set(state.step);
+        progress.set(r.state.step);
         progress.message(format!("loss {loss:.2}"));
         if step % t.log_interval as u64 == 0 {
-            let val = state
+            let val = r
+                .state
                 .last_val_loss
                 .map_or("-".to_string(), |v| format!("{v:.2}"));
             progress.println(&format!(
@@ -162,34 +136,34 @@ pub fn train_vae(job: VaeTrainJob) -> Result<VaeReport> {
                 step / spe,
                 per_second(idx.len() as f64, ms)
             ));
-            metrics.log(&serde_json::json!({
+            r.metrics.log(&serde_json::json!({
                 "step": step, "loss": loss, "bce": bce, "kl": kl, "lr": lr, "ms": ms,
             }))?;
         }
     }
     progress.finish();
-    let ev = evaluate_vae(&frozen, &test, 500, t.seed, &job.device)?;
+    let ev = evaluate_vae(&r.frozen, &test, 500, t.seed, &job.device)?;
     if start < total {
-        report::log_eval(&progress, &mut metrics, total, spe, &ev, &mut state)?;
+        report::log_eval(&progress, &mut r.metrics, total, spe, &ev, &mut r.state)?;
     }
-    save(&mut state, &opt)?;
-    metrics.sync()?;
-    report::plot(&run)?;
-    report::write_samples(&run, &frozen, &sample_z, cfg.sample.nrow, total)?;
+    r.save()?;
+    r.metrics.sync()?;
+    report::plot(&r.run)?;
+    report::write_samples(&r.run, &r.frozen, &sample_z, cfg.sample.nrow, total)?;
     write_reconstructions(
-        &run.samples().join("reconstructions.png"),
-        &frozen,
+        &r.run.samples().join("reconstructions.png"),
+        &r.frozen,
         &test,
         cfg.sample.nrow.min(test.len()),
         &job.device,
     )?;
-    report::write_model_card(&run, &job.preset, &cfg, &train, &test, &state, &ev)?;
+    report::write_model_card(&r.run, &job.preset, &cfg, &train, &test, &r.state, &ev)?;
     Ok(VaeReport {
-        run_dir: run.root().to_path_buf(),
-        steps: state.step,
+        run_dir: r.run.root().to_path_buf(),
+        steps: r.state.step,
         train_loss: last_loss,
         test: ev,
-        train_seconds: state.train_seconds,
+        train_seconds: r.state.train_seconds,
     })
 }
 
