@@ -33,6 +33,36 @@ pub struct TrainState {
     pub train_seconds: f64,
 }
 
+impl TrainState {
+    /// Notes a validation loss as the last and, when lower, the best.
+    pub fn record_val_loss(&mut self, loss: f64) {
+        self.last_val_loss = Some(loss);
+        self.best_val_loss = Some(self.best_val_loss.map_or(loss, |b| b.min(loss)));
+    }
+}
+
+/// Training time over sessions: what the checkpoint held when this session began, plus the
+/// time since.
+pub struct TrainClock {
+    before: f64,
+    session: std::time::Instant,
+}
+
+impl TrainClock {
+    /// Starts this session's clock on top of `state`'s time.
+    pub fn start(state: &TrainState) -> Self {
+        Self {
+            before: state.train_seconds,
+            session: std::time::Instant::now(),
+        }
+    }
+
+    /// Writes the total so far into `state` (before it is saved or reported).
+    pub fn stamp(&self, state: &mut TrainState) {
+        state.train_seconds = self.before + self.session.elapsed().as_secs_f64();
+    }
+}
+
 const STEP_KEY: &str = "muse.step";
 
 /// Serialises named tensors with the step in the safetensors metadata and writes atomically.

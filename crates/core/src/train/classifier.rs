@@ -233,8 +233,7 @@ fn log_eval(
         ev.loss,
         ev.accuracy * 100.0
     ));
-    state.last_val_loss = Some(ev.loss);
-    state.best_val_loss = Some(state.best_val_loss.map_or(ev.loss, |b| b.min(ev.loss)));
+    state.record_val_loss(ev.loss);
     metrics.log(&serde_json::json!({
         "step": step, "val_loss": ev.loss, "val_accuracy": ev.accuracy,
     }))

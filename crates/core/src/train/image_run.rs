@@ -2,13 +2,11 @@
 //! PyTorch's default initialisation or from the checkpoint, Adam(W), epoch batches, schedule,
 //! metrics log, checkpoints that add up training time, and the stop on Ctrl-C.
 
-use std::time::Instant;
-
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use serde::Serialize;
 
-use super::checkpoint::{self, TrainState};
+use super::checkpoint::{self, TrainClock, TrainState};
 use super::images::{EpochConfig, check_same_data, write_training_record};
 use super::metrics::MetricsLog;
 use super::progress::Progress;
@@ -46,9 +44,7 @@ pub struct ImageRun<M> {
     pub schedule: LrSchedule,
     pub metrics: MetricsLog,
     pub state: TrainState,
-    /// Training seconds of earlier sessions, and when this one began.
-    seconds_before: f64,
-    session: Instant,
+    clock: TrainClock,
 }
 
 impl<M> ImageRun<M> {
@@ -108,15 +104,14 @@ impl<M> ImageRun<M> {
             eval_every: t.eval_every(steps_per_epoch),
             schedule: LrSchedule::from_config(&opt_cfg),
             metrics,
-            seconds_before: state.train_seconds,
+            clock: TrainClock::start(&state),
             state,
-            session: Instant::now(),
         })
     }
 
     /// Writes a checkpoint (weights, moments, state with the training time so far).
     pub fn save(&mut self) -> Result<()> {
-        self.state.train_seconds = self.seconds_before + self.session.elapsed().as_secs_f64();
+        self.clock.stamp(&mut self.state);
         checkpoint::save(
             &self.run,
             &checkpoint::varmap_tensors(&self.varmap),
@@ -127,13 +122,6 @@ impl<M> ImageRun<M> {
 
     /// On Ctrl-C: saves a checkpoint, says so, and returns [`Error::Interrupted`].
     pub fn stop_if_requested(&mut self, step: u64, progress: &Progress) -> Result<()> {
-        if !interrupt::stop_requested() {
-            return Ok(());
-        }
-        self.save()?;
-        progress.println(&format!(
-            "interrupted: checkpoint saved at step {step}; continue with --resume"
-        ));
-        Err(Error::Interrupted)
+        interrupt::checkpoint_on_stop(step, progress, || self.save())
     }
 }

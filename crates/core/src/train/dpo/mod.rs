@@ -25,7 +25,7 @@ use crate::models::pretrained::{ModelConfig, TextLm};
 use crate::nn::Dropout;
 use crate::run_dir::{OnExisting, RunDir};
 use crate::tokenizer::chat::ChatTemplate;
-use crate::train::checkpoint::TrainState;
+use crate::train::checkpoint::{TrainClock, TrainState};
 use crate::train::finetune::record::{read_record, write_record};
 use crate::train::finetune::{
     Base, DPO_DROPOUT_STREAM, EpochOrder, Policy, ReplyFn, TuneJob, bos_of, report,
@@ -151,30 +151,24 @@ pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
     let mut order = EpochOrder::new(data.train.len(), t.seed);
     let start_step = state.step;
     let progress = Progress::new("align", start_step, t.max_iters as u64);
-    let session_start = Instant::now();
-    let seconds_before = state.train_seconds;
+    let clock = TrainClock::start(&state);
+    let save = |state: &mut TrainState, opt: &AdamW| {
+        clock.stamp(state);
+        policy.save(&run, opt, state)
+    };
     let mut start_eval = None;
 
     for step in start_step..t.max_iters as u64 {
-        if interrupt::stop_requested() {
-            state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
-            policy.save(&run, &opt, &state)?;
-            progress.println(&format!(
-                "interrupted: checkpoint saved at step {step}; continue with --resume"
-            ));
-            return Err(Error::Interrupted);
-        }
+        interrupt::checkpoint_on_stop(step, &progress, || save(&mut state, &opt))?;
         if step % t.eval_interval as u64 == 0 && !(resuming && step == start_step) {
             let e = eval(&frozen)?;
             if step == 0 {
                 start_eval = Some(e);
             }
             log_eval(&mut metrics, &progress, step, &e)?;
-            state.last_val_loss = Some(e.loss);
-            state.best_val_loss = Some(state.best_val_loss.map_or(e.loss, |b| b.min(e.loss)));
+            state.record_val_loss(e.loss);
             if step > start_step {
-                state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
-                policy.save(&run, &opt, &state)?;
+                save(&mut state, &opt)?;
                 metrics.sync()?;
             }
             plot_dpo(&run)?;
@@ -237,10 +231,8 @@ pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
     if start_step < end_step {
         log_eval(&mut metrics, &progress, end_step, &end)?;
     }
-    state.last_val_loss = Some(end.loss);
-    state.best_val_loss = Some(state.best_val_loss.map_or(end.loss, |b| b.min(end.loss)));
-    state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
-    policy.save(&run, &opt, &state)?;
+    state.record_val_loss(end.loss);
+    save(&mut state, &opt)?;
     metrics.sync()?;
     plot_dpo(&run)?;
     let start = match start_eval {

@@ -31,7 +31,7 @@ use crate::models::pretrained::TextLm;
 use crate::run_dir::{OnExisting, RunDir};
 use crate::tokenizer::TextTokenizer;
 use crate::tokenizer::chat::{ChatMessage, ChatTemplate, Role};
-use crate::train::checkpoint::TrainState;
+use crate::train::checkpoint::{TrainClock, TrainState};
 use crate::train::interrupt;
 use crate::train::metrics::MetricsLog;
 use crate::train::optimizer::AdamW;
@@ -256,26 +256,21 @@ pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneRepo
     let mut order = EpochOrder::new(data.train.len(), t.seed);
     let start_step = state.step;
     let progress = Progress::new("finetune", start_step, t.max_iters as u64);
-    let session_start = Instant::now();
-    let seconds_before = state.train_seconds;
+    let clock = TrainClock::start(&state);
+    let save = |state: &mut TrainState, opt: &AdamW| {
+        clock.stamp(state);
+        policy.save(&run, opt, state)
+    };
     let mut val_start = f64::NAN;
 
     for step in start_step..t.max_iters as u64 {
-        if interrupt::stop_requested() {
-            state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
-            policy.save(&run, &opt, &state)?;
-            progress.println(&format!(
-                "interrupted: checkpoint saved at step {step}; continue with --resume"
-            ));
-            return Err(Error::Interrupted);
-        }
+        interrupt::checkpoint_on_stop(step, &progress, || save(&mut state, &opt))?;
         if step % t.eval_interval as u64 == 0 && !(resuming && step == start_step) {
             let (train_loss, val_loss) = evaluate(&frozen)?;
             if step == 0 {
                 val_start = val_loss;
             }
-            state.last_val_loss = Some(val_loss);
-            state.best_val_loss = Some(state.best_val_loss.map_or(val_loss, |b| b.min(val_loss)));
+            state.record_val_loss(val_loss);
             progress.println(&format!(
                 "step {step} | train {train_loss:.4} | val {val_loss:.4} (response tokens)"
             ));
@@ -283,8 +278,7 @@ pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneRepo
                 &serde_json::json!({"step": step, "train_loss": train_loss, "val_loss": val_loss}),
             )?;
             if step > start_step {
-                state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
-                policy.save(&run, &opt, &state)?;
+                save(&mut state, &opt)?;
                 metrics.sync()?;
             }
             plot_sft(&run)?;
@@ -346,15 +340,13 @@ pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneRepo
 
     let end = t.max_iters as u64;
     let (train_loss, val_loss) = evaluate(&frozen)?;
-    state.last_val_loss = Some(val_loss);
-    state.best_val_loss = Some(state.best_val_loss.map_or(val_loss, |b| b.min(val_loss)));
-    state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
+    state.record_val_loss(val_loss);
     if start_step < end {
         metrics.log(
             &serde_json::json!({"step": end, "train_loss": train_loss, "val_loss": val_loss}),
         )?;
     }
-    policy.save(&run, &opt, &state)?;
+    save(&mut state, &opt)?;
     metrics.sync()?;
     plot_sft(&run)?;
     if val_start.is_nan() {

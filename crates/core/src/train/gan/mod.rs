@@ -20,7 +20,7 @@ use crate::data::images::{EpochBatches, ImageDataset, Split};
 use crate::error::{Error, Result};
 use crate::models::gan::{GanConfig, save_config};
 use crate::run_dir::{OnExisting, RunDir};
-use crate::train::checkpoint::{self, TrainState};
+use crate::train::checkpoint::{self, TrainClock, TrainState};
 use crate::train::images::{check_same_data, write_training_record};
 use crate::train::interrupt;
 use crate::train::metrics::MetricsLog;
@@ -112,12 +112,12 @@ pub fn train_gan(job: GanTrainJob, quality: Option<QualityFn>) -> Result<GanRepo
         data.len(),
     );
     let progress = Progress::new("train", start, total);
-    let session = Instant::now();
-    let seconds_before = state.train_seconds;
+    let clock = TrainClock::start(&state);
     let mut best_coverage = 0usize;
     let mut last = StepStats::default();
     let mut last_quality = None;
-    let save = |tr: &GanTrainer, state: &TrainState| {
+    let save = |tr: &GanTrainer, state: &mut TrainState| {
+        clock.stamp(state);
         checkpoint::save(
             &run,
             &tr.weights(),
@@ -127,15 +127,10 @@ pub fn train_gan(job: GanTrainJob, quality: Option<QualityFn>) -> Result<GanRepo
     };
 
     for step in start..total {
-        if interrupt::stop_requested() {
-            state.train_seconds = seconds_before + session.elapsed().as_secs_f64();
-            save(&tr, &state)?;
-            metrics.sync()?;
-            progress.println(&format!(
-                "interrupted: checkpoint saved at step {step}; continue with --resume"
-            ));
-            return Err(Error::Interrupted);
-        }
+        interrupt::checkpoint_on_stop(step, &progress, || {
+            save(&tr, &mut state)?;
+            metrics.sync()
+        })?;
         // Evaluate and checkpoint.
         if step % eval_every == 0 {
             if let Some(q) = quality {
@@ -144,8 +139,7 @@ pub fn train_gan(job: GanTrainJob, quality: Option<QualityFn>) -> Result<GanRepo
                 last_quality = Some(qs);
             }
             if step > start {
-                state.train_seconds = seconds_before + session.elapsed().as_secs_f64();
-                save(&tr, &state)?;
+                save(&tr, &mut state)?;
                 metrics.sync()?;
             }
             plot_losses(&run)?;
@@ -189,8 +183,7 @@ pub fn train_gan(job: GanTrainJob, quality: Option<QualityFn>) -> Result<GanRepo
         log_quality(&progress, &mut metrics, &qs, total, &mut best_coverage)?;
         last_quality = Some(qs);
     }
-    state.train_seconds = seconds_before + session.elapsed().as_secs_f64();
-    save(&tr, &state)?;
+    save(&tr, &mut state)?;
     metrics.sync()?;
     plot_losses(&run)?;
     let grid = report::write_grid(&run, &tr, &cfg, &fixed, total)?;

@@ -21,7 +21,7 @@ use crate::models::gpt::{DTYPE, Gpt, GptConfig, gpt2_init, save_config};
 use crate::nn::{Dropout, init_varmap};
 use crate::run_dir::{OnExisting, RunDir, TrainingRecord};
 use crate::tokenizer::TextTokenizer;
-use crate::train::checkpoint::{self, TrainState};
+use crate::train::checkpoint::{self, TrainClock, TrainState};
 use crate::train::config::TrainConfig;
 use crate::train::interrupt;
 use crate::train::metrics::MetricsLog;
@@ -131,23 +131,19 @@ pub fn train_gpt_from(
         t.max_iters
     );
     let progress = Progress::new("train", start_step, t.max_iters as u64);
-    let session_start = Instant::now();
-    let seconds_before = state.train_seconds;
+    let clock = TrainClock::start(&state);
+    let save = |state: &mut TrainState, opt: &AdamW| {
+        clock.stamp(state);
+        checkpoint::save(
+            &run,
+            &checkpoint::varmap_tensors(&varmap),
+            &[("", opt)],
+            state,
+        )
+    };
 
     for step in start_step..t.max_iters as u64 {
-        if interrupt::stop_requested() {
-            state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
-            checkpoint::save(
-                &run,
-                &checkpoint::varmap_tensors(&varmap),
-                &[("", &opt)],
-                &state,
-            )?;
-            progress.println(&format!(
-                "interrupted: checkpoint saved at step {step}; continue with --resume"
-            ));
-            return Err(Error::Interrupted);
-        }
+        interrupt::checkpoint_on_stop(step, &progress, || save(&mut state, &opt))?;
         // Evaluate and checkpoint (a resumed run already evaluated its first step).
         if step % t.eval_interval as u64 == 0 && !(resuming && step == start_step) {
             let (train_loss, val_loss) = report::estimate(
@@ -158,8 +154,7 @@ pub fn train_gpt_from(
                 step,
                 &job.device,
             )?;
-            state.last_val_loss = Some(val_loss);
-            state.best_val_loss = Some(state.best_val_loss.map_or(val_loss, |b| b.min(val_loss)));
+            state.record_val_loss(val_loss);
             progress.println(&format!(
                 "step {step} | train {train_loss:.4} | val {val_loss:.4}"
             ));
@@ -167,13 +162,7 @@ pub fn train_gpt_from(
                 &serde_json::json!({"step": step, "train_loss": train_loss, "val_loss": val_loss}),
             )?;
             if step > start_step {
-                state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
-                checkpoint::save(
-                    &run,
-                    &checkpoint::varmap_tensors(&varmap),
-                    &[("", &opt)],
-                    &state,
-                )?;
+                save(&mut state, &opt)?;
                 metrics.sync()?;
             }
             report::plot_losses(&run)?;
@@ -221,20 +210,13 @@ pub fn train_gpt_from(
     let end = t.max_iters as u64;
     let (train_loss, val_loss) =
         report::estimate(&frozen, &splits, t, model_cfg.n_positions, end, &job.device)?;
-    state.last_val_loss = Some(val_loss);
-    state.best_val_loss = Some(state.best_val_loss.map_or(val_loss, |b| b.min(val_loss)));
-    state.train_seconds = seconds_before + session_start.elapsed().as_secs_f64();
+    state.record_val_loss(val_loss);
     if start_step < end {
         metrics.log(
             &serde_json::json!({"step": end, "train_loss": train_loss, "val_loss": val_loss}),
         )?;
     }
-    checkpoint::save(
-        &run,
-        &checkpoint::varmap_tensors(&varmap),
-        &[("", &opt)],
-        &state,
-    )?;
+    save(&mut state, &opt)?;
     report::plot_losses(&run)?;
     let text = match sample {
         Some(f) => {

@@ -78,8 +78,7 @@ pub(super) fn log_eval(
         ev.bce,
         ev.kl
     ));
-    state.last_val_loss = Some(ev.loss);
-    state.best_val_loss = Some(state.best_val_loss.map_or(ev.loss, |b| b.min(ev.loss)));
+    state.record_val_loss(ev.loss);
     metrics.log(&serde_json::json!({
         "step": step, "val_loss": ev.loss, "val_bce": ev.bce, "val_kl": ev.kl,
     }))
