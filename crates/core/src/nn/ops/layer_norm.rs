@@ -5,9 +5,10 @@
 //! the row statistics from `x` rather than saving them: the row is in L1 by then, and nothing
 //! has to live between the two passes.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, D, Layout, Result, Shape, Tensor, bail};
 
-use super::cpu::{CpuRead, f32_slice, new_filled, rows_per_task, run_tasks, tensor};
+use super::biased::{BiasedOp, apply_biased};
+use super::cpu::{CpuRead, new_filled, rows_per_task, run_tasks, tensor};
 use super::math::{sum_map, sum_map2, sum_map3};
 use super::{fast_path, reference};
 
@@ -27,12 +28,7 @@ pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) 
     if !fast_path(&[x, weight]) || bias.is_some_and(|b| !fast_path(&[b])) || c == 0 {
         return reference::layer_norm(x, weight, bias, eps);
     }
-    let op = LayerNormOp { eps: eps as f32 };
-    let (x, w) = (x.contiguous()?, weight.contiguous()?);
-    match bias {
-        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
-        None => x.apply_op2(&w, op),
-    }
+    apply_biased(x, weight, bias, LayerNormOp { eps: eps as f32 })
 }
 
 struct LayerNormOp {
@@ -137,69 +133,32 @@ fn stats(x: &[f32], eps: f32) -> (f32, f32) {
 
 const NAME: &str = "muse-layer-norm";
 
-impl CustomOp2 for LayerNormOp {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl BiasedOp for LayerNormOp {
+    const NAME: &'static str = NAME;
 
-    fn cpu_fwd(
+    fn cpu_forward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        l: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.forward(f32_slice(s1, l1, NAME)?, f32_slice(s2, l2, NAME)?, None, l1)
+        self.forward(x, w, b, l)
     }
 
-    fn bwd(
+    fn grads(
         &self,
         x: &Tensor,
         w: &Tensor,
         _y: &Tensor,
         dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = self.backward(x, w, dy)?;
-        Ok((x.track_op().then_some(dx), w.track_op().then_some(dw)))
-    }
-}
-
-impl CustomOp3 for LayerNormOp {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let b = f32_slice(s3, l3, NAME)?;
-        self.forward(
-            f32_slice(s1, l1, NAME)?,
-            f32_slice(s2, l2, NAME)?,
-            Some(b),
-            l1,
-        )
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: &Tensor,
-        _y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        want: [bool; 3],
+    ) -> Result<[Option<Tensor>; 3]> {
         let (dx, dw, db) = self.backward(x, w, dy)?;
-        Ok((
-            x.track_op().then_some(dx),
-            w.track_op().then_some(dw),
-            b.track_op().then_some(db),
-        ))
+        Ok([
+            want[0].then_some(dx),
+            want[1].then_some(dw),
+            want[2].then_some(db),
+        ])
     }
 }

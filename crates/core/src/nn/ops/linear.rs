@@ -5,9 +5,10 @@
 //! `nn.Linear` and Llama store `(out, in)`, and neither needs a transposed copy. A single input
 //! row (decoding) goes to the streaming kernels of [`super::gemv`] instead.
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, D, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, D, Layout, Result, Shape, Tensor, bail};
 
-use super::cpu::{CpuRead, f32_slice, matmul, matmul_new, tensor};
+use super::biased::{BiasedOp, apply_biased};
+use super::cpu::{CpuRead, matmul, matmul_new, tensor};
 use super::gemv::gemv;
 use super::{fast_path, reference};
 
@@ -51,11 +52,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, layout: WeightLayout) 
         in_dim,
         out_dim,
     };
-    let (x, w) = (x.contiguous()?, w.contiguous()?);
-    match b {
-        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
-        None => x.apply_op2(&w, op),
-    }
+    apply_biased(x, w, b, op)
 }
 
 /// The op, also used by [`crate::nn::lora`] for the frozen base product of an adapted layer (so
@@ -169,65 +166,27 @@ impl LinearOp {
     }
 }
 
-impl CustomOp2 for LinearOp {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl BiasedOp for LinearOp {
+    const NAME: &'static str = NAME;
 
-    fn cpu_fwd(
+    fn cpu_forward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        l: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.forward(f32_slice(s1, l1, NAME)?, f32_slice(s2, l2, NAME)?, None, l1)
+        self.forward(x, w, b, l)
     }
 
-    fn bwd(
+    fn grads(
         &self,
         x: &Tensor,
         w: &Tensor,
         _y: &Tensor,
         dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let [dx, dw, _] = self.backward(x, w, dy, [x.track_op(), w.track_op(), false])?;
-        Ok((dx, dw))
-    }
-}
-
-impl CustomOp3 for LinearOp {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let b = f32_slice(s3, l3, NAME)?;
-        self.forward(
-            f32_slice(s1, l1, NAME)?,
-            f32_slice(s2, l2, NAME)?,
-            Some(b),
-            l1,
-        )
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: &Tensor,
-        _y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let [dx, dw, db] = self.backward(x, w, dy, [x.track_op(), w.track_op(), b.track_op()])?;
-        Ok((dx, dw, db))
+        want: [bool; 3],
+    ) -> Result<[Option<Tensor>; 3]> {
+        self.backward(x, w, dy, want)
     }
 }

@@ -14,6 +14,7 @@
 mod adamw;
 mod attention;
 pub mod batch_norm;
+mod biased;
 pub mod conv;
 mod cpu;
 mod cross_entropy;

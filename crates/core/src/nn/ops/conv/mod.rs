@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use candle_core::{Result, Tensor, bail};
 
 use super::batch_norm::Activation;
+use super::biased::apply_biased;
 use super::fast_path;
 use geom::Geom;
 use op::ConvOp;
@@ -101,7 +102,7 @@ pub fn conv2d_act(
     if !use_fused(&[x, w], b) || g.empty() {
         return act.reference(&reference_conv2d(x, w, b, stride, padding)?);
     }
-    apply(
+    apply_biased(
         x,
         w,
         b,
@@ -192,7 +193,7 @@ pub fn conv_transpose2d_act(
         let y = reference_conv_transpose2d(x, w, b, stride, padding, output_padding)?;
         return act.reference(&y);
     }
-    apply(
+    apply_biased(
         x,
         w,
         b,
@@ -248,12 +249,4 @@ fn check_bias(b: Option<&Tensor>, o: usize, op: &str) -> Result<()> {
 
 fn use_fused(ts: &[&Tensor], b: Option<&Tensor>) -> bool {
     fused_conv_enabled() && fast_path(ts) && b.is_none_or(|b| fast_path(&[b]))
-}
-
-fn apply(x: &Tensor, w: &Tensor, b: Option<&Tensor>, op: ConvOp) -> Result<Tensor> {
-    let (x, w) = (x.contiguous()?, w.contiguous()?);
-    match b {
-        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
-        None => x.apply_op2(&w, op),
-    }
 }

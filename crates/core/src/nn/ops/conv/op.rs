@@ -4,10 +4,11 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 use std::sync::Mutex;
 
-use candle_core::{CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 
 use super::super::batch_norm::Activation;
-use super::super::cpu::{CpuRead, f32_slice, run_tasks, tensor};
+use super::super::biased::BiasedOp;
+use super::super::cpu::{CpuRead, run_tasks, tensor};
 use super::columns::{Scratch, channel_sums, col2im, from_cnp, im2col, to_cnp};
 use super::geom::{Geom, chunk_len, chunks, task_ranges};
 use super::product::{filled_by_chunks, mm, mm_add};
@@ -180,61 +181,27 @@ impl ConvOp {
     }
 }
 
-impl CustomOp2 for ConvOp {
-    fn name(&self) -> &'static str {
-        NAME
-    }
+impl BiasedOp for ConvOp {
+    const NAME: &'static str = NAME;
 
-    fn cpu_fwd(
+    fn cpu_forward(
         &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
+        x: &[f32],
+        w: &[f32],
+        b: Option<&[f32]>,
+        _x_layout: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        self.forward(f32_slice(s1, l1, NAME)?, f32_slice(s2, l2, NAME)?, None)
+        self.forward(x, w, b)
     }
 
-    fn bwd(
+    fn grads(
         &self,
         x: &Tensor,
         w: &Tensor,
         y: &Tensor,
         dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let [dx, dw, _] = self.backward(x, w, y, dy, [x.track_op(), w.track_op(), false])?;
-        Ok((dx, dw))
-    }
-}
-
-impl CustomOp3 for ConvOp {
-    fn name(&self) -> &'static str {
-        NAME
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-        s3: &CpuStorage,
-        l3: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let b = f32_slice(s3, l3, NAME)?;
-        self.forward(f32_slice(s1, l1, NAME)?, f32_slice(s2, l2, NAME)?, Some(b))
-    }
-
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: &Tensor,
-        y: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let [dx, dw, db] =
-            self.backward(x, w, y, dy, [x.track_op(), w.track_op(), b.track_op()])?;
-        Ok((dx, dw, db))
+        want: [bool; 3],
+    ) -> Result<[Option<Tensor>; 3]> {
+        self.backward(x, w, y, dy, want)
     }
 }
