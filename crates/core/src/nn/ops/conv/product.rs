@@ -25,6 +25,31 @@ pub(super) fn mm(
     lhs: (&[f32], usize, usize),
     rhs: (&[f32], usize, usize),
 ) {
+    product(m, n, k, dst, lhs, rhs, false)
+}
+
+/// `dst (m x n) += lhs (m x k) @ rhs (k x n)` on the calling thread, operands as in [`mm`].
+pub(super) fn mm_add(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+) {
+    product(m, n, k, dst, lhs, rhs, true)
+}
+
+/// [`mm`] (`add` false) or [`mm_add`] (`add` true).
+fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    lhs: (&[f32], usize, usize),
+    rhs: (&[f32], usize, usize),
+    add: bool,
+) {
     assert!(dst.len() >= m * n, "conv: product output too small");
     assert!(
         lhs.0.len() >= extent(m, k, lhs.1, lhs.2),
@@ -38,58 +63,14 @@ pub(super) fn mm(
         return;
     }
     if k == 0 {
-        return dst[..m * n].fill(0.0);
-    }
-    // SAFETY: the bounds are asserted above, `dst` is a unique borrow (so it overlaps neither
-    // operand), and with alpha = 0 `gemm` writes `dst` without reading it.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            false,
-            lhs.0.as_ptr(),
-            lhs.2 as isize,
-            lhs.1 as isize,
-            rhs.0.as_ptr(),
-            rhs.2 as isize,
-            rhs.1 as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
-}
-
-/// `dst (m x n) += lhs (m x k) @ rhs (k x n)` on the calling thread, operands as in [`mm`].
-pub(super) fn mm_add(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    lhs: (&[f32], usize, usize),
-    rhs: (&[f32], usize, usize),
-) {
-    assert!(dst.len() >= m * n, "conv: product output too small");
-    assert!(
-        lhs.0.len() >= extent(m, k, lhs.1, lhs.2),
-        "conv: lhs too small"
-    );
-    assert!(
-        rhs.0.len() >= extent(k, n, rhs.1, rhs.2),
-        "conv: rhs too small"
-    );
-    if m == 0 || n == 0 || k == 0 {
+        if !add {
+            dst[..m * n].fill(0.0);
+        }
         return;
     }
-    // SAFETY: as in `mm`; with read_dst, alpha = 1 and beta = 1 `gemm` adds the product to
-    // `dst`.
+    // SAFETY: the bounds are asserted above and `dst` is a unique borrow (so it overlaps
+    // neither operand). With read_dst false and alpha = 0 `gemm` writes `dst` without reading
+    // it; with read_dst true and alpha = 1 it adds the product to `dst`.
     unsafe {
         gemm::gemm(
             m,
@@ -98,14 +79,14 @@ pub(super) fn mm_add(
             dst.as_mut_ptr(),
             1,
             n as isize,
-            true,
+            add,
             lhs.0.as_ptr(),
             lhs.2 as isize,
             lhs.1 as isize,
             rhs.0.as_ptr(),
             rhs.2 as isize,
             rhs.1 as isize,
-            1.0,
+            if add { 1.0 } else { 0.0 },
             1.0,
             false,
             false,
