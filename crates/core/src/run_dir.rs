@@ -163,6 +163,27 @@ impl RunDir {
         self.root.join("MODEL_CARD.md")
     }
 
+    /// Writes `training.json` of a new run: its family, preset, resolved config, seed and
+    /// data, with this Muse version.
+    pub fn write_training<C: Serialize>(
+        &self,
+        family: &str,
+        preset: &str,
+        config: &C,
+        seed: u64,
+        dataset: &DatasetRecord,
+    ) -> Result<()> {
+        let record = TrainingRecord {
+            family: family.into(),
+            preset: preset.into(),
+            config: serde_json::to_value(config).map_err(|e| Error::usage(e.to_string()))?,
+            seed,
+            dataset: dataset.clone(),
+            muse_version: env!("CARGO_PKG_VERSION").into(),
+        };
+        crate::io::write_json_atomic(&self.training(), &record)
+    }
+
     /// Reads `training.json`.
     pub fn read_training(&self) -> Result<TrainingRecord> {
         crate::io::read_json(&self.training())

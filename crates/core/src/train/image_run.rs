@@ -7,7 +7,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::Serialize;
 
 use super::checkpoint::{self, TrainClock, TrainState};
-use super::images::{EpochConfig, check_same_data, write_training_record};
+use super::images::{EpochConfig, check_same_data};
 use super::metrics::MetricsLog;
 use super::progress::Progress;
 use super::{AdamW, LrSchedule, interrupt};
@@ -80,8 +80,7 @@ impl<M> ImageRun<M> {
             s
         } else {
             crate::io::write_json_atomic(&run.config(), record.model)?;
-            write_training_record(
-                &run,
+            run.write_training(
                 record.family,
                 record.preset,
                 record.config,

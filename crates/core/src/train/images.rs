@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{ScheduleKind, TrainConfig};
 pub use crate::data::images::ImageDataConfig;
 use crate::error::{Error, Result};
-use crate::run_dir::{DatasetRecord, RunDir, TrainingRecord};
+use crate::run_dir::{DatasetRecord, RunDir};
 
 /// The loop of an image model: epochs of shuffled mini-batches, Adam(W), an optional schedule.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -126,26 +126,6 @@ impl EpochConfig {
         }
         Ok(())
     }
-}
-
-/// Writes `training.json` of a new image run.
-pub fn write_training_record<C: Serialize>(
-    run: &RunDir,
-    family: &str,
-    preset: &str,
-    config: &C,
-    seed: u64,
-    dataset: &DatasetRecord,
-) -> Result<()> {
-    let record = TrainingRecord {
-        family: family.into(),
-        preset: preset.into(),
-        config: serde_json::to_value(config).map_err(|e| Error::usage(e.to_string()))?,
-        seed,
-        dataset: dataset.clone(),
-        muse_version: env!("CARGO_PKG_VERSION").into(),
-    };
-    crate::io::write_json_atomic(&run.training(), &record)
 }
 
 /// A resumed run must see the images it started with.

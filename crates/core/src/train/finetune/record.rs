@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::policy::Base;
 use crate::error::{Error, Result};
-use crate::run_dir::{DatasetRecord, RunDir, TrainingRecord};
+use crate::run_dir::{DatasetRecord, RunDir};
 
 /// Writes `training.json`: family, preset, the resolved config with `"base"` (the starting
 /// model's path) added, seed and data.
@@ -27,15 +27,7 @@ pub fn write_record<C: Serialize>(
             serde_json::json!(base.path.display().to_string()),
         );
     }
-    let record = TrainingRecord {
-        family: base.family().into(),
-        preset: preset.into(),
-        config,
-        seed,
-        dataset: dataset.clone(),
-        muse_version: env!("CARGO_PKG_VERSION").into(),
-    };
-    crate::io::write_json_atomic(&run.training(), &record)
+    run.write_training(base.family(), preset, &config, seed, dataset)
 }
 
 /// What [`write_record`] stored, for `--resume`.

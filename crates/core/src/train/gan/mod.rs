@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::models::gan::{GanConfig, save_config};
 use crate::run_dir::{OnExisting, RunDir};
 use crate::train::checkpoint::{self, TrainClock, TrainState};
-use crate::train::images::{check_same_data, write_training_record};
+use crate::train::images::check_same_data;
 use crate::train::interrupt;
 use crate::train::metrics::MetricsLog;
 use crate::train::progress::Progress;
@@ -94,7 +94,7 @@ pub fn train_gan(job: GanTrainJob, quality: Option<QualityFn>) -> Result<GanRepo
         state
     } else {
         save_config(run.root(), &cfg.model)?;
-        write_training_record(&run, "gan", &job.preset, &cfg, t.seed, &data.record)?;
+        run.write_training("gan", &job.preset, &cfg, t.seed, &data.record)?;
         TrainState::default()
     };
     let fixed = fixed_batch(&cfg, &job.device)?;

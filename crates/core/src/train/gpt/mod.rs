@@ -19,7 +19,7 @@ use crate::data::windows::{random_windows, step_rng};
 use crate::error::{Error, Result};
 use crate::models::gpt::{DTYPE, Gpt, GptConfig, gpt2_init, save_config};
 use crate::nn::{Dropout, init_varmap};
-use crate::run_dir::{OnExisting, RunDir, TrainingRecord};
+use crate::run_dir::{OnExisting, RunDir};
 use crate::tokenizer::TextTokenizer;
 use crate::train::checkpoint::{self, TrainClock, TrainState};
 use crate::train::config::TrainConfig;
@@ -305,15 +305,13 @@ fn write_run_files(
 ) -> Result<()> {
     save_config(run.root(), model_cfg)?;
     splits.tokenizer.save(&run.tokenizer())?;
-    let record = TrainingRecord {
-        family: "gpt".into(),
-        preset: job.preset.clone(),
-        config: serde_json::to_value(&job.config).map_err(|e| Error::usage(e.to_string()))?,
-        seed: job.config.train.seed,
-        dataset: splits.dataset.clone(),
-        muse_version: env!("CARGO_PKG_VERSION").into(),
-    };
-    crate::io::write_json_atomic(&run.training(), &record)
+    run.write_training(
+        "gpt",
+        &job.preset,
+        &job.config,
+        job.config.train.seed,
+        &splits.dataset,
+    )
 }
 
 /// The tokenizer of an `--init` folder.
