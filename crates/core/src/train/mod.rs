@@ -16,6 +16,7 @@ pub mod optimizer;
 pub mod plot;
 pub mod progress;
 pub mod schedule;
+pub mod seeds;
 pub mod vae;
 
 pub use config::{ScheduleKind, TrainConfig};

@@ -28,14 +28,14 @@ use crate::tokenizer::chat::ChatTemplate;
 use crate::train::checkpoint::{TrainClock, TrainState};
 use crate::train::finetune::record::{read_record, write_record};
 use crate::train::finetune::{
-    Base, DPO_DROPOUT_STREAM, EpochOrder, Policy, ReplyFn, TuneJob, bos_of, report,
-    resolve_template, write_model_files,
+    Base, EpochOrder, Policy, ReplyFn, TuneJob, bos_of, report, resolve_template, write_model_files,
 };
 use crate::train::interrupt;
 use crate::train::metrics::MetricsLog;
 use crate::train::optimizer::AdamW;
 use crate::train::progress::Progress;
 use crate::train::schedule::LrSchedule;
+use crate::train::seeds::DPO_DROPOUT_STREAM;
 
 /// What to align, with which preferences (`--dpo`), and where.
 pub type AlignJob = TuneJob<AlignConfig>;

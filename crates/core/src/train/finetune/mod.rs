@@ -20,7 +20,6 @@ use candle_core::{DType, Device};
 pub use batch::{EpochOrder, PaddedBatch, example_io, pad_batch, split_indices, truncate};
 pub use config::{FinetuneConfig, SftDataConfig, check_common, finetune_train_config};
 pub use policy::{Base, Policy, resolve_template, write_model_files};
-pub use step::{DPO_DROPOUT_STREAM, SFT_DROPOUT_STREAM};
 
 use crate::data::instructions::{
     InstructionSet, TokenizedExample, read_instructions, tokenize_conversation,
@@ -37,6 +36,7 @@ use crate::train::metrics::MetricsLog;
 use crate::train::optimizer::AdamW;
 use crate::train::progress::Progress;
 use crate::train::schedule::LrSchedule;
+use crate::train::seeds::SFT_DROPOUT_STREAM;
 
 /// Writes a reply: `(model, tokenizer, prompt ids, stop strings, seed) -> text`. The caller
 /// supplies it (from `muse_core::sample`), keeping the loop free of sampling policy.

@@ -61,9 +61,3 @@ pub fn read_record<C: DeserializeOwned>(run: &Path, command: &str) -> Result<Sto
         data: record.dataset.name,
     })
 }
-
-/// The dropout stream of one micro-batch, a pure function of where the run is; `stream` keeps
-/// the loops that use it apart.
-pub fn dropout_seed(seed: u64, step: u64, micro: u64, stream: u64) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step << 16) ^ micro ^ stream
-}

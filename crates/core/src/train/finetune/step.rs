@@ -4,15 +4,11 @@
 use candle_core::Tensor;
 
 use super::Policy;
-use super::record::dropout_seed;
 use crate::error::Result;
 use crate::nn::Dropout;
 use crate::train::config::TrainConfig;
 use crate::train::optimizer::AdamW;
-
-/// The dropout streams of the loops, apart from each other's.
-pub const SFT_DROPOUT_STREAM: u64 = 0x5F7;
-pub const DPO_DROPOUT_STREAM: u64 = 0xD90;
+use crate::train::seeds::dropout_seed;
 
 /// The LoRA dropout's seed, apart from the model's within a micro-batch.
 const LORA_DROPOUT_SALT: u64 = 0x10AA;

@@ -28,6 +28,7 @@ use crate::train::metrics::MetricsLog;
 use crate::train::optimizer::AdamW;
 use crate::train::progress::Progress;
 use crate::train::schedule::LrSchedule;
+use crate::train::seeds::{GPT_DROPOUT_STREAM, dropout_seed};
 
 /// Writes a text sample from the model: `(model, tokenizer, seed) -> text`. The caller
 /// supplies it (from `muse_core::sample`), keeping the training loop free of sampling policy.
@@ -257,7 +258,10 @@ pub fn train_step(
     for micro in 0..t.grad_accum as u64 {
         let mut rng = step_rng(t.seed, step, micro);
         let batch = random_windows(ids, cfg.n_positions, t.batch_size, &mut rng, device)?;
-        let mut dropout = Dropout::train(cfg.dropout, dropout_seed(t.seed, step, micro));
+        let mut dropout = Dropout::train(
+            cfg.dropout,
+            dropout_seed(t.seed, step, micro, GPT_DROPOUT_STREAM),
+        );
         let loss = model.loss(&batch.inputs, &batch.targets, &mut dropout)?;
         // Scale so the accumulated gradient is that of the mean over micro-batches.
         let scaled = if t.grad_accum > 1 {
@@ -289,11 +293,6 @@ pub fn detached(varmap: &VarMap, device: &Device) -> Result<VarBuilder<'static>>
         .map(|(k, v)| (k, v.detach()))
         .collect();
     Ok(VarBuilder::from_tensors(tensors, DTYPE, device))
-}
-
-/// The dropout stream of one micro-batch, a pure function of where the run is.
-fn dropout_seed(seed: u64, step: u64, micro: u64) -> u64 {
-    seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (step << 16) ^ micro ^ 0xD5
 }
 
 /// config.json, tokenizer.json and training.json of a new run.
