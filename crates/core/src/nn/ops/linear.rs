@@ -74,7 +74,8 @@ impl LinearOp {
         }
     }
 
-    fn out_shape(&self, l: &Layout) -> Shape {
+    /// The output shape for an input laid out as `l`: its last dimension becomes `out`.
+    pub(super) fn out_shape(&self, l: &Layout) -> Shape {
         let mut dims = l.dims().to_vec();
         if let Some(last) = dims.last_mut() {
             *last = self.out_dim;

@@ -140,14 +140,6 @@ impl LoraLinearOp {
         h.iter_mut().for_each(|v| *v *= self.scale);
         h
     }
-
-    fn out_shape(&self, l: &Layout) -> Shape {
-        let mut dims = l.dims().to_vec();
-        if let Some(last) = dims.last_mut() {
-            *last = self.base.out_dim;
-        }
-        Shape::from(dims)
-    }
 }
 
 impl CustomOp3 for LoraLinearOp {
@@ -188,7 +180,7 @@ impl CustomOp3 for LoraLinearOp {
         }; // (m, r)
         // y += h (m, r) @ B^T (r, out)
         matmul(m, n, r, &mut y, true, (&h, r, 1), (b, 1, r));
-        Ok((CpuStorage::F32(y), self.out_shape(l1)))
+        Ok((CpuStorage::F32(y), self.base.out_shape(l1)))
     }
 
     fn bwd(
