@@ -24,11 +24,10 @@ use crate::error::{Error, Result};
 use crate::models::pretrained::{ModelConfig, TextLm};
 use crate::nn::Dropout;
 use crate::run_dir::{OnExisting, RunDir};
-use crate::tokenizer::chat::ChatTemplate;
 use crate::train::checkpoint::{TrainClock, TrainState};
 use crate::train::finetune::record::{read_record, write_record};
 use crate::train::finetune::{
-    Base, EpochOrder, Policy, ReplyFn, TuneJob, bos_of, report, resolve_template, write_model_files,
+    Base, EpochOrder, Policy, ReplyFn, TuneJob, report, resolve_template, write_model_files,
 };
 use crate::train::interrupt;
 use crate::train::metrics::MetricsLog;
@@ -157,6 +156,20 @@ pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
         policy.save(&run, opt, state)
     };
     let mut start_eval = None;
+    // Replies to held-out prompts, written into samples/.
+    let sample = |step: u64, f: ReplyFn| -> Result<Vec<(String, String)>> {
+        let prompts = data.val_prompts.iter().cloned();
+        let replies = report::replies(
+            &frozen,
+            &tokenizer,
+            prompts,
+            &template.stop,
+            f,
+            t.seed ^ step,
+        )?;
+        report::write_samples(&run, step, &replies)?;
+        Ok(replies)
+    };
 
     for step in start_step..t.max_iters as u64 {
         interrupt::checkpoint_on_stop(step, &progress, || save(&mut state, &opt))?;
@@ -178,9 +191,7 @@ pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
             && step > 0
             && step % t.sample_interval as u64 == 0
         {
-            let replies =
-                held_out_replies(&frozen, &tokenizer, &template, &data, f, t.seed ^ step)?;
-            report::write_samples(&run, step, &replies)?;
+            sample(step, f)?;
         }
 
         let t0 = Instant::now();
@@ -240,12 +251,7 @@ pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
         None => eval(&reference)?,
     };
     let samples = match reply {
-        Some(f) => {
-            let replies =
-                held_out_replies(&frozen, &tokenizer, &template, &data, f, t.seed ^ end_step)?;
-            report::write_samples(&run, end_step, &replies)?;
-            replies
-        }
+        Some(f) => sample(end_step, f)?,
         None => Vec::new(),
     };
     report::write_card(
@@ -337,27 +343,6 @@ fn plot_dpo(run: &RunDir) -> Result<()> {
             ("held-out accuracy", "val_accuracy"),
         ],
     )
-}
-
-fn held_out_replies(
-    model: &TextLm,
-    tokenizer: &crate::tokenizer::TextTokenizer,
-    template: &ChatTemplate,
-    data: &DpoData,
-    f: ReplyFn,
-    seed: u64,
-) -> Result<Vec<(String, String)>> {
-    let bos = bos_of(model);
-    data.val_prompts
-        .iter()
-        .take(3)
-        .enumerate()
-        .map(|(i, prompt)| {
-            let ids: Vec<u32> = bos.into_iter().chain(tokenizer.encode(prompt)?).collect();
-            let reply = f(model, tokenizer, &ids, &template.stop, seed ^ i as u64)?;
-            Ok((prompt.clone(), reply))
-        })
-        .collect()
 }
 
 /// The stored config and base path of a run written by [`align`], for `--resume`.

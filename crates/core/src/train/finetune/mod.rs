@@ -232,13 +232,13 @@ pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneRepo
         data.truncated,
         data.dropped
     );
-    let train_probe: Vec<TokenizedExample> =
-        data.train.iter().take(data.val.len()).cloned().collect();
+    // As many training examples as held-out ones, for the train loss beside the held-out one.
+    let train_probe = &data.train[..data.val.len().min(data.train.len())];
     let evaluate = |model: &TextLm| -> Result<(f64, f64)> {
         let f = |ex: &[TokenizedExample]| {
             report::response_loss(model, ex, t.batch_size, t.eval_iters, pad, &job.device)
         };
-        Ok((f(&train_probe)?, f(&data.val)?))
+        Ok((f(train_probe)?, f(&data.val)?))
     };
 
     // Drop the base copy the policy no longer needs (full fine-tuning copied it).
@@ -262,6 +262,20 @@ pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneRepo
         policy.save(&run, opt, state)
     };
     let mut val_start = f64::NAN;
+    // Replies to held-out prompts, written into samples/.
+    let sample = |step: u64, f: ReplyFn| -> Result<Vec<(String, String)>> {
+        let prompts = data.val_prompts.iter().map(|c| template.render(c, true));
+        let replies = report::replies(
+            &frozen,
+            &tokenizer,
+            prompts,
+            &template.stop,
+            f,
+            t.seed ^ step,
+        )?;
+        report::write_samples(&run, step, &replies)?;
+        Ok(replies)
+    };
 
     for step in start_step..t.max_iters as u64 {
         interrupt::checkpoint_on_stop(step, &progress, || save(&mut state, &opt))?;
@@ -288,9 +302,7 @@ pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneRepo
             && step > 0
             && step % t.sample_interval as u64 == 0
         {
-            let replies =
-                held_out_replies(&frozen, &tokenizer, &template, &data, f, t.seed ^ step)?;
-            report::write_samples(&run, step, &replies)?;
+            sample(step, f)?;
         }
 
         let t0 = Instant::now();
@@ -353,11 +365,7 @@ pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneRepo
         val_start = first_val_loss(&run).unwrap_or(f64::NAN);
     }
     let samples = match reply {
-        Some(f) => {
-            let replies = held_out_replies(&frozen, &tokenizer, &template, &data, f, t.seed ^ end)?;
-            report::write_samples(&run, end, &replies)?;
-            replies
-        }
+        Some(f) => sample(end, f)?,
         None => Vec::new(),
     };
     drop(base);
@@ -438,29 +446,6 @@ pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneRepo
         train_seconds: state.train_seconds,
         samples,
     })
-}
-
-/// Replies to the first few held-out prompts.
-fn held_out_replies(
-    model: &TextLm,
-    tokenizer: &TextTokenizer,
-    template: &ChatTemplate,
-    data: &SftData,
-    f: ReplyFn,
-    seed: u64,
-) -> Result<Vec<(String, String)>> {
-    let bos = bos_of(model);
-    data.val_prompts
-        .iter()
-        .take(3)
-        .enumerate()
-        .map(|(i, convo)| {
-            let prompt = template.render(convo, true);
-            let ids: Vec<u32> = bos.into_iter().chain(tokenizer.encode(&prompt)?).collect();
-            let reply = f(model, tokenizer, &ids, &template.stop, seed ^ i as u64)?;
-            Ok((prompt, reply))
-        })
-        .collect()
 }
 
 /// The beginning-of-sequence id a model's prompts start with.

@@ -4,11 +4,13 @@
 use candle_core::{DType, Device};
 
 use super::batch::pad_batch;
+use super::{ReplyFn, bos_of};
 use crate::data::instructions::TokenizedExample;
 use crate::error::Result;
 use crate::models::pretrained::TextLm;
 use crate::nn::Dropout;
 use crate::run_dir::RunDir;
+use crate::tokenizer::TextTokenizer;
 use crate::train::metrics::{read_metrics, series};
 use crate::train::plot::{Series, line_chart};
 
@@ -51,6 +53,32 @@ pub fn plot(run: &RunDir, title: &str, y_label: &str, keys: &[(&str, &str)]) -> 
         })
         .collect();
     line_chart(&run.loss_plot(), title, "step", y_label, &series)
+}
+
+/// How many held-out prompts the loops answer when they write samples.
+const SAMPLE_PROMPTS: usize = 3;
+
+/// `model`'s replies to the first few `prompts` (text it continues, after its beginning-of-
+/// sequence token if it has one), written by `f` with seed `seed ^ i` for prompt `i`.
+pub fn replies(
+    model: &TextLm,
+    tokenizer: &TextTokenizer,
+    prompts: impl IntoIterator<Item = String>,
+    stop: &[String],
+    f: ReplyFn,
+    seed: u64,
+) -> Result<Vec<(String, String)>> {
+    let bos = bos_of(model);
+    prompts
+        .into_iter()
+        .take(SAMPLE_PROMPTS)
+        .enumerate()
+        .map(|(i, prompt)| {
+            let ids: Vec<u32> = bos.into_iter().chain(tokenizer.encode(&prompt)?).collect();
+            let reply = f(model, tokenizer, &ids, stop, seed ^ i as u64)?;
+            Ok((prompt, reply))
+        })
+        .collect()
 }
 
 /// Saves replies to held-out prompts as `samples/step_NNNNNN.txt`, labelled AI-generated.
