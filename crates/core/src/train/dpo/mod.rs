@@ -15,7 +15,7 @@ use std::time::Instant;
 use candle_core::DType;
 
 pub use config::{AlignConfig, PrefDataConfig};
-pub use eval::{DpoEval, evaluate, pair_logps};
+pub use eval::{DpoEval, HeldOutPairs, evaluate, pair_logps};
 pub use loss::{DpoOutput, dpo_loss, reward_stats, sequence_logps};
 pub use pairs::{DpoData, PairTokens, prepare_pairs};
 
@@ -133,17 +133,8 @@ pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
         data.dropped,
         set.skipped
     );
-    let eval = |model: &TextLm| {
-        evaluate(
-            model,
-            &reference,
-            &data.val,
-            cfg.beta,
-            t.batch_size,
-            t.eval_iters,
-            pad,
-        )
-    };
+    let held_out = HeldOutPairs::new(&reference, &data.val, t.batch_size, t.eval_iters, pad)?;
+    let eval = |model: &TextLm| held_out.evaluate(model, cfg.beta);
 
     let schedule = LrSchedule::from_config(t);
     let mut metrics = MetricsLog::open(&run.metrics(), resuming.then_some(state.step))?;
