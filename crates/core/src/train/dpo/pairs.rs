@@ -23,8 +23,9 @@ pub struct DpoData {
     pub dropped: usize,
 }
 
-/// The text of a pair's prompt and one reply as (prompt part, reply part) spans, and whether
-/// the reply ends a chat turn (gets end-of-text).
+/// How a pair's prompt is read: through the chat template (the conversation so far, to which
+/// each reply is added as the assistant's turn) or, for prompt-less or `raw` pairs, as plain
+/// text; and the prompt as the model sees it, for held-out samples.
 fn pair_spans(
     pair: &PreferencePair,
     template: &ChatTemplate,
