@@ -80,11 +80,11 @@ fn main() -> ExitCode {
 /// First Ctrl-C: ask the running loop to checkpoint and stop. Second: quit at once.
 fn install_ctrl_c() {
     let _ = ctrlc::set_handler(|| {
-        if muse_core::train::interrupt::stop_requested() {
+        if muse_core::run::interrupt::stop_requested() {
             std::process::exit(130);
         }
         eprintln!("\nstopping after this step (Ctrl-C again to quit without saving)");
-        muse_core::train::interrupt::request_stop();
+        muse_core::run::interrupt::request_stop();
     });
 }
 

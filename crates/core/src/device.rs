@@ -69,3 +69,12 @@ pub fn device_name(device: &Device) -> String {
         Device::Metal(_) => "metal".to_string(),
     }
 }
+
+/// Memory the system can still give this process, in bytes (`MemAvailable` of
+/// `/proc/meminfo`); `None` where that is not known.
+pub fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,8 +1,8 @@
 //! Muse core: every numeric piece of the toolkit.
 //!
 //! Layers (a module imports only from layers to its left):
-//! `error, io, run_dir, device, config` -> `tokenizer` -> `data` | `nn` -> `models` -> `train`, `sample`
-//! -> `eval`. Models see tensors and their config only; data flows one way, from a named
+//! `error, io, run_dir, device, config` -> `tokenizer` -> `data` | `nn` -> `models` -> `sample`
+//! -> `train` -> `eval` -> `bench` -> `run`. Models see tensors and their config only; data flows one way, from a named
 //! dataset through batches and training into a run directory that sampling and evaluation read.
 
 pub mod config;
@@ -23,6 +23,10 @@ pub mod sample;
 pub mod train;
 
 pub mod eval;
+
+pub mod bench;
+
+pub mod run;
 
 pub use error::{Error, Result};
 

@@ -9,15 +9,74 @@
 //! weights belongs to each model family.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-/// Paths inside one run directory.
+/// Paths inside one run directory. A handle from [`RunDir::prepare`] also holds the folder's
+/// write lock until its last clone is dropped.
 #[derive(Clone, Debug)]
 pub struct RunDir {
     root: PathBuf,
+    lock: Option<Arc<RunLock>>,
+}
+
+/// `.lock` in a run folder: the process id of the one training that writes it. Removed when
+/// dropped; a lock whose process is gone is taken over.
+#[derive(Debug)]
+pub struct RunLock {
+    path: PathBuf,
+}
+
+impl RunLock {
+    /// Takes the lock of `root` (which must exist), or says which process holds it.
+    fn take(root: &Path) -> Result<Self> {
+        let path = root.join(".lock");
+        if let Some(pid) = Self::holder(root) {
+            return Err(Self::held(root, pid));
+        }
+        if path.is_file() {
+            tracing::info!(
+                "{}: taking over a lock left by a process that no longer runs",
+                root.display()
+            );
+        }
+        std::fs::write(&path, std::process::id().to_string()).map_err(Error::io(&path))?;
+        Ok(Self { path })
+    }
+
+    /// The id of another live process that holds the lock of `root`.
+    pub fn holder(root: &Path) -> Option<u32> {
+        let text = std::fs::read_to_string(root.join(".lock")).ok()?;
+        let pid: u32 = text.trim().parse().ok()?;
+        (pid != std::process::id() && process_alive(pid)).then_some(pid)
+    }
+
+    fn held(root: &Path, pid: u32) -> Error {
+        Error::usage(format!(
+            "{} is being written by another Muse process (pid {pid}): wait for it to finish, \
+             stop it, or choose another --out",
+            root.display()
+        ))
+    }
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Whether process `pid` still runs (Linux: its `/proc` entry; elsewhere assumed alive, so a
+/// stale lock there needs removing by hand).
+fn process_alive(pid: u32) -> bool {
+    if cfg!(target_os = "linux") {
+        Path::new(&format!("/proc/{pid}")).exists()
+    } else {
+        true
+    }
 }
 
 /// What `training.json` records: enough to reproduce the run and to reopen it.
@@ -59,7 +118,10 @@ pub enum OnExisting {
 impl RunDir {
     /// A handle on `root`; nothing is checked or created.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Self { root: root.into() }
+        Self {
+            root: root.into(),
+            lock: None,
+        }
     }
 
     /// Opens an existing run for reading: the folder and its `training.json` or `config.json`
@@ -86,6 +148,9 @@ impl RunDir {
     /// needs a missing or empty folder, a resumed one needs a checkpoint.
     pub fn check(root: &Path, mode: OnExisting) -> Result<()> {
         let dir = Self::new(root);
+        if let Some(pid) = RunLock::holder(root) {
+            return Err(RunLock::held(root, pid));
+        }
         let occupied = dir.root.is_dir()
             && std::fs::read_dir(&dir.root)
                 .map_err(Error::io(&dir.root))?
@@ -107,15 +172,17 @@ impl RunDir {
     }
 
     /// Prepares the folder for a new or resumed run: checks it ([`RunDir::check`]), empties it
-    /// for `Overwrite`, and creates it. Call once the inputs are known to be good, so a failed
-    /// start leaves nothing behind.
+    /// for `Overwrite`, creates it and takes its write lock (held by the returned handle and
+    /// its clones). Call once the inputs are known to be good, so a failed start leaves
+    /// nothing behind.
     pub fn prepare(root: impl Into<PathBuf>, mode: OnExisting) -> Result<Self> {
-        let dir = Self::new(root);
+        let mut dir = Self::new(root);
         Self::check(&dir.root, mode)?;
         if mode == OnExisting::Overwrite && dir.root.is_dir() {
             std::fs::remove_dir_all(&dir.root).map_err(Error::io(&dir.root))?;
         }
         std::fs::create_dir_all(dir.samples()).map_err(Error::io(dir.samples()))?;
+        dir.lock = Some(Arc::new(RunLock::take(&dir.root)?));
         Ok(dir)
     }
 
@@ -181,6 +248,22 @@ impl RunDir {
             dataset: dataset.clone(),
             muse_version: env!("CARGO_PKG_VERSION").into(),
         };
+        crate::io::write_json_atomic(&self.training(), &record)
+    }
+
+    /// Records the configuration a resumed run continues with (keys changed by `--set` on
+    /// resume) in `training.json`, keeping the rest of the record (and a fine-tuning run's
+    /// `base`).
+    pub fn record_resumed_config<C: Serialize>(&self, config: &C) -> Result<()> {
+        let mut record = self.read_training()?;
+        let mut value = serde_json::to_value(config).map_err(|e| Error::usage(e.to_string()))?;
+        if let (Some(new), Some(base)) = (value.as_object_mut(), record.config.get("base")) {
+            new.insert("base".into(), base.clone());
+        }
+        if value == record.config {
+            return Ok(());
+        }
+        record.config = value;
         crate::io::write_json_atomic(&self.training(), &record)
     }
 

@@ -3,9 +3,10 @@
 
 use std::path::PathBuf;
 
-use muse_core::train::dpo::{AlignConfig, align, stored_config, stored_data};
+use muse_core::run::Method;
 
-use super::tuning::{TuneArgs, print_samples, reply_fn};
+use super::common::print_outcome;
+use super::tuning::TuneArgs;
 
 /// Align a language model to preference pairs with DPO (Rafailov et al. 2023) against a frozen
 /// reference copy of it. Logs the loss, reward margins and held-out preference accuracy.
@@ -31,62 +32,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    let lora = a.tune.lora()?;
-    let out = a
-        .tune
-        .out(&a.run, if lora.is_some() { "dpo-lora" } else { "dpo" });
-    let raw = if a.raw {
-        vec!["data.raw=true".to_string()]
-    } else {
-        Vec::new()
+    let method = Method::Dpo {
+        data: a.dpo,
+        beta: a.beta,
+        raw: a.raw,
     };
-    let sets = a.tune.sets(&raw);
-    let (config, data) = if a.tune.resume {
-        let (stored, _) = stored_config(&out)?;
-        let data = a.dpo.clone().map_or_else(|| stored_data(&out), Ok)?;
-        (muse_core::config::resolve(&stored, None, &sets)?, data)
-    } else {
-        let Some(data) = a.dpo.clone() else {
-            anyhow::bail!(muse_core::Error::usage(
-                "--dpo is required: pass a JSONL file of prompt/chosen/rejected pairs, HH-RLHF \
-                 dialogues, or hh-rlhf"
-            ));
-        };
-        let preset = AlignConfig::preset(a.beta, lora);
-        let file = a.tune.config.as_deref();
-        (muse_core::config::resolve(&preset, file, &sets)?, data)
-    };
-    if a.tune.print_config {
-        print!("{}", toml::to_string(&config)?);
-        return Ok(());
-    }
-    config.validate()?;
-    let method = config.preset_name();
-    let job = a
-        .tune
-        .job(&a.run, ("preferences", data), method, config, out)?;
-    let reply = reply_fn();
-    let r = align(job, Some(&reply))?;
-    eprintln!(
-        "done: {} steps in {:.0} s | held-out preference accuracy {:.3} -> {:.3} | reward margin \
-         {:+.4} -> {:+.4} | DPO loss {:.4} -> {:.4} | trained {} of {} parameters ({:.2}%) | {} \
-         train / {} held-out pairs | run in {}",
-        r.steps,
-        r.train_seconds,
-        r.start.accuracy,
-        r.end.accuracy,
-        r.start.margin,
-        r.end.margin,
-        r.start.loss,
-        r.end.loss,
-        r.trainable,
-        r.params,
-        100.0 * r.trainable as f64 / r.params.max(1) as f64,
-        r.train_pairs,
-        r.val_pairs,
-        r.run_dir.display()
-    );
-    print_samples(&r.samples);
-    eprintln!("next: muse chat {}", r.run_dir.display());
+    print_outcome(muse_core::run::tune(a.tune.request(a.run, method)?)?);
     Ok(())
 }

@@ -1,70 +1,105 @@
-//! `muse bench FAMILY`: training-step and generation speed as one JSON line.
+//! `muse bench FAMILY`: parse, call `run::bench`, print one JSON line.
 
 use clap::Subcommand;
-use muse_core::eval::bench::{BenchOptions, bench_gpt};
-use muse_core::train::gpt::GptRunConfig;
+use muse_core::run::{BenchRequest, Family};
 
 use super::common::DeviceArgs;
 
-/// Measure speed. Prints one JSON line: median ms per training step, tokens/s, parameters,
-/// peak memory and generation tokens/s. Set threads with the global `--threads`.
+/// Measure speed. Prints one JSON line: median ms per training step, throughput, parameters,
+/// peak memory (and generation speed for text). Set threads with the global `--threads`.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
-    family: Family,
+    family: FamilyArgs,
 }
 
 #[derive(Subcommand)]
-enum Family {
+enum FamilyArgs {
     /// GPT training steps (AdamW, clipping) and greedy KV-cache decoding.
-    Gpt(GptArgs),
+    Gpt {
+        /// Only measure decoding: 16-token prompt, 128 greedy tokens (as the transformers
+        /// reference), plus ms/token with 64 and 900 tokens in the cache.
+        #[arg(long)]
+        generate: bool,
+        /// Training text for presets with a trained tokenizer [default: tinyshakespeare].
+        #[arg(long)]
+        data: Option<String>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// GAN training steps (D on a real and a fake batch, then G), as dcgan28.py.
-    Gan(super::gan::BenchArgs),
+    Gan {
+        /// Objective override, as for `muse train gan --loss`.
+        #[arg(long)]
+        loss: Option<String>,
+        /// Use candle's own convolutions instead of Muse's fused kernels (for comparison).
+        #[arg(long)]
+        candle_conv: bool,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// VAE training steps (forward, backward, Adam), as vae_mlp.py.
-    Vae(super::train_image::VaeBenchArgs),
+    Vae {
+        #[command(flatten)]
+        common: CommonArgs,
+    },
 }
 
+/// Flags every workload takes.
 #[derive(clap::Args)]
-struct GptArgs {
-    /// The preset to measure (char-baby, char-shakespeare, gpt2-small).
-    #[arg(long, default_value = "char-baby")]
-    preset: String,
+struct CommonArgs {
+    /// The preset to measure [default: the family's default preset: char-baby, dcgan-mnist,
+    /// mnist-mlp].
+    #[arg(long)]
+    preset: Option<String>,
     /// Override a config key, as for `muse train`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// Timed training steps.
-    #[arg(long, default_value_t = 50)]
-    steps: usize,
-    /// Untimed warm-up steps first.
-    #[arg(long, default_value_t = 10)]
-    warmup: usize,
-    /// Only measure decoding: 16-token prompt, 128 greedy tokens (as the transformers
-    /// reference), plus ms/token with 64 and 900 tokens in the cache.
+    /// Timed steps [default: gpt 50, gan 100, vae 200].
     #[arg(long)]
-    generate: bool,
-    /// Training text for presets with a trained tokenizer.
-    #[arg(long, default_value = "tinyshakespeare")]
-    data: String,
+    steps: Option<usize>,
+    /// Untimed warm-up steps first [default: gpt 10, gan 10, vae 20].
+    #[arg(long)]
+    warmup: Option<usize>,
     #[command(flatten)]
     device: DeviceArgs,
 }
 
+impl CommonArgs {
+    fn request(self, family: Family) -> anyhow::Result<BenchRequest> {
+        let mut req = BenchRequest::new(family, self.device.device()?);
+        req.preset = self.preset;
+        req.sets = self.sets;
+        req.steps = self.steps;
+        req.warmup = self.warmup;
+        Ok(req)
+    }
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
-    let a = match args.family {
-        Family::Gpt(a) => a,
-        Family::Gan(a) => return super::gan::bench(a),
-        Family::Vae(a) => return super::train_image::bench_vae(a),
+    let req = match args.family {
+        FamilyArgs::Gpt {
+            generate,
+            data,
+            common,
+        } => {
+            let mut req = common.request(Family::Gpt)?;
+            req.generate_only = generate;
+            req.text_data = data;
+            req
+        }
+        FamilyArgs::Gan {
+            loss,
+            candle_conv,
+            common,
+        } => {
+            let mut req = common.request(Family::Gan)?;
+            req.gan_loss = loss;
+            req.candle_conv = candle_conv;
+            req
+        }
+        FamilyArgs::Vae { common } => common.request(Family::Vae)?,
     };
-    let config = muse_core::config::resolve(&GptRunConfig::preset(&a.preset)?, None, &a.sets)?;
-    let opts = BenchOptions {
-        config,
-        preset: a.preset,
-        steps: a.steps,
-        warmup: a.warmup,
-        generate_only: a.generate,
-        data: a.data,
-        device: a.device.device()?,
-    };
-    println!("{}", serde_json::to_string(&bench_gpt(&opts)?)?);
+    println!("{}", serde_json::to_string(&muse_core::run::bench(req)?)?);
     Ok(())
 }

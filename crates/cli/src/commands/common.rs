@@ -1,9 +1,6 @@
-//! Flags and helpers several subcommands share.
+//! Flags and printing several subcommands share.
 
-use muse_core::models::gpt::Gpt;
-use muse_core::sample::{SamplingParams, complete};
-use muse_core::tokenizer::TextTokenizer;
-use muse_core::train::gpt::SampleConfig;
+use muse_core::run::TrainOutcome;
 
 /// `--device`.
 #[derive(clap::Args, Clone)]
@@ -19,15 +16,17 @@ impl DeviceArgs {
     }
 }
 
-/// The sampler a training run uses for the samples it writes.
-pub fn gpt_sample_fn()
--> impl Fn(&Gpt, &TextTokenizer, &SampleConfig, u64) -> muse_core::Result<String> {
-    |model, tokenizer, cfg, seed| {
-        let params = SamplingParams {
-            temperature: cfg.temperature,
-            top_k: cfg.top_k,
-            ..Default::default()
-        };
-        complete(model, tokenizer, &cfg.prompt, cfg.tokens, params, seed)
+/// Prints what a training command did: the config for `--print-config`; else the summary to
+/// stderr, the result (a sample, a figure) to stdout, and what to run next.
+pub fn print_outcome(outcome: TrainOutcome) {
+    match outcome {
+        TrainOutcome::Config(toml) => print!("{toml}"),
+        TrainOutcome::Trained(s) => {
+            eprintln!("{}", s.done);
+            for line in &s.output {
+                println!("{line}");
+            }
+            eprintln!("next: {}", s.next);
+        }
     }
 }

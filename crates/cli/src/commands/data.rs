@@ -2,7 +2,7 @@
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
-use muse_core::data::{self, DatasetSpec, FileStatus, Presence};
+use muse_core::run::data::{self, DatasetSpec, FileStatus, Presence};
 use serde_json::json;
 
 /// List, locate, download and verify datasets.

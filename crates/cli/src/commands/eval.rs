@@ -1,53 +1,74 @@
-//! `muse eval RUN`: loss, perplexity and bits per character of a trained language model.
+//! `muse eval MODEL`: parse, call `run::eval`, print the figures (or one JSON object).
 
 use std::path::PathBuf;
 
-use muse_core::eval::eval_text;
+use muse_core::run::{ClassifierChoice, EvalRequest};
 
 use super::common::DeviceArgs;
 
-/// Evaluate a run on its validation split (default) or on a given text.
+/// Evaluate a model as its family is judged: a language model's loss, perplexity and bits per
+/// character on its validation split (or --data); a VAE's test loss and importance-sampled
+/// NLL; FID and class coverage of generated images through the reference classifier.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The run directory to evaluate.
+    /// The run directory or model folder to evaluate.
     run: PathBuf,
-    /// Evaluate on this text (a UTF-8 file or dataset name) instead of the validation split.
+    /// Text: a UTF-8 file or dataset name instead of the validation split (needed for a
+    /// Hugging Face folder). Images: NAME[:split] or a folder instead of the run's test split.
     #[arg(long)]
     data: Option<String>,
-    /// Windows per batch.
+    /// Text: windows per batch.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Print the figures as one JSON object.
     #[arg(long)]
     json: bool,
+    /// Images: the reference classifier run for FID and class coverage
+    /// [default: runs/classifier-<the run's dataset>, skipped with a note when missing].
+    #[arg(long, conflicts_with = "no_classifier", help_heading = "Image models")]
+    classifier: Option<PathBuf>,
+    /// Images: skip FID and class coverage (no classifier needed).
+    #[arg(long, help_heading = "Image models")]
+    no_classifier: bool,
+    /// Images: generated images for FID and coverage (compared with the whole test split).
+    #[arg(long, default_value_t = muse_core::run::FID_SAMPLES, help_heading = "Image models")]
+    samples: usize,
+    /// VAE: importance samples per test image for the NLL estimate (0: skip it).
+    #[arg(long, default_value_t = 500, help_heading = "Image models")]
+    iwae_k: usize,
+    /// VAE: test images for the NLL estimate (0: all).
+    #[arg(long, default_value_t = 0, help_heading = "Image models")]
+    iwae_images: usize,
+    /// Seed of the generated samples and the evaluation noise.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
     #[command(flatten)]
     device: DeviceArgs,
-    #[command(flatten)]
-    image: super::eval_image::ImageEvalArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if super::eval_image::run(
-        &a.run,
-        a.data.as_deref(),
-        a.json,
-        &a.image,
-        &a.device.device()?,
-    )? {
-        return Ok(());
-    }
-    if a.batch_size == 0 {
-        anyhow::bail!(muse_core::Error::usage("--batch-size must be at least 1"));
-    }
-    let r = eval_text(&a.run, a.data.as_deref(), a.batch_size, &a.device.device()?)?;
+    let req = EvalRequest {
+        model: a.run,
+        data: a.data,
+        batch_size: a.batch_size,
+        classifier: match (a.classifier, a.no_classifier) {
+            (_, true) => ClassifierChoice::Off,
+            (Some(dir), _) => ClassifierChoice::At(dir),
+            _ => ClassifierChoice::Default,
+        },
+        samples: a.samples,
+        iwae_k: a.iwae_k,
+        iwae_images: a.iwae_images,
+        seed: a.seed,
+        device: a.device.device()?,
+    };
+    let report = muse_core::run::eval(&req)?;
     if a.json {
-        println!("{}", serde_json::to_string(&r)?);
+        println!("{}", report.json);
     } else {
-        println!("{}: {} tokens", r.source, r.tokens);
-        println!("loss        {:.4} nats/token", r.loss);
-        println!("perplexity  {:.3}", r.perplexity);
-        println!("bits/char   {:.4}", r.bits_per_char);
-        println!("bits/byte   {:.4}", r.bits_per_byte);
+        for line in &report.lines {
+            println!("{line}");
+        }
     }
     Ok(())
 }

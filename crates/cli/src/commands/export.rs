@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use muse_core::export::export_hf_with;
+use muse_core::run::export_hf;
 
 /// Export a model for other tools. `--format hf` writes a Hugging Face folder (config.json,
 /// model.safetensors, tokenizer.json, tokenizer_config.json with the chat template) that
@@ -39,7 +39,7 @@ enum Format {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let Format::Hf = a.format;
-    let report = export_hf_with(
+    let report = export_hf(
         &a.run,
         a.tokenizer.as_deref(),
         &a.out,

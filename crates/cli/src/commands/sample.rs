@@ -1,14 +1,17 @@
-//! `muse sample RUN`: generate from a trained run. Text models stream text to stdout.
+//! `muse sample MODEL`: parse the flags of every family, call `run::sample`, print. Text
+//! streams to stdout token by token; images are written as PNG.
 
+use std::io::Write;
 use std::path::PathBuf;
 
-use muse_core::run_dir::RunDir;
+use muse_core::run::generation::{Sampler, StopReason, generate};
+use muse_core::run::{ImageRequest, SamplePlan, SampleRequest, TextRequest, TextSession};
 
 use super::common::DeviceArgs;
-use super::sample_text::{self, TextArgs};
 
-/// Generate from a trained run or a Hugging Face model folder. Text streams to stdout; every
-/// output is labelled as AI-generated.
+/// Generate from a trained run or a Hugging Face model folder. Text streams to stdout; images
+/// go to a PNG; every output is labelled as AI-generated. Flags of another family than the
+/// model's are refused.
 #[derive(clap::Args)]
 pub struct Args {
     /// The run directory (`muse train --out`), a Hugging Face model folder (gpt2, llama), or a
@@ -22,20 +25,199 @@ pub struct Args {
     #[command(flatten)]
     text: TextArgs,
     #[command(flatten)]
-    image: super::sample_image::ImageArgs,
+    image: ImageArgs,
+}
+
+/// Flags for text models.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Text models (gpt, gpt2, llama)")]
+struct TextArgs {
+    /// Text to continue [default: a newline]. Longer than the model's context: only its end
+    /// is used.
+    #[arg(long, short)]
+    prompt: Option<String>,
+    /// New tokens to generate (at most) [default: 500].
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Softmax temperature: lower is more conservative; 0 always takes the likeliest token
+    /// [default: 0.8].
+    #[arg(long, allow_negative_numbers = true)]
+    temperature: Option<f32>,
+    /// Sample only among the k likeliest tokens (0: no limit) [default: 200].
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Sample only among the likeliest tokens whose probabilities add up to p (1: no limit)
+    /// [default: 1].
+    #[arg(long, allow_negative_numbers = true)]
+    top_p: Option<f32>,
+    /// Penalise tokens already in the context (1: off; 1.1-1.3 reduces loops) [default: 1].
+    #[arg(long, allow_negative_numbers = true)]
+    repetition_penalty: Option<f32>,
+    /// Stop when the output contains this text (repeatable); the stop text is not printed.
+    /// `\n`, `\t` and `\\` stand for a newline, a tab and a backslash.
+    #[arg(long = "stop", value_name = "TEXT")]
+    stop: Vec<String>,
+    /// Independent samples to draw, one after another [default: 1].
+    #[arg(long)]
+    num_samples: Option<usize>,
+    /// After each generated token, print the 5 likeliest candidates with their probabilities
+    /// (softmax at the sampling temperature, before top-k/top-p), one token per line.
+    #[arg(long)]
+    show_probs: bool,
+    /// Tokenizer to use instead of the folder's: a tokenizer.json, a SentencePiece
+    /// tokenizer.model, a llama2.c tokenizer.bin (required for a llama2.c .bin checkpoint), or
+    /// a folder holding one.
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// A LoRA adapter folder (adapter_config.json + adapter.safetensors, as `muse finetune
+    /// --lora` or PEFT write) to apply over the model; a run's own adapter is applied anyway.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+}
+
+/// Flags for image models.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Image models (vae, gan)")]
+struct ImageArgs {
+    /// Images to draw (or test images for --reconstruct / --denoise-test) [default: 64].
+    #[arg(long)]
+    n: Option<usize>,
+    /// The PNG to write [default: samples.png].
+    #[arg(short = 'o', long = "out", value_name = "PNG")]
+    out: Option<PathBuf>,
+    /// Images per row of the grid [default: about the square root of --n].
+    #[arg(long)]
+    nrow: Option<usize>,
+    /// VAE: the first --n test images (top row) above their reconstructions.
+    #[arg(long)]
+    reconstruct: bool,
+    /// VAE: decode the straight latent path from test image I to test image J, as a strip.
+    #[arg(long, num_args = 2, value_names = ["I", "J"])]
+    interpolate: Option<Vec<usize>>,
+    /// Points on the --interpolate path, both ends included [default: 10].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// VAE: denoise this PNG/JPEG image (resized to the model's size); writes it beside the
+    /// model's reconstruction.
+    #[arg(long, value_name = "IMAGE")]
+    denoise: Option<PathBuf>,
+    /// VAE: corrupt --n test images with Gaussian noise of this standard deviation and denoise
+    /// them; rows: clean, noisy, denoised.
+    #[arg(long, value_name = "SIGMA", allow_negative_numbers = true)]
+    denoise_test: Option<f64>,
+    /// VAE: where the test images come from (NAME[:split] or a folder) [default: the run's
+    /// dataset].
+    #[arg(long)]
+    data: Option<String>,
+    /// GAN: draw every image of this class (class-conditional runs, e.g. --label 7).
+    #[arg(long)]
+    label: Option<usize>,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    // A file is a llama2.c checkpoint; a folder says its family.
-    let family = if a.run.is_file() {
-        "llama2c".to_string()
-    } else {
-        RunDir::open(&a.run)?.family()?
+    let t = a.text;
+    let i = a.image;
+    let req = SampleRequest {
+        model: a.run,
+        seed: a.seed,
+        text: TextRequest {
+            prompt: t.prompt,
+            max_tokens: t.max_tokens,
+            temperature: t.temperature,
+            top_k: t.top_k,
+            top_p: t.top_p,
+            repetition_penalty: t.repetition_penalty,
+            stop: t.stop,
+            num_samples: t.num_samples,
+            show_probs: t.show_probs,
+            tokenizer: t.tokenizer,
+            adapter: t.adapter,
+        },
+        image: ImageRequest {
+            n: i.n,
+            out: i.out,
+            nrow: i.nrow,
+            reconstruct: i.reconstruct,
+            interpolate: i.interpolate.map(|v| (v[0], v[1])),
+            steps: i.steps,
+            denoise: i.denoise,
+            denoise_test: i.denoise_test,
+            data: i.data,
+            label: i.label,
+        },
+        device: a.device.device()?,
     };
-    let device = a.device.device()?;
-    match family.as_str() {
-        "vae" => super::sample_image::run_vae(&a.run, a.image, a.seed, &device),
-        "gan" => super::gan::sample(&a.run, a.image, a.seed, &device),
-        _ => sample_text::run(&a.run, a.text, a.seed, &device),
+    match muse_core::run::sample(req)? {
+        SamplePlan::Images { path, what } => {
+            println!(
+                "wrote {} ({what}; {})",
+                path.display(),
+                muse_core::AI_GENERATED_NOTICE
+            );
+            Ok(())
+        }
+        SamplePlan::Text(session) => stream_text(&session),
     }
+}
+
+/// Streams each sample to stdout, or a table of candidates with `--show-probs`.
+fn stream_text(s: &TextSession) -> anyhow::Result<()> {
+    let show_probs = s.options.candidates > 0;
+    let mut sampler = Sampler::new(s.params.clone(), s.seed);
+    // The label goes to stdout too, so a saved or piped sample carries it.
+    println!("[{}]", muse_core::AI_GENERATED_NOTICE);
+    for i in 0..s.num_samples {
+        if s.num_samples > 1 {
+            println!("--- sample {} ---", i + 1);
+        }
+        let mut out = std::io::stdout().lock();
+        if show_probs {
+            writeln!(
+                out,
+                "prompt {:?}\nstep  chosen      <- 5 likeliest candidates",
+                s.prompt
+            )?;
+        } else {
+            write!(out, "{}", s.prompt)?;
+        }
+        let tokenizer = &s.model.tokenizer;
+        let mut step = 0;
+        let g = generate(
+            s.model.model.as_ref(),
+            tokenizer,
+            &s.prompt_ids,
+            &s.options,
+            &mut sampler,
+            &mut |ev| {
+                let io = muse_core::Error::io("stdout");
+                if show_probs {
+                    step += 1;
+                    let chosen = format!("{:?}", tokenizer.decode(&[ev.id])?);
+                    let cands: Vec<String> = ev
+                        .candidates
+                        .iter()
+                        .map(|(t, p)| format!("{t:?} {:.1}%", p * 100.0))
+                        .collect();
+                    writeln!(out, "{step:>4}  {chosen:<10}  <- {}", cands.join("  ")).map_err(io)
+                } else {
+                    write!(out, "{}", ev.text)
+                        .and_then(|()| out.flush())
+                        .map_err(io)
+                }
+            },
+        )?;
+        writeln!(out)?;
+        let why = match g.reason {
+            StopReason::MaxTokens => "max tokens",
+            StopReason::EndOfText => "end of text",
+            StopReason::StopString => "stop string",
+        };
+        eprintln!(
+            "[{} tokens in {:.2} s, {:.1} tokens/s, stopped at {why}]",
+            g.ids.len(),
+            g.seconds,
+            g.ids.len() as f64 / g.seconds.max(1e-9)
+        );
+    }
+    Ok(())
 }

@@ -1,14 +1,9 @@
 //! `muse score RUN`: per-image anomaly scores (negative ELBO) of a VAE, as CSV, and the AUROC
 //! of telling an out-of-distribution set apart.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use muse_core::Error;
-use muse_core::data::images::ImageDataset;
-use muse_core::eval::image::auroc;
-use muse_core::eval::vae::anomaly_scores;
-use muse_core::sample::vae::open_vae;
+use muse_core::run::ScoreRequest;
 
 use super::common::DeviceArgs;
 
@@ -41,64 +36,18 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
-    if a.elbo_samples == 0 {
-        anyhow::bail!(Error::usage("--elbo-samples must be at least 1"));
-    }
-    let device = a.device.device()?;
-    let vae = open_vae(&a.run, &device)?;
-    let inliers = vae.test_images(a.data.as_deref())?;
-    let scores = anomaly_scores(&vae.model, &inliers, a.elbo_samples, a.seed, &device)?;
-    let mut csv = String::from("set,index,label,score\n");
-    append(&mut csv, &inliers, &scores);
-    let mut summary = vec![summary_line(&inliers, &scores)];
-    if let Some(ood) = &a.ood {
-        let outliers = vae.test_images(Some(ood))?;
-        let ood_scores = anomaly_scores(&vae.model, &outliers, a.elbo_samples, a.seed, &device)?;
-        append(&mut csv, &outliers, &ood_scores);
-        summary.push(summary_line(&outliers, &ood_scores));
-        let area = auroc(&ood_scores, &scores);
-        muse_core::io::write_atomic(&a.out, csv.as_bytes())?;
-        for line in summary {
-            println!("{line}");
-        }
-        println!(
-            "AUROC       {area:.4} (negative ELBO separating {} from {})",
-            label(&outliers),
-            label(&inliers)
-        );
-    } else {
-        muse_core::io::write_atomic(&a.out, csv.as_bytes())?;
-        for line in summary {
-            println!("{line}");
-        }
+    let req = ScoreRequest {
+        model: a.run,
+        data: a.data,
+        ood: a.ood,
+        out: a.out.clone(),
+        elbo_samples: a.elbo_samples,
+        seed: a.seed,
+        device: a.device.device()?,
+    };
+    for line in muse_core::run::score(&req)? {
+        println!("{line}");
     }
     eprintln!("wrote {}", a.out.display());
     Ok(())
-}
-
-fn label(ds: &ImageDataset) -> String {
-    format!("{}:{}", ds.record.name, ds.split.as_str())
-}
-
-fn append(csv: &mut String, ds: &ImageDataset, scores: &[f64]) {
-    let set = label(ds);
-    for (i, s) in scores.iter().enumerate() {
-        let y = ds
-            .labels
-            .as_ref()
-            .map_or(String::new(), |l| l[i].to_string());
-        let _ = writeln!(csv, "{set},{i},{y},{s:.4}");
-    }
-}
-
-fn summary_line(ds: &ImageDataset, scores: &[f64]) -> String {
-    let mean = scores.iter().sum::<f64>() / scores.len().max(1) as f64;
-    let mut sorted = scores.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let median = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
-    format!(
-        "{:<11} {} images, mean score {mean:.2}, median {median:.2} nats",
-        label(ds),
-        scores.len()
-    )
 }

@@ -201,7 +201,7 @@ fn load(arg: &TokenizerArg) -> anyhow::Result<TextTokenizer> {
     let path = &arg.tokenizer;
     if path.as_os_str() == "gpt2" && !path.exists() {
         // $MUSE_DATA_DIR/gpt2-bpe, the cache dir, else a verified download.
-        let dir = muse_core::data::dataset_dir("gpt2-bpe")?;
+        let dir = muse_core::run::data::dataset_dir("gpt2-bpe")?;
         return Ok(TextTokenizer::gpt2(
             &dir.join("encoder.json"),
             &dir.join("vocab.bpe"),

@@ -1,32 +1,93 @@
-//! `muse train FAMILY`: train a model into a run directory.
+//! `muse train FAMILY`: parse the flags into a [`TrainRequest`], call `run::train`, print.
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Subcommand;
-use muse_core::run_dir::{OnExisting, RunDir};
-use muse_core::train::gpt::{GptRunConfig, GptTrainJob, train_gpt_from};
+use muse_core::run::{ClassifierChoice, ConfigRequest, Family, FlagSet, StartMode, TrainRequest};
 
-use super::common::{DeviceArgs, gpt_sample_fn};
+use super::common::{DeviceArgs, print_outcome};
 
 /// Train a model. Every run writes one folder: config, weights, tokenizer, metrics, loss plot,
 /// samples and a model card.
 #[derive(clap::Args)]
 pub struct Args {
     #[command(subcommand)]
-    family: Family,
+    family: FamilyArgs,
 }
 
 #[derive(Subcommand)]
-enum Family {
+enum FamilyArgs {
     /// A GPT-style decoder-only transformer language model.
     Gpt(GptArgs),
     /// The reference image classifier (small CNN) that judges generated images.
-    Classifier(super::train_image::ClassifierArgs),
+    Classifier(ClassifierArgs),
     /// A variational autoencoder (MLP or conv; --beta for a beta-VAE, --train-noise to denoise).
-    Vae(super::train_image::VaeArgs),
+    Vae(VaeArgs),
     /// A DCGAN image generator (class-conditional with cgan-mnist; --loss wgan-gp).
-    Gan(super::gan::TrainArgs),
+    Gan(GanArgs),
+}
+
+/// Flags every family takes.
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// A TOML file whose keys override the preset (sections: model, train, data, ...).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override one config key, e.g. `--set train.lr=3e-4`. Bare keys work when unique;
+    /// `--print-config` lists them all. On --resume, loop keys may change (max_iters, epochs,
+    /// lr, intervals); the model, data and seed may not.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Seed of weights, data order, dropout and samples (same as `--set train.seed=N`).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Train exactly N optimizer steps, whatever the preset counts in (a quick try, a smoke
+    /// test); `--resume` with a larger N continues.
+    #[arg(long, value_name = "N")]
+    max_steps: Option<u64>,
+    /// The run directory to write (default: runs/<preset> for gpt, runs/<family>-<preset>).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint: repeat the command that started it
+    /// and add --resume (a run stopped before its first checkpoint starts again from step 0).
+    #[arg(long, conflicts_with = "force")]
+    resume: bool,
+    /// Delete an existing --out folder and start over.
+    #[arg(long)]
+    force: bool,
+    /// Print the resolved configuration as TOML and exit without training.
+    #[arg(long)]
+    print_config: bool,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+impl RunArgs {
+    /// The request every family starts from.
+    fn request(
+        &self,
+        family: Family,
+        preset: Option<String>,
+        flags: Vec<FlagSet>,
+    ) -> anyhow::Result<TrainRequest> {
+        let mut req = TrainRequest::new(family, self.device.device()?);
+        req.config = ConfigRequest {
+            preset,
+            file: self.config.clone(),
+            flags,
+            sets: self.sets.clone(),
+        };
+        req.seed = self.seed;
+        req.max_steps = self.max_steps;
+        req.out = self.out.clone();
+        req.mode = match (self.resume, self.force) {
+            (true, _) => StartMode::Resume,
+            (_, true) => StartMode::Force,
+            _ => StartMode::New,
+        };
+        req.print_config = self.print_config;
+        Ok(req)
+    }
 }
 
 #[derive(clap::Args)]
@@ -36,149 +97,146 @@ struct GptArgs {
     /// [default: char-baby]
     #[arg(long)]
     preset: Option<String>,
-    /// A TOML file whose keys override the preset (sections: model, train, data, sample).
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Override one config key, e.g. `--set max_iters=500 --set train.lr=3e-4`. Bare keys
-    /// work when unique; `muse train gpt --print-config` lists them all.
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    sets: Vec<String>,
     /// Training text: a dataset name from `muse data list` or a path to a UTF-8 text file
     /// (default: tinyshakespeare; on --resume, the run's own data).
     #[arg(long)]
     data: Option<String>,
-    /// The run directory to write (default: runs/<preset>).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    /// Continue the run in --out from its last checkpoint (its stored config, plus any --set).
-    #[arg(long, conflicts_with = "force")]
-    resume: bool,
-    /// Delete an existing --out folder and start over.
-    #[arg(long)]
-    force: bool,
-    /// Print the resolved configuration as TOML and exit without training.
-    #[arg(long)]
-    print_config: bool,
-    /// Tokenizer override: char, bpe, gpt2 or a tokenizer.json path (same as --set tokenizer=...).
+    /// Tokenizer: char, bpe, gpt2, a tokenizer.json, or a folder holding one (same as
+    /// `--set tokenizer=...`).
     #[arg(long)]
     tokenizer: Option<String>,
     /// Continue pretraining a model: start from the weights, architecture and tokenizer of this
     /// Muse GPT run or Hugging Face GPT-2 folder instead of random weights.
-    #[arg(long, conflicts_with_all = ["resume", "tokenizer"])]
+    #[arg(long, conflicts_with = "tokenizer")]
     init: Option<PathBuf>,
     #[command(flatten)]
-    device: DeviceArgs,
+    run: RunArgs,
+}
+
+/// Flags of the image families' data.
+#[derive(clap::Args)]
+struct ImageDataArgs {
+    /// Training images: mnist, fashion-mnist, a folder of IDX files, or a folder of PNG/JPEG
+    /// images (class subfolders give labels). Same as `--set data.dataset=...`.
+    #[arg(long)]
+    data: Option<String>,
+    /// Resize images to this square size (same as `--set data.image_size=N`).
+    #[arg(long)]
+    image_size: Option<usize>,
+    /// 1 (grey) or 3 (RGB) (same as `--set data.channels=N`).
+    #[arg(long)]
+    channels: Option<usize>,
+}
+
+impl ImageDataArgs {
+    fn flags(&self) -> Vec<FlagSet> {
+        let mut f = Vec::new();
+        if let Some(d) = &self.data {
+            f.push(FlagSet::new("--data", "data.dataset", d));
+        }
+        if let Some(s) = self.image_size {
+            f.push(FlagSet::new("--image-size", "data.image_size", s));
+        }
+        if let Some(c) = self.channels {
+            f.push(FlagSet::new("--channels", "data.channels", c));
+        }
+        f
+    }
+}
+
+#[derive(clap::Args)]
+struct ClassifierArgs {
+    /// Named configuration: mnist (8 epochs, random 2-pixel shifts) or fashion-mnist (the
+    /// same small CNN, 10 epochs, no shifts) [default: fashion-mnist with --data
+    /// fashion-mnist, else mnist].
+    #[arg(long)]
+    preset: Option<String>,
+    #[command(flatten)]
+    data: ImageDataArgs,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args)]
+struct VaeArgs {
+    /// Named configuration: mnist-mlp (the PyTorch examples VAE: 784-400-20, Adam 1e-3,
+    /// batch 128, 10 epochs), mnist-mlp-cosine (the same with Adam 5e-3 decayed to 0 on a
+    /// cosine) or mnist-conv (convolutional encoder and decoder). [default: mnist-mlp]
+    #[arg(long)]
+    preset: Option<String>,
+    /// Weight of the KL term: 1 is the VAE, larger values a beta-VAE (same as
+    /// `--set objective.beta=B`).
+    #[arg(long, value_name = "B")]
+    beta: Option<f64>,
+    /// Train a denoising VAE: corrupt inputs with Gaussian noise of this standard deviation
+    /// and reconstruct the clean image (same as `--set objective.train_noise=SIGMA`).
+    #[arg(long, value_name = "SIGMA")]
+    train_noise: Option<f64>,
+    #[command(flatten)]
+    data: ImageDataArgs,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args)]
+struct GanArgs {
+    /// Named configuration: dcgan-mnist (DCGAN, non-saturating loss), cgan-mnist (conditioned
+    /// on the digit) or wgan-gp-mnist. [default: dcgan-mnist]
+    #[arg(long)]
+    preset: Option<String>,
+    /// Objective: bce (non-saturating, DCGAN) or wgan-gp (Wasserstein loss with gradient
+    /// penalty: critic without batch norm, 5 critic steps per G step, Adam 1e-4 (0.5, 0.9)).
+    #[arg(long)]
+    loss: Option<String>,
+    /// Reference classifier run for the class-coverage check while training
+    /// [default: runs/classifier-<dataset>, skipped with a note when missing].
+    #[arg(long, conflicts_with = "no_classifier")]
+    classifier: Option<PathBuf>,
+    /// Train without the class-coverage check.
+    #[arg(long)]
+    no_classifier: bool,
+    #[command(flatten)]
+    data: ImageDataArgs,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    match args.family {
-        Family::Gpt(a) => train_gpt_cmd(a),
-        Family::Classifier(a) => super::train_image::train_classifier(a),
-        Family::Vae(a) => super::train_image::train_vae(a),
-        Family::Gan(a) => super::gan::train(a),
-    }
-}
-
-fn train_gpt_cmd(a: GptArgs) -> anyhow::Result<()> {
-    let out = a
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("runs").join(a.preset.as_deref().unwrap_or("char-baby")));
-    let mut sets = a.sets.clone();
-    if let Some(t) = &a.tokenizer {
-        sets.push(format!("data.tokenizer={t}"));
-    }
-    let (config, preset, data) = if a.resume {
-        if a.config.is_some() || a.preset.is_some() {
-            anyhow::bail!(muse_core::Error::usage(
-                "a resumed run keeps its preset and config; change single keys with --set"
-            ));
-        }
-        let record = RunDir::open(&out)?.read_training()?;
-        let stored: GptRunConfig = serde_json::from_value(record.config)
-            .context("training.json of the run to resume is not a GPT config")?;
-        let data = a.data.unwrap_or(record.dataset.path);
-        (
-            muse_core::config::resolve(&stored, None, &sets)?,
-            record.preset,
-            data,
-        )
-    } else {
-        let name = a.preset.unwrap_or_else(|| "char-baby".into());
-        let mut preset = GptRunConfig::preset(&name)?;
-        let name = match &a.init {
-            Some(init) => {
-                preset.model = init_model(init)?;
-                format!("{name} (init from {})", init.display())
+    let req = match args.family {
+        FamilyArgs::Gpt(a) => {
+            let mut flags = Vec::new();
+            if let Some(t) = &a.tokenizer {
+                flags.push(FlagSet::new("--tokenizer", "data.tokenizer", t));
             }
-            None => name,
-        };
-        let config = muse_core::config::resolve(&preset, a.config.as_deref(), &sets)?;
-        (
-            config,
-            name,
-            a.data.unwrap_or_else(|| "tinyshakespeare".into()),
-        )
+            let mut req = a.run.request(Family::Gpt, a.preset, flags)?;
+            req.text_data = a.data;
+            req.init = a.init;
+            req
+        }
+        FamilyArgs::Classifier(a) => a
+            .run
+            .request(Family::Classifier, a.preset, a.data.flags())?,
+        FamilyArgs::Vae(a) => {
+            let mut flags = a.data.flags();
+            if let Some(b) = a.beta {
+                flags.push(FlagSet::new("--beta", "objective.beta", b));
+            }
+            if let Some(s) = a.train_noise {
+                flags.push(FlagSet::new("--train-noise", "objective.train_noise", s));
+            }
+            a.run.request(Family::Vae, a.preset, flags)?
+        }
+        FamilyArgs::Gan(a) => {
+            let mut req = a.run.request(Family::Gan, a.preset, a.data.flags())?;
+            req.gan_loss = a.loss;
+            req.classifier = match (a.classifier, a.no_classifier) {
+                (_, true) => ClassifierChoice::Off,
+                (Some(dir), _) => ClassifierChoice::At(dir),
+                _ => ClassifierChoice::Default,
+            };
+            req
+        }
     };
-    if a.print_config {
-        print!("{}", toml::to_string(&config)?);
-        return Ok(());
-    }
-    config.validate()?;
-    let on_existing = match (a.resume, a.force) {
-        (true, _) => OnExisting::Resume,
-        (_, true) => OnExisting::Overwrite,
-        _ => OnExisting::Refuse,
-    };
-    eprintln!("run: {}  preset: {preset}  data: {data}", out.display());
-    eprintln!("{}", toml::to_string(&config)?);
-    let job = GptTrainJob {
-        out,
-        preset,
-        config,
-        data,
-        on_existing,
-        device: a.device.device()?,
-    };
-    let sampler = gpt_sample_fn();
-    let report = train_gpt_from(job, a.init.as_deref(), Some(&sampler))?;
-    eprintln!(
-        "done: {} steps in {:.0} s | train {:.4} | val {:.4} | run in {}",
-        report.steps,
-        report.train_seconds,
-        report.train_loss,
-        report.val_loss,
-        report.run_dir.display()
-    );
-    if let Some(text) = report.sample {
-        println!("--- sample ({}) ---", muse_core::AI_GENERATED_NOTICE);
-        println!("{text}");
-    }
-    eprintln!(
-        "next: muse sample {} --prompt \"ROMEO:\"   |   muse eval {}",
-        report.run_dir.display(),
-        report.run_dir.display()
-    );
+    print_outcome(muse_core::run::train(req)?);
     Ok(())
-}
-
-/// The architecture of an `--init` folder; only the GPT-2 family trains in this loop.
-fn init_model(dir: &std::path::Path) -> anyhow::Result<muse_core::models::gpt::GptConfig> {
-    use muse_core::models::pretrained::{ModelConfig, without_backtrace};
-    if !dir.is_dir() {
-        anyhow::bail!(muse_core::Error::input(format!(
-            "--init {}: no such folder (give a Muse GPT run or a Hugging Face GPT-2 folder)",
-            dir.display()
-        )));
-    }
-    match ModelConfig::read(&dir.join("config.json")).map_err(without_backtrace) {
-        Ok(ModelConfig::Gpt(c)) => Ok(c),
-        Ok(other) => anyhow::bail!(muse_core::Error::usage(format!(
-            "--init {}: continued pretraining with `muse train gpt` takes GPT-2-family models; \
-             this is a {} model (it loads for sample, chat and export)",
-            dir.display(),
-            other.model_type()
-        ))),
-        Err(e) => anyhow::bail!(muse_core::Error::input(format!("--init: {e}"))),
-    }
 }

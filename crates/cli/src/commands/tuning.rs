@@ -1,15 +1,8 @@
-//! What `muse finetune` and `muse align` share: the flags for the run folder, config, LoRA and
-//! tokenizer, how they become a resolved config, and how held-out replies are written and shown.
+//! The flags `muse finetune` and `muse align` share, and how they become a [`TuneRequest`].
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use muse_core::models::CausalLm;
-use muse_core::nn::lora::LoraConfig;
-use muse_core::run_dir::OnExisting;
-use muse_core::sample::{GenerateOptions, Sampler, SamplingParams, generate};
-use muse_core::tokenizer::TextTokenizer;
-use muse_core::train::finetune::TuneJob;
-use serde::Serialize;
+use muse_core::run::{ConfigRequest, Method, StartMode, TuneRequest};
 
 use super::common::DeviceArgs;
 
@@ -37,7 +30,14 @@ pub struct TuneArgs {
     /// (`--print-config` lists them all).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Continue the run in --out from its last checkpoint (its stored config, plus any --set).
+    /// Seed of data order, dropout and samples (same as `--set train.seed=N`).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Train exactly N optimizer steps (same as `--set train.max_iters=N`).
+    #[arg(long, value_name = "N")]
+    pub max_steps: Option<u64>,
+    /// Continue the run in --out from its last checkpoint: repeat the command that started it
+    /// and add --resume.
     #[arg(long, conflicts_with = "force")]
     pub resume: bool,
     /// Delete an existing --out folder and start over.
@@ -46,8 +46,8 @@ pub struct TuneArgs {
     /// Print the resolved configuration as TOML and exit without training.
     #[arg(long)]
     pub print_config: bool,
-    /// Tokenizer replacing the model's: a tokenizer.json, SentencePiece tokenizer.model or
-    /// llama2.c tokenizer.bin (required for a llama2.c .bin checkpoint).
+    /// Tokenizer replacing the model's: a tokenizer.json, SentencePiece tokenizer.model,
+    /// llama2.c tokenizer.bin, or a folder holding one (required for a llama2.c checkpoint).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     #[command(flatten)]
@@ -55,109 +55,30 @@ pub struct TuneArgs {
 }
 
 impl TuneArgs {
-    /// `--lora` (bare: the defaults) as a config; usage errors name the bad key.
-    pub fn lora(&self) -> anyhow::Result<Option<LoraConfig>> {
-        match self.lora.as_deref() {
-            None => Ok(None),
-            Some(s) => Ok(Some(LoraConfig::parse(s).map_err(muse_core::Error::usage)?)),
-        }
-    }
-
-    /// `--out`, or `runs/<name of the model folder or file>-<method>`.
-    pub fn out(&self, base: &Path, method: &str) -> PathBuf {
-        self.out.clone().unwrap_or_else(|| {
-            let name = base
-                .file_stem()
-                .map(|n| n.to_string_lossy().into_owned())
-                .filter(|n| !n.is_empty() && n != "." && n != "..")
-                .unwrap_or_else(|| "model".into());
-            PathBuf::from("runs").join(format!("{name}-{method}"))
-        })
-    }
-
-    /// The `--set` overrides, with `--template` and `extra` as overrides too.
-    pub fn sets(&self, extra: &[String]) -> Vec<String> {
-        let mut sets = self.sets.clone();
-        if let Some(t) = &self.template {
-            sets.push(format!("data.template={t}"));
-        }
-        sets.extend_from_slice(extra);
-        sets
-    }
-
-    /// What to do with an existing --out folder.
-    pub fn on_existing(&self) -> OnExisting {
-        match (self.resume, self.force) {
-            (true, _) => OnExisting::Resume,
-            (_, true) => OnExisting::Overwrite,
-            _ => OnExisting::Refuse,
-        }
-    }
-
-    /// Prints the run, base, data and resolved config to stderr, and the job that trains it.
-    /// `data_label` names the data in that line (`data`, `preferences`).
-    pub fn job<C: Serialize>(
-        &self,
-        base: &Path,
-        (data_label, data): (&str, String),
-        method: &str,
-        config: C,
-        out: PathBuf,
-    ) -> anyhow::Result<TuneJob<C>> {
-        eprintln!(
-            "run: {}  base: {}  {data_label}: {data}  method: {method}",
-            out.display(),
-            base.display(),
-        );
-        eprintln!("{}", toml::to_string(&config)?);
-        Ok(TuneJob {
-            base: base.to_path_buf(),
-            tokenizer: self.tokenizer.clone(),
-            data,
-            config,
-            out,
-            on_existing: self.on_existing(),
+    /// The request for tuning `base` with `method`.
+    pub fn request(self, base: PathBuf, method: Method) -> anyhow::Result<TuneRequest> {
+        Ok(TuneRequest {
+            base,
+            method,
+            lora: self.lora,
+            template: self.template,
+            config: ConfigRequest {
+                preset: None,
+                file: self.config,
+                flags: Vec::new(),
+                sets: self.sets,
+            },
+            seed: self.seed,
+            max_steps: self.max_steps,
+            out: self.out,
+            mode: match (self.resume, self.force) {
+                (true, _) => StartMode::Resume,
+                (_, true) => StartMode::Force,
+                _ => StartMode::New,
+            },
+            print_config: self.print_config,
+            tokenizer: self.tokenizer,
             device: self.device.device()?,
         })
-    }
-}
-
-/// Prints replies to held-out prompts, labelled AI-generated.
-pub fn print_samples(samples: &[(String, String)]) {
-    if samples.is_empty() {
-        return;
-    }
-    println!(
-        "--- replies to held-out prompts ({}) ---",
-        muse_core::AI_GENERATED_NOTICE
-    );
-    for (prompt, reply) in samples {
-        println!(
-            "{prompt}{}{reply}",
-            if prompt.ends_with(' ') { "" } else { " " }
-        );
-        println!("---");
-    }
-}
-
-/// How the loops write replies to held-out prompts: up to 64 tokens at temperature 0.7, top-k
-/// 50, stopping at the template's stop strings or end-of-text.
-pub fn reply_fn()
--> impl Fn(&dyn CausalLm, &TextTokenizer, &[u32], &[String], u64) -> muse_core::Result<String> {
-    |model, tokenizer, ids, stop, seed| {
-        let params = SamplingParams {
-            temperature: 0.7,
-            top_k: 50,
-            ..Default::default()
-        };
-        let opts = GenerateOptions {
-            max_tokens: 64,
-            stop: stop.to_vec(),
-            stop_at_eos: true,
-            candidates: 0,
-        };
-        let mut sampler = Sampler::new(params, seed);
-        let g = generate(model, tokenizer, ids, &opts, &mut sampler, &mut |_| Ok(()))?;
-        Ok(g.text.trim().to_string())
     }
 }

@@ -8,4 +8,5 @@ mod finetune;
 mod gan;
 mod gpt;
 mod images;
+mod run_api;
 mod tokenizer;

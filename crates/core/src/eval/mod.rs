@@ -1,9 +1,6 @@
-//! Evaluation: how good a trained model is (loss, perplexity, bits per character) and how
-//! fast Muse runs it (`muse bench`).
+//! Evaluation: how good a trained model is (loss, perplexity, bits per character, ELBO, FID
+//! and class coverage of generated images).
 
-pub mod bench;
-pub mod bench_gan;
-pub mod bench_vae;
 pub mod gan;
 pub mod image;
 pub mod text;

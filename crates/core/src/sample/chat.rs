@@ -71,7 +71,7 @@ impl Conversation {
                 return Err(Error::usage(format!(
                     "the message needs {} tokens with the system prompt and chat template, but \
                      the model's context of {} leaves room for {budget} before the reply: \
-                     write a shorter message, a shorter --system, or lower --max-tokens",
+                     write a shorter message or a shorter --system",
                     ids.len(),
                     tm.model.context_len()
                 )));
@@ -87,7 +87,9 @@ impl Conversation {
     }
 
     /// Adds `user`'s message, generates the reply (streamed through `on_token`) and stores it.
-    /// `opts.max_tokens` is reserved in the context; the template's stop strings are added.
+    /// The reply gets what the context leaves after the prompt, at most `opts.max_tokens` and
+    /// at least a quarter of the context (older messages are dropped for it); the template's
+    /// stop strings are added.
     pub fn reply(
         &mut self,
         tm: &TextModel,
@@ -97,7 +99,11 @@ impl Conversation {
         on_token: &mut dyn FnMut(TokenEvent) -> Result<()>,
     ) -> Result<Reply> {
         self.history.push(ChatMessage::new(Role::User, user));
-        let (ids, dropped) = match self.prompt_ids(tm, opts.max_tokens) {
+        // Keep at least a quarter of the context (or the whole reply, if shorter) for the
+        // reply; a prompt that leaves more gets a longer reply, up to `opts.max_tokens`.
+        let context = tm.model.context_len();
+        let reserve = opts.max_tokens.min((context / 4).max(1));
+        let (ids, dropped) = match self.prompt_ids(tm, reserve) {
             Ok(x) => x,
             Err(e) => {
                 self.history.pop();
@@ -105,6 +111,9 @@ impl Conversation {
             }
         };
         let mut opts = opts.clone();
+        opts.max_tokens = opts
+            .max_tokens
+            .min(context.saturating_sub(ids.len()).max(1));
         opts.stop.extend(self.template.stop.iter().cloned());
         opts.stop_at_eos = true;
         let generated = match generate(

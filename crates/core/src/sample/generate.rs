@@ -92,6 +92,12 @@ pub fn generate(
             .squeeze(0)?
             .to_dtype(DType::F32)?
             .to_vec1()?;
+        if logits.iter().any(|l| l.is_nan() || *l == f32::INFINITY) {
+            return Err(Error::input(
+                "the model's outputs are not numbers (NaN or +inf logits): its weights are \
+                 damaged or its training diverged; retrain it or resume from a good checkpoint",
+            ));
+        }
         let id = sampler.sample(&logits, &context);
         let candidates = if opts.candidates > 0 {
             let probs = sampler.shown_distribution(&logits, &context);

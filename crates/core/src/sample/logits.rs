@@ -29,6 +29,61 @@ impl Default for SamplingParams {
     }
 }
 
+impl SamplingParams {
+    /// Checks each value, naming the flag to change: `--temperature` finite and >= 0,
+    /// `--top-p` in (0, 1], `--repetition-penalty` finite and > 0.
+    pub fn validate(&self) -> crate::error::Result<()> {
+        let bad = |flag: &str, want: &str, v: f32| {
+            Err(crate::error::Error::usage(format!(
+                "{flag} {v}: must be {want}"
+            )))
+        };
+        if !(self.temperature.is_finite() && self.temperature >= 0.0) {
+            return bad(
+                "--temperature",
+                "a number >= 0 (0: greedy)",
+                self.temperature,
+            );
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return bad("--top-p", "in (0, 1] (1: no limit)", self.top_p);
+        }
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return bad(
+                "--repetition-penalty",
+                "a number > 0 (1: off)",
+                self.repetition_penalty,
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Turns the escapes people type in a stop string (`\n`, `\t`, `\\`) into the characters
+/// they mean, as other tools do: a shell passes `--stop "\n\n"` as backslash and `n`.
+pub fn unescape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('\\') => out.push('\\'),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 /// A seeded sampler.
 pub struct Sampler {
     params: SamplingParams,

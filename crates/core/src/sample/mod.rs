@@ -8,7 +8,7 @@ pub mod open;
 pub mod vae;
 
 pub use generate::{GenerateOptions, Generated, StopReason, TokenEvent, generate};
-pub use logits::{Sampler, SamplingParams};
+pub use logits::{Sampler, SamplingParams, unescape};
 pub use open::{TextModel, open_text_model};
 
 use crate::error::Result;

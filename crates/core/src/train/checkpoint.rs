@@ -218,3 +218,16 @@ fn keep_previous(run: &RunDir, weights_file: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Stops a run whose loss (or gradient norm) stopped being a number, before anything is
+/// saved from that state: the last checkpoint on disk stays the last finite one.
+pub fn check_finite(step: u64, what: &str, value: f64) -> Result<()> {
+    if value.is_finite() {
+        return Ok(());
+    }
+    Err(crate::error::Error::input(format!(
+        "training diverged at step {step}: the {what} is {value}; nothing was saved from this \
+         state, so the last checkpoint is the last finite one. Lower the learning rate (for \
+         example `--resume --set lr=...` with a tenth of it) or start again"
+    )))
+}

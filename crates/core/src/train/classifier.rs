@@ -186,6 +186,7 @@ pub fn train_classifier(job: ClassifierTrainJob) -> Result<ClassifierReport> {
         }
         r.opt.step(&grads, lr)?;
         let loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        super::checkpoint::check_finite(step, "loss", loss)?;
         r.state.step = step + 1;
         r.state.examples_seen += idx.len() as u64;
         let ms = t0.elapsed().as_secs_f64() * 1e3;

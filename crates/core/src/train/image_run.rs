@@ -77,6 +77,7 @@ impl<M> ImageRun<M> {
         let state = if resuming {
             let s = checkpoint::load(&run, &mut varmap, &mut [("", &mut opt)])?;
             check_same_data(&run, &train.record)?;
+            run.record_resumed_config(record.config)?;
             s
         } else {
             crate::io::write_json_atomic(&run.config(), record.model)?;

@@ -297,7 +297,7 @@ fn a_short_dpo_run_learns_the_preference() {
         on_existing: OnExisting::Refuse,
         device: Device::Cpu,
     };
-    let r = align(job, None).unwrap();
+    let r = align(job, false).unwrap();
     assert_eq!((r.train_pairs, r.val_pairs), (24, 6));
     // At step 0 the policy is the reference.
     assert!((r.start.loss - std::f64::consts::LN_2).abs() < 1e-6);

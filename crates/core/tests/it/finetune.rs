@@ -292,7 +292,7 @@ fn full_finetuning_lowers_held_out_reply_loss() {
     let data = tmp.path().join("train.jsonl");
     write_alpaca(&data, 40);
     let out = tmp.path().join("run");
-    let r = finetune(job(&data, &out, None), None).unwrap();
+    let r = finetune(job(&data, &out, None), false).unwrap();
     assert_eq!(r.steps, 30);
     assert_eq!((r.train_examples, r.val_examples), (32, 8));
     assert_eq!(
@@ -368,7 +368,7 @@ fn lora_finetuning_trains_adapters_and_keeps_the_base() {
         dropout: 0.0,
         targets: vec!["attn".into(), "mlp".into()],
     };
-    let r = finetune(job(&data, &out, Some(lcfg)), None).unwrap();
+    let r = finetune(job(&data, &out, Some(lcfg)), false).unwrap();
     // 2 blocks x r (in + out): c_attn 4 (32 + 96), c_proj 4 (32 + 32), c_fc 4 (32 + 128),
     // mlp.c_proj 4 (128 + 32).
     assert_eq!(r.trainable, 2 * 4 * (128 + 64 + 160 + 160));
@@ -476,7 +476,7 @@ fn a_resumed_lora_run_equals_the_uninterrupted_one() {
         j.config.train.max_iters = iters;
         j.config.train.eval_interval = 4;
         j.on_existing = on_existing;
-        finetune(j, None).unwrap()
+        finetune(j, false).unwrap()
     };
     let whole = tmp.path().join("whole");
     run(&whole, 12, OnExisting::Refuse);

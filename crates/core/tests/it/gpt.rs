@@ -158,6 +158,7 @@ fn tiny_job(
         t.log_interval,
         t.sample_interval,
     ) = (4, 4, 2, 1, 0);
+    config.sample.tokens = 0;
     GptTrainJob {
         out: out.to_path_buf(),
         preset: "test".into(),
@@ -176,12 +177,12 @@ fn resume_reproduces_the_uninterrupted_run() {
     std::fs::write(&corpus, &text[..30_000]).unwrap();
 
     let straight = dir.path().join("straight");
-    train_gpt(tiny_job(&straight, &corpus, 12, OnExisting::Refuse), None).unwrap();
+    train_gpt(tiny_job(&straight, &corpus, 12, OnExisting::Refuse)).unwrap();
     let split = dir.path().join("split");
-    train_gpt(tiny_job(&split, &corpus, 6, OnExisting::Refuse), None).unwrap();
+    train_gpt(tiny_job(&split, &corpus, 6, OnExisting::Refuse)).unwrap();
     let mut job = tiny_job(&split, &corpus, 12, OnExisting::Resume);
     job.config.train.max_iters = 12;
-    train_gpt(job, None).unwrap();
+    train_gpt(job).unwrap();
 
     let losses = |run: &std::path::Path| -> Vec<(u64, f64)> {
         read_metrics(&run.join("metrics.jsonl"))

@@ -27,7 +27,7 @@ use crate::run_dir::{OnExisting, RunDir};
 use crate::train::checkpoint::{TrainClock, TrainState};
 use crate::train::finetune::record::{read_record, write_record};
 use crate::train::finetune::{
-    Base, EpochOrder, Policy, ReplyFn, TuneJob, report, resolve_template, write_model_files,
+    Base, EpochOrder, Policy, TuneJob, report, resolve_template, write_model_files,
 };
 use crate::train::interrupt;
 use crate::train::metrics::MetricsLog;
@@ -54,7 +54,10 @@ pub struct AlignReport {
 }
 /// Runs DPO as `job` says. Returns [`Error::Interrupted`] after saving a checkpoint when
 /// Ctrl-C was pressed.
-pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
+///
+/// With `replies`, the loop answers a few held-out prompts every `sample_interval` steps and at
+/// the end (into `samples/` and the report).
+pub fn align(job: AlignJob, replies: bool) -> Result<AlignReport> {
     let cfg = job.config.clone();
     cfg.validate()?;
     RunDir::check(&job.out, job.on_existing)?;
@@ -105,7 +108,9 @@ pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
     let run = RunDir::prepare(&job.out, job.on_existing)?;
     let mut opt = AdamW::new(&policy.varmap, t)?;
     let mut state = if resuming {
-        policy.load_checkpoint(&run, &mut opt)?
+        let state = policy.load_checkpoint(&run, &mut opt)?;
+        run.record_resumed_config(&cfg)?;
+        state
     } else {
         write_model_files(&run, &base, &template, &policy)?;
         write_record(
@@ -148,16 +153,9 @@ pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
     };
     let mut start_eval = None;
     // Replies to held-out prompts, written into samples/.
-    let sample = |step: u64, f: ReplyFn| -> Result<Vec<(String, String)>> {
+    let sample = |step: u64| -> Result<Vec<(String, String)>> {
         let prompts = data.val_prompts.iter().cloned();
-        let replies = report::replies(
-            &frozen,
-            &tokenizer,
-            prompts,
-            &template.stop,
-            f,
-            t.seed ^ step,
-        )?;
+        let replies = report::replies(&frozen, &tokenizer, prompts, &template.stop, t.seed ^ step)?;
         report::write_samples(&run, step, &replies)?;
         Ok(replies)
     };
@@ -177,12 +175,8 @@ pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
             }
             plot_dpo(&run)?;
         }
-        if let Some(f) = reply
-            && t.sample_interval > 0
-            && step > 0
-            && step % t.sample_interval as u64 == 0
-        {
-            sample(step, f)?;
+        if replies && t.sample_interval > 0 && step > 0 && step % t.sample_interval as u64 == 0 {
+            sample(step)?;
         }
 
         let t0 = Instant::now();
@@ -211,6 +205,7 @@ pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
         )?;
         let k = t.grad_accum as f64;
         let (loss, margin, acc) = (loss_sum / k, margin_sum / k, acc_sum / k);
+        crate::train::checkpoint::check_finite(step, "DPO loss", loss)?;
         state.step = step + 1;
         state.examples_seen += (t.batch_size * t.grad_accum) as u64;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -241,9 +236,10 @@ pub fn align(job: AlignJob, reply: Option<ReplyFn>) -> Result<AlignReport> {
         Some(e) => e,
         None => eval(&reference)?,
     };
-    let samples = match reply {
-        Some(f) => sample(end_step, f)?,
-        None => Vec::new(),
+    let samples = if replies {
+        sample(end_step)?
+    } else {
+        Vec::new()
     };
     report::write_card(
         &run,

@@ -25,10 +25,8 @@ use crate::data::instructions::{
     InstructionSet, TokenizedExample, read_instructions, tokenize_conversation,
 };
 use crate::error::{Error, Result};
-use crate::models::CausalLm;
 use crate::models::pretrained::TextLm;
 use crate::run_dir::{OnExisting, RunDir};
-use crate::tokenizer::TextTokenizer;
 use crate::tokenizer::chat::{ChatMessage, ChatTemplate, Role};
 use crate::train::checkpoint::{TrainClock, TrainState};
 use crate::train::interrupt;
@@ -37,11 +35,6 @@ use crate::train::optimizer::AdamW;
 use crate::train::progress::Progress;
 use crate::train::schedule::LrSchedule;
 use crate::train::seeds::SFT_DROPOUT_STREAM;
-
-/// Writes a reply: `(model, tokenizer, prompt ids, stop strings, seed) -> text`. The caller
-/// supplies it (from `muse_core::sample`), keeping the loop free of sampling policy.
-pub type ReplyFn<'a> =
-    &'a dyn Fn(&dyn CausalLm, &TextTokenizer, &[u32], &[String], u64) -> Result<String>;
 
 /// What to tune (`muse finetune` or `muse align`), on what, and where.
 pub struct TuneJob<C> {
@@ -170,7 +163,9 @@ pub fn prepare_sft(
 
 /// Runs supervised fine-tuning as `job` says. Returns [`Error::Interrupted`] after saving a
 /// checkpoint when Ctrl-C was pressed.
-pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneReport> {
+/// With `replies`, the loop answers a few held-out prompts every `sample_interval` steps and at
+/// the end (into `samples/` and the report).
+pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
     let cfg = job.config.clone();
     cfg.validate()?;
     RunDir::check(&job.out, job.on_existing)?;
@@ -206,6 +201,7 @@ pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneRepo
     let mut state = if resuming {
         let state = policy.load_checkpoint(&run, &mut opt)?;
         check_same_data(&run, &set)?;
+        run.record_resumed_config(&cfg)?;
         state
     } else {
         write_model_files(&run, &base, &template, &policy)?;
@@ -263,16 +259,9 @@ pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneRepo
     };
     let mut val_start = f64::NAN;
     // Replies to held-out prompts, written into samples/.
-    let sample = |step: u64, f: ReplyFn| -> Result<Vec<(String, String)>> {
+    let sample = |step: u64| -> Result<Vec<(String, String)>> {
         let prompts = data.val_prompts.iter().map(|c| template.render(c, true));
-        let replies = report::replies(
-            &frozen,
-            &tokenizer,
-            prompts,
-            &template.stop,
-            f,
-            t.seed ^ step,
-        )?;
+        let replies = report::replies(&frozen, &tokenizer, prompts, &template.stop, t.seed ^ step)?;
         report::write_samples(&run, step, &replies)?;
         Ok(replies)
     };
@@ -297,12 +286,8 @@ pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneRepo
             }
             plot_sft(&run)?;
         }
-        if let Some(f) = reply
-            && t.sample_interval > 0
-            && step > 0
-            && step % t.sample_interval as u64 == 0
-        {
-            sample(step, f)?;
+        if replies && t.sample_interval > 0 && step > 0 && step % t.sample_interval as u64 == 0 {
+            sample(step)?;
         }
 
         let t0 = Instant::now();
@@ -327,6 +312,7 @@ pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneRepo
             },
         )?;
         let loss = loss_sum / t.grad_accum as f64;
+        crate::train::checkpoint::check_finite(step, "loss", loss)?;
         state.step = step + 1;
         state.examples_seen += (t.batch_size * t.grad_accum) as u64;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -364,10 +350,7 @@ pub fn finetune(job: FinetuneJob, reply: Option<ReplyFn>) -> Result<FinetuneRepo
     if val_start.is_nan() {
         val_start = first_val_loss(&run).unwrap_or(f64::NAN);
     }
-    let samples = match reply {
-        Some(f) => sample(end, f)?,
-        None => Vec::new(),
-    };
+    let samples = if replies { sample(end)? } else { Vec::new() };
     drop(base);
     report::write_card(
         &run,

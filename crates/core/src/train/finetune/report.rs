@@ -4,7 +4,7 @@
 use candle_core::{DType, Device};
 
 use super::batch::pad_batch;
-use super::{ReplyFn, bos_of};
+use super::bos_of;
 use crate::data::instructions::TokenizedExample;
 use crate::error::Result;
 use crate::models::pretrained::TextLm;
@@ -59,13 +59,12 @@ pub fn plot(run: &RunDir, title: &str, y_label: &str, keys: &[(&str, &str)]) -> 
 const SAMPLE_PROMPTS: usize = 3;
 
 /// `model`'s replies to the first few `prompts` (text it continues, after its beginning-of-
-/// sequence token if it has one), written by `f` with seed `seed ^ i` for prompt `i`.
+/// sequence token if it has one), sampled with seed `seed ^ i` for prompt `i` (see [`reply`]).
 pub fn replies(
     model: &TextLm,
     tokenizer: &TextTokenizer,
     prompts: impl IntoIterator<Item = String>,
     stop: &[String],
-    f: ReplyFn,
     seed: u64,
 ) -> Result<Vec<(String, String)>> {
     let bos = bos_of(model);
@@ -75,10 +74,36 @@ pub fn replies(
         .enumerate()
         .map(|(i, prompt)| {
             let ids: Vec<u32> = bos.into_iter().chain(tokenizer.encode(&prompt)?).collect();
-            let reply = f(model, tokenizer, &ids, stop, seed ^ i as u64)?;
+            let reply = reply(model, tokenizer, &ids, stop, seed ^ i as u64)?;
             Ok((prompt, reply))
         })
         .collect()
+}
+
+/// One reply as the loops write them: up to 64 tokens at temperature 0.7, top-k 50, stopping
+/// at the template's stop strings or end-of-text.
+fn reply(
+    model: &TextLm,
+    tokenizer: &TextTokenizer,
+    ids: &[u32],
+    stop: &[String],
+    seed: u64,
+) -> Result<String> {
+    use crate::sample::{GenerateOptions, Sampler, SamplingParams, generate};
+    let params = SamplingParams {
+        temperature: 0.7,
+        top_k: 50,
+        ..Default::default()
+    };
+    let opts = GenerateOptions {
+        max_tokens: 64,
+        stop: stop.to_vec(),
+        stop_at_eos: true,
+        candidates: 0,
+    };
+    let mut sampler = Sampler::new(params, seed);
+    let g = generate(model, tokenizer, ids, &opts, &mut sampler, &mut |_| Ok(()))?;
+    Ok(g.text.trim().to_string())
 }
 
 /// Saves replies to held-out prompts as `samples/step_NNNNNN.txt`, labelled AI-generated.

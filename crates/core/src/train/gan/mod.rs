@@ -91,6 +91,7 @@ pub fn train_gan(job: GanTrainJob, quality: Option<QualityFn>) -> Result<GanRepo
             &mut [("g.", &mut tr.opt_g), ("d.", &mut tr.opt_d)],
         )?;
         check_same_data(&run, &data.record)?;
+        run.record_resumed_config(&cfg)?;
         state
     } else {
         save_config(run.root(), &cfg.model)?;

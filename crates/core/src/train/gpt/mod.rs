@@ -30,10 +30,6 @@ use crate::train::progress::Progress;
 use crate::train::schedule::LrSchedule;
 use crate::train::seeds::{GPT_DROPOUT_STREAM, dropout_seed};
 
-/// Writes a text sample from the model: `(model, tokenizer, seed) -> text`. The caller
-/// supplies it (from `muse_core::sample`), keeping the training loop free of sampling policy.
-pub type SampleFn<'a> = &'a dyn Fn(&Gpt, &TextTokenizer, &SampleConfig, u64) -> Result<String>;
-
 /// What to train and where.
 pub struct GptTrainJob {
     /// The run directory to create or resume.
@@ -60,20 +56,17 @@ pub struct TrainReport {
 }
 
 /// Trains a GPT as `job` says. Returns [`Error::Interrupted`] after saving a checkpoint when
-/// Ctrl-C was pressed.
-pub fn train_gpt(job: GptTrainJob, sample: Option<SampleFn>) -> Result<TrainReport> {
-    train_gpt_from(job, None, sample)
+/// Ctrl-C was pressed. Samples (`config.sample`; none when `sample.tokens` is 0) go to
+/// `samples/`.
+pub fn train_gpt(job: GptTrainJob) -> Result<TrainReport> {
+    train_gpt_from(job, None)
 }
 
 /// [`train_gpt`], starting a new run from the weights and tokenizer of `init` (a Muse GPT run
 /// or a Hugging Face GPT-2 folder) instead of random weights: continued pretraining. The
 /// caller puts `init`'s architecture in `job.config.model` (see
 /// [`crate::models::pretrained::ModelConfig::read`]).
-pub fn train_gpt_from(
-    job: GptTrainJob,
-    init: Option<&Path>,
-    sample: Option<SampleFn>,
-) -> Result<TrainReport> {
+pub fn train_gpt_from(job: GptTrainJob, init: Option<&Path>) -> Result<TrainReport> {
     let cfg = job.config.clone();
     cfg.validate()?;
     RunDir::check(&job.out, job.on_existing)?;
@@ -112,6 +105,7 @@ pub fn train_gpt_from(
     let mut state = if resuming {
         let state = checkpoint::load(&run, &mut varmap, &mut [("", &mut opt)])?;
         check_same_data(&run, &splits)?;
+        run.record_resumed_config(&job.config)?;
         state
     } else {
         write_run_files(&run, &job, &model_cfg, &splits)?;
@@ -168,14 +162,14 @@ pub fn train_gpt_from(
             }
             report::plot_losses(&run)?;
         }
-        if let Some(f) = sample
+        if cfg.sample.tokens > 0
             && t.sample_interval > 0
             && step > 0
             && step % t.sample_interval as u64 == 0
         {
             report::write_sample(
                 &run,
-                f(&frozen, &splits.tokenizer, &cfg.sample, t.seed ^ step)?,
+                write_text_sample(&frozen, &splits.tokenizer, &cfg.sample, t.seed ^ step)?,
                 step,
             )?;
         }
@@ -185,6 +179,10 @@ pub fn train_gpt_from(
         let lr = schedule.at(step as usize);
         let (loss, grad_norm) =
             train_step(&model, &mut opt, &splits.train, t, step, lr, &job.device)?;
+        checkpoint::check_finite(step, "loss", loss)?;
+        if t.grad_clip > 0.0 {
+            checkpoint::check_finite(step, "gradient norm", grad_norm)?;
+        }
         state.step = step + 1;
         state.examples_seen += tokens_per_step;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
@@ -219,13 +217,12 @@ pub fn train_gpt_from(
     }
     save(&mut state, &opt)?;
     report::plot_losses(&run)?;
-    let text = match sample {
-        Some(f) => {
-            let text = f(&frozen, &splits.tokenizer, &cfg.sample, t.seed ^ end)?;
-            report::write_sample(&run, text.clone(), end)?;
-            Some(text)
-        }
-        None => None,
+    let text = if cfg.sample.tokens > 0 {
+        let text = write_text_sample(&frozen, &splits.tokenizer, &cfg.sample, t.seed ^ end)?;
+        report::write_sample(&run, text.clone(), end)?;
+        Some(text)
+    } else {
+        None
     };
     report::write_model_card(
         &run, &job, &model_cfg, &splits, &state, train_loss, val_loss,
@@ -347,4 +344,19 @@ fn check_same_data(run: &RunDir, splits: &TextSplits) -> Result<()> {
         )));
     }
     Ok(())
+}
+
+/// The prompt and `cfg.tokens` sampled tokens after it, as the run's samples show them.
+fn write_text_sample(
+    model: &Gpt,
+    tokenizer: &TextTokenizer,
+    cfg: &SampleConfig,
+    seed: u64,
+) -> Result<String> {
+    let params = crate::sample::SamplingParams {
+        temperature: cfg.temperature,
+        top_k: cfg.top_k,
+        ..Default::default()
+    };
+    crate::sample::complete(model, tokenizer, &cfg.prompt, cfg.tokens, params, seed)
 }

@@ -119,6 +119,7 @@ pub fn train_vae(job: VaeTrainJob) -> Result<VaeReport> {
             lr,
             &job.device,
         )?;
+        crate::train::checkpoint::check_finite(step, "loss", loss)?;
         last_loss = loss;
         r.state.step = step + 1;
         r.state.examples_seen += idx.len() as u64;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use candle_core::Device;
 use serde_json::{Value, json};
 
-use super::bench::peak_rss_mb;
+use super::gpt::peak_rss_mb;
 use crate::data::images::{EpochBatches, ImageDataset, Split};
 use crate::error::Result;
 use crate::models::gan::parameter_counts;

@@ -79,7 +79,7 @@ pub fn bench_vae(opts: &VaeBenchOptions) -> Result<Value> {
         "ms_per_step_p90": round(percentile(&times, 0.9)),
         "images_per_s": round(cfg.train.batch_size as f64 / (ms / 1e3)),
         "final_loss_per_example": round(loss),
-        "peak_rss_mb": super::bench::peak_rss_mb(),
+        "peak_rss_mb": super::gpt::peak_rss_mb(),
     }))
 }
 

@@ -1,0 +1,282 @@
+//! What a person meets around runs: the up-arrow and `--resume`, a folder another training
+//! holds, `--seed` and `--max-steps` on every family, flags of another family, bad sampling
+//! values. Each case was broken or missing before the run API.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use crate::common::{data_dir, muse, text};
+
+/// A tiny GPT on 20 kB of Tiny Shakespeare: `muse train gpt` with these flags takes a second.
+fn gpt_args(dir: &Path) -> Vec<String> {
+    let corpus = dir.join("corpus.txt");
+    if !corpus.is_file() {
+        let text = std::fs::read_to_string(data_dir().join("tinyshakespeare/input.txt")).unwrap();
+        std::fs::write(&corpus, &text[..20_000]).unwrap();
+    }
+    let mut a: Vec<String> = ["train", "gpt", "--data"].map(String::from).to_vec();
+    a.push(corpus.display().to_string());
+    for s in [
+        "n_layer=1",
+        "n_embd=32",
+        "n_head=2",
+        "n_positions=16",
+        "batch_size=4",
+        "eval_interval=2",
+        "eval_iters=1",
+        "sample.tokens=8",
+    ] {
+        a.push("--set".into());
+        a.push(s.into());
+    }
+    a.extend(["--out", "run"].map(String::from));
+    a
+}
+
+fn run(dir: &Path, args: &[String], extra: &[&str]) -> Output {
+    let mut all: Vec<&str> = args.iter().map(String::as_str).collect();
+    all.extend_from_slice(extra);
+    muse(dir, &all)
+}
+
+fn ok(out: &Output) -> (String, String) {
+    let (stdout, stderr) = text(out);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    (stdout, stderr)
+}
+
+fn fails(out: &Output, code: i32, needles: &[&str]) {
+    let (stdout, stderr) = text(out);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for n in needles {
+        assert!(stderr.contains(n), "expected '{n}' in:\n{stderr}");
+    }
+}
+
+fn json(path: PathBuf) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn the_same_command_with_resume_continues_and_real_changes_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let args = gpt_args(dir);
+    ok(&run(dir, &args, &["--max-steps", "3", "--seed", "7"]));
+    assert_eq!(json(dir.join("run/state.json"))["step"], 3);
+    assert_eq!(json(dir.join("run/training.json"))["seed"], 7);
+    // Up-arrow, a larger step count, --resume: accepted, continued, recorded.
+    ok(&run(
+        dir,
+        &args,
+        &["--max-steps", "5", "--seed", "7", "--resume"],
+    ));
+    assert_eq!(json(dir.join("run/state.json"))["step"], 5);
+    let record = json(dir.join("run/training.json"));
+    assert_eq!(record["config"]["train"]["max_iters"], 5);
+    // A real change is refused, by name.
+    fails(
+        &run(dir, &args, &["--max-steps", "5", "--seed", "8", "--resume"]),
+        2,
+        &["--seed", "train.seed"],
+    );
+    fails(
+        &run(dir, &args, &["--preset", "char-shakespeare", "--resume"]),
+        2,
+        &["--preset char-shakespeare", "char-baby"],
+    );
+    fails(
+        &run(dir, &args, &["--resume", "--set", "n_layer=2"]),
+        2,
+        &["model.n_layer"],
+    );
+    // Another family's command on this folder.
+    fails(
+        &muse(dir, &["train", "vae", "--out", "run", "--resume"]),
+        2,
+        &["'gpt' run"],
+    );
+}
+
+#[test]
+fn a_run_stopped_before_its_first_checkpoint_resumes_from_step_zero() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let args = gpt_args(dir);
+    ok(&run(dir, &args, &["--max-steps", "2"]));
+    // What a kill before the first checkpoint leaves: the run files, no state, no weights.
+    for f in ["state.json", "model.safetensors", "optimizer.safetensors"] {
+        std::fs::remove_file(dir.join("run").join(f)).unwrap();
+    }
+    let (_, stderr) = ok(&run(dir, &args, &["--max-steps", "2", "--resume"]));
+    assert!(stderr.contains("from step 0"), "{stderr}");
+    assert_eq!(json(dir.join("run/state.json"))["step"], 2);
+}
+
+#[test]
+fn a_folder_another_training_writes_is_refused_with_its_pid() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let args = gpt_args(dir);
+    ok(&run(dir, &args, &["--max-steps", "1"]));
+    // pid 1 always runs: a live holder.
+    std::fs::write(dir.join("run/.lock"), "1").unwrap();
+    fails(&run(dir, &args, &["--force"]), 2, &["pid 1"]);
+    fails(
+        &run(dir, &args, &["--resume", "--max-steps", "2"]),
+        2,
+        &["pid 1"],
+    );
+    // A lock left by a process that is gone is taken over.
+    std::fs::write(dir.join("run/.lock"), "4000000000").unwrap();
+    ok(&run(dir, &args, &["--resume", "--max-steps", "2"]));
+    assert!(
+        !dir.join("run/.lock").exists(),
+        "the lock is removed at the end"
+    );
+}
+
+#[test]
+fn max_steps_and_seed_work_for_image_families_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    ok(&muse(
+        dir,
+        &[
+            "train",
+            "vae",
+            "--max-steps",
+            "2",
+            "--seed",
+            "3",
+            "--out",
+            "vae",
+            "--set",
+            "hidden=8",
+            "--set",
+            "latent=2",
+            "--set",
+            "test_limit=64",
+        ],
+    ));
+    assert_eq!(json(dir.join("vae/state.json"))["step"], 2);
+    assert_eq!(json(dir.join("vae/training.json"))["seed"], 3);
+    // No reference classifier here: the figures that need none, and how to get the rest.
+    let (stdout, _) = ok(&muse(dir, &["eval", "vae", "--iwae-k", "0"]));
+    assert!(stdout.contains("loss"), "{stdout}");
+    assert!(
+        stdout.contains("muse train classifier --data mnist"),
+        "{stdout}"
+    );
+    // Text flags on an image model, image flags on a text model: refused by name.
+    fails(
+        &muse(dir, &["sample", "vae", "--prompt", "ROMEO:"]),
+        2,
+        &["--prompt", "VAE"],
+    );
+    fails(
+        &muse(dir, &["sample", "vae", "--label", "7"]),
+        2,
+        &["--label"],
+    );
+    fails(
+        &muse(dir, &["sample", "vae", "-o", "x.jpg"]),
+        2,
+        &["x.jpg", ".png"],
+    );
+    fails(
+        &muse(dir, &["sample", "vae", "--nrow", "0"]),
+        2,
+        &["--nrow"],
+    );
+    fails(
+        &muse(dir, &["sample", "vae", "--n", "100000000"]),
+        2,
+        &["--n 100000000", "GB"],
+    );
+}
+
+#[test]
+fn sampling_values_are_checked_and_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let args = gpt_args(dir);
+    ok(&run(dir, &args, &["--max-steps", "1"]));
+    fails(
+        &muse(dir, &["sample", "run", "--n", "4", "-o", "x.png"]),
+        2,
+        &["--n, --out", "GPT"],
+    );
+    fails(
+        &muse(dir, &["sample", "run", "--temperature", "-1"]),
+        2,
+        &["--temperature -1"],
+    );
+    let out = muse(dir, &["sample", "run", "--temperature", "nan"]);
+    fails(&out, 2, &["--temperature NaN"]);
+    assert!(
+        !text(&out).1.contains("--top-p"),
+        "only the bad flag is named"
+    );
+    fails(
+        &muse(dir, &["sample", "run", "--top-p", "1.5"]),
+        2,
+        &["--top-p 1.5"],
+    );
+    fails(
+        &muse(dir, &["sample", "run", "--prompt", ""]),
+        2,
+        &["--prompt"],
+    );
+    // `\n` in --stop is a newline: generation stops at the first one.
+    let (stdout, stderr) = ok(&muse(
+        dir,
+        &[
+            "sample",
+            "run",
+            "--prompt",
+            "A",
+            "--stop",
+            "\\n",
+            "--max-tokens",
+            "300",
+            "--temperature",
+            "2",
+        ],
+    ));
+    assert!(stderr.contains("stopped at stop string"), "{stderr}");
+    let body = stdout.lines().skip(1).collect::<Vec<_>>().join("\n");
+    assert!(!body.trim_end().contains('\n'), "{stdout}");
+    // A file that is not a model is named as such.
+    std::fs::write(dir.join("notes.txt"), "First Citizen: hello").unwrap();
+    fails(
+        &muse(dir, &["sample", "notes.txt"]),
+        1,
+        &["not a model file"],
+    );
+}
+
+#[test]
+fn a_diverging_run_stops_naming_the_step() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let args = gpt_args(dir);
+    let out = run(
+        dir,
+        &args,
+        &[
+            "--max-steps",
+            "6",
+            "--set",
+            "lr=1e30",
+            "--set",
+            "grad_clip=0",
+        ],
+    );
+    fails(&out, 1, &["diverged at step", "last checkpoint"]);
+}

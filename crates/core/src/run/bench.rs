@@ -1,0 +1,104 @@
+//! `muse bench FAMILY`: one request for every family's speed measurement, one JSON object back.
+
+use serde_json::Value;
+
+use super::family::Family;
+use crate::bench::{
+    BenchOptions, GanBenchOptions, VaeBenchOptions, bench_gan, bench_gpt, bench_vae,
+};
+use crate::config::resolve;
+use crate::device::Device;
+use crate::error::{Error, Result};
+
+/// What `muse bench FAMILY` was asked.
+#[derive(Clone, Debug)]
+pub struct BenchRequest {
+    pub family: Family,
+    /// The preset to measure [default: the family's default preset].
+    pub preset: Option<String>,
+    /// `--set` overrides, as for `muse train`.
+    pub sets: Vec<String>,
+    /// Timed steps and untimed warm-up steps [defaults: the family's].
+    pub steps: Option<usize>,
+    pub warmup: Option<usize>,
+    /// GPT: only decoding.
+    pub generate_only: bool,
+    /// GPT: the training text for presets with a trained tokenizer.
+    pub text_data: Option<String>,
+    /// GAN: objective override.
+    pub gan_loss: Option<String>,
+    /// GAN: candle's own convolutions, for comparison.
+    pub candle_conv: bool,
+    pub device: Device,
+}
+
+impl BenchRequest {
+    pub fn new(family: Family, device: Device) -> Self {
+        Self {
+            family,
+            preset: None,
+            sets: Vec::new(),
+            steps: None,
+            warmup: None,
+            generate_only: false,
+            text_data: None,
+            gan_loss: None,
+            candle_conv: false,
+            device,
+        }
+    }
+}
+
+/// Measures what `req` asks and returns the JSON line's object.
+pub fn bench(req: BenchRequest) -> Result<Value> {
+    let preset = |default: &str| req.preset.clone().unwrap_or_else(|| default.into());
+    match req.family {
+        Family::Gpt => {
+            use crate::train::gpt::GptRunConfig;
+            let name = preset("char-baby");
+            bench_gpt(&BenchOptions {
+                config: resolve(&GptRunConfig::preset(&name)?, None, &req.sets)?,
+                preset: name,
+                steps: req.steps.unwrap_or(50),
+                warmup: req.warmup.unwrap_or(10),
+                generate_only: req.generate_only,
+                data: req
+                    .text_data
+                    .clone()
+                    .unwrap_or_else(|| "tinyshakespeare".into()),
+                device: req.device.clone(),
+            })
+        }
+        Family::Gan => {
+            use crate::train::gan::{GanLoss, GanRunConfig};
+            let name = preset("dcgan-mnist");
+            let mut base = GanRunConfig::preset(&name)?;
+            if let Some(l) = req.gan_loss.as_deref() {
+                base = base.with_loss(GanLoss::parse(l)?);
+            }
+            bench_gan(&GanBenchOptions {
+                config: resolve(&base, None, &req.sets)?,
+                preset: name,
+                steps: req.steps.unwrap_or(100),
+                warmup: req.warmup.unwrap_or(10),
+                candle_conv: req.candle_conv,
+                device: req.device.clone(),
+            })
+        }
+        Family::Vae => {
+            use crate::train::vae::VaeRunConfig;
+            let name = preset("mnist-mlp");
+            bench_vae(&VaeBenchOptions {
+                config: resolve(&VaeRunConfig::preset(&name)?, None, &req.sets)?,
+                preset: name,
+                steps: req.steps.unwrap_or(200),
+                warmup: req.warmup.unwrap_or(20),
+                device: req.device.clone(),
+            })
+        }
+        other => Err(Error::usage(format!(
+            "`muse bench` has no workload for {}",
+            other.describe()
+        ))),
+    }
+}

@@ -1,0 +1,49 @@
+//! The one API the CLI and the server call: open any model folder or file, resolve a training
+//! configuration, dispatch on the family. Family dispatch happens here and nowhere else.
+//!
+//! Adding a family: its model in `models/`, its loop in `train/`, its sampler in `sample/`,
+//! its figures in `eval/`; then a [`Family`] variant, its line in [`family::TRAINABLE`] and its
+//! arm in [`train::train`] (plus `sample`/`eval` arms here). The CLI only gains its flags.
+
+pub mod family;
+pub mod resolve;
+pub mod train;
+pub mod tune;
+
+pub use family::{Family, detect};
+pub use resolve::{ConfigRequest, FlagSet, StartMode};
+pub use train::{ClassifierChoice, TrainOutcome, TrainRequest, TrainSummary, train};
+pub use tune::{Method, TuneRequest, tune};
+pub mod sample;
+pub use sample::{ImageRequest, SamplePlan, SampleRequest, TextRequest, TextSession, sample};
+pub mod eval;
+pub use eval::{EvalReport, EvalRequest, eval};
+pub mod bench;
+pub use bench::{BenchRequest, bench};
+pub mod chat;
+pub use chat::{ChatRequest, ChatSession, open_chat};
+pub mod score;
+pub use score::{ScoreRequest, score};
+
+/// Ctrl-C: the binary's handler asks the running loop to checkpoint and stop.
+pub mod interrupt {
+    pub use crate::train::interrupt::{request_stop, stop_requested};
+}
+
+/// Token-by-token generation, for callers that stream a [`TextSession`] or a chat.
+pub mod generation {
+    pub use crate::sample::{
+        GenerateOptions, Generated, Sampler, SamplingParams, StopReason, TokenEvent, generate,
+    };
+}
+pub use crate::eval::image::FID_SAMPLES;
+
+/// The dataset registry: names, where each is found, download and verification.
+pub mod data {
+    pub use crate::data::{
+        DatasetSpec, FileStatus, Presence, cache_root, dataset_dir, fetch, locate, locate_in,
+        missing_message, registry, require_spec, search_dirs, verify,
+    };
+}
+pub mod export;
+pub use export::export_hf;

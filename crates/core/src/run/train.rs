@@ -1,0 +1,433 @@
+//! `muse train FAMILY`: one request type for every family, resolved in one way
+//! ([`super::resolve`]), dispatched once, and summed up in one report the CLI prints.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::family::Family;
+use super::resolve::{ConfigRequest, FlagSet, Resolved, StartMode, resolve_config};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::run_dir::OnExisting;
+
+/// Everything `muse train FAMILY` can be told.
+#[derive(Clone, Debug)]
+pub struct TrainRequest {
+    pub family: Family,
+    /// Preset, `--config`, flag overrides and `--set`s.
+    pub config: ConfigRequest,
+    /// `--seed`: weights, data order, dropout and sampling.
+    pub seed: Option<u64>,
+    /// `--max-steps`: train exactly this many optimizer steps.
+    pub max_steps: Option<u64>,
+    /// `--out` [default: `runs/<preset>` for GPT, `runs/<family>-<preset>` otherwise].
+    pub out: Option<PathBuf>,
+    pub mode: StartMode,
+    /// `--print-config`: resolve, print, train nothing.
+    pub print_config: bool,
+    /// GPT: training text (dataset name or file) [default: tinyshakespeare; on resume, the
+    /// run's own].
+    pub text_data: Option<String>,
+    /// GPT: continue pretraining from this run or Hugging Face GPT-2 folder.
+    pub init: Option<PathBuf>,
+    /// GAN: the objective (`bce`, `wgan-gp`), which also changes the critic and optimizer.
+    pub gan_loss: Option<String>,
+    /// GAN: the classifier for the coverage check while training.
+    pub classifier: ClassifierChoice,
+    pub device: Device,
+}
+
+/// Which reference classifier judges images while training.
+#[derive(Clone, Debug, Default)]
+pub enum ClassifierChoice {
+    /// `runs/classifier-<dataset>` when it exists (a note otherwise).
+    #[default]
+    Default,
+    /// This run folder (an error when missing).
+    At(PathBuf),
+    /// None: `--no-classifier`.
+    Off,
+}
+
+impl TrainRequest {
+    /// A request with every option at its default.
+    pub fn new(family: Family, device: Device) -> Self {
+        Self {
+            family,
+            config: ConfigRequest::default(),
+            seed: None,
+            max_steps: None,
+            out: None,
+            mode: StartMode::New,
+            print_config: false,
+            text_data: None,
+            init: None,
+            gan_loss: None,
+            classifier: ClassifierChoice::Default,
+            device,
+        }
+    }
+}
+
+/// What `muse train` did.
+pub enum TrainOutcome {
+    /// `--print-config`: the resolved configuration as TOML.
+    Config(String),
+    Trained(TrainSummary),
+}
+
+/// A finished run, said in words.
+#[derive(Clone, Debug)]
+pub struct TrainSummary {
+    pub run_dir: PathBuf,
+    /// One line: steps, time, final figures (stderr).
+    pub done: String,
+    /// The result a script reads: a sample, a test figure (stdout).
+    pub output: Vec<String>,
+    /// Commands worth running next.
+    pub next: String,
+}
+
+/// Resolves and trains what `req` asks for.
+pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
+    match req.family {
+        Family::Gpt => gpt(req),
+        Family::Classifier => classifier(req),
+        Family::Vae => vae(req),
+        Family::Gan => gan(req),
+        other => Err(Error::usage(format!(
+            "`muse train` does not train {}: start from a Muse GPT run with `muse train gpt \
+             --init`, or fine-tune it with `muse finetune`",
+            other.describe()
+        ))),
+    }
+}
+
+/// The `--out` folder of a request.
+fn out_dir(req: &TrainRequest, default_preset: &str) -> PathBuf {
+    req.out.clone().unwrap_or_else(|| {
+        let preset = req.config.preset.as_deref().unwrap_or(default_preset);
+        match req.family {
+            Family::Gpt => PathBuf::from("runs").join(preset),
+            f => PathBuf::from("runs").join(format!("{f}-{preset}")),
+        }
+    })
+}
+
+/// The config request with `--seed` and `--max-steps` as overrides: the seed must match a
+/// resumed run's, the step count may change.
+fn with_loop_flags(req: &TrainRequest, steps_key: &str) -> ConfigRequest {
+    let mut c = req.config.clone();
+    if let Some(seed) = req.seed {
+        c.flags.push(FlagSet::new("--seed", "train.seed", seed));
+    }
+    if let Some(n) = req.max_steps {
+        c.sets.insert(0, format!("{steps_key}={n}"));
+    }
+    c
+}
+
+/// Resolves, validates and says what will run; `None` after `--print-config`.
+fn prepare<C: Serialize + serde::de::DeserializeOwned>(
+    req: &TrainRequest,
+    out: &Path,
+    steps_key: &str,
+    default_preset: &str,
+    preset: impl Fn(&str) -> Result<C>,
+    validate: impl Fn(&C) -> Result<()>,
+) -> Result<std::result::Result<Resolved<C>, String>> {
+    let creq = with_loop_flags(req, steps_key);
+    let r = resolve_config(
+        req.family.as_str(),
+        out,
+        req.mode,
+        &creq,
+        default_preset,
+        preset,
+    )?;
+    if req.print_config {
+        return Ok(Err(toml::to_string(&r.config).map_err(|e| {
+            Error::usage(format!("cannot print the config: {e}"))
+        })?));
+    }
+    validate(&r.config)?;
+    for note in &r.notes {
+        tracing::info!("{note}");
+    }
+    tracing::info!("run: {}  preset: {}", out.display(), r.preset);
+    tracing::debug!(
+        "resolved configuration:\n{}",
+        toml::to_string(&r.config).unwrap_or_default()
+    );
+    Ok(Ok(r))
+}
+
+fn gpt(req: TrainRequest) -> Result<TrainOutcome> {
+    use crate::train::gpt::{GptRunConfig, GptTrainJob, train_gpt_from};
+    let out = out_dir(&req, "char-baby");
+    let init_model = match (&req.init, req.mode) {
+        (Some(dir), m)
+            if m != StartMode::Resume || !crate::run_dir::RunDir::new(&out).state().is_file() =>
+        {
+            Some(init_architecture(dir)?)
+        }
+        _ => None,
+    };
+    let preset = |name: &str| {
+        let mut p = GptRunConfig::preset(name)?;
+        if let Some(m) = &init_model {
+            p.model = m.clone();
+        }
+        Ok(p)
+    };
+    let r = match prepare(
+        &req,
+        &out,
+        "train.max_iters",
+        "char-baby",
+        preset,
+        |c: &GptRunConfig| c.validate(),
+    )? {
+        Ok(r) => r,
+        Err(toml) => return Ok(TrainOutcome::Config(toml)),
+    };
+    let resuming = r.on_existing == OnExisting::Resume;
+    let data = match (&req.text_data, &r.record) {
+        (Some(d), _) => d.clone(),
+        (None, Some(rec)) => rec.dataset.path.clone(),
+        (None, None) => "tinyshakespeare".into(),
+    };
+    let preset_name = match (&req.init, resuming) {
+        (Some(dir), false) => format!("{} (init from {})", r.preset, dir.display()),
+        _ => r.preset.clone(),
+    };
+    let job = GptTrainJob {
+        out,
+        preset: preset_name,
+        config: r.config,
+        data,
+        on_existing: r.on_existing,
+        device: req.device.clone(),
+    };
+    let init = req.init.as_deref().filter(|_| !resuming);
+    let report = train_gpt_from(job, init)?;
+    let dir = report.run_dir.display().to_string();
+    let mut output = Vec::new();
+    if let Some(text) = report.sample {
+        output.push(format!("--- sample ({}) ---", crate::AI_GENERATED_NOTICE));
+        output.push(text);
+    }
+    Ok(TrainOutcome::Trained(TrainSummary {
+        done: format!(
+            "done: {} steps in {:.0} s | train {:.4} | val {:.4} | run in {dir}",
+            report.steps, report.train_seconds, report.train_loss, report.val_loss
+        ),
+        output,
+        next: format!("muse sample {dir} --prompt \"ROMEO:\"   |   muse eval {dir}"),
+        run_dir: report.run_dir,
+    }))
+}
+
+/// The architecture of an `--init` folder; only the GPT-2 family trains in this loop.
+fn init_architecture(dir: &Path) -> Result<crate::models::gpt::GptConfig> {
+    use crate::models::pretrained::{ModelConfig, without_backtrace};
+    if !dir.is_dir() {
+        return Err(Error::input(format!(
+            "--init {}: no such folder (give a Muse GPT run or a Hugging Face GPT-2 folder)",
+            dir.display()
+        )));
+    }
+    let family = super::family::detect(dir)?;
+    if !family.is_text() {
+        return Err(Error::usage(format!(
+            "--init {}: the folder holds {}; continued pretraining starts from a GPT run or a \
+             Hugging Face GPT-2 folder",
+            dir.display(),
+            family.describe()
+        )));
+    }
+    match ModelConfig::read(&dir.join("config.json")).map_err(without_backtrace) {
+        Ok(ModelConfig::Gpt(c)) => Ok(c),
+        Ok(other) => Err(Error::usage(format!(
+            "--init {}: continued pretraining with `muse train gpt` takes GPT-2-family models; \
+             this is a {} model (it loads for sample, chat and export)",
+            dir.display(),
+            other.model_type()
+        ))),
+        Err(e) => Err(Error::input(format!("--init: {e}"))),
+    }
+}
+
+fn classifier(req: TrainRequest) -> Result<TrainOutcome> {
+    use crate::train::classifier::{ClassifierRunConfig, ClassifierTrainJob, train_classifier};
+    // The data names the default preset: fashion-mnist data, fashion-mnist preset.
+    let asks_fashion = req
+        .config
+        .flags
+        .iter()
+        .any(|f| f.set == "data.dataset=fashion-mnist");
+    let default = if asks_fashion {
+        "fashion-mnist"
+    } else {
+        "mnist"
+    };
+    let out = out_dir(&req, default);
+    let r = match prepare(
+        &req,
+        &out,
+        "train.max_steps",
+        default,
+        ClassifierRunConfig::preset,
+        |c: &ClassifierRunConfig| c.validate(),
+    )? {
+        Ok(r) => r,
+        Err(toml) => return Ok(TrainOutcome::Config(toml)),
+    };
+    let report = train_classifier(ClassifierTrainJob {
+        out,
+        preset: r.preset,
+        config: r.config,
+        on_existing: r.on_existing,
+        device: req.device.clone(),
+    })?;
+    let dir = report.run_dir.display().to_string();
+    Ok(TrainOutcome::Trained(TrainSummary {
+        done: format!(
+            "done: {} steps in {:.0} s | test loss {:.4} | test accuracy {:.2}% | run in {dir}",
+            report.steps,
+            report.train_seconds,
+            report.test.loss,
+            report.test.accuracy * 100.0
+        ),
+        output: vec![format!(
+            "test accuracy {:.2}%",
+            report.test.accuracy * 100.0
+        )],
+        next: format!("muse eval {dir}   |   muse eval RUN --classifier {dir}"),
+        run_dir: report.run_dir,
+    }))
+}
+
+fn vae(req: TrainRequest) -> Result<TrainOutcome> {
+    use crate::train::vae::{VaeRunConfig, VaeTrainJob, train_vae};
+    let out = out_dir(&req, "mnist-mlp");
+    let r = match prepare(
+        &req,
+        &out,
+        "train.max_steps",
+        "mnist-mlp",
+        VaeRunConfig::preset,
+        |c: &VaeRunConfig| c.validate(),
+    )? {
+        Ok(r) => r,
+        Err(toml) => return Ok(TrainOutcome::Config(toml)),
+    };
+    let report = train_vae(VaeTrainJob {
+        out,
+        preset: r.preset,
+        config: r.config,
+        on_existing: r.on_existing,
+        device: req.device.clone(),
+    })?;
+    let dir = report.run_dir.display().to_string();
+    Ok(TrainOutcome::Trained(TrainSummary {
+        done: format!(
+            "done: {} steps in {:.0} s | train {:.2} | test loss {:.2} (bce {:.2} + kl {:.2}) \
+             per image | run in {dir}",
+            report.steps,
+            report.train_seconds,
+            report.train_loss,
+            report.test.loss,
+            report.test.bce,
+            report.test.kl
+        ),
+        output: vec![
+            format!("test loss {:.2} nats per image", report.test.loss),
+            format!("samples: {dir}/samples/ ({})", crate::AI_GENERATED_NOTICE),
+        ],
+        next: format!("muse sample {dir} --n 64 -o grid.png   |   muse eval {dir}"),
+        run_dir: report.run_dir,
+    }))
+}
+
+fn gan(mut req: TrainRequest) -> Result<TrainOutcome> {
+    use crate::train::gan::{GanLoss, GanRunConfig, GanTrainJob, train_gan};
+    let loss = req.gan_loss.as_deref().map(GanLoss::parse).transpose()?;
+    if let Some(l) = loss {
+        // On resume the objective must be the stored one; new runs get it from the preset.
+        let value = serde_json::to_value(l).map_err(|e| Error::usage(e.to_string()))?;
+        let value = value.as_str().unwrap_or_default().to_string();
+        if req.mode == StartMode::Resume {
+            req.config
+                .flags
+                .push(FlagSet::new("--loss", "gan.loss", value));
+        }
+    }
+    let out = out_dir(&req, "dcgan-mnist");
+    let preset = |name: &str| {
+        let cfg = GanRunConfig::preset(name)?;
+        Ok(match loss {
+            Some(l) => cfg.with_loss(l),
+            None => cfg,
+        })
+    };
+    let r = match prepare(
+        &req,
+        &out,
+        "train.max_steps",
+        "dcgan-mnist",
+        preset,
+        |c: &GanRunConfig| c.validate(),
+    )? {
+        Ok(r) => r,
+        Err(toml) => return Ok(TrainOutcome::Config(toml)),
+    };
+    let classifier = match &req.classifier {
+        ClassifierChoice::Off => None,
+        ClassifierChoice::At(dir) => Some(
+            crate::eval::image::open_classifier(Some(dir), &r.config.data.dataset, &req.device)?.0,
+        ),
+        ClassifierChoice::Default => {
+            let dataset = &r.config.data.dataset;
+            let default = crate::eval::image::default_classifier_dir(dataset);
+            if default.join("model.safetensors").is_file() {
+                Some(crate::eval::image::open_classifier(None, dataset, &req.device)?.0)
+            } else {
+                tracing::warn!(
+                    "no classifier at {}, so no class-coverage check while training (train one \
+                     with `muse train classifier --data {dataset}`, or pass --classifier RUN)",
+                    default.display()
+                );
+                None
+            }
+        }
+    };
+    let quality = classifier.as_ref().map(crate::eval::gan::quality_fn);
+    let report = train_gan(
+        GanTrainJob {
+            out,
+            preset: r.preset,
+            config: r.config,
+            on_existing: r.on_existing,
+            device: req.device.clone(),
+        },
+        quality.as_ref().map(|f| f as _),
+    )?;
+    let cov = report.quality.as_ref().map_or(String::new(), |q| {
+        let acc = q.label_accuracy.map_or(String::new(), |a| {
+            format!(" | label accuracy {:.1}%", 100.0 * a)
+        });
+        format!(" | coverage {}/{}{acc}", q.classes_found, q.n_classes)
+    });
+    let dir = report.run_dir.display().to_string();
+    Ok(TrainOutcome::Trained(TrainSummary {
+        done: format!(
+            "done: {} steps in {:.0} s | D {:.4} | G {:.4}{cov} | run in {dir}",
+            report.steps, report.train_seconds, report.last.loss_d, report.last.loss_g
+        ),
+        output: vec![format!("samples: {}", report.grid.display())],
+        next: format!("muse sample {dir} --n 64 -o grid.png   |   muse eval {dir}"),
+        run_dir: report.run_dir,
+    }))
+}
