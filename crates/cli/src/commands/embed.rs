@@ -80,6 +80,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         },
         encoder.max_seq_length()
     );
+    for (i, t) in texts.iter().enumerate() {
+        let n = encoder.token_count(t)?;
+        if n > encoder.max_seq_length() {
+            tracing::warn!(
+                "text {i} has {n} tokens: only the first {} are embedded",
+                encoder.max_seq_length()
+            );
+        }
+    }
     let vectors = encoder.encode_batched(&texts, a.batch_size)?;
 
     let mut out = std::io::stdout().lock();

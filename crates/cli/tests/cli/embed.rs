@@ -104,6 +104,17 @@ fn embed_summary_and_similarity() {
         line.split_whitespace().last().unwrap().parse().unwrap()
     };
     assert!(sim("[0] [1]") > sim("[0] [2]"), "{stdout}");
+    assert!(!stderr.contains("WARN"), "{stderr}");
+
+    // A text past max_seq_length is embedded truncated, with a warning.
+    let long = "the quick brown fox jumps over the lazy dog ".repeat(40);
+    let out = muse(tmp.path(), &["embed", "--model", &model, "short", &long]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("text 1 has 362 tokens: only the first 256 are embedded"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -49,7 +49,10 @@ pub struct TokenStates {
 #[derive(Clone, Debug)]
 pub struct SentenceEncoder {
     model: BertModel,
+    /// Truncates to `max_seq_length` and pads to the longest text of a batch.
     tokenizer: Tokenizer,
+    /// The same without truncation or padding, to count tokens.
+    counter: Tokenizer,
     pipeline: Pipeline,
     max_seq_length: usize,
     dir: PathBuf,
@@ -104,9 +107,15 @@ impl SentenceEncoder {
         let max_seq_length = pipeline.max_seq_length.unwrap_or(limit).min(limit);
         let tokenizer =
             load_tokenizer(&tokenizer_path, max_seq_length, model.config().pad_token_id)?;
+        let mut counter = tokenizer.clone();
+        counter.with_padding(None);
+        counter
+            .with_truncation(None)
+            .map_err(|e| Error::input(format!("{}: {e}", tokenizer_path.display())))?;
         Ok(Self {
             model,
             tokenizer,
+            counter,
             pipeline,
             max_seq_length,
             dir: dir.to_path_buf(),
@@ -149,6 +158,16 @@ impl SentenceEncoder {
             .encode(self.prepare(text).as_ref(), true)
             .map_err(|e| Error::input(format!("cannot tokenize {text:?}: {e}")))?;
         Ok(enc.get_ids().to_vec())
+    }
+
+    /// Tokens in `text` before truncation, `[CLS]` and `[SEP]` included: above
+    /// [`Self::max_seq_length`], only the first `max_seq_length` are embedded.
+    pub fn token_count(&self, text: &str) -> Result<usize> {
+        let enc = self
+            .counter
+            .encode(self.prepare(text).as_ref(), true)
+            .map_err(|e| Error::input(format!("cannot tokenize {text:?}: {e}")))?;
+        Ok(enc.len())
     }
 
     /// One embedding per text, in order, computed in batches of [`DEFAULT_BATCH_SIZE`].

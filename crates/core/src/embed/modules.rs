@@ -88,7 +88,7 @@ pub fn read_pipeline(dir: &Path) -> Result<Pipeline> {
             1 => POOLING,
             _ => NORMALIZE,
         };
-        if m.kind != expected || (i > 2) {
+        if i > 2 || m.kind != expected {
             let short = m.kind.rsplit('.').next().unwrap_or(&m.kind);
             return Err(Error::input(format!(
                 "{}: module {i} is {short} ({}); Muse runs Transformer, Pooling and an optional \

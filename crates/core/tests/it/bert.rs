@@ -102,6 +102,8 @@ fn bert_minilm_token_ids_match_transformers_with_truncation() {
         256,
         "the long sentence is truncated"
     );
+    assert!(enc.token_count(sentences.last().unwrap()).unwrap() > 256);
+    assert_eq!(enc.token_count(&sentences[0]).unwrap(), want[0].len());
     let text = e["state_sentence"].as_str().unwrap();
     let want: Vec<u32> = serde_json::from_value(e["state_input_ids"].clone()).unwrap();
     assert_eq!(enc.token_ids(text).unwrap(), want);
