@@ -10,7 +10,7 @@ mod modules;
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{D, Device, Tensor};
 use tokenizers::{
     PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
     TruncationParams, TruncationStrategy,
@@ -317,7 +317,6 @@ pub fn mean_pool(states: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> 
 /// `x`: (B, H) -> (B, H).
 pub fn l2_normalize(x: &Tensor) -> candle_core::Result<Tensor> {
     let norm = x
-        .to_dtype(DType::F32)?
         .sqr()?
         .sum_keepdim(D::Minus1)?
         .sqrt()?

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use muse_core::embed::{Pooling, SentenceEncoder, l2_normalize, mean_pool};
-use muse_core::models::bert::BertConfig;
+use muse_core::models::bert::{BertConfig, BertModel, load_bert};
 use serde_json::Value;
 
 use crate::common::{data_dir, fixture};
@@ -161,10 +161,7 @@ fn bert_mean_pool_skips_padding_and_l2_normalize_makes_unit_rows() {
         pooled.to_vec2::<f32>().unwrap(),
         vec![vec![2.0, 3.0], vec![2.0, 0.0]]
     );
-    let unit = l2_normalize(&Tensor::new(&[[3f32, 4.], [0., 0.]], &Device::Cpu).unwrap())
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap();
+    let unit = l2_normalize(&Tensor::new(&[[3f32, 4.], [0., 0.]], &Device::Cpu).unwrap()).unwrap();
     assert_eq!(
         unit.to_vec2::<f32>().unwrap(),
         vec![vec![0.6, 0.8], vec![0.0, 0.0]]
@@ -310,4 +307,62 @@ fn bert_encoder_without_modules_json_mean_pools_unnormalised() {
     let unit: Vec<f32> = v.iter().map(|x| x / norm).collect();
     let want = floats(&expected()["embeddings"][0]);
     assert!(max_abs_diff(&unit, &want) < 1e-5);
+}
+
+#[test]
+fn bert_loads_prefixed_checkpoints_and_defaults_mask_and_types() {
+    let cfg = BertConfig {
+        vocab_size: 20,
+        hidden_size: 8,
+        num_hidden_layers: 2,
+        num_attention_heads: 2,
+        intermediate_size: 16,
+        max_position_embeddings: 6,
+        ..BertConfig::minilm_l6()
+    };
+    let dev = Device::Cpu;
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+    let model = BertModel::new(&cfg, vb).unwrap();
+    muse_core::nn::init_varmap(&varmap, 7, |_, _| muse_core::nn::Init::Normal(0.5)).unwrap();
+    let ids = Tensor::new(&[[2u32, 7, 9, 3], [2, 5, 3, 0]], &dev).unwrap();
+    let want = model.forward(&ids, None, None).unwrap(); // (2, 4, 8)
+    assert_eq!(want.dims(), &[2, 4, 8]);
+    let spread = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(
+        spread.iter().any(|&x| (x - spread[0]).abs() > 0.1),
+        "random weights"
+    );
+
+    // Explicit all-ones mask and zero token types: the same.
+    let ones = Tensor::ones((2, 4), DType::U32, &dev).unwrap();
+    let zeros = Tensor::zeros((2, 4), DType::U32, &dev).unwrap();
+    let got = model.forward(&ids, Some(&zeros), Some(&ones)).unwrap();
+    let diff = (&got - &want).unwrap().abs().unwrap().max_all().unwrap();
+    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+
+    // Saved under `bert.` (as BertForMaskedLM does, with a head beside it), loaded back.
+    let tmp = tempfile::tempdir().unwrap();
+    let mut tensors: std::collections::HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (format!("bert.{k}"), v.as_tensor().clone()))
+        .collect();
+    tensors.insert(
+        "cls.predictions.bias".into(),
+        Tensor::zeros(20, DType::F32, &dev).unwrap(),
+    );
+    candle_core::safetensors::save(&tensors, tmp.path().join("model.safetensors")).unwrap();
+    std::fs::write(tmp.path().join("config.json"), cfg.to_hf_json().to_string()).unwrap();
+    let loaded = load_bert(tmp.path(), &dev).unwrap();
+    let got = loaded.forward(&ids, None, None).unwrap();
+    let diff = (&got - &want).unwrap().abs().unwrap().max_all().unwrap();
+    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+
+    // Longer than the position table: an error, not a panic.
+    let long = Tensor::zeros((1, 7), DType::U32, &dev).unwrap();
+    let err = model.forward(&long, None, None).unwrap_err().to_string();
+    assert!(err.contains("longer than the model's 6 positions"), "{err}");
 }
