@@ -51,6 +51,8 @@ enum Command {
     Finetune(commands::finetune::Args),
     /// Align a language model to preference pairs with DPO (full or LoRA) into a new run.
     Align(commands::align::Args),
+    /// Sentence embeddings from a BERT sentence encoder (all-MiniLM-L6-v2 by default).
+    Embed(commands::embed::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
         Command::Chat(a) => commands::chat::run(a),
         Command::Finetune(a) => commands::finetune::run(a),
         Command::Align(a) => commands::align::run(a),
+        Command::Embed(a) => commands::embed::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

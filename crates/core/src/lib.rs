@@ -18,6 +18,8 @@ pub mod nn;
 
 pub mod models;
 
+pub mod embed;
+
 pub mod export;
 pub mod sample;
 pub mod train;

@@ -3,6 +3,7 @@
 mod chat;
 mod common;
 mod data;
+mod embed;
 mod export;
 mod finetune;
 mod gan;

@@ -1,6 +1,7 @@
 //! Model families. A model sees tensors and its config, nothing else: no datasets, no
 //! training loop, no sampling policy.
 
+pub mod bert;
 pub mod classifier;
 pub mod conv;
 pub mod gan;
