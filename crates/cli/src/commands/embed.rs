@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use muse_core::Error;
-use muse_core::embed::{DEFAULT_BATCH_SIZE, SentenceEncoder, cosine, default_model_dir};
+use muse_core::run::embed::{DEFAULT_BATCH_SIZE, SentenceEncoder, cosine, default_model_dir};
 
 use super::common::DeviceArgs;
 

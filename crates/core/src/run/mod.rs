@@ -47,3 +47,8 @@ pub mod data {
 }
 pub mod export;
 pub use export::export_hf;
+
+/// Sentence embeddings (`muse embed`, the server's `/v1/embeddings`).
+pub mod embed {
+    pub use crate::embed::{DEFAULT_BATCH_SIZE, SentenceEncoder, cosine, default_model_dir};
+}
