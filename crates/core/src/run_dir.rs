@@ -69,13 +69,21 @@ impl Drop for RunLock {
     }
 }
 
-/// Whether process `pid` still runs (Linux: its `/proc` entry; elsewhere assumed alive, so a
-/// stale lock there needs removing by hand).
+/// Whether process `pid` still runs (Linux: its `/proc` entry, not a zombie; elsewhere
+/// assumed alive, so a stale lock there needs removing by hand).
 fn process_alive(pid: u32) -> bool {
-    if cfg!(target_os = "linux") {
-        Path::new(&format!("/proc/{pid}")).exists()
-    } else {
-        true
+    if !cfg!(target_os = "linux") {
+        return true;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // "pid (comm) S ...": the state follows the last ')'.
+        Ok(stat) => !matches!(
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().next()),
+            Some("Z" | "X")
+        ),
+        Err(_) => false,
     }
 }
 

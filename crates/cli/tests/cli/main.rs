@@ -2,6 +2,7 @@
 
 mod chat;
 mod common;
+mod crash_safety;
 mod data;
 mod embed;
 mod export;

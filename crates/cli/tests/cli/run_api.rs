@@ -280,3 +280,29 @@ fn a_diverging_run_stops_naming_the_step() {
     );
     fails(&out, 1, &["diverged at step", "last checkpoint"]);
 }
+
+#[test]
+fn a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_last_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let args = gpt_args(dir);
+    ok(&run(dir, &args, &["--max-steps", "2"]));
+    // The checkpoint keeps its predecessor in .prev/ while it writes: a file in its way makes
+    // the next checkpoint unwritable (as a full or read-only disk would; root ignores modes).
+    let _ = std::fs::remove_dir_all(dir.join("run/.prev"));
+    std::fs::write(dir.join("run/.prev"), "in the way").unwrap();
+    let out = run(dir, &args, &["--max-steps", "6", "--resume"]);
+    fails(
+        &out,
+        1,
+        &[
+            "cannot write the checkpoint",
+            "last good checkpoint",
+            "--resume",
+        ],
+    );
+    assert_eq!(json(dir.join("run/state.json"))["step"], 2);
+    std::fs::remove_file(dir.join("run/.prev")).unwrap();
+    ok(&run(dir, &args, &["--max-steps", "6", "--resume"]));
+    assert_eq!(json(dir.join("run/state.json"))["step"], 6);
+}

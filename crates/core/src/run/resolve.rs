@@ -272,10 +272,11 @@ fn diff_into(old: &Value, new: &Value, prefix: &str, out: &mut Vec<(String, Stri
     }
 }
 
-/// Numbers compare by value (`1000` and `1000.0` are the same learning-rate step count).
+/// Numbers compare by value, to f32 precision: `1000` and `1000.0` are the same step count,
+/// and a stored f32 `0.10000000149011612` is the `0.1` the command says.
 fn same_value(a: &Value, b: &Value) -> bool {
     match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => x == y,
+        (Some(x), Some(y)) => x == y || (x - y).abs() <= 1e-6 * x.abs().max(y.abs()),
         _ => a == b,
     }
 }

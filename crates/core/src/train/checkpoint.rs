@@ -31,6 +31,11 @@ pub struct TrainState {
     pub examples_seen: u64,
     /// Seconds spent training, over all sessions.
     pub train_seconds: f64,
+    /// Bytes of `metrics.jsonl` when the checkpoint was taken: a resumed run cuts the log
+    /// there, so lines written after the checkpoint are not repeated. Absent in checkpoints
+    /// written before this was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_bytes: Option<u64>,
 }
 
 impl TrainState {
@@ -127,6 +132,28 @@ pub fn save_to(
     optimizers: &[(&str, &AdamW)],
     state: &TrainState,
 ) -> Result<()> {
+    write_checkpoint(run, weights_file, weights, optimizers, state).map_err(|e| match e {
+        // Every file is written aside and renamed, so a failed write leaves the last
+        // checkpoint as it was.
+        Error::Io { path, source } => Error::input(format!(
+            "cannot write the checkpoint at step {} ({}: {source}); the last good checkpoint \
+             in {} is kept: make room or fix the folder's permissions, then run the same \
+             command with --resume",
+            state.step,
+            path.display(),
+            run.root().display()
+        )),
+        other => other,
+    })
+}
+
+fn write_checkpoint(
+    run: &RunDir,
+    weights_file: &Path,
+    weights: &HashMap<String, Tensor>,
+    optimizers: &[(&str, &AdamW)],
+    state: &TrainState,
+) -> Result<()> {
     keep_previous(run, weights_file)?;
     let mut moments = HashMap::new();
     for (prefix, opt) in optimizers {
@@ -134,7 +161,11 @@ pub fn save_to(
     }
     write_safetensors(&run.optimizer(), &moments, state.step)?;
     write_safetensors(weights_file, weights, state.step)?;
-    crate::io::write_json_atomic(&run.state(), state)
+    // Log lines reach the file as they are written (unbuffered), so its length now is what
+    // the log held at this checkpoint.
+    let mut state = state.clone();
+    state.metrics_bytes = std::fs::metadata(run.metrics()).ok().map(|m| m.len());
+    crate::io::write_json_atomic(&run.state(), &state)
 }
 
 /// Restores weights into `varmap`, moments into each named optimizer (as given to [`save`]),

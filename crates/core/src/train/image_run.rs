@@ -91,7 +91,10 @@ impl<M> ImageRun<M> {
             TrainState::default()
         };
         let frozen = build(crate::train::gpt::detached(&varmap, device)?)?;
-        let metrics = MetricsLog::open(&run.metrics(), resuming.then_some(state.step))?;
+        let metrics = MetricsLog::open(
+            &run.metrics(),
+            resuming.then_some((state.step, state.metrics_bytes)),
+        )?;
         Ok(Self {
             run,
             model,

@@ -1,7 +1,7 @@
 //! `metrics.jsonl`: one JSON object per log line, appended as training goes.
 //!
-//! On resume the lines past the checkpoint's step are dropped first, so the file always tells
-//! the history of the weights on disk.
+//! On resume the lines written after the checkpoint are dropped first (the checkpoint records
+//! the log's length), so the file always tells the history of the weights on disk.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -18,10 +18,18 @@ pub struct MetricsLog {
 }
 
 impl MetricsLog {
-    /// Opens (creating) the log and keeps only the records with `step <= keep_through`.
-    pub fn open(path: &Path, keep_through: Option<u64>) -> Result<Self> {
-        let kept: Vec<Value> = match keep_through {
-            Some(last) => read_metrics(path)?
+    /// Opens (creating) the log. A new run starts it empty; a resumed one keeps what the log
+    /// held at its checkpoint: the first `bytes` bytes, or for checkpoints that did not record
+    /// them, the records with `step <= keep_through`.
+    pub fn open(path: &Path, resume: Option<(u64, Option<u64>)>) -> Result<Self> {
+        if let Some((_, Some(bytes))) = resume {
+            let mut text = std::fs::read(path).unwrap_or_default();
+            text.truncate(bytes as usize);
+            crate::io::write_atomic(path, &text)?;
+            return Self::append_to(path);
+        }
+        let kept: Vec<Value> = match resume {
+            Some((last, _)) => read_metrics(path)?
                 .into_iter()
                 .filter(|r| {
                     r.get("step")
@@ -37,6 +45,10 @@ impl MetricsLog {
             text.push('\n');
         }
         crate::io::write_atomic(path, text.as_bytes())?;
+        Self::append_to(path)
+    }
+
+    fn append_to(path: &Path) -> Result<Self> {
         let file = OpenOptions::new()
             .append(true)
             .open(path)

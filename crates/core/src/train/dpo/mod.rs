@@ -142,7 +142,10 @@ pub fn align(job: AlignJob, replies: bool) -> Result<AlignReport> {
     let eval = |model: &TextLm| held_out.evaluate(model, cfg.beta);
 
     let schedule = LrSchedule::from_config(t);
-    let mut metrics = MetricsLog::open(&run.metrics(), resuming.then_some(state.step))?;
+    let mut metrics = MetricsLog::open(
+        &run.metrics(),
+        resuming.then_some((state.step, state.metrics_bytes)),
+    )?;
     let mut order = EpochOrder::new(data.train.len(), t.seed);
     let start_step = state.step;
     let progress = Progress::new("align", start_step, t.max_iters as u64);

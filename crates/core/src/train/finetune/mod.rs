@@ -248,7 +248,10 @@ pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
     };
 
     let schedule = LrSchedule::from_config(t);
-    let mut metrics = MetricsLog::open(&run.metrics(), resuming.then_some(state.step))?;
+    let mut metrics = MetricsLog::open(
+        &run.metrics(),
+        resuming.then_some((state.step, state.metrics_bytes)),
+    )?;
     let mut order = EpochOrder::new(data.train.len(), t.seed);
     let start_step = state.step;
     let progress = Progress::new("finetune", start_step, t.max_iters as u64);

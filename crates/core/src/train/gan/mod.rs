@@ -103,7 +103,7 @@ pub fn train_gan(job: GanTrainJob, quality: Option<QualityFn>) -> Result<GanRepo
     // Records up to the last completed step survive a resume; the evaluation at the resumed
     // step runs again (it is a function of the weights, so it logs the same numbers).
     let keep = resuming.then(|| state.step.checked_sub(1)).flatten();
-    let mut metrics = MetricsLog::open(&run.metrics(), keep)?;
+    let mut metrics = MetricsLog::open(&run.metrics(), keep.map(|k| (k, state.metrics_bytes)))?;
     let start = state.step;
     let (pg, pd) = crate::models::gan::parameter_counts(&cfg.model);
     tracing::info!(
@@ -132,8 +132,9 @@ pub fn train_gan(job: GanTrainJob, quality: Option<QualityFn>) -> Result<GanRepo
             save(&tr, &mut state)?;
             metrics.sync()
         })?;
-        // Evaluate and checkpoint.
-        if step % eval_every == 0 {
+        // Evaluate and checkpoint (a resumed run measured its first step before the
+        // checkpoint it continues from).
+        if step % eval_every == 0 && !(resuming && step == start) {
             if let Some(q) = quality {
                 let qs = report::measure(&tr, &cfg, q, step)?;
                 log_quality(&progress, &mut metrics, &qs, step, &mut best_coverage)?;

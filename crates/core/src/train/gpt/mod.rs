@@ -115,7 +115,10 @@ pub fn train_gpt_from(job: GptTrainJob, init: Option<&Path>) -> Result<TrainRepo
     let frozen = Gpt::new(&model_cfg, detached(&varmap, &job.device)?)?;
 
     let schedule = LrSchedule::from_config(t);
-    let mut metrics = MetricsLog::open(&run.metrics(), resuming.then_some(state.step))?;
+    let mut metrics = MetricsLog::open(
+        &run.metrics(),
+        resuming.then_some((state.step, state.metrics_bytes)),
+    )?;
     let tokens_per_step = (t.batch_size * t.grad_accum * model_cfg.n_positions) as u64;
     let start_step = state.step;
     tracing::info!(
