@@ -54,7 +54,7 @@ pub struct SampleRequest {
 
 /// A sampling job, ready to run.
 pub enum SamplePlan {
-    Text(TextSession),
+    Text(Box<TextSession>),
     /// Images were written: the PNG and what it shows.
     Images {
         path: PathBuf,
@@ -79,7 +79,8 @@ pub fn sample(req: SampleRequest) -> Result<SamplePlan> {
     let family = detect(&req.model)?;
     if family.is_text() {
         refuse_flags(family, &image_flags(&req.image))?;
-        return text_session(&req.model, &req.text, req.seed, &req.device).map(SamplePlan::Text);
+        return text_session(&req.model, &req.text, req.seed, &req.device)
+            .map(|s| SamplePlan::Text(Box::new(s)));
     }
     refuse_flags(family, &text_flags(&req.text))?;
     let (path, what) = match family {
