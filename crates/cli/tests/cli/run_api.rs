@@ -306,3 +306,39 @@ fn a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_last_one() {
     ok(&run(dir, &args, &["--max-steps", "6", "--resume"]));
     assert_eq!(json(dir.join("run/state.json"))["step"], 6);
 }
+
+#[test]
+fn tokenizer_flags_take_a_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let gpt2 = data_dir().join("gpt2-bpe").display().to_string();
+    let args = gpt_args(dir);
+    // GPT-2's encoder.json + vocab.bpe folder as the training tokenizer.
+    ok(&run(
+        dir,
+        &args,
+        &[
+            "--max-steps",
+            "1",
+            "--tokenizer",
+            &gpt2,
+            "--set",
+            "sample.tokens=2",
+        ],
+    ));
+    let tok = std::fs::read_to_string(dir.join("run/tokenizer.json")).unwrap();
+    assert!(tok.contains("\"BPE\""), "a GPT-2 BPE tokenizer was stored");
+    // And as the sampling tokenizer (a folder that holds a tokenizer.json).
+    let out = muse(
+        dir,
+        &["sample", "run", "--tokenizer", "run", "--max-tokens", "2"],
+    );
+    ok(&out);
+    // A folder without a tokenizer says what it should hold.
+    std::fs::create_dir(dir.join("empty")).unwrap();
+    fails(
+        &muse(dir, &["sample", "run", "--tokenizer", "empty"]),
+        1,
+        &["holds no tokenizer", "encoder.json + vocab.bpe"],
+    );
+}

@@ -11,13 +11,14 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::{Value, json};
 
+use crate::data::text_splits::prepare_text;
 use crate::error::Result;
 use crate::models::CausalLm;
 use crate::models::gpt::{DTYPE, Gpt, GptConfig, gpt2_init, parameter_count};
 use crate::nn::init_varmap;
 use crate::sample::logits::argmax;
 use crate::train::AdamW;
-use crate::train::gpt::{GptRunConfig, prepare_text, train_step};
+use crate::train::gpt::{GptRunConfig, train_step};
 use crate::train::progress::Progress;
 
 /// What to measure.

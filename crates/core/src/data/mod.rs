@@ -19,6 +19,7 @@ mod text;
 mod verify;
 
 // Token streams cut into training and evaluation windows.
+pub mod text_splits;
 pub mod windows;
 // Image datasets (IDX, PNG/JPEG folders), seeded epoch batches and PNG grids.
 pub mod images;

@@ -6,13 +6,12 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use super::image::{Classified, ImageMetrics, image_metrics, open_classifier};
+use super::image::{ImageMetrics, image_metrics, open_classifier};
 use crate::data::images::Split;
 use crate::error::{Error, Result};
-use crate::models::classifier::Classifier;
 use crate::run_dir::RunDir;
 use crate::sample::gan::{Labels, generate_images, labels_for, open_gan};
-use crate::train::gan::{GanQuality, GanRunConfig};
+use crate::train::gan::GanRunConfig;
 
 /// What `muse eval` reports for a GAN run.
 #[derive(Clone, Debug, Serialize)]
@@ -78,33 +77,4 @@ pub fn eval_gan(
         seed,
         metrics,
     })
-}
-
-/// The training loop's coverage check from a classifier run: classes found, entropy and label
-/// accuracy of images in [0, 1].
-pub fn quality_fn(
-    classifier: &Classifier,
-) -> impl Fn(&Tensor, Option<&[u32]>) -> Result<GanQuality> + '_ {
-    move |images, labels| {
-        let mut c = Classified {
-            features: Vec::new(),
-            dim: classifier.config().hidden,
-            predictions: Vec::new(),
-        };
-        for start in (0..images.dim(0)?).step_by(500) {
-            let m = 500.min(images.dim(0)? - start);
-            c.push(classifier, &images.narrow(0, start, m)?)?;
-        }
-        let cov = super::image::class_coverage(&c.predictions, classifier.config().n_classes);
-        let label_accuracy = labels.map(|l| {
-            let agree = l.iter().zip(&c.predictions).filter(|(a, b)| a == b).count();
-            agree as f64 / l.len().max(1) as f64
-        });
-        Ok(GanQuality {
-            classes_found: cov.classes_found,
-            n_classes: cov.n_classes,
-            entropy_bits: cov.entropy_bits,
-            label_accuracy,
-        })
-    }
 }

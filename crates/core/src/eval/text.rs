@@ -6,6 +6,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 
+use crate::data::text_splits::prepare_text;
 use crate::data::windows::windows_at;
 use crate::error::{Error, Result};
 use crate::models::gpt::{Gpt, load_gpt};
@@ -13,7 +14,7 @@ use crate::nn::Dropout;
 use crate::nn::ops::cross_entropy;
 use crate::run_dir::RunDir;
 use crate::tokenizer::TextTokenizer;
-use crate::train::gpt::{GptRunConfig, prepare_text};
+use crate::train::gpt::GptRunConfig;
 use crate::train::progress::Progress;
 
 /// Figures for one evaluated text.

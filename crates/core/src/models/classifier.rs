@@ -177,3 +177,66 @@ pub fn load_classifier(dir: &Path, device: &Device) -> Result<Classifier> {
     };
     Classifier::new(&cfg, vb)
 }
+
+impl Classifier {
+    /// The class the classifier picks for each image, in batches of 500.
+    ///
+    /// # Shapes
+    /// `images`: (N, C, H, W) in `[0, 1]` -> N labels.
+    pub fn predict(&self, images: &Tensor) -> Result<Vec<u32>> {
+        let n = images.dim(0)?;
+        let mut out = Vec::with_capacity(n);
+        for start in (0..n).step_by(500) {
+            let m = 500.min(n - start);
+            let (_, probs) = self.features_and_probs(&images.narrow(0, start, m)?)?;
+            out.extend(probs.argmax(1)?.to_vec1::<u32>()?);
+        }
+        Ok(out)
+    }
+}
+
+/// Which classes the classifier finds among samples.
+#[derive(Clone, Debug, Serialize)]
+pub struct Coverage {
+    /// Samples assigned to each class.
+    pub histogram: Vec<usize>,
+    /// Classes holding at least a tenth of their uniform share (`0.1 * n / K` samples).
+    pub classes_found: usize,
+    pub n_classes: usize,
+    /// Entropy of the histogram, bits (at most `log2 K`, reached by a uniform spread).
+    pub entropy_bits: f64,
+    /// `log2 K`.
+    pub max_entropy_bits: f64,
+}
+
+/// Class coverage of predictions over `n_classes` classes.
+pub fn class_coverage(predictions: &[u32], n_classes: usize) -> Coverage {
+    let mut histogram = vec![0usize; n_classes];
+    for &p in predictions {
+        if let Some(h) = histogram.get_mut(p as usize) {
+            *h += 1;
+        }
+    }
+    let n = predictions.len().max(1) as f64;
+    let threshold = 0.1 * n / n_classes.max(1) as f64;
+    // p log2 p summed, then negated: one class alone gives +0, not -0.
+    let entropy_bits = 0.0
+        - histogram
+            .iter()
+            .filter(|&&c| c > 0)
+            .map(|&c| {
+                let p = c as f64 / n;
+                p * p.log2()
+            })
+            .sum::<f64>();
+    Coverage {
+        classes_found: histogram
+            .iter()
+            .filter(|&&c| c as f64 >= threshold && c > 0)
+            .count(),
+        histogram,
+        n_classes,
+        entropy_bits,
+        max_entropy_bits: (n_classes.max(1) as f64).log2(),
+    }
+}

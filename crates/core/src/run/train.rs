@@ -403,7 +403,6 @@ fn gan(mut req: TrainRequest) -> Result<TrainOutcome> {
             }
         }
     };
-    let quality = classifier.as_ref().map(crate::eval::gan::quality_fn);
     let report = train_gan(
         GanTrainJob {
             out,
@@ -412,7 +411,7 @@ fn gan(mut req: TrainRequest) -> Result<TrainOutcome> {
             on_existing: r.on_existing,
             device: req.device.clone(),
         },
-        quality.as_ref().map(|f| f as _),
+        classifier.as_ref(),
     )?;
     let cov = report.quality.as_ref().map_or(String::new(), |q| {
         let acc = q.label_accuracy.map_or(String::new(), |a| {

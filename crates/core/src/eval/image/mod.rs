@@ -141,51 +141,7 @@ pub fn classify_dataset(
     Ok(out)
 }
 
-/// Which classes the classifier finds among samples.
-#[derive(Clone, Debug, Serialize)]
-pub struct Coverage {
-    /// Samples assigned to each class.
-    pub histogram: Vec<usize>,
-    /// Classes holding at least a tenth of their uniform share (`0.1 * n / K` samples).
-    pub classes_found: usize,
-    pub n_classes: usize,
-    /// Entropy of the histogram, bits (at most `log2 K`, reached by a uniform spread).
-    pub entropy_bits: f64,
-    /// `log2 K`.
-    pub max_entropy_bits: f64,
-}
-
-/// Class coverage of predictions over `n_classes` classes.
-pub fn class_coverage(predictions: &[u32], n_classes: usize) -> Coverage {
-    let mut histogram = vec![0usize; n_classes];
-    for &p in predictions {
-        if let Some(h) = histogram.get_mut(p as usize) {
-            *h += 1;
-        }
-    }
-    let n = predictions.len().max(1) as f64;
-    let threshold = 0.1 * n / n_classes.max(1) as f64;
-    // p log2 p summed, then negated: one class alone gives +0, not -0.
-    let entropy_bits = 0.0
-        - histogram
-            .iter()
-            .filter(|&&c| c > 0)
-            .map(|&c| {
-                let p = c as f64 / n;
-                p * p.log2()
-            })
-            .sum::<f64>();
-    Coverage {
-        classes_found: histogram
-            .iter()
-            .filter(|&&c| c as f64 >= threshold && c > 0)
-            .count(),
-        histogram,
-        n_classes,
-        entropy_bits,
-        max_entropy_bits: (n_classes.max(1) as f64).log2(),
-    }
-}
+pub use crate::models::classifier::{Coverage, class_coverage};
 
 /// Everything `muse eval` reports about generated images.
 #[derive(Clone, Debug, Serialize)]

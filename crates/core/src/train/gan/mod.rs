@@ -10,7 +10,7 @@ mod step;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::Device;
 
 pub use config::{AdversarialConfig, GanLoss, GanRunConfig, PRESETS};
 pub use report::{fixed_batch, plot_losses};
@@ -18,6 +18,7 @@ pub use step::{GanTrainer, StepStats, bce_with_logits, gradient_penalty, noise, 
 
 use crate::data::images::{EpochBatches, ImageDataset, Split};
 use crate::error::{Error, Result};
+use crate::models::classifier::Classifier;
 use crate::models::gan::{GanConfig, save_config};
 use crate::run_dir::{OnExisting, RunDir};
 use crate::train::checkpoint::{self, TrainClock, TrainState};
@@ -41,8 +42,6 @@ pub struct GanQuality {
 
 /// Judges generated images: `(images in [0, 1] (N, C, H, W), the labels asked for) ->`
 /// [`GanQuality`]. The caller builds it from the reference classifier (`eval::image`), which
-/// keeps the training loop free of evaluation code.
-pub type QualityFn<'a> = &'a dyn Fn(&Tensor, Option<&[u32]>) -> Result<GanQuality>;
 
 /// What to train and where.
 pub struct GanTrainJob {
@@ -66,7 +65,7 @@ pub struct GanReport {
 
 /// Trains a GAN as `job` says. Returns [`Error::Interrupted`] after saving a checkpoint when
 /// Ctrl-C was pressed.
-pub fn train_gan(job: GanTrainJob, quality: Option<QualityFn>) -> Result<GanReport> {
+pub fn train_gan(job: GanTrainJob, classifier: Option<&Classifier>) -> Result<GanReport> {
     let mut cfg = job.config.clone();
     cfg.validate()?;
     RunDir::check(&job.out, job.on_existing)?;
@@ -135,7 +134,7 @@ pub fn train_gan(job: GanTrainJob, quality: Option<QualityFn>) -> Result<GanRepo
         // Evaluate and checkpoint (a resumed run measured its first step before the
         // checkpoint it continues from).
         if step % eval_every == 0 && !(resuming && step == start) {
-            if let Some(q) = quality {
+            if let Some(q) = classifier {
                 let qs = report::measure(&tr, &cfg, q, step)?;
                 log_quality(&progress, &mut metrics, &qs, step, &mut best_coverage)?;
                 last_quality = Some(qs);
@@ -178,7 +177,7 @@ pub fn train_gan(job: GanTrainJob, quality: Option<QualityFn>) -> Result<GanRepo
     progress.finish();
 
     // Final coverage, checkpoint, grid and model card.
-    if let Some(q) = quality
+    if let Some(q) = classifier
         && start < total
     {
         let qs = report::measure(&tr, &cfg, q, total)?;

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::data::text_splits::TextDataConfig;
+
 use crate::error::{Error, Result};
 use crate::models::gpt::GptConfig;
 use crate::train::config::TrainConfig;
@@ -14,19 +16,6 @@ pub struct GptRunConfig {
     pub train: TrainConfig,
     pub data: TextDataConfig,
     pub sample: SampleConfig,
-}
-
-/// How the corpus becomes tokens.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TextDataConfig {
-    /// `char` (the corpus's characters), `bpe` (byte-level BPE trained on the training split),
-    /// `gpt2` (GPT-2's BPE), or a path to a `tokenizer.json`.
-    pub tokenizer: String,
-    /// Vocabulary size when `tokenizer = "bpe"`.
-    pub bpe_vocab_size: usize,
-    /// Fraction of the text (by characters, from the end) held out for validation.
-    pub val_fraction: f64,
 }
 
 /// The text samples written while training and printed at the end.

@@ -3,7 +3,6 @@
 //! line.
 
 mod config;
-mod data;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -12,8 +11,8 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
+pub use crate::data::text_splits::{TextSplits, prepare_text};
 pub use config::{GptRunConfig, PRESETS, SampleConfig, TextDataConfig};
-pub use data::{TextSplits, prepare_text};
 
 use crate::data::windows::{random_windows, step_rng};
 use crate::error::{Error, Result};

@@ -1,12 +1,27 @@
-//! From a `--data` value to tokenizer and token splits.
+//! From a `--data` value to tokenizer and token splits: the text preparation that training,
+//! evaluation and benchmarks of language models share.
 
 use std::path::Path;
 
-use super::config::TextDataConfig;
+use serde::{Deserialize, Serialize};
+
 use crate::data::{self, windows::split_text};
 use crate::error::{Error, Result};
 use crate::run_dir::DatasetRecord;
 use crate::tokenizer::{TextTokenizer, TokenizerKind};
+
+/// How the corpus becomes tokens.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextDataConfig {
+    /// `char` (the corpus's characters), `bpe` (byte-level BPE trained on the training split),
+    /// `gpt2` (GPT-2's BPE), or a path to a `tokenizer.json`.
+    pub tokenizer: String,
+    /// Vocabulary size when `tokenizer = "bpe"`.
+    pub bpe_vocab_size: usize,
+    /// Fraction of the text (by characters, from the end) held out for validation.
+    pub val_fraction: f64,
+}
 
 /// A corpus turned into token ids, split for training and validation.
 pub struct TextSplits {
@@ -72,9 +87,10 @@ fn make_tokenizer(cfg: &TextDataConfig, text: &str, train_text: &str) -> Result<
             let dir = data::dataset_dir("gpt2-bpe")?;
             TextTokenizer::gpt2(&dir.join("encoder.json"), &dir.join("vocab.bpe"))
         }
-        path if Path::new(path).is_file() => TextTokenizer::from_file(Path::new(path)),
+        path if Path::new(path).exists() => crate::tokenizer::files::load_file(Path::new(path)),
         other => Err(Error::usage(format!(
-            "data.tokenizer '{other}' is neither char, bpe, gpt2 nor an existing tokenizer.json"
+            "data.tokenizer '{other}' is neither char, bpe, gpt2 nor an existing tokenizer file \
+             or folder"
         ))),
     }
 }
