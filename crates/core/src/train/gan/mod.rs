@@ -40,9 +40,6 @@ pub struct GanQuality {
     pub label_accuracy: Option<f64>,
 }
 
-/// Judges generated images: `(images in [0, 1] (N, C, H, W), the labels asked for) ->`
-/// [`GanQuality`]. The caller builds it from the reference classifier (`eval::image`), which
-
 /// What to train and where.
 pub struct GanTrainJob {
     pub out: PathBuf,
@@ -63,8 +60,9 @@ pub struct GanReport {
     pub grid: PathBuf,
 }
 
-/// Trains a GAN as `job` says. Returns [`Error::Interrupted`] after saving a checkpoint when
-/// Ctrl-C was pressed.
+/// Trains a GAN as `job` says; with the reference `classifier`, class coverage (and label
+/// accuracy) of samples is measured at every evaluation. Returns [`Error::Interrupted`] after
+/// saving a checkpoint when Ctrl-C was pressed.
 pub fn train_gan(job: GanTrainJob, classifier: Option<&Classifier>) -> Result<GanReport> {
     let mut cfg = job.config.clone();
     cfg.validate()?;
