@@ -2,7 +2,7 @@
 //! training loop, no sampling policy.
 
 pub mod classifier;
-pub mod conv;
+pub mod diffusion;
 pub mod gan;
 pub mod gpt;
 pub mod llama;
