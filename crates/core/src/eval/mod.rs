@@ -2,6 +2,7 @@
 //! fast Muse runs it (`muse bench`).
 
 pub mod bench;
+pub mod bench_diffusion;
 pub mod bench_gan;
 pub mod bench_vae;
 pub mod gan;

@@ -284,3 +284,190 @@ fn guidance_combines_conditional_and_unconditional() {
     // eps_u + 3 (eps_c - eps_u)
     assert_eq!(vec(&guided_eps(&u, &c, 3.0).unwrap()), vec![7.0, 4.0, 0.5]);
 }
+
+fn small_config(n_classes: usize) -> UNetConfig {
+    UNetConfig {
+        heads: 2,
+        n_classes,
+        ..tiny_config()
+    }
+}
+
+#[test]
+fn unet_overfits_one_batch() {
+    use candle_nn::VarMap;
+    use muse_core::train::AdamW;
+    use muse_core::train::diffusion::fresh_weights;
+    use muse_core::train::images::EpochConfig;
+
+    let dev = Device::Cpu;
+    let cfg = small_config(3);
+    let varmap = VarMap::new();
+    let net = UNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
+    fresh_weights(&varmap, 7).unwrap();
+    let mut ec = EpochConfig::adam_mnist(1);
+    ec.lr = 3e-3;
+    let mut opt = AdamW::new(&varmap, &ec.optimizer_config(300)).unwrap();
+    // One fixed batch of (x_t, t, label, eps): the network must learn to predict this eps.
+    let s = NoiseSchedule::linear(1000, 1e-4, 0.02);
+    let x0 = muse_core::nn::noise::standard_normal((4, 1, 8, 8), 1, 0, &dev)
+        .unwrap()
+        .tanh()
+        .unwrap();
+    let eps = muse_core::nn::noise::standard_normal((4, 1, 8, 8), 2, 0, &dev).unwrap();
+    let ts = [10usize, 250, 600, 900];
+    let coef = |f: &dyn Fn(f64) -> f64| {
+        let v: Vec<f32> = ts.iter().map(|&t| f(s.alphas_cumprod[t]) as f32).collect();
+        Tensor::from_vec(v, (4, 1, 1, 1), &dev).unwrap()
+    };
+    let xt = (x0.broadcast_mul(&coef(&|a| a.sqrt())).unwrap()
+        + eps.broadcast_mul(&coef(&|a| (1.0 - a).sqrt())).unwrap())
+    .unwrap();
+    let t = Tensor::new(&[10f32, 250.0, 600.0, 900.0], &dev).unwrap();
+    let labels = Tensor::new(&[0u32, 1, 2, 3], &dev).unwrap();
+    let mut losses = Vec::new();
+    for _ in 0..300 {
+        let pred = net.forward(&xt, &t, Some(&labels)).unwrap();
+        let loss = (pred - &eps).unwrap().sqr().unwrap().mean_all().unwrap();
+        losses.push(loss.to_scalar::<f32>().unwrap());
+        let g = opt.grads(&loss.backward().unwrap());
+        opt.step(&g, 3e-3).unwrap();
+    }
+    let (first, last) = (losses[0], *losses.last().unwrap());
+    assert!(last * 10.0 < first, "loss fell only from {first} to {last}");
+}
+
+#[test]
+fn sampling_is_deterministic_and_checks_labels() {
+    use candle_nn::VarMap;
+    use muse_core::sample::diffusion::{SampleOptions, Sampler, record_points, sample};
+
+    let dev = Device::Cpu;
+    let cfg = small_config(3);
+    let varmap = VarMap::new();
+    let net = UNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
+    muse_core::train::diffusion::fresh_weights(&varmap, 3).unwrap();
+    let s = NoiseSchedule::cosine(100);
+    let mut opts = SampleOptions::ddim(10, 5);
+    opts.labels = Some(vec![0, 1, 2]);
+    opts.guidance = 3.0;
+    opts.record = record_points(10, 4);
+    assert_eq!(opts.record, vec![2, 4, 7, 9]);
+    let a = sample(&net, &s, 3, &opts, &dev).unwrap();
+    let b = sample(&net, &s, 3, &opts, &dev).unwrap();
+    assert_eq!(vec(&a.images), vec(&b.images));
+    assert_eq!(a.images.dims(), &[3, 1, 8, 8]);
+    assert_eq!(a.trajectory.len(), 4);
+    // The last recorded point is the final image.
+    assert_eq!(vec(&a.trajectory[3].x), vec(&a.images));
+    let v = vec(&a.images);
+    assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
+    // DDPM with noise differs from deterministic DDIM, but repeats for a seed.
+    opts.sampler = Sampler::Ddpm;
+    let c = sample(&net, &s, 3, &opts, &dev).unwrap();
+    assert_ne!(vec(&c.images), v);
+    assert_eq!(
+        vec(&c.images),
+        vec(&sample(&net, &s, 3, &opts, &dev).unwrap().images)
+    );
+    // Bad requests are errors, not panics.
+    opts.labels = Some(vec![0, 3, 1]);
+    assert!(
+        sample(&net, &s, 3, &opts, &dev).is_err(),
+        "label 3 of 3 classes"
+    );
+    opts.labels = Some(vec![0, 1, 2]);
+    opts.steps = 101;
+    assert!(
+        sample(&net, &s, 3, &opts, &dev).is_err(),
+        "more steps than T"
+    );
+}
+
+fn mnist_job(
+    out: &std::path::Path,
+    steps: usize,
+    on_existing: muse_core::run_dir::OnExisting,
+    preset: &str,
+) -> muse_core::train::diffusion::DiffusionTrainJob {
+    use muse_core::train::diffusion::{DiffusionRunConfig, DiffusionTrainJob};
+    let mut cfg = DiffusionRunConfig::preset(preset).unwrap();
+    cfg.model = small_config(cfg.model.n_classes);
+    cfg.data.dataset = crate::common::data_dir()
+        .join("mnist")
+        .display()
+        .to_string();
+    (cfg.data.train_limit, cfg.data.test_limit) = (64, 16);
+    cfg.train.batch_size = 8;
+    cfg.train.max_steps = steps;
+    (
+        cfg.train.eval_interval,
+        cfg.train.sample_interval,
+        cfg.train.log_interval,
+    ) = (2, 2, 1);
+    (cfg.sample.n, cfg.sample.nrow, cfg.sample.steps) = (4, 2, 3);
+    DiffusionTrainJob {
+        out: out.to_path_buf(),
+        preset: preset.into(),
+        config: cfg,
+        on_existing,
+        device: Device::Cpu,
+    }
+}
+
+fn weights(dir: &std::path::Path) -> HashMap<String, Vec<f32>> {
+    candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, vec(&v)))
+        .collect()
+}
+
+#[test]
+fn resume_equals_uninterrupted() {
+    use muse_core::run_dir::OnExisting;
+    use muse_core::train::diffusion::train_diffusion;
+    for preset in ["ddpm-mnist", "ddpm-mnist-cond"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        train_diffusion(mnist_job(&a, 5, OnExisting::Refuse, preset)).unwrap();
+        // Stopped at an evaluation step, so its closing evaluation is the one the
+        // uninterrupted run logs there.
+        train_diffusion(mnist_job(&b, 4, OnExisting::Refuse, preset)).unwrap();
+        let report = train_diffusion(mnist_job(&b, 5, OnExisting::Resume, preset)).unwrap();
+        assert_eq!(report.steps, 5);
+        let (wa, wb) = (weights(&a), weights(&b));
+        assert_eq!(wa.len(), wb.len());
+        assert!(wa.keys().any(|k| k.starts_with("ema.")), "the EMA is saved");
+        for (k, v) in &wa {
+            assert_eq!(v, &wb[k], "{preset}: {k} differs after resume");
+        }
+        // The EMA moved away from the weights it averages.
+        assert_ne!(wa["ema.out.weight"], wa["out.weight"]);
+        let strip = |dir: &std::path::Path| -> Vec<serde_json::Value> {
+            muse_core::train::metrics::read_metrics(&dir.join("metrics.jsonl"))
+                .unwrap()
+                .into_iter()
+                .map(|mut r| {
+                    r.as_object_mut().unwrap().remove("ms");
+                    r
+                })
+                .collect()
+        };
+        assert_eq!(strip(&a), strip(&b), "{preset}: metrics differ");
+        for f in [
+            "config.json",
+            "training.json",
+            "MODEL_CARD.md",
+            "loss.svg",
+            "samples/step_000004.png",
+            "samples/step_000005.png",
+        ] {
+            assert!(b.join(f).is_file(), "{preset}: {f} missing");
+        }
+        // The run opens for sampling, with its schedule and EMA weights.
+        let run = muse_core::sample::diffusion::open_diffusion(&b, &Device::Cpu).unwrap();
+        assert_eq!(run.schedule.len(), 1000);
+        assert_eq!(run.model.config().conditional(), preset.ends_with("cond"));
+    }
+}

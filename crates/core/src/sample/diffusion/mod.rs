@@ -276,6 +276,33 @@ pub fn labels_for(cfg: &UNetConfig, n: usize, label: Option<usize>) -> Result<Op
     }
 }
 
+/// The rows of a trajectory strip: for each of the first `k` images, its `x_t` at every
+/// recorded point, then its predicted `x_0` at the same points.
+///
+/// # Shapes
+/// -> 2k tensors (points, C, S, S).
+pub fn trajectory_rows(samples: &Samples, k: usize) -> Result<Vec<Tensor>> {
+    let n = samples.images.dim(0)?;
+    if samples.trajectory.is_empty() {
+        return Err(Error::input("no points of the chain were recorded"));
+    }
+    let mut rows = Vec::with_capacity(2 * k);
+    for i in 0..k.min(n) {
+        for pick in [
+            |p: &TrajectoryPoint| p.x.clone(),
+            |p: &TrajectoryPoint| p.x0.clone(),
+        ] {
+            let imgs = samples
+                .trajectory
+                .iter()
+                .map(|p| pick(p).narrow(0, i, 1))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            rows.push(Tensor::cat(&imgs, 0)?); // (points, C, S, S)
+        }
+    }
+    Ok(rows)
+}
+
 /// `k` step indices spread evenly over a chain of `steps`, the last always included.
 pub fn record_points(steps: usize, k: usize) -> Vec<usize> {
     let k = k.clamp(1, steps.max(1));
