@@ -22,6 +22,8 @@ enum Family {
     Gan(super::gan::BenchArgs),
     /// VAE training steps (forward, backward, Adam), as vae_mlp.py.
     Vae(super::train_image::VaeBenchArgs),
+    /// DDPM U-Net training steps and DDIM-50 sampling of 16 images, as ddpm_unet28.py.
+    Diffusion(super::diffusion::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -54,6 +56,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Family::Gpt(a) => a,
         Family::Gan(a) => return super::gan::bench(a),
         Family::Vae(a) => return super::train_image::bench_vae(a),
+        Family::Diffusion(a) => return super::diffusion::bench(a),
     };
     let config = muse_core::config::resolve(&GptRunConfig::preset(&a.preset)?, None, &a.sets)?;
     let opts = BenchOptions {

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod chat;
 pub mod common;
 pub mod data;
+pub mod diffusion;
 pub mod eval;
 pub mod eval_image;
 pub mod export;

@@ -23,6 +23,8 @@ pub struct Args {
     text: TextArgs,
     #[command(flatten)]
     image: super::sample_image::ImageArgs,
+    #[command(flatten)]
+    diffusion: super::diffusion::SampleArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -36,6 +38,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     match family.as_str() {
         "vae" => super::sample_image::run_vae(&a.run, a.image, a.seed, &device),
         "gan" => super::gan::sample(&a.run, a.image, a.seed, &device),
+        "diffusion" => super::diffusion::sample_run(&a.run, a.image, a.diffusion, a.seed, &device),
         _ => sample_text::run(&a.run, a.text, a.seed, &device),
     }
 }

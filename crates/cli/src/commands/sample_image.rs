@@ -11,7 +11,7 @@ use muse_core::sample::vae::{
 
 /// Flags for image models.
 #[derive(clap::Args)]
-#[command(next_help_heading = "Image models (vae, gan)")]
+#[command(next_help_heading = "Image models (vae, gan, diffusion)")]
 pub struct ImageArgs {
     /// Images to draw from the prior (or test images for --reconstruct / --denoise-test).
     #[arg(long, default_value_t = 64)]
@@ -28,9 +28,10 @@ pub struct ImageArgs {
     /// VAE: decode the straight latent path from test image I to test image J, as a strip.
     #[arg(long, num_args = 2, value_names = ["I", "J"])]
     pub interpolate: Option<Vec<usize>>,
-    /// Points on the --interpolate path, both ends included.
-    #[arg(long, default_value_t = 10)]
-    pub steps: usize,
+    /// Points on the --interpolate path, both ends included [default: 10]; diffusion: model
+    /// evaluations of the chain [default: 50 for ddim, T for ddpm].
+    #[arg(long)]
+    pub steps: Option<usize>,
     /// VAE: denoise this PNG/JPEG image (resized to the model's size); writes it beside the
     /// model's reconstruction.
     #[arg(long, value_name = "IMAGE")]
@@ -42,7 +43,7 @@ pub struct ImageArgs {
     /// Where the test images come from (NAME[:split] or a folder) [default: the run's dataset].
     #[arg(long)]
     pub data: Option<String>,
-    /// GAN: draw every image of this class (class-conditional runs, e.g. --label 7).
+    /// GAN, diffusion: draw every image of this class (class-conditional runs, e.g. --label 7).
     #[arg(long)]
     pub label: Option<usize>,
 }
@@ -98,16 +99,17 @@ pub fn run_vae(dir: &Path, a: ImageArgs, seed: u64, device: &Device) -> anyhow::
         let (i, j) = (ij[0], ij[1]);
         let a_img = pick(&test, &[i], device)?;
         let b_img = pick(&test, &[j], device)?;
-        let path = interpolate(&vae.model, &a_img, &b_img, a.steps)?;
+        let steps = a.steps.unwrap_or(10);
+        let path = interpolate(&vae.model, &a_img, &b_img, steps)?;
         write_grid(
             &out,
             &path,
-            a.steps,
+            steps,
             Some(&format!(
                 "VAE latent interpolation between test images {i} and {j}"
             )),
         )?;
-        format!("a {}-step latent walk from test image {i} to {j}", a.steps)
+        format!("a {steps}-step latent walk from test image {i} to {j}")
     } else if let Some(file) = &a.denoise {
         let x = read_image(file, cfg.image_size, cfg.channels)?.to_device(device)?;
         write_grid(

@@ -27,6 +27,8 @@ enum Family {
     Vae(super::train_image::VaeArgs),
     /// A DCGAN image generator (class-conditional with cgan-mnist; --loss wgan-gp).
     Gan(super::gan::TrainArgs),
+    /// A DDPM diffusion model (U-Net; class-conditional with the -cond presets).
+    Diffusion(super::diffusion::TrainArgs),
 }
 
 #[derive(clap::Args)]
@@ -76,6 +78,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Family::Classifier(a) => super::train_image::train_classifier(a),
         Family::Vae(a) => super::train_image::train_vae(a),
         Family::Gan(a) => super::gan::train(a),
+        Family::Diffusion(a) => super::diffusion::train(a),
     }
 }
 
