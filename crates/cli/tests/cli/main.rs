@@ -3,6 +3,7 @@
 mod chat;
 mod common;
 mod data;
+mod diffusion;
 mod export;
 mod finetune;
 mod gan;
