@@ -2,9 +2,10 @@
 //! channels are split into groups, each sample's group is normalised over its channels and
 //! pixels, then a per-channel affine map is applied. Tensor names `weight`, `bias`.
 //!
-//! Composed from candle ops (differentiable on every device).
+//! The forward runs the fused CPU kernel of [`super::ops::group_norm_act`] (optionally with
+//! the SiLU after it), composed candle ops on other devices.
 
-use candle_core::{D, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 /// `nn.GroupNorm(groups, channels, eps=1e-5)` with its affine weight and bias.
@@ -35,9 +36,18 @@ impl GroupNorm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         group_norm(x, &self.weight, &self.bias, self.groups, self.eps)
     }
+
+    /// `silu(forward(x))` as one fused op.
+    ///
+    /// # Shapes
+    /// `x`: (N, C, H, W) -> (N, C, H, W).
+    pub fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        super::ops::group_norm_act(x, &self.weight, &self.bias, self.groups, self.eps, true)
+    }
 }
 
-/// `F.group_norm(x, groups, weight, bias, eps)`: biased variance, as PyTorch.
+/// `F.group_norm(x, groups, weight, bias, eps)`: biased variance, as PyTorch. The fused
+/// kernel of [`super::ops::group_norm_act`] on the CPU (f32), composed candle ops elsewhere.
 ///
 /// # Shapes
 /// `x`: (N, C, ...), `weight`, `bias`: (C) -> (N, C, ...).
@@ -48,17 +58,5 @@ pub fn group_norm(
     groups: usize,
     eps: f64,
 ) -> Result<Tensor> {
-    let dims = x.dims().to_vec();
-    let (n, c) = (dims[0], dims[1]);
-    let xg = x.reshape((n, groups, ()))?; // (N, G, C/G * H * W)
-    let mean = xg.mean_keepdim(D::Minus1)?; // (N, G, 1)
-    let xc = xg.broadcast_sub(&mean)?;
-    let var = xc.sqr()?.mean_keepdim(D::Minus1)?; // (N, G, 1)
-    let xn = xc
-        .broadcast_div(&(var + eps)?.sqrt()?)?
-        .reshape(dims.as_slice())?; // (N, C, ...)
-    let mut affine = vec![1usize; dims.len()];
-    affine[1] = c;
-    xn.broadcast_mul(&weight.reshape(affine.as_slice())?)?
-        .broadcast_add(&bias.reshape(affine.as_slice())?)
+    super::ops::group_norm_act(x, weight, bias, groups, eps, false)
 }

@@ -73,6 +73,59 @@ fn group_norm_matches_pytorch() {
 }
 
 #[test]
+fn fused_group_norm_silu_matches_composed() {
+    use muse_core::nn::ops::group_norm::{group_norm_act, reference_group_norm};
+    let dev = Device::Cpu;
+    for (shape, groups) in [((3, 8, 5, 7), 4), ((2, 16, 7, 7), 8), ((1, 6, 1, 1), 3)] {
+        let n: usize = [shape.0, shape.1, shape.2, shape.3].iter().product();
+        let x = Var::from_tensor(
+            &(muse_core::nn::noise::standard_normal(shape, 1, 0, &dev).unwrap() * 2.0)
+                .unwrap()
+                .affine(1.0, 0.3)
+                .unwrap(),
+        )
+        .unwrap();
+        let w =
+            Var::from_tensor(&muse_core::nn::noise::standard_normal(shape.1, 2, 0, &dev).unwrap())
+                .unwrap();
+        let b =
+            Var::from_tensor(&muse_core::nn::noise::standard_normal(shape.1, 3, 0, &dev).unwrap())
+                .unwrap();
+        let r = muse_core::nn::noise::standard_normal(shape, 4, 0, &dev).unwrap();
+        assert_eq!(r.elem_count(), n);
+        for silu in [false, true] {
+            let (xt, wt, bt) = (x.as_tensor(), w.as_tensor(), b.as_tensor());
+            let fused = group_norm_act(xt, wt, bt, groups, 1e-5, silu).unwrap();
+            let mut composed = reference_group_norm(xt, wt, bt, groups, 1e-5).unwrap();
+            if silu {
+                composed = composed.silu().unwrap();
+            }
+            let what = format!("{shape:?} silu={silu}");
+            assert_close(&vec(&fused), &vec(&composed), 1e-5, &what);
+            let gf = (&fused * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let gc = (&composed * &r)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (v, name) in [(&x, "dx"), (&w, "dw"), (&b, "db")] {
+                let (a, c) = (
+                    gf.get(v.as_tensor()).unwrap(),
+                    gc.get(v.as_tensor()).unwrap(),
+                );
+                assert_close(&vec(a), &vec(c), 1e-4, &format!("{what} {name}"));
+            }
+        }
+    }
+}
+
+#[test]
 fn unet_matches_pytorch_values_and_gradients() {
     let f = tiny_fixture();
     let weights: HashMap<String, Tensor> = f

@@ -52,11 +52,11 @@ impl ResBlock {
     /// # Shapes
     /// `x`: (N, cin, H, W), `temb_act`: silu of the time embedding (N, temb) -> (N, cout, H, W).
     pub fn forward(&self, x: &Tensor, temb_act: &Tensor) -> Result<Tensor> {
-        let h = self.c1.forward(&self.n1.forward(x)?.silu()?)?; // (N, cout, H, W)
+        let h = self.c1.forward(&self.n1.forward_silu(x)?)?; // (N, cout, H, W)
         let (n, c) = (h.dim(0)?, h.dim(1)?);
         let tproj = self.t.forward(temb_act)?.reshape((n, c, 1, 1))?; // (N, cout, 1, 1)
         let h = h.broadcast_add(&tproj)?;
-        let h = self.c2.forward(&self.n2.forward(&h)?.silu()?)?;
+        let h = self.c2.forward(&self.n2.forward_silu(&h)?)?;
         match &self.skip {
             Some(s) => s.forward(x)? + h,
             None => x + h,
@@ -210,7 +210,7 @@ impl UNet {
         for rb in &self.u0 {
             h = rb.forward(&h, &e)?;
         }
-        self.out.forward(&self.out_norm.forward(&h)?.silu()?) // (N, C, S, S)
+        self.out.forward(&self.out_norm.forward_silu(&h)?) // (N, C, S, S)
     }
 }
 
