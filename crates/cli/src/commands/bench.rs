@@ -43,22 +43,36 @@ enum FamilyArgs {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// DDPM U-Net training steps and DDIM sampling of 16 images, as ddpm_unet28.py.
+    Diffusion {
+        /// DDIM steps of the sampling measurement [default: 50].
+        #[arg(long)]
+        ddim_steps: Option<usize>,
+        /// Images sampled at once [default: 16].
+        #[arg(long)]
+        sample_batch: Option<usize>,
+        /// Timed sampling runs [default: 3].
+        #[arg(long)]
+        sample_reps: Option<usize>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
 }
 
 /// Flags every workload takes.
 #[derive(clap::Args)]
 struct CommonArgs {
     /// The preset to measure [default: the family's default preset: char-baby, dcgan-mnist,
-    /// mnist-mlp].
+    /// mnist-mlp, ddpm-mnist].
     #[arg(long)]
     preset: Option<String>,
     /// Override a config key, as for `muse train`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// Timed steps [default: gpt 50, gan 100, vae 200].
+    /// Timed steps [default: gpt 50, gan 100, vae 200, diffusion 30].
     #[arg(long)]
     steps: Option<usize>,
-    /// Untimed warm-up steps first [default: gpt 10, gan 10, vae 20].
+    /// Untimed warm-up steps first [default: gpt 10, gan 10, vae 20, diffusion 5].
     #[arg(long)]
     warmup: Option<usize>,
     #[command(flatten)]
@@ -99,6 +113,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             req
         }
         FamilyArgs::Vae { common } => common.request(Family::Vae)?,
+        FamilyArgs::Diffusion {
+            ddim_steps,
+            sample_batch,
+            sample_reps,
+            common,
+        } => {
+            let mut req = common.request(Family::Diffusion)?;
+            (req.ddim_steps, req.sample_batch, req.sample_reps) =
+                (ddim_steps, sample_batch, sample_reps);
+            req
+        }
     };
     println!("{}", serde_json::to_string(&muse_core::run::bench(req)?)?);
     Ok(())

@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use muse_core::run::generation::{Sampler, StopReason, generate};
-use muse_core::run::{ImageRequest, SamplePlan, SampleRequest, TextRequest, TextSession};
+use muse_core::run::{
+    DiffusionRequest, ImageRequest, SamplePlan, SampleRequest, TextRequest, TextSession,
+};
 
 use super::common::DeviceArgs;
 
@@ -26,6 +28,29 @@ pub struct Args {
     text: TextArgs,
     #[command(flatten)]
     image: ImageArgs,
+    #[command(flatten)]
+    diffusion: DiffusionArgs,
+}
+
+/// Flags only diffusion models take (with --n, --steps, --label, -o from the image flags).
+#[derive(clap::Args)]
+#[command(next_help_heading = "Diffusion models")]
+struct DiffusionArgs {
+    /// ddim (deterministic for a seed with --eta 0) or ddpm (ancestral, stochastic)
+    /// [default: ddim].
+    #[arg(long)]
+    sampler: Option<String>,
+    /// DDIM noise: 0 is deterministic, 1 is DDPM-like [default: 0].
+    #[arg(long, allow_negative_numbers = true)]
+    eta: Option<f64>,
+    /// Also write this PNG: x_t (top) and the predicted x_0 (bottom) of the first images at
+    /// 10 points of the chain, noise turning into an image from left to right.
+    #[arg(long, value_name = "PNG")]
+    trajectory: Option<PathBuf>,
+    /// Classifier-free guidance weight for a conditional model: eps_u + w (eps_c - eps_u);
+    /// 1 is the conditional model alone, 0 ignores the label [default: 3].
+    #[arg(long, allow_negative_numbers = true)]
+    guidance: Option<f64>,
 }
 
 /// Flags for text models.
@@ -77,7 +102,7 @@ struct TextArgs {
 
 /// Flags for image models.
 #[derive(clap::Args)]
-#[command(next_help_heading = "Image models (vae, gan)")]
+#[command(next_help_heading = "Image models (vae, gan, diffusion)")]
 struct ImageArgs {
     /// Images to draw (or test images for --reconstruct / --denoise-test) [default: 64].
     #[arg(long)]
@@ -94,7 +119,8 @@ struct ImageArgs {
     /// VAE: decode the straight latent path from test image I to test image J, as a strip.
     #[arg(long, num_args = 2, value_names = ["I", "J"])]
     interpolate: Option<Vec<usize>>,
-    /// Points on the --interpolate path, both ends included [default: 10].
+    /// VAE: points on the --interpolate path, both ends included [default: 10]. Diffusion:
+    /// model evaluations of the chain [default: 50 for ddim, T for ddpm].
     #[arg(long)]
     steps: Option<usize>,
     /// VAE: denoise this PNG/JPEG image (resized to the model's size); writes it beside the
@@ -109,7 +135,8 @@ struct ImageArgs {
     /// dataset].
     #[arg(long)]
     data: Option<String>,
-    /// GAN: draw every image of this class (class-conditional runs, e.g. --label 7).
+    /// GAN, diffusion: draw every image of this class (class-conditional runs, e.g.
+    /// --label 7).
     #[arg(long)]
     label: Option<usize>,
 }
@@ -144,6 +171,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             denoise_test: i.denoise_test,
             data: i.data,
             label: i.label,
+        },
+        diffusion: DiffusionRequest {
+            sampler: a.diffusion.sampler,
+            eta: a.diffusion.eta,
+            trajectory: a.diffusion.trajectory,
+            guidance: a.diffusion.guidance,
         },
         device: a.device.device()?,
     };

@@ -25,6 +25,8 @@ enum FamilyArgs {
     Vae(VaeArgs),
     /// A DCGAN image generator (class-conditional with cgan-mnist; --loss wgan-gp).
     Gan(GanArgs),
+    /// A DDPM diffusion model (U-Net; class-conditional with the -cond presets).
+    Diffusion(DiffusionArgs),
 }
 
 /// Flags every family takes.
@@ -201,6 +203,20 @@ struct GanArgs {
     run: RunArgs,
 }
 
+#[derive(clap::Args)]
+struct DiffusionArgs {
+    /// Named configuration: ddpm-mnist, ddpm-fashion (unconditional), ddpm-mnist-cond,
+    /// ddpm-fashion-cond (class-conditional, for classifier-free guidance). All: the U-Net of
+    /// ddpm_unet28.py, T = 1000, linear betas (`--set schedule=cosine`), AdamW 2e-4, batch 64,
+    /// EMA of the weights. [default: ddpm-mnist]
+    #[arg(long)]
+    preset: Option<String>,
+    #[command(flatten)]
+    data: ImageDataArgs,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
 pub fn run(args: Args) -> anyhow::Result<()> {
     let req = match args.family {
         FamilyArgs::Gpt(a) => {
@@ -235,6 +251,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 _ => ClassifierChoice::Default,
             };
             req
+        }
+        FamilyArgs::Diffusion(a) => {
+            a.run
+                .request(Family::Diffusion, a.preset, a.data.flags())?
         }
     };
     print_outcome(muse_core::run::train(req)?);

@@ -4,6 +4,7 @@ mod chat;
 mod common;
 mod crash_safety;
 mod data;
+mod diffusion;
 mod embed;
 mod export;
 mod finetune;

@@ -1,10 +1,12 @@
 //! Speed: training steps and generation of each family, measured as the PyTorch reference
 //! workloads in `shared/bench/` measure them, printed as one JSON line (`muse bench`).
 
+pub mod diffusion;
 pub mod gan;
 pub mod gpt;
 pub mod vae;
 
+pub use diffusion::{DiffusionBenchOptions, bench_diffusion};
 pub use gan::{GanBenchOptions, bench_gan};
 pub use gpt::{BenchOptions, bench_gpt, peak_rss_mb};
 pub use vae::{VaeBenchOptions, bench_vae};

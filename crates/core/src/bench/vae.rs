@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 
 use crate::data::images::{EpochBatches, Split};
 use crate::error::Result;
-use crate::models::conv::torch_default_init;
 use crate::models::vae::Vae;
+use crate::nn::conv::torch_default_init;
 use crate::nn::init_varmap;
 use crate::train::AdamW;
 use crate::train::progress::Progress;

@@ -14,7 +14,7 @@ use candle_core::{Device, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::conv::Conv2d;
+use crate::nn::conv::Conv2d;
 use crate::nn::ops::WeightLayout;
 use crate::nn::{Dropout, Linear};
 

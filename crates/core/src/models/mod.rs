@@ -3,7 +3,7 @@
 
 pub mod bert;
 pub mod classifier;
-pub mod conv;
+pub mod diffusion;
 pub mod gan;
 pub mod gpt;
 pub mod llama;

@@ -1,6 +1,6 @@
 //! `BatchNorm2d` (PyTorch's `nn.BatchNorm2d`, tensor names `weight`, `bias`, `running_mean`,
 //! `running_var`), its training forward calling the fused kernel of [`super::ops`], optionally
-//! fused with the activation after it. The convolution layers live in `models::conv`.
+//! fused with the activation after it. The convolution layers live in `nn::conv`.
 
 use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;

@@ -5,16 +5,24 @@
 
 pub mod attention;
 pub mod batch_norm;
+pub mod conv;
 pub mod dropout;
+pub mod group_norm;
 pub mod init;
 pub mod kv_cache;
 pub mod layers;
 pub mod lora;
 pub mod noise;
 pub mod ops;
+pub mod spatial_attention;
+pub mod timestep;
 
 pub use batch_norm::{BatchNorm2d, NormMode};
+pub use conv::{Conv2d, ConvTranspose2d, upsample_nearest2x};
 pub use dropout::Dropout;
+pub use group_norm::GroupNorm;
 pub use init::{Init, init_varmap};
 pub use kv_cache::KvCache;
 pub use layers::{Embedding, LayerNorm, Linear, RmsNorm};
+pub use spatial_attention::SpatialSelfAttention;
+pub use timestep::timestep_embedding;

@@ -4,7 +4,8 @@ use serde_json::Value;
 
 use super::family::Family;
 use crate::bench::{
-    BenchOptions, GanBenchOptions, VaeBenchOptions, bench_gan, bench_gpt, bench_vae,
+    BenchOptions, DiffusionBenchOptions, GanBenchOptions, VaeBenchOptions, bench_diffusion,
+    bench_gan, bench_gpt, bench_vae,
 };
 use crate::config::resolve;
 use crate::device::Device;
@@ -29,6 +30,10 @@ pub struct BenchRequest {
     pub gan_loss: Option<String>,
     /// GAN: candle's own convolutions, for comparison.
     pub candle_conv: bool,
+    /// Diffusion: DDIM steps, images per sampling run and timed sampling runs.
+    pub ddim_steps: Option<usize>,
+    pub sample_batch: Option<usize>,
+    pub sample_reps: Option<usize>,
     pub device: Device,
 }
 
@@ -44,6 +49,9 @@ impl BenchRequest {
             text_data: None,
             gan_loss: None,
             candle_conv: false,
+            ddim_steps: None,
+            sample_batch: None,
+            sample_reps: None,
             device,
         }
     }
@@ -95,6 +103,26 @@ pub fn bench(req: BenchRequest) -> Result<Value> {
                 warmup: req.warmup.unwrap_or(20),
                 device: req.device.clone(),
             })
+        }
+        Family::Diffusion => {
+            use crate::train::diffusion::DiffusionRunConfig;
+            let name = preset("ddpm-mnist");
+            let opts = DiffusionBenchOptions {
+                config: resolve(&DiffusionRunConfig::preset(&name)?, None, &req.sets)?,
+                preset: name,
+                steps: req.steps.unwrap_or(30),
+                warmup: req.warmup.unwrap_or(5),
+                ddim_steps: req.ddim_steps.unwrap_or(50),
+                sample_batch: req.sample_batch.unwrap_or(16),
+                sample_reps: req.sample_reps.unwrap_or(3),
+                device: req.device.clone(),
+            };
+            if opts.steps == 0 || opts.ddim_steps == 0 || opts.sample_batch == 0 || opts.sample_reps == 0 {
+                return Err(Error::usage(
+                    "--steps, --ddim-steps, --sample-batch and --sample-reps must be at least 1",
+                ));
+            }
+            bench_diffusion(&opts)
         }
         other => Err(Error::usage(format!(
             "`muse bench` has no workload for {}",

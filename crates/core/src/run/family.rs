@@ -21,6 +21,8 @@ pub enum Family {
     Vae,
     /// A DCGAN / conditional GAN / WGAN-GP generator.
     Gan,
+    /// A DDPM diffusion model (U-Net noise predictor; class-conditional presets).
+    Diffusion,
 }
 
 /// Every family `muse train` can start, with its presets and the preset it uses by default.
@@ -33,6 +35,11 @@ pub const TRAINABLE: &[(Family, &[&str], &str)] = &[
     ),
     (Family::Vae, crate::train::vae::PRESETS, "mnist-mlp"),
     (Family::Gan, crate::train::gan::PRESETS, "dcgan-mnist"),
+    (
+        Family::Diffusion,
+        crate::train::diffusion::PRESETS,
+        "ddpm-mnist",
+    ),
 ];
 
 impl Family {
@@ -46,6 +53,7 @@ impl Family {
             Family::Classifier => "classifier",
             Family::Vae => "vae",
             Family::Gan => "gan",
+            Family::Diffusion => "diffusion",
         }
     }
 
@@ -59,6 +67,7 @@ impl Family {
             "classifier" => Family::Classifier,
             "vae" => Family::Vae,
             "gan" => Family::Gan,
+            "diffusion" => Family::Diffusion,
             _ => return None,
         })
     }
@@ -70,7 +79,7 @@ impl Family {
 
     /// An image generator that `sample` draws PNG grids from.
     pub fn is_image_generator(self) -> bool {
-        matches!(self, Family::Vae | Family::Gan)
+        matches!(self, Family::Vae | Family::Gan | Family::Diffusion)
     }
 
     /// What a user would call it, for messages ("holds a VAE").
@@ -82,6 +91,7 @@ impl Family {
             Family::Classifier => "an image classifier",
             Family::Vae => "a VAE (image model)",
             Family::Gan => "a GAN (image model)",
+            Family::Diffusion => "a diffusion model (image model)",
         }
     }
 }

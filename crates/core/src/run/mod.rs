@@ -5,6 +5,7 @@
 //! its figures in `eval/`; then a [`Family`] variant, its line in [`family::TRAINABLE`] and its
 //! arm in [`train::train`] (plus `sample`/`eval` arms here). The CLI only gains its flags.
 
+pub mod diffusion;
 pub mod family;
 pub mod resolve;
 pub mod train;
@@ -15,7 +16,9 @@ pub use resolve::{ConfigRequest, FlagSet, StartMode};
 pub use train::{ClassifierChoice, TrainOutcome, TrainRequest, TrainSummary, train};
 pub use tune::{Method, TuneRequest, tune};
 pub mod sample;
-pub use sample::{ImageRequest, SamplePlan, SampleRequest, TextRequest, TextSession, sample};
+pub use sample::{
+    DiffusionRequest, ImageRequest, SamplePlan, SampleRequest, TextRequest, TextSession, sample,
+};
 pub mod eval;
 pub use eval::{EvalReport, EvalRequest, eval};
 pub mod bench;

@@ -42,6 +42,19 @@ pub struct ImageRequest {
     pub label: Option<usize>,
 }
 
+/// Diffusion flags; `None` where the user gave none.
+#[derive(Clone, Debug, Default)]
+pub struct DiffusionRequest {
+    /// `ddim` [default] or `ddpm`.
+    pub sampler: Option<String>,
+    /// DDIM noise (0: deterministic).
+    pub eta: Option<f64>,
+    /// Also write the chain (x_t and predicted x_0 at 10 points) to this PNG.
+    pub trajectory: Option<PathBuf>,
+    /// Classifier-free guidance weight [default: 3 for conditional models].
+    pub guidance: Option<f64>,
+}
+
 /// What `muse sample MODEL` was asked.
 #[derive(Clone, Debug)]
 pub struct SampleRequest {
@@ -49,6 +62,7 @@ pub struct SampleRequest {
     pub seed: u64,
     pub text: TextRequest,
     pub image: ImageRequest,
+    pub diffusion: DiffusionRequest,
     pub device: Device,
 }
 
@@ -77,6 +91,9 @@ pub struct TextSession {
 /// written; a text model is opened for the caller to stream.
 pub fn sample(req: SampleRequest) -> Result<SamplePlan> {
     let family = detect(&req.model)?;
+    if family != Family::Diffusion {
+        refuse_flags(family, &diffusion_flags(&req.diffusion))?;
+    }
     if family.is_text() {
         refuse_flags(family, &image_flags(&req.image))?;
         return text_session(&req.model, &req.text, req.seed, &req.device)
@@ -86,6 +103,7 @@ pub fn sample(req: SampleRequest) -> Result<SamplePlan> {
     let (path, what) = match family {
         Family::Vae => vae_images(&req)?,
         Family::Gan => gan_images(&req)?,
+        Family::Diffusion => super::diffusion::sample_images(&req, &png_path(&req.image)?)?,
         _ => {
             return Err(Error::usage(format!(
                 "{} holds {}, which does not generate: sample a text, VAE or GAN run",
@@ -132,9 +150,28 @@ fn image_flags(i: &ImageRequest) -> Vec<&'static str> {
     given.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect()
 }
 
+/// The diffusion flags that were given, by name.
+fn diffusion_flags(d: &DiffusionRequest) -> Vec<&'static str> {
+    let given = [
+        ("--sampler", d.sampler.is_some()),
+        ("--eta", d.eta.is_some()),
+        ("--trajectory", d.trajectory.is_some()),
+        ("--guidance", d.guidance.is_some()),
+    ];
+    given.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect()
+}
+
 fn refuse_flags(family: Family, flags: &[&str]) -> Result<()> {
     if flags.is_empty() {
         return Ok(());
+    }
+    if flags.iter().all(|f| diffusion_flags_named(f)) {
+        return Err(Error::usage(format!(
+            "{} {} for diffusion models, but this folder holds {}",
+            flags.join(", "),
+            if flags.len() == 1 { "is" } else { "are" },
+            family.describe()
+        )));
     }
     let (kind, takes) = if family.is_text() {
         (
@@ -201,8 +238,12 @@ pub fn text_session(
     })
 }
 
+fn diffusion_flags_named(flag: &str) -> bool {
+    matches!(flag, "--sampler" | "--eta" | "--trajectory" | "--guidance")
+}
+
 /// The PNG path: `--out`, else `samples.png`; other extensions are refused.
-fn png_path(i: &ImageRequest) -> Result<PathBuf> {
+pub(super) fn png_path(i: &ImageRequest) -> Result<PathBuf> {
     let out = i
         .out
         .clone()
@@ -229,7 +270,7 @@ fn png_path(i: &ImageRequest) -> Result<PathBuf> {
 }
 
 /// `--n` (default 64), checked against the memory it needs.
-fn image_count(i: &ImageRequest, pixels_per_image: usize) -> Result<usize> {
+pub(super) fn image_count(i: &ImageRequest, pixels_per_image: usize) -> Result<usize> {
     let n = i.n.unwrap_or(64);
     if n == 0 {
         return Err(Error::usage("--n must be at least 1"));
@@ -250,7 +291,7 @@ fn image_count(i: &ImageRequest, pixels_per_image: usize) -> Result<usize> {
     Ok(n)
 }
 
-fn nrow(i: &ImageRequest, n: usize) -> Result<usize> {
+pub(super) fn nrow(i: &ImageRequest, n: usize) -> Result<usize> {
     match i.nrow {
         Some(0) => Err(Error::usage("--nrow must be at least 1")),
         Some(r) => Ok(r),
@@ -413,7 +454,7 @@ fn gan_images(req: &SampleRequest) -> Result<(PathBuf, String)> {
 
 /// A model whose outputs are NaN or infinite is damaged (or diverged in training): say so
 /// instead of writing a picture of garbage.
-fn warn_not_finite(images: &candle_core::Tensor, model: &Path) -> Result<()> {
+pub(super) fn warn_not_finite(images: &candle_core::Tensor, model: &Path) -> Result<()> {
     let sum = images
         .flatten_all()?
         .to_dtype(candle_core::DType::F32)?

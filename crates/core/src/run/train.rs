@@ -96,6 +96,7 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
         Family::Classifier => classifier(req),
         Family::Vae => vae(req),
         Family::Gan => gan(req),
+        Family::Diffusion => diffusion(req),
         other => Err(Error::usage(format!(
             "`muse train` does not train {}: start from a Muse GPT run with `muse train gpt \
              --init`, or fine-tune it with `muse finetune`",
@@ -427,6 +428,34 @@ fn gan(mut req: TrainRequest) -> Result<TrainOutcome> {
         ),
         output: vec![format!("samples: {}", report.grid.display())],
         next: format!("muse sample {dir} --n 64 -o grid.png   |   muse eval {dir}"),
+        run_dir: report.run_dir,
+    }))
+}
+
+fn diffusion(req: TrainRequest) -> Result<TrainOutcome> {
+    use crate::train::diffusion::{DiffusionRunConfig, DiffusionTrainJob, train_diffusion};
+    let out = out_dir(&req, "ddpm-mnist");
+    let r = match prepare(&req, &out, "train.max_steps", "ddpm-mnist", DiffusionRunConfig::preset, |c: &DiffusionRunConfig| c.validate())? {
+        Ok(r) => r,
+        Err(toml) => return Ok(TrainOutcome::Config(toml)),
+    };
+    let report = train_diffusion(DiffusionTrainJob {
+        out,
+        preset: r.preset,
+        config: r.config,
+        on_existing: r.on_existing,
+        device: req.device.clone(),
+    })?;
+    let dir = report.run_dir.display().to_string();
+    Ok(TrainOutcome::Trained(TrainSummary {
+        done: format!(
+            "done: {} steps in {:.0} s | loss {:.4} | test {:.4} | run in {dir}",
+            report.steps, report.train_seconds, report.train_loss, report.test.loss
+        ),
+        output: vec![format!("samples: {}", report.grid.display())],
+        next: format!(
+            "muse sample {dir} --sampler ddim --steps 50 -o grid.png --trajectory strip.png"
+        ),
         run_dir: report.run_dir,
     }))
 }

@@ -1,6 +1,7 @@
 //! Sampling from trained models: logit processing and token-by-token generation.
 
 pub mod chat;
+pub mod diffusion;
 pub mod gan;
 pub mod generate;
 pub mod logits;

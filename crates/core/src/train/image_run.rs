@@ -13,7 +13,7 @@ use super::progress::Progress;
 use super::{AdamW, LrSchedule, interrupt};
 use crate::data::images::{EpochBatches, ImageDataset};
 use crate::error::{Error, Result};
-use crate::models::conv::torch_default_init;
+use crate::nn::conv::torch_default_init;
 use crate::nn::init_varmap;
 use crate::run_dir::{OnExisting, RunDir};
 

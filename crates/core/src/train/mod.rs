@@ -4,6 +4,7 @@
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;
+pub mod diffusion;
 pub mod dpo;
 pub mod finetune;
 pub mod gan;

@@ -8,6 +8,7 @@ mod common;
 mod conv_ops;
 mod data;
 mod decode;
+mod diffusion;
 mod dpo;
 mod export;
 mod finetune;

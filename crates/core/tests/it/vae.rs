@@ -249,7 +249,7 @@ fn resume_equals_uninterrupted() {
 
 #[test]
 fn hand_written_mlp_step_matches_autograd() {
-    use muse_core::models::conv::torch_default_init;
+    use muse_core::nn::conv::torch_default_init;
     use muse_core::nn::init_varmap;
     let cfg = VaeConfig {
         image_size: 6,

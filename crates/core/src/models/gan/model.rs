@@ -10,7 +10,7 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::{DNorm, GanConfig};
-use crate::models::conv::{Conv2d, ConvTranspose2d};
+use crate::nn::conv::{Conv2d, ConvTranspose2d};
 use crate::nn::ops::{self, Activation, WeightLayout};
 use crate::nn::{BatchNorm2d, Init, Linear, NormMode};
 

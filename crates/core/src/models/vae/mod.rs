@@ -20,8 +20,8 @@ use candle_nn::VarBuilder;
 
 pub use config::{VaeArch, VaeConfig};
 
-use super::conv::{Conv2d, ConvTranspose2d};
 use crate::nn::Linear;
+use crate::nn::conv::{Conv2d, ConvTranspose2d};
 use crate::nn::ops::WeightLayout;
 use crate::nn::ops::vae_mlp::{MlpVaeParams, mlp_vae_step};
 

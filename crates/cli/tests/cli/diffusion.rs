@@ -1,0 +1,233 @@
+//! The diffusion family through the binary: a tiny conditional DDPM end to end on a folder of
+//! PNGs (train, resume, sample with DDIM and DDPM, a trajectory strip, a label with guidance),
+//! and bad inputs giving clear errors (exit 2, never a panic).
+
+use std::path::Path;
+use std::process::Output;
+
+use crate::common::{muse, text};
+
+/// A folder of 8x8 PNGs: two class subfolders (bright and dark squares), or unlabelled.
+fn image_folder(root: &Path, labelled: bool) -> String {
+    let dir = root.join(if labelled { "shapes" } else { "plain" });
+    for (class, value) in [("bright", 220u8), ("dark", 30)] {
+        let sub = if labelled {
+            dir.join(class)
+        } else {
+            dir.clone()
+        };
+        std::fs::create_dir_all(&sub).unwrap();
+        for i in 0..12u32 {
+            let img = image::GrayImage::from_fn(8, 8, |x, y| {
+                image::Luma([if (x + y + i) % 3 == 0 {
+                    value
+                } else {
+                    value / 2
+                }])
+            });
+            img.save(sub.join(format!("{class}{i}.png"))).unwrap();
+        }
+    }
+    dir.display().to_string()
+}
+
+fn ok(out: &Output) -> String {
+    let (stdout, stderr) = text(out);
+    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    stdout
+}
+
+fn fails(out: &Output, code: i32, needle: &str) {
+    let (stdout, stderr) = text(out);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(stderr.contains(needle), "expected '{needle}' in:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A tiny U-Net, T = 50, three steps of batch 8.
+const TINY: &str = "timesteps = 50\n\
+    [model]\nchannels = [8, 8, 8]\ntime_dim = 8\ntemb_dim = 16\ngroups = 4\nheads = 2\n\
+    [train]\nmax_steps = 3\nbatch_size = 8\nlog_interval = 1\neval_interval = 2\n\
+    sample_interval = 2\n\
+    [data]\nimage_size = 8\nchannels = 1\ntest_limit = 8\n\
+    [sample]\nn = 4\nnrow = 2\nsteps = 3\n";
+
+fn train(cwd: &Path, preset: &str, data: &str, out: &str) {
+    std::fs::write(cwd.join("tiny.toml"), TINY).unwrap();
+    ok(&muse(
+        cwd,
+        &[
+            "train",
+            "diffusion",
+            "--preset",
+            preset,
+            "--config",
+            "tiny.toml",
+            "--data",
+            data,
+            "--out",
+            out,
+        ],
+    ));
+}
+
+#[test]
+fn conditional_ddpm_end_to_end_on_an_image_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let data = image_folder(cwd, true);
+    train(cwd, "ddpm-mnist-cond", &data, "runs/d");
+    for f in [
+        "model.safetensors",
+        "MODEL_CARD.md",
+        "loss.svg",
+        "samples/step_000003.png",
+    ] {
+        assert!(cwd.join("runs/d").join(f).is_file(), "{f} missing");
+    }
+    ok(&muse(
+        cwd,
+        &[
+            "train",
+            "diffusion",
+            "--out",
+            "runs/d",
+            "--resume",
+            "--set",
+            "max_steps=4",
+        ],
+    ));
+    let out = ok(&muse(
+        cwd,
+        &[
+            "sample",
+            "runs/d",
+            "--n",
+            "3",
+            "--steps",
+            "5",
+            "--label",
+            "1",
+            "--guidance",
+            "2",
+            "-o",
+            "grid.png",
+            "--trajectory",
+            "strip.png",
+        ],
+    ));
+    assert!(out.contains("class 1"), "{out}");
+    assert!(cwd.join("grid.png").is_file() && cwd.join("strip.png").is_file());
+    // Deterministic DDIM: the same seed gives the same file.
+    let first = std::fs::read(cwd.join("grid.png")).unwrap();
+    ok(&muse(
+        cwd,
+        &[
+            "sample",
+            "runs/d",
+            "--n",
+            "3",
+            "--steps",
+            "5",
+            "--label",
+            "1",
+            "--guidance",
+            "2",
+            "-o",
+            "grid.png",
+        ],
+    ));
+    assert_eq!(first, std::fs::read(cwd.join("grid.png")).unwrap());
+    // Full ancestral DDPM (T = 50), classes in turn.
+    let out = ok(&muse(
+        cwd,
+        &[
+            "sample",
+            "runs/d",
+            "--sampler",
+            "ddpm",
+            "--n",
+            "2",
+            "-o",
+            "ddpm.png",
+        ],
+    ));
+    assert!(out.contains("DDPM 50 steps"), "{out}");
+
+    let bad: [(&[&str], &str); 5] = [
+        (&["--label", "2"], "unknown label"),
+        (&["--steps", "0"], "--steps"),
+        (&["--steps", "51"], "--steps"),
+        (&["--sampler", "euler"], "unknown --sampler"),
+        (&["--sampler", "ddpm", "--eta", "0.5"], "--eta"),
+    ];
+    for (flags, needle) in bad {
+        let mut args = vec!["sample", "runs/d", "--n", "2", "-o", "x.png"];
+        args.extend(flags);
+        fails(&muse(cwd, &args), 2, needle);
+    }
+}
+
+#[test]
+fn unconditional_ddpm_refuses_labels_and_guidance() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let data = image_folder(cwd, false);
+    train(cwd, "ddpm-mnist", &data, "runs/u");
+    ok(&muse(
+        cwd,
+        &[
+            "sample", "runs/u", "--n", "2", "--steps", "3", "-o", "u.png",
+        ],
+    ));
+    fails(
+        &muse(cwd, &["sample", "runs/u", "--n", "2", "--label", "1"]),
+        2,
+        "unconditional",
+    );
+    fails(
+        &muse(cwd, &["sample", "runs/u", "--n", "2", "--guidance", "3"]),
+        2,
+        "unconditional",
+    );
+    // A conditional preset on unlabelled images, and an unknown preset.
+    std::fs::write(cwd.join("tiny.toml"), TINY).unwrap();
+    fails(
+        &muse(
+            cwd,
+            &[
+                "train",
+                "diffusion",
+                "--preset",
+                "ddpm-mnist-cond",
+                "--config",
+                "tiny.toml",
+                "--data",
+                &data,
+                "--out",
+                "runs/c",
+            ],
+        ),
+        2,
+        "labelled",
+    );
+    fails(
+        &muse(
+            cwd,
+            &[
+                "train",
+                "diffusion",
+                "--preset",
+                "ddpm-cifar",
+                "--out",
+                "runs/x",
+            ],
+        ),
+        2,
+        "unknown diffusion preset",
+    );
+}

@@ -1,0 +1,242 @@
+//! The DDPM noise-prediction U-Net (Ho, Jain & Abbeel 2020, "Denoising Diffusion Probabilistic
+//! Models"), at the size of `shared/bench/pytorch/ddpm_unet28.py`, optionally class-conditional
+//! for classifier-free guidance (Ho & Salimans 2022: a label embedding, with a "no label" row,
+//! added to the time embedding).
+//!
+//! Tensor names follow the reference's module tree (`temb.0.weight`, `d0.1.c1.weight`,
+//! `d2a.0.qkv.weight`, `u2.0.skip.weight`, `out_norm.bias`, ...), so a PyTorch `state_dict`
+//! of that model loads as it is.
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::VarBuilder;
+
+use super::config::UNetConfig;
+use crate::nn::ops::WeightLayout;
+use crate::nn::{
+    Conv2d, Embedding, GroupNorm, Linear, SpatialSelfAttention, timestep_embedding,
+    upsample_nearest2x,
+};
+
+/// Weights are f32 throughout.
+pub const DTYPE: DType = DType::F32;
+
+/// A residual block: `skip(x) + c2(silu(n2(c1(silu(n1(x))) + t(silu(temb)))))`.
+#[derive(Clone, Debug)]
+pub struct ResBlock {
+    n1: GroupNorm,
+    c1: Conv2d,
+    t: Linear,
+    n2: GroupNorm,
+    c2: Conv2d,
+    /// A 1x1 convolution when the channel count changes.
+    skip: Option<Conv2d>,
+}
+
+impl ResBlock {
+    pub fn new(cin: usize, cout: usize, cfg: &UNetConfig, vb: VarBuilder) -> Result<Self> {
+        let g = cfg.groups;
+        Ok(Self {
+            n1: GroupNorm::new(g, cin, vb.pp("n1"))?,
+            c1: Conv2d::new(cin, cout, 3, 1, 1, vb.pp("c1"))?,
+            t: Linear::new(cfg.temb_dim, cout, true, WeightLayout::OutIn, vb.pp("t"))?,
+            n2: GroupNorm::new(g, cout, vb.pp("n2"))?,
+            c2: Conv2d::new(cout, cout, 3, 1, 1, vb.pp("c2"))?,
+            skip: if cin != cout {
+                Some(Conv2d::new(cin, cout, 1, 1, 0, vb.pp("skip"))?)
+            } else {
+                None
+            },
+        })
+    }
+
+    /// # Shapes
+    /// `x`: (N, cin, H, W), `temb_act`: silu of the time embedding (N, temb) -> (N, cout, H, W).
+    pub fn forward(&self, x: &Tensor, temb_act: &Tensor) -> Result<Tensor> {
+        let h = self.c1.forward(&self.n1.forward_silu(x)?)?; // (N, cout, H, W)
+        let (n, c) = (h.dim(0)?, h.dim(1)?);
+        let tproj = self.t.forward(temb_act)?.reshape((n, c, 1, 1))?; // (N, cout, 1, 1)
+        let h = h.broadcast_add(&tproj)?;
+        let h = self.c2.forward(&self.n2.forward_silu(&h)?)?;
+        match &self.skip {
+            Some(s) => s.forward(x)? + h,
+            None => x + h,
+        }
+    }
+}
+
+/// The noise-prediction network `eps_theta(x_t, t[, label])`.
+#[derive(Clone, Debug)]
+pub struct UNet {
+    cfg: UNetConfig,
+    temb0: Linear,
+    temb2: Linear,
+    class_emb: Option<Embedding>,
+    inp: Conv2d,
+    d0: Vec<ResBlock>,
+    down0: Conv2d,
+    d1: Vec<ResBlock>,
+    down1: Conv2d,
+    d2: Vec<ResBlock>,
+    d2a: Vec<SpatialSelfAttention>,
+    m1: ResBlock,
+    ma: SpatialSelfAttention,
+    m2: ResBlock,
+    u2: Vec<ResBlock>,
+    u2a: Vec<SpatialSelfAttention>,
+    up2: Conv2d,
+    u1: Vec<ResBlock>,
+    up1: Conv2d,
+    u0: Vec<ResBlock>,
+    out_norm: GroupNorm,
+    out: Conv2d,
+}
+
+impl UNet {
+    pub fn new(cfg: &UNetConfig, vb: VarBuilder) -> Result<Self> {
+        cfg.validate().map_err(candle_core::Error::msg)?;
+        let [c0, c1, c2] = cfg.channels;
+        let (g, heads) = (cfg.groups, cfg.heads);
+        let pair = |cin: usize, cout: usize, vb: VarBuilder| -> Result<Vec<ResBlock>> {
+            Ok(vec![
+                ResBlock::new(cin, cout, cfg, vb.pp("0"))?,
+                ResBlock::new(cout, cout, cfg, vb.pp("1"))?,
+            ])
+        };
+        let attn_pair = |vb: VarBuilder| -> Result<Vec<SpatialSelfAttention>> {
+            (0..2)
+                .map(|i| SpatialSelfAttention::new(c2, heads, g, vb.pp(i.to_string())))
+                .collect()
+        };
+        let linear = |i, o, vb| Linear::new(i, o, true, WeightLayout::OutIn, vb);
+        let ic = cfg.image_channels;
+        Ok(Self {
+            cfg: cfg.clone(),
+            temb0: linear(cfg.time_dim, cfg.temb_dim, vb.pp("temb").pp("0"))?,
+            temb2: linear(cfg.temb_dim, cfg.temb_dim, vb.pp("temb").pp("2"))?,
+            class_emb: if cfg.conditional() {
+                Some(Embedding::new(
+                    cfg.n_classes + 1,
+                    cfg.temb_dim,
+                    vb.pp("class_emb"),
+                )?)
+            } else {
+                None
+            },
+            inp: Conv2d::new(ic, c0, 3, 1, 1, vb.pp("inp"))?,
+            d0: pair(c0, c0, vb.pp("d0"))?,
+            down0: Conv2d::new(c0, c0, 3, 2, 1, vb.pp("down0"))?,
+            d1: pair(c0, c1, vb.pp("d1"))?,
+            down1: Conv2d::new(c1, c1, 3, 2, 1, vb.pp("down1"))?,
+            d2: pair(c1, c2, vb.pp("d2"))?,
+            d2a: attn_pair(vb.pp("d2a"))?,
+            m1: ResBlock::new(c2, c2, cfg, vb.pp("m1"))?,
+            ma: SpatialSelfAttention::new(c2, heads, g, vb.pp("ma"))?,
+            m2: ResBlock::new(c2, c2, cfg, vb.pp("m2"))?,
+            u2: pair(2 * c2, c2, vb.pp("u2"))?,
+            u2a: attn_pair(vb.pp("u2a"))?,
+            up2: Conv2d::new(c2, c2, 3, 1, 1, vb.pp("up2"))?,
+            u1: pair(c2 + c1, c1, vb.pp("u1"))?,
+            up1: Conv2d::new(c1, c1, 3, 1, 1, vb.pp("up1"))?,
+            u0: pair(c1 + c0, c0, vb.pp("u0"))?,
+            out_norm: GroupNorm::new(g, c0, vb.pp("out_norm"))?,
+            out: Conv2d::new(c0, ic, 3, 1, 1, vb.pp("out"))?,
+        })
+    }
+
+    pub fn config(&self) -> &UNetConfig {
+        &self.cfg
+    }
+
+    /// The time (plus class) embedding, before the blocks' SiLU.
+    ///
+    /// # Shapes
+    /// `t`: (N), `labels`: (N) u32 -> (N, temb_dim).
+    pub fn embed(&self, t: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        let e = timestep_embedding(t, self.cfg.time_dim)?; // (N, time_dim)
+        let e = self.temb2.forward(&self.temb0.forward(&e)?.silu()?)?; // (N, temb)
+        match (&self.class_emb, labels) {
+            (Some(emb), Some(l)) => {
+                let n = l.dim(0)?;
+                let l = l.to_dtype(DType::U32)?.reshape((n, 1))?;
+                e + emb.forward(&l)?.squeeze(1)?
+            }
+            (Some(emb), None) => {
+                // No label: the "no label" row for every sample.
+                let null = emb.weight.narrow(0, self.cfg.null_label(), 1)?; // (1, temb)
+                e.broadcast_add(&null)
+            }
+            (None, None) => Ok(e),
+            (None, Some(_)) => candle_core::bail!("an unconditional U-Net takes no labels"),
+        }
+    }
+
+    /// Predicts the noise in `x_t` at timesteps `t` (and, for a conditional model, for the
+    /// labels; `None` or the label `n_classes` means "no label").
+    ///
+    /// # Shapes
+    /// `x`: (N, C, S, S), `t`: (N) timesteps in [0, T) (any numeric dtype), `labels`: (N)
+    /// -> (N, C, S, S).
+    pub fn forward(&self, x: &Tensor, t: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+        let e = self.embed(t, labels)?.silu()?; // (N, temb), the blocks' input
+        let mut h = self.inp.forward(x)?; // (N, c0, S, S)
+        for rb in &self.d0 {
+            h = rb.forward(&h, &e)?;
+        }
+        let s0 = h.clone();
+        h = self.down0.forward(&h)?; // (N, c0, S/2, S/2)
+        for rb in &self.d1 {
+            h = rb.forward(&h, &e)?;
+        }
+        let s1 = h.clone(); // (N, c1, S/2, S/2)
+        h = self.down1.forward(&h)?; // (N, c1, S/4, S/4)
+        for (rb, at) in self.d2.iter().zip(&self.d2a) {
+            h = at.forward(&rb.forward(&h, &e)?)?;
+        }
+        let s2 = h.clone(); // (N, c2, S/4, S/4)
+        h = self.m1.forward(&h, &e)?;
+        h = self.ma.forward(&h)?;
+        h = self.m2.forward(&h, &e)?;
+        h = Tensor::cat(&[&h, &s2], 1)?; // (N, 2 c2, S/4, S/4)
+        for (rb, at) in self.u2.iter().zip(&self.u2a) {
+            h = at.forward(&rb.forward(&h, &e)?)?;
+        }
+        h = self.up2.forward(&upsample_nearest2x(&h)?)?; // (N, c2, S/2, S/2)
+        h = Tensor::cat(&[&h, &s1], 1)?; // (N, c2 + c1, S/2, S/2)
+        for rb in &self.u1 {
+            h = rb.forward(&h, &e)?;
+        }
+        h = self.up1.forward(&upsample_nearest2x(&h)?)?; // (N, c1, S, S)
+        h = Tensor::cat(&[&h, &s0], 1)?; // (N, c1 + c0, S, S)
+        for rb in &self.u0 {
+            h = rb.forward(&h, &e)?;
+        }
+        self.out.forward(&self.out_norm.forward_silu(&h)?) // (N, C, S, S)
+    }
+}
+
+/// Parameters of a U-Net of this shape.
+pub fn parameter_count(cfg: &UNetConfig) -> Result<usize> {
+    let varmap = candle_nn::VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, DTYPE, &candle_core::Device::Cpu);
+    UNet::new(cfg, vb)?;
+    Ok(varmap.all_vars().iter().map(|v| v.elem_count()).sum())
+}
+
+/// The initialisation of a fresh U-Net: PyTorch's defaults (convolutions and linears
+/// Uniform(1/sqrt(fan_in)), GroupNorm weight 1 and bias 0, the class embedding N(0, 1)), as
+/// `ddpm_unet28.py` starts. For [`crate::nn::init_varmap`].
+pub fn unet_init(varmap: &candle_nn::VarMap) -> impl Fn(&str, &[usize]) -> crate::nn::Init + use<> {
+    use crate::nn::Init;
+    let torch = crate::nn::conv::torch_default_init(varmap);
+    move |name: &str, dims: &[usize]| {
+        let parts: Vec<&str> = name.split('.').collect();
+        let owner = parts.len().checked_sub(2).map_or("", |i| parts[i]);
+        if ["n1", "n2", "norm", "out_norm"].contains(&owner) {
+            return Init::Const(if name.ends_with("weight") { 1.0 } else { 0.0 });
+        }
+        if name.ends_with("class_emb.weight") {
+            return Init::Normal(1.0);
+        }
+        torch(name, dims)
+    }
+}

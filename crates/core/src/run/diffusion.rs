@@ -1,0 +1,143 @@
+//! `muse sample` for diffusion runs: the sampler, steps, labels and guidance checked against
+//! the model, the grid written as PNG, and the denoising trajectory as a strip.
+
+use std::path::{Path, PathBuf};
+
+use super::sample::{SampleRequest, image_count, nrow, warn_not_finite};
+use crate::data::images::grid::{write_grid, write_strip};
+use crate::error::{Error, Result};
+use crate::sample::diffusion::{
+    SampleOptions, Sampler, Spacing, labels_for, open_diffusion, record_points, sample,
+    trajectory_rows,
+};
+
+/// Generates `--n` images (and the trajectory strip when asked) into `out`; returns the PNG
+/// and what it shows.
+pub fn sample_images(req: &SampleRequest, out: &Path) -> Result<(PathBuf, String)> {
+    let (a, d) = (&req.image, &req.diffusion);
+    if a.reconstruct || a.interpolate.is_some() || a.denoise.is_some() || a.denoise_test.is_some()
+    {
+        return Err(Error::usage(
+            "--reconstruct, --interpolate and --denoise need a VAE run; a diffusion model \
+             samples from noise (--n, --sampler, --steps, --label, --guidance, --seed)",
+        ));
+    }
+    if a.data.is_some() {
+        return Err(Error::usage(
+            "--data is for VAE reconstructions; a diffusion model samples from noise",
+        ));
+    }
+    let eta = d.eta.unwrap_or(0.0);
+    let sampler = match d.sampler.as_deref().unwrap_or("ddim") {
+        "ddpm" => Sampler::Ddpm,
+        "ddim" => Sampler::Ddim { eta },
+        other => {
+            return Err(Error::usage(format!(
+                "unknown --sampler '{other}': choose ddim or ddpm"
+            )));
+        }
+    };
+    if !(eta.is_finite() && eta >= 0.0) {
+        return Err(Error::usage("--eta must be a number >= 0"));
+    }
+    if eta != 0.0 && sampler == Sampler::Ddpm {
+        return Err(Error::usage("--eta is a DDIM setting; drop it with --sampler ddpm"));
+    }
+    let device = &req.device;
+    let run = open_diffusion(&req.model, device)?;
+    let cfg = run.model.config();
+    let n = image_count(a, cfg.image_size * cfg.image_size * cfg.image_channels)?;
+    let t_total = run.schedule.len();
+    let steps = a.steps.unwrap_or(match sampler {
+        Sampler::Ddpm => t_total,
+        Sampler::Ddim { .. } => 50,
+    });
+    if steps == 0 || steps > t_total {
+        return Err(Error::usage(format!(
+            "--steps {steps}: must be in 1..={t_total} (the model was trained with T = {t_total})"
+        )));
+    }
+    if !cfg.conditional() {
+        if a.label.is_some() {
+            return Err(Error::usage(
+                "--label: this diffusion model is unconditional; train a -cond preset \
+                 (ddpm-mnist-cond) to choose the class",
+            ));
+        }
+        if d.guidance.is_some() {
+            return Err(Error::usage(
+                "--guidance: this diffusion model is unconditional, there is nothing to guide \
+                 towards; train a -cond preset",
+            ));
+        }
+    }
+    if let Some(l) = a.label
+        && l >= cfg.n_classes
+    {
+        return Err(Error::usage(format!(
+            "--label {l}: unknown label; this model knows 0..={}",
+            cfg.n_classes - 1
+        )));
+    }
+    let guidance = d
+        .guidance
+        .unwrap_or(if cfg.conditional() { 3.0 } else { 1.0 });
+    if !guidance.is_finite() {
+        return Err(Error::usage("--guidance must be a number"));
+    }
+    let seed = req.seed;
+    let opts = SampleOptions {
+        sampler,
+        steps,
+        spacing: Spacing::Leading,
+        clip: true,
+        labels: labels_for(cfg, n, a.label)?,
+        guidance,
+        seed,
+        record: if d.trajectory.is_some() {
+            record_points(steps, 10.min(steps))
+        } else {
+            Vec::new()
+        },
+    };
+    let samples = sample(&run.model, &run.schedule, n, &opts, device)?;
+    warn_not_finite(&samples.images, &req.model)?;
+    let sampler_name = match sampler {
+        Sampler::Ddpm => format!("DDPM {steps} steps"),
+        Sampler::Ddim { eta } => format!("DDIM {steps} steps, eta {eta}"),
+    };
+    let mut what = match (a.label, cfg.conditional()) {
+        (Some(l), _) => format!("{n} samples of class {l}, guidance {guidance}"),
+        (None, true) => format!("{n} samples, classes in turn, guidance {guidance}"),
+        (None, false) => format!("{n} samples"),
+    };
+    let rows = match (a.label, cfg.conditional()) {
+        (None, true) if a.nrow.is_none() => cfg.n_classes,
+        _ => nrow(a, n)?,
+    };
+    write_grid(
+        out,
+        &samples.images,
+        rows,
+        Some(&format!("diffusion {what} ({sampler_name}), seed {seed}")),
+    )?;
+    if let Some(strip) = &d.trajectory {
+        let strip_rows = trajectory_rows(&samples, n.min(4))?;
+        let ts: Vec<String> = samples.trajectory.iter().map(|p| p.t.to_string()).collect();
+        write_strip(
+            strip,
+            &strip_rows,
+            Some(&format!(
+                "diffusion denoising trajectory ({sampler_name}), seed {seed}: for each image, \
+                 x_t (upper row) and the predicted x_0 (lower row) after t = {}",
+                ts.join(", ")
+            )),
+        )?;
+        what.push_str(&format!(
+            "; the chain at t = {} in {}",
+            ts.join(", "),
+            strip.display()
+        ));
+    }
+    Ok((out.to_path_buf(), format!("{what}; {sampler_name}")))
+}

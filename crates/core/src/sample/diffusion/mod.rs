@@ -1,0 +1,312 @@
+//! Sampling from a trained diffusion model: the reverse chain from Gaussian noise with the
+//! DDPM (ancestral) or DDIM sampler, optionally guided towards a class (classifier-free
+//! guidance), with the intermediate `x_t` and predicted `x_0` kept at chosen steps for a strip
+//! that shows noise turning into an image.
+//!
+//! Every function returns images in `[0, 1]`; the caller writes them with
+//! [`crate::data::images::grid`] (labelled as AI-generated).
+
+mod schedule;
+mod step;
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+
+pub use schedule::{BetaSchedule, NoiseSchedule, NoiseScheduleConfig};
+pub use step::{Spacing, StepOut, ddim_step, ddpm_step, guided_eps, predict_x0, timesteps};
+
+use crate::error::{Error, Result};
+use crate::models::diffusion::{UNet, UNetConfig, load_unet};
+use crate::nn::noise::standard_normal;
+use crate::run_dir::RunDir;
+
+/// Which reverse process to run.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Sampler {
+    /// Ancestral sampling (Ho et al. 2020), stochastic.
+    Ddpm,
+    /// DDIM (Song et al. 2021); `eta = 0` is deterministic for a seed.
+    Ddim { eta: f64 },
+}
+
+/// How to sample.
+#[derive(Clone, Debug)]
+pub struct SampleOptions {
+    pub sampler: Sampler,
+    /// Model evaluations (steps of the chain): T for full DDPM, e.g. 50 for DDIM.
+    pub steps: usize,
+    pub spacing: Spacing,
+    /// Clip the predicted `x_0` to [-1, 1] at every step (diffusers' `clip_sample`, on by
+    /// default in both schedulers).
+    pub clip: bool,
+    /// One label per image for a conditional model (`None`: unconditional / "no label").
+    pub labels: Option<Vec<u32>>,
+    /// Guidance weight `w` (1: the conditional model alone; ignored without labels).
+    pub guidance: f64,
+    /// Seed of the initial noise and of each step's noise.
+    pub seed: u64,
+    /// Keep `x_t` and the predicted `x_0` after these steps of the chain (0-based indices
+    /// into the `steps` model evaluations).
+    pub record: Vec<usize>,
+}
+
+impl SampleOptions {
+    /// DDIM, `steps` steps, deterministic, no labels.
+    pub fn ddim(steps: usize, seed: u64) -> Self {
+        Self {
+            sampler: Sampler::Ddim { eta: 0.0 },
+            steps,
+            spacing: Spacing::Leading,
+            clip: true,
+            labels: None,
+            guidance: 1.0,
+            seed,
+            record: Vec::new(),
+        }
+    }
+}
+
+/// One recorded point of the chain.
+pub struct TrajectoryPoint {
+    /// The timestep just denoised.
+    pub t: usize,
+    /// `x_{t_prev}` in [0, 1].
+    pub x: Tensor,
+    /// The predicted clean image in [0, 1].
+    pub x0: Tensor,
+}
+
+/// Images and the recorded points of the chain.
+pub struct Samples {
+    /// (N, C, S, S) in [0, 1].
+    pub images: Tensor,
+    pub trajectory: Vec<TrajectoryPoint>,
+}
+
+/// Runs the reverse chain for `n` images from `x_T ~ N(0, I)` drawn from stream 0 of
+/// `opts.seed` (step `i`'s noise: stream `i + 1`), so the same seed gives the same images.
+pub fn sample(
+    model: &UNet,
+    schedule: &NoiseSchedule,
+    n: usize,
+    opts: &SampleOptions,
+    device: &Device,
+) -> Result<Samples> {
+    let cfg = model.config();
+    let x_t = standard_normal(
+        (n, cfg.image_channels, cfg.image_size, cfg.image_size),
+        opts.seed,
+        0,
+        device,
+    )?;
+    sample_from(model, schedule, x_t, opts)
+}
+
+/// [`sample`] from a given `x_T`.
+///
+/// # Shapes
+/// `x_t`: (N, C, S, S) -> images (N, C, S, S).
+pub fn sample_from(
+    model: &UNet,
+    schedule: &NoiseSchedule,
+    mut x: Tensor,
+    opts: &SampleOptions,
+) -> Result<Samples> {
+    let n = x.dim(0)?;
+    let device = x.device().clone();
+    if opts.steps == 0 || opts.steps > schedule.len() {
+        return Err(Error::usage(format!(
+            "--steps must be in 1..={} (the model's diffusion steps)",
+            schedule.len()
+        )));
+    }
+    let labels = check_labels(model.config(), opts, n, &device)?;
+    let chain = timesteps(schedule.len(), opts.steps, opts.spacing);
+    let mut trajectory = Vec::new();
+    for (i, &(t, prev_t)) in chain.iter().enumerate() {
+        let eps = predict_eps(model, &x, t, labels.as_ref(), opts.guidance)?;
+        let noise = match opts.sampler {
+            Sampler::Ddim { eta } if eta == 0.0 => eps.zeros_like()?,
+            _ if prev_t.is_none() && opts.sampler == Sampler::Ddpm => eps.zeros_like()?,
+            _ => standard_normal(x.shape(), opts.seed, i as u64 + 1, &device)?,
+        };
+        let out = match opts.sampler {
+            Sampler::Ddpm => ddpm_step(schedule, &eps, t, prev_t, &x, &noise, opts.clip)?,
+            Sampler::Ddim { eta } => {
+                ddim_step(schedule, &eps, t, prev_t, &x, eta, &noise, opts.clip)?
+            }
+        };
+        x = out.prev;
+        if opts.record.contains(&i) {
+            trajectory.push(TrajectoryPoint {
+                t,
+                x: to_unit(&x)?,
+                x0: to_unit(&out.x0)?,
+            });
+        }
+    }
+    Ok(Samples {
+        images: to_unit(&x)?,
+        trajectory,
+    })
+}
+
+/// The model's noise prediction at `t`, guided when labels are given:
+/// `eps_u + w (eps_c - eps_u)` from one batched call over `[x; x]` with `[labels; null]`.
+///
+/// # Shapes
+/// `x`: (N, C, S, S), `labels`: (N) u32 -> (N, C, S, S).
+pub fn predict_eps(
+    model: &UNet,
+    x: &Tensor,
+    t: usize,
+    labels: Option<&Tensor>,
+    guidance: f64,
+) -> Result<Tensor> {
+    let n = x.dim(0)?;
+    let dev = x.device();
+    let Some(labels) = labels else {
+        let ts = Tensor::full(t as f32, n, dev)?;
+        return Ok(model.forward(x, &ts, None)?);
+    };
+    if guidance == 1.0 {
+        let ts = Tensor::full(t as f32, n, dev)?;
+        return Ok(model.forward(x, &ts, Some(labels))?);
+    }
+    let null = Tensor::full(model.config().null_label() as u32, n, dev)?;
+    let xx = Tensor::cat(&[x, x], 0)?; // (2N, C, S, S)
+    let ll = Tensor::cat(&[labels, &null], 0)?; // (2N)
+    let ts = Tensor::full(t as f32, 2 * n, dev)?;
+    let eps = model.forward(&xx, &ts, Some(&ll))?;
+    let (cond, uncond) = (eps.narrow(0, 0, n)?, eps.narrow(0, n, n)?);
+    Ok(guided_eps(&uncond, &cond, guidance)?)
+}
+
+/// The labels as a tensor, checked against the model.
+fn check_labels(
+    cfg: &UNetConfig,
+    opts: &SampleOptions,
+    n: usize,
+    device: &Device,
+) -> Result<Option<Tensor>> {
+    if !(opts.guidance.is_finite() && opts.guidance >= 0.0) {
+        return Err(Error::usage("--guidance must be a number >= 0"));
+    }
+    let Some(labels) = &opts.labels else {
+        return Ok(None);
+    };
+    if !cfg.conditional() {
+        return Err(Error::usage(
+            "this model is unconditional: it takes no --label (train a -cond preset for \
+             class-conditional samples)",
+        ));
+    }
+    if labels.len() != n {
+        return Err(Error::usage(format!(
+            "{} labels for {n} images",
+            labels.len()
+        )));
+    }
+    if let Some(bad) = labels.iter().find(|&&l| l as usize >= cfg.n_classes) {
+        return Err(Error::usage(format!(
+            "unknown label {bad}: the model knows labels 0..={}",
+            cfg.n_classes - 1
+        )));
+    }
+    Ok(Some(Tensor::from_vec(labels.clone(), n, device)?))
+}
+
+/// `(x + 1) / 2` clamped to [0, 1].
+fn to_unit(x: &Tensor) -> Result<Tensor> {
+    Ok(((x + 1.0)? * 0.5)?
+        .clamp(0f32, 1f32)?
+        .to_dtype(DType::F32)?)
+}
+
+/// A trained diffusion model: the EMA weights, the noise schedule it was trained with, and
+/// its class names (conditional models).
+pub struct DiffusionRun {
+    pub model: UNet,
+    pub schedule: NoiseSchedule,
+    pub noise: NoiseScheduleConfig,
+    /// The preset it was trained from (`training.json`).
+    pub preset: String,
+}
+
+/// Opens the diffusion run at `dir` (its EMA weights).
+pub fn open_diffusion(dir: &Path, device: &Device) -> Result<DiffusionRun> {
+    let run = RunDir::open(dir)?;
+    let family = run.family()?;
+    if family != "diffusion" {
+        return Err(Error::input(format!(
+            "{} holds a '{family}' run, not a diffusion model",
+            dir.display()
+        )));
+    }
+    if !run.weights().is_file() {
+        return Err(Error::input(format!(
+            "{} has no model.safetensors yet: wait for the first checkpoint or resume training",
+            dir.display()
+        )));
+    }
+    let model = load_unet(dir, true, device).map_err(|e| Error::input(e.to_string()))?;
+    let record = run.read_training()?;
+    let noise: NoiseScheduleConfig = serde_json::from_value(record.config).map_err(|e| {
+        Error::input(format!(
+            "{} records no noise schedule: {e}",
+            run.training().display()
+        ))
+    })?;
+    Ok(DiffusionRun {
+        model,
+        schedule: NoiseSchedule::new(&noise)?,
+        noise,
+        preset: record.preset,
+    })
+}
+
+/// Labels for `n` images: all `label`, or (a conditional model without one) the classes in
+/// turn; `None` for an unconditional model.
+pub fn labels_for(cfg: &UNetConfig, n: usize, label: Option<usize>) -> Result<Option<Vec<u32>>> {
+    match (cfg.conditional(), label) {
+        (_, Some(l)) => Ok(Some(vec![l as u32; n])),
+        (true, None) => Ok(Some((0..n).map(|i| (i % cfg.n_classes) as u32).collect())),
+        (false, None) => Ok(None),
+    }
+}
+
+/// The rows of a trajectory strip: for each of the first `k` images, its `x_t` at every
+/// recorded point, then its predicted `x_0` at the same points.
+///
+/// # Shapes
+/// -> 2k tensors (points, C, S, S).
+pub fn trajectory_rows(samples: &Samples, k: usize) -> Result<Vec<Tensor>> {
+    let n = samples.images.dim(0)?;
+    if samples.trajectory.is_empty() {
+        return Err(Error::input("no points of the chain were recorded"));
+    }
+    let mut rows = Vec::with_capacity(2 * k);
+    for i in 0..k.min(n) {
+        for pick in [
+            |p: &TrajectoryPoint| p.x.clone(),
+            |p: &TrajectoryPoint| p.x0.clone(),
+        ] {
+            let imgs = samples
+                .trajectory
+                .iter()
+                .map(|p| pick(p).narrow(0, i, 1))
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            rows.push(Tensor::cat(&imgs, 0)?); // (points, C, S, S)
+        }
+    }
+    Ok(rows)
+}
+
+/// `k` step indices spread evenly over a chain of `steps`, the last always included.
+pub fn record_points(steps: usize, k: usize) -> Vec<usize> {
+    let k = k.clamp(1, steps.max(1));
+    (1..=k)
+        .map(|j| (j * steps).div_ceil(k).saturating_sub(1))
+        .collect()
+}

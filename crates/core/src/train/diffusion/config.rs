@@ -1,0 +1,158 @@
+//! The full configuration of a diffusion run, and its named presets.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::models::diffusion::UNetConfig;
+use crate::sample::diffusion::{BetaSchedule, NoiseScheduleConfig};
+use crate::train::config::ScheduleKind;
+use crate::train::images::{EpochConfig, ImageDataConfig};
+
+/// Everything `muse train diffusion` can be told. The forward process sits at the top level
+/// (`--set schedule=cosine`), where sampling reads it back from `training.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffusionRunConfig {
+    /// Diffusion steps T.
+    pub timesteps: usize,
+    /// Noise schedule: linear (Ho et al. 2020) or cosine (Nichol & Dhariwal 2021).
+    pub schedule: BetaSchedule,
+    /// First and last beta of the linear schedule.
+    pub beta_start: f64,
+    pub beta_end: f64,
+    /// Decay of the exponential moving average of the weights (what sampling uses), warmed
+    /// up as `min(decay, (1 + step) / (10 + step))`.
+    pub ema_decay: f64,
+    /// Probability of training a conditional model on "no label" instead of the image's
+    /// label (classifier-free guidance, Ho & Salimans 2022).
+    pub label_dropout: f64,
+    /// The network (channels and image size are taken from the data, classes too for a
+    /// conditional model).
+    pub model: UNetConfig,
+    pub train: EpochConfig,
+    pub data: ImageDataConfig,
+    pub sample: DiffusionSampleConfig,
+}
+
+/// The sample grids written to `samples/` while training.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffusionSampleConfig {
+    /// Images per grid (from a fixed noise batch, the same at every step).
+    pub n: usize,
+    /// Images per row.
+    pub nrow: usize,
+    /// DDIM steps of the progress grids (deterministic, eta 0).
+    pub steps: usize,
+    /// Guidance weight of a conditional model's grids (classes in turn).
+    pub guidance: f64,
+}
+
+/// The preset names `--preset` accepts.
+pub const PRESETS: &[&str] = &[
+    "ddpm-mnist",
+    "ddpm-fashion",
+    "ddpm-mnist-cond",
+    "ddpm-fashion-cond",
+];
+
+/// Optimizer steps of the presets: about two hours on a 2-core CPU (see `muse bench
+/// diffusion`), ~13 epochs of MNIST at batch 64.
+pub const DEFAULT_STEPS: usize = 12_000;
+
+impl DiffusionRunConfig {
+    /// A named preset.
+    pub fn preset(name: &str) -> Result<Self> {
+        let (dataset, cond) = match name {
+            "ddpm-mnist" => ("mnist", false),
+            "ddpm-fashion" => ("fashion-mnist", false),
+            "ddpm-mnist-cond" => ("mnist", true),
+            "ddpm-fashion-cond" => ("fashion-mnist", true),
+            _ => {
+                return Err(Error::usage(format!(
+                    "unknown diffusion preset '{name}'; choose one of: {}",
+                    PRESETS.join(", ")
+                )));
+            }
+        };
+        let noise = NoiseScheduleConfig::ddpm();
+        Ok(Self {
+            timesteps: noise.timesteps,
+            schedule: noise.schedule,
+            beta_start: noise.beta_start,
+            beta_end: noise.beta_end,
+            ema_decay: 0.999,
+            label_dropout: if cond { 0.1 } else { 0.0 },
+            // n_classes is set from the data for a conditional model.
+            model: if cond {
+                UNetConfig::ddpm28_cond(10)
+            } else {
+                UNetConfig::ddpm28()
+            },
+            train: EpochConfig {
+                max_steps: DEFAULT_STEPS,
+                batch_size: 64,
+                lr: 2e-4,
+                min_lr: 2e-4,
+                schedule: ScheduleKind::Constant,
+                // torch.optim.AdamW's default decay (here on kernels and matrices only).
+                weight_decay: 0.01,
+                log_interval: 100,
+                eval_interval: 1000,
+                sample_interval: 1000,
+                ..EpochConfig::adam_mnist(0)
+            },
+            data: ImageDataConfig {
+                dataset: dataset.into(),
+                test_limit: 1000,
+                ..ImageDataConfig::mnist()
+            },
+            sample: DiffusionSampleConfig {
+                n: 64,
+                nrow: 8,
+                steps: 50,
+                guidance: 3.0,
+            },
+        })
+    }
+
+    /// The forward process.
+    pub fn noise(&self) -> NoiseScheduleConfig {
+        NoiseScheduleConfig {
+            timesteps: self.timesteps,
+            schedule: self.schedule,
+            beta_start: self.beta_start,
+            beta_end: self.beta_end,
+        }
+    }
+
+    /// Checks every section.
+    pub fn validate(&self) -> Result<()> {
+        self.noise().validate()?;
+        self.train.validate()?;
+        self.model
+            .validate()
+            .map_err(|e| Error::usage(format!("model: {e}")))?;
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return Err(Error::usage("ema_decay must be in [0, 1)"));
+        }
+        if !(0.0..1.0).contains(&self.label_dropout) {
+            return Err(Error::usage("label_dropout must be in [0, 1)"));
+        }
+        if self.label_dropout > 0.0 && !self.model.conditional() {
+            return Err(Error::usage(
+                "label_dropout needs a conditional model (a -cond preset)",
+            ));
+        }
+        let s = &self.sample;
+        if s.n == 0 || s.nrow == 0 || s.steps == 0 || s.steps > self.timesteps {
+            return Err(Error::usage(
+                "sample: n and nrow must be positive, steps in 1..=timesteps",
+            ));
+        }
+        if !(s.guidance >= 0.0 && s.guidance.is_finite()) {
+            return Err(Error::usage("sample: guidance must be >= 0"));
+        }
+        Ok(())
+    }
+}

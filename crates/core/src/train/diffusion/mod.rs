@@ -1,0 +1,323 @@
+//! The DDPM training loop (`muse train diffusion`), top to bottom like the other image loops:
+//! learning rate, evaluate and checkpoint every N steps, a progress grid every N steps, one
+//! step (Ho et al. 2020, Algorithm 1: x_0 from the data, t ~ U{0..T-1}, eps ~ N(0, I),
+//! loss = |eps - eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps, t)|^2), the EMA update,
+//! one log line. Every random draw is a function of (seed, step), so a resumed run repeats
+//! the uninterrupted one bit for bit.
+//!
+//! The EMA of the weights lives in the same `VarMap` under `ema.` (no gradient reaches it),
+//! so checkpoints save and restore it with the weights.
+
+mod config;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub use config::{DEFAULT_STEPS, DiffusionRunConfig, DiffusionSampleConfig, PRESETS};
+pub use report::{DiffusionEval, evaluate_diffusion};
+
+use crate::data::images::{ImageDataset, Scale, Split};
+use crate::error::Result;
+use crate::models::diffusion::{EMA_PREFIX, UNet, unet_init};
+use crate::nn::init_varmap;
+use crate::nn::noise::standard_normal;
+use crate::run_dir::{OnExisting, RunDir};
+use crate::sample::diffusion::NoiseSchedule;
+use crate::train::AdamW;
+use crate::train::image_run::{ImageRun, RunRecord};
+use crate::train::images::{per_second, step_seed};
+use crate::train::progress::Progress;
+
+/// Random streams: timesteps and label dropout, the noise, the fixed sample noise.
+pub const T_STREAM: u64 = 1;
+pub const NOISE_STREAM: u64 = 2;
+pub const SAMPLE_STREAM: u64 = 3;
+
+/// What to train and where.
+pub struct DiffusionTrainJob {
+    pub out: PathBuf,
+    pub preset: String,
+    pub config: DiffusionRunConfig,
+    pub on_existing: OnExisting,
+    pub device: Device,
+}
+
+/// The outcome of a finished run.
+pub struct DiffusionReport {
+    pub run_dir: PathBuf,
+    pub steps: u64,
+    /// Noise-prediction MSE of the last training batch.
+    pub train_loss: f64,
+    pub test: DiffusionEval,
+    pub train_seconds: f64,
+    /// The last progress grid.
+    pub grid: PathBuf,
+}
+
+/// The trained network and its moving average, both in one `VarMap`.
+pub struct Nets {
+    pub net: UNet,
+    pub ema: UNet,
+}
+
+impl Nets {
+    pub fn new(cfg: &crate::models::diffusion::UNetConfig, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            net: UNet::new(cfg, vb.clone())?,
+            ema: UNet::new(cfg, vb.pp(EMA_PREFIX))?,
+        })
+    }
+}
+
+/// Trains a diffusion model as `job` says; [`crate::Error::Interrupted`] after a checkpoint
+/// on Ctrl-C.
+pub fn train_diffusion(job: DiffusionTrainJob) -> Result<DiffusionReport> {
+    let mut cfg = job.config.clone();
+    RunDir::check(&job.out, job.on_existing)?;
+    let train = cfg.data.load(Split::Train)?;
+    let test = cfg.data.load(Split::Test)?;
+    (cfg.model.image_channels, cfg.model.image_size) = (train.channels, train.height);
+    if cfg.model.conditional() {
+        if train.labels.is_none() {
+            return Err(crate::Error::usage(format!(
+                "a conditional model needs labelled images; {} has none (use an unconditional \
+                 preset)",
+                train.record.name
+            )));
+        }
+        cfg.model.n_classes = train.n_classes;
+    }
+    cfg.validate()?;
+    let t = &cfg.train;
+    let record = RunRecord {
+        family: "diffusion",
+        preset: &job.preset,
+        model: &cfg.model,
+        config: &cfg,
+    };
+    let mut r = ImageRun::open(
+        &job.out,
+        job.on_existing,
+        t,
+        &train,
+        record,
+        &job.device,
+        |vb| Nets::new(&cfg.model, vb),
+    )?;
+    if job.on_existing != OnExisting::Resume {
+        fresh_weights(&r.varmap, t.seed)?;
+    }
+    let schedule = NoiseSchedule::new(&cfg.noise())?;
+    let (spe, total) = (r.steps_per_epoch, r.total);
+    let m = &cfg.model;
+    let sample_noise = standard_normal(
+        (cfg.sample.n, m.image_channels, m.image_size, m.image_size),
+        t.seed,
+        SAMPLE_STREAM,
+        &job.device,
+    )?;
+    let start = r.state.step;
+    tracing::info!(
+        "diffusion: {} parameters, {} train / {} test images, {total} steps ({spe} per epoch), \
+         T {} ({:?}), EMA {}",
+        crate::models::diffusion::parameter_count(m)?,
+        train.len(),
+        test.len(),
+        cfg.timesteps,
+        cfg.schedule,
+        cfg.ema_decay
+    );
+    let progress = Progress::new("train", start, total);
+    let mut last_loss = f64::NAN;
+    let mut grid = r.run.samples().join(format!("step_{total:06}.png"));
+
+    for step in start..total {
+        r.stop_if_requested(step, &progress)?;
+        if step > start && step % r.eval_every == 0 {
+            let ev = evaluate_diffusion(&r.frozen.ema, &schedule, &test, t.seed, &job.device)?;
+            report::log_eval(&progress, &mut r.metrics, step, &ev, &mut r.state)?;
+            r.save()?;
+            r.metrics.sync()?;
+            report::plot(&r.run)?;
+        }
+        if t.sample_interval > 0 && step > 0 && step % t.sample_interval as u64 == 0 {
+            grid =
+                report::write_samples(&r.run, &r.frozen.ema, &schedule, &sample_noise, &cfg, step)?;
+        }
+        let t0 = Instant::now();
+        let lr = r.schedule.at(step as usize);
+        let idx = r.batches.indices(step);
+        let loss = train_step(
+            &r.model.net,
+            &mut r.opt,
+            &schedule,
+            &train,
+            &idx,
+            &cfg,
+            step,
+            lr,
+            &job.device,
+        )?;
+        ema_update(&r.varmap, ema_decay_at(cfg.ema_decay, step))?;
+        last_loss = loss;
+        r.state.step = step + 1;
+        r.state.examples_seen += idx.len() as u64;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        progress.set(r.state.step);
+        progress.message(format!("loss {loss:.4}"));
+        if step % t.log_interval as u64 == 0 {
+            let val = r
+                .state
+                .last_val_loss
+                .map_or("-".to_string(), |v| format!("{v:.4}"));
+            progress.println(&format!(
+                "step {step} | epoch {} | loss {loss:.4} | test {val} | lr {lr:.1e} | {ms:.1} ms \
+                 | {} img/s",
+                step / spe,
+                per_second(idx.len() as f64, ms)
+            ));
+            r.metrics.log(&serde_json::json!({
+                "step": step, "loss": loss, "lr": lr, "ms": ms,
+            }))?;
+        }
+    }
+    progress.finish();
+    let ev = evaluate_diffusion(&r.frozen.ema, &schedule, &test, t.seed, &job.device)?;
+    if start < total {
+        report::log_eval(&progress, &mut r.metrics, total, &ev, &mut r.state)?;
+    }
+    r.save()?;
+    r.metrics.sync()?;
+    report::plot(&r.run)?;
+    if start < total || !grid.is_file() {
+        grid = report::write_samples(&r.run, &r.frozen.ema, &schedule, &sample_noise, &cfg, total)?;
+    }
+    report::write_model_card(&r.run, &job.preset, &cfg, &train, &test, &r.state, &ev)?;
+    Ok(DiffusionReport {
+        run_dir: r.run.root().to_path_buf(),
+        steps: r.state.step,
+        train_loss: last_loss,
+        test: ev,
+        train_seconds: r.state.train_seconds,
+        grid,
+    })
+}
+
+/// PyTorch's initialisation of the U-Net, and the EMA starting equal to it.
+pub fn fresh_weights(varmap: &VarMap, seed: u64) -> Result<()> {
+    init_varmap(varmap, seed, unet_init(varmap))?;
+    ema_update(varmap, 0.0)
+}
+
+/// The EMA decay at `step`: `min(decay, (1 + step) / (10 + step))` (diffusers' `EMAModel`
+/// warm-up), so the average does not remember the random start for long.
+pub fn ema_decay_at(decay: f64, step: u64) -> f64 {
+    decay.min((1.0 + step as f64) / (10.0 + step as f64))
+}
+
+/// `ema = decay * ema + (1 - decay) * w` for every trained weight `w` of `varmap`.
+pub fn ema_update(varmap: &VarMap, decay: f64) -> Result<()> {
+    let data = varmap.data().lock().expect("varmap lock is never poisoned");
+    let prefix = format!("{EMA_PREFIX}.");
+    let pairs: Vec<(&Var, &Var)> = data
+        .iter()
+        .filter(|(k, _)| !k.starts_with(&prefix))
+        .filter_map(|(k, w)| Some((w, data.get(&format!("{prefix}{k}"))?)))
+        .collect();
+    for (w, ema) in pairs {
+        let next = if decay == 0.0 {
+            w.as_tensor().copy()?
+        } else {
+            ((ema.as_tensor() * decay)? + (w.as_tensor() * (1.0 - decay))?)?
+        };
+        ema.set(&next)?;
+    }
+    Ok(())
+}
+
+/// `(x_t, t, eps)` for clean images `x0`: timesteps uniform in [0, T) and Gaussian noise, both
+/// from the streams of (seed, step).
+///
+/// # Shapes
+/// `x0`: (N, C, S, S) -> x_t (N, C, S, S), t (N) f32, eps (N, C, S, S).
+pub fn noised(
+    schedule: &NoiseSchedule,
+    x0: &Tensor,
+    seed: u64,
+    step: u64,
+    rng: &mut ChaCha8Rng,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let n = x0.dim(0)?;
+    let dev = x0.device();
+    let ts: Vec<usize> = (0..n)
+        .map(|_| rng.random_range(0..schedule.len()))
+        .collect();
+    let eps = standard_normal(x0.shape(), step_seed(seed, step, NOISE_STREAM), 0, dev)?;
+    let coef = |f: &dyn Fn(f64) -> f64| -> Result<Tensor> {
+        let v: Vec<f32> = ts
+            .iter()
+            .map(|&t| f(schedule.alphas_cumprod[t]) as f32)
+            .collect();
+        Ok(Tensor::from_vec(v, (n, 1, 1, 1), dev)?)
+    };
+    let xt = (x0.broadcast_mul(&coef(&|a| a.sqrt())?)?
+        + eps.broadcast_mul(&coef(&|a| (1.0 - a).sqrt())?)?)?; // (N, C, S, S)
+    let t = Tensor::from_vec(ts.iter().map(|&t| t as f32).collect(), n, dev)?;
+    Ok((xt, t, eps))
+}
+
+/// One optimizer step on the images `idx` of `data`: noise them at random timesteps, predict
+/// the noise (labels dropped to "no label" with `label_dropout` for a conditional model),
+/// MSE, backward, AdamW. Returns the loss.
+#[allow(clippy::too_many_arguments)]
+pub fn train_step(
+    net: &UNet,
+    opt: &mut AdamW,
+    schedule: &NoiseSchedule,
+    data: &ImageDataset,
+    idx: &[usize],
+    cfg: &DiffusionRunConfig,
+    step: u64,
+    lr: f64,
+    device: &Device,
+) -> Result<f64> {
+    let seed = cfg.train.seed;
+    let x0 = data.batch(idx, Scale::Signed, device)?; // (N, C, S, S) in [-1, 1]
+    let mut rng = ChaCha8Rng::seed_from_u64(step_seed(seed, step, T_STREAM));
+    let (xt, t, eps) = noised(schedule, &x0, seed, step, &mut rng)?;
+    let labels = if cfg.model.conditional() {
+        let null = cfg.model.null_label() as u32;
+        let l: Vec<u32> = match data.labels_at(idx, device)? {
+            Some(l) => l.to_vec1::<u32>()?,
+            None => vec![null; idx.len()],
+        };
+        let l: Vec<u32> = l
+            .into_iter()
+            .map(|v| {
+                if rng.random::<f64>() < cfg.label_dropout {
+                    null
+                } else {
+                    v
+                }
+            })
+            .collect();
+        Some(Tensor::from_vec(l, idx.len(), device)?)
+    } else {
+        None
+    };
+    let pred = net.forward(&xt, &t, labels.as_ref())?;
+    let loss = (pred - &eps)?.sqr()?.mean_all()?;
+    let store = loss.backward()?;
+    let mut grads = opt.grads(&store);
+    if cfg.train.grad_clip > 0.0 {
+        grads.clip(cfg.train.grad_clip)?;
+    }
+    opt.step(&grads, lr)?;
+    Ok(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}

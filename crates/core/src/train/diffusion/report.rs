@@ -1,0 +1,202 @@
+//! What a diffusion run reports: the test noise-prediction loss, the loss plot, progress grids
+//! and the model card.
+
+use candle_core::{DType, Device, Tensor};
+use rand::SeedableRng;
+use serde::Serialize;
+
+use super::{DiffusionRunConfig, noised};
+use crate::data::images::grid::write_grid;
+use crate::data::images::{ImageDataset, Scale, chunks};
+use crate::error::Result;
+use crate::models::diffusion::UNet;
+use crate::run_dir::RunDir;
+use crate::sample::diffusion::{NoiseSchedule, SampleOptions, labels_for, sample_from};
+use crate::train::checkpoint::TrainState;
+use crate::train::images::step_seed;
+use crate::train::metrics::{MetricsLog, read_metrics, series};
+use crate::train::plot::{Series, line_chart};
+use crate::train::progress::Progress;
+
+/// Random stream of the evaluation timesteps and noise, apart from training.
+const EVAL_STREAM: u64 = 0xE7A1;
+
+/// The test split's noise-prediction MSE (unconditional, the same timesteps and noise at every
+/// evaluation).
+#[derive(Clone, Debug, Serialize)]
+pub struct DiffusionEval {
+    pub loss: f64,
+    pub images: usize,
+}
+
+/// The noise-prediction MSE of `model` over all of `ds` (no labels).
+pub fn evaluate_diffusion(
+    model: &UNet,
+    schedule: &NoiseSchedule,
+    ds: &ImageDataset,
+    seed: u64,
+    device: &Device,
+) -> Result<DiffusionEval> {
+    let mut sum = 0f64;
+    for (i, idx) in chunks(ds.len(), 64).enumerate() {
+        let x0 = ds.batch(&idx, Scale::Signed, device)?;
+        let s = step_seed(seed, i as u64, EVAL_STREAM);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s);
+        let (xt, t, eps) = noised(schedule, &x0, s, i as u64, &mut rng)?;
+        let pred = model.forward(&xt, &t, None)?;
+        let se = (pred - eps)?.sqr()?.sum_all()?.to_dtype(DType::F64)?;
+        sum += se.to_scalar::<f64>()?;
+    }
+    let per_image = ds.pixels_per_image().max(1) as f64;
+    Ok(DiffusionEval {
+        loss: sum / (ds.len().max(1) as f64 * per_image),
+        images: ds.len(),
+    })
+}
+
+pub(super) fn log_eval(
+    progress: &Progress,
+    metrics: &mut MetricsLog,
+    step: u64,
+    ev: &DiffusionEval,
+    state: &mut TrainState,
+) -> Result<()> {
+    progress.println(&format!(
+        "step {step} | test noise MSE {:.4} (EMA weights, {} images)",
+        ev.loss, ev.images
+    ));
+    state.record_val_loss(ev.loss);
+    metrics.log(&serde_json::json!({ "step": step, "val_loss": ev.loss }))
+}
+
+/// Redraws `loss.svg` from `metrics.jsonl`.
+pub(super) fn plot(run: &RunDir) -> Result<()> {
+    let records = read_metrics(&run.metrics())?;
+    line_chart(
+        &run.loss_plot(),
+        "DDPM noise-prediction MSE",
+        "step",
+        "loss",
+        &[
+            Series {
+                name: "train (batch)",
+                points: series(&records, "loss"),
+            },
+            Series {
+                name: "test (EMA)",
+                points: series(&records, "val_loss"),
+            },
+        ],
+    )
+}
+
+/// `samples/step_NNNNNN.png`: DDIM from the fixed noise with the EMA weights (classes in turn
+/// for a conditional model).
+pub(super) fn write_samples(
+    run: &RunDir,
+    model: &UNet,
+    schedule: &NoiseSchedule,
+    noise: &Tensor,
+    cfg: &DiffusionRunConfig,
+    step: u64,
+) -> Result<std::path::PathBuf> {
+    let s = &cfg.sample;
+    let mut opts = SampleOptions::ddim(s.steps, cfg.train.seed);
+    opts.labels = labels_for(model.config(), noise.dim(0)?, None)?;
+    opts.guidance = s.guidance;
+    let out = sample_from(model, schedule, noise.clone(), &opts)?;
+    let path = run.samples().join(format!("step_{step:06}.png"));
+    let what = if model.config().conditional() {
+        format!(", classes in turn, guidance {}", s.guidance)
+    } else {
+        String::new()
+    };
+    write_grid(
+        &path,
+        &out.images,
+        s.nrow,
+        Some(&format!(
+            "DDPM samples (DDIM {} steps, EMA weights{what}), training step {step}",
+            s.steps
+        )),
+    )?;
+    Ok(path)
+}
+
+pub(super) fn write_model_card(
+    run: &RunDir,
+    preset: &str,
+    cfg: &DiffusionRunConfig,
+    train: &ImageDataset,
+    test: &ImageDataset,
+    state: &TrainState,
+    ev: &DiffusionEval,
+) -> Result<()> {
+    let m = &cfg.model;
+    let cond = if m.conditional() {
+        format!(
+            "conditioned on {} classes (a label embedding added to the time embedding, labels \
+             dropped with p = {} for classifier-free guidance, Ho & Salimans 2022)",
+            m.n_classes, cfg.label_dropout
+        )
+    } else {
+        "unconditional".to_string()
+    };
+    let card = format!(
+        "# {name}\n\n\
+         A denoising diffusion probabilistic model (DDPM, Ho, Jain & Abbeel 2020), {cond}, \
+         trained with Muse (preset `{preset}`).\n\n\
+         **Every image this model produces is AI-generated.** Sample grids carry the notice in \
+         their PNG metadata.\n\n\
+         ## Model\n\n\
+         - U-Net with {c0}/{c1}/{c2} channels at {s}/{s2}/{s4}, two residual blocks per level, \
+         GroupNorm({g}), SiLU, self-attention ({h} heads) at the lowest resolution and in the \
+         middle; {params} parameters\n\
+         - T = {tt} steps, {sched:?} noise schedule, epsilon prediction, MSE\n\
+         - sampling uses an exponential moving average of the weights (decay {ema})\n\n\
+         ## Data\n\n\
+         - `{data}` ({path}), sha256 `{sha}`: {ntrain} training images, {ntest} test images \
+         for the test loss; images scaled to [-1, 1]\n\n\
+         ## Training\n\n\
+         - {steps} steps of batch {batch}, AdamW lr {lr:e} (weight decay {wd}), seed {seed}, \
+         {secs:.0} s\n\n\
+         ## Metrics\n\n\
+         | test noise-prediction MSE (EMA weights) |\n|---|\n| {loss:.4} |\n\n\
+         Sample with `muse sample {dir} --sampler ddim --steps 50 -o grid.png` (or \
+         `--sampler ddpm` for the full ancestral chain, `--trajectory strip.png` to see the \
+         denoising steps).\n\n\
+         ## Limits\n\n\
+         Trained on one small dataset of 28x28 images; samples can reproduce features of \
+         training images. Do not present its output as real images.\n",
+        name = run
+            .root()
+            .file_name()
+            .map_or("muse run".into(), |n| n.to_string_lossy()),
+        c0 = m.channels[0],
+        c1 = m.channels[1],
+        c2 = m.channels[2],
+        s = m.image_size,
+        s2 = m.image_size / 2,
+        s4 = m.image_size / 4,
+        g = m.groups,
+        h = m.heads,
+        params = crate::models::diffusion::parameter_count(m)?,
+        tt = cfg.timesteps,
+        sched = cfg.schedule,
+        ema = cfg.ema_decay,
+        data = train.record.name,
+        path = train.record.path,
+        sha = train.record.sha256,
+        ntrain = train.len(),
+        ntest = test.len(),
+        steps = state.step,
+        batch = cfg.train.batch_size,
+        lr = cfg.train.lr,
+        wd = cfg.train.weight_decay,
+        seed = cfg.train.seed,
+        secs = state.train_seconds,
+        loss = ev.loss,
+        dir = run.root().display(),
+    );
+    crate::io::write_atomic(&run.model_card(), card.as_bytes())
+}
