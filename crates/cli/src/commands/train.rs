@@ -208,7 +208,7 @@ struct DiffusionArgs {
     /// Named configuration: ddpm-mnist, ddpm-fashion (unconditional), ddpm-mnist-cond,
     /// ddpm-fashion-cond (class-conditional, for classifier-free guidance). All: the U-Net of
     /// ddpm_unet28.py, T = 1000, linear betas (`--set schedule=cosine`), AdamW 2e-4, batch 64,
-    /// EMA of the weights. [default: ddpm-mnist]
+    /// EMA 0.999, 2000 steps (about two hours on 2 cores). [default: ddpm-mnist]
     #[arg(long)]
     preset: Option<String>,
     #[command(flatten)]
@@ -252,10 +252,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             };
             req
         }
-        FamilyArgs::Diffusion(a) => {
-            a.run
-                .request(Family::Diffusion, a.preset, a.data.flags())?
-        }
+        FamilyArgs::Diffusion(a) => a.run.request(Family::Diffusion, a.preset, a.data.flags())?,
     };
     print_outcome(muse_core::run::train(req)?);
     Ok(())

@@ -117,7 +117,11 @@ pub fn bench(req: BenchRequest) -> Result<Value> {
                 sample_reps: req.sample_reps.unwrap_or(3),
                 device: req.device.clone(),
             };
-            if opts.steps == 0 || opts.ddim_steps == 0 || opts.sample_batch == 0 || opts.sample_reps == 0 {
+            if opts.steps == 0
+                || opts.ddim_steps == 0
+                || opts.sample_batch == 0
+                || opts.sample_reps == 0
+            {
                 return Err(Error::usage(
                     "--steps, --ddim-steps, --sample-batch and --sample-reps must be at least 1",
                 ));

@@ -15,8 +15,7 @@ use crate::sample::diffusion::{
 /// and what it shows.
 pub fn sample_images(req: &SampleRequest, out: &Path) -> Result<(PathBuf, String)> {
     let (a, d) = (&req.image, &req.diffusion);
-    if a.reconstruct || a.interpolate.is_some() || a.denoise.is_some() || a.denoise_test.is_some()
-    {
+    if a.reconstruct || a.interpolate.is_some() || a.denoise.is_some() || a.denoise_test.is_some() {
         return Err(Error::usage(
             "--reconstruct, --interpolate and --denoise need a VAE run; a diffusion model \
              samples from noise (--n, --sampler, --steps, --label, --guidance, --seed)",
@@ -41,7 +40,9 @@ pub fn sample_images(req: &SampleRequest, out: &Path) -> Result<(PathBuf, String
         return Err(Error::usage("--eta must be a number >= 0"));
     }
     if eta != 0.0 && sampler == Sampler::Ddpm {
-        return Err(Error::usage("--eta is a DDIM setting; drop it with --sampler ddpm"));
+        return Err(Error::usage(
+            "--eta is a DDIM setting; drop it with --sampler ddpm",
+        ));
     }
     let device = &req.device;
     let run = open_diffusion(&req.model, device)?;

@@ -435,7 +435,14 @@ fn gan(mut req: TrainRequest) -> Result<TrainOutcome> {
 fn diffusion(req: TrainRequest) -> Result<TrainOutcome> {
     use crate::train::diffusion::{DiffusionRunConfig, DiffusionTrainJob, train_diffusion};
     let out = out_dir(&req, "ddpm-mnist");
-    let r = match prepare(&req, &out, "train.max_steps", "ddpm-mnist", DiffusionRunConfig::preset, |c: &DiffusionRunConfig| c.validate())? {
+    let r = match prepare(
+        &req,
+        &out,
+        "train.max_steps",
+        "ddpm-mnist",
+        DiffusionRunConfig::preset,
+        |c: &DiffusionRunConfig| c.validate(),
+    )? {
         Ok(r) => r,
         Err(toml) => return Ok(TrainOutcome::Config(toml)),
     };

@@ -126,10 +126,15 @@ pub fn sample_from(
     let mut trajectory = Vec::new();
     for (i, &(t, prev_t)) in chain.iter().enumerate() {
         let eps = predict_eps(model, &x, t, labels.as_ref(), opts.guidance)?;
-        let noise = match opts.sampler {
-            Sampler::Ddim { eta } if eta == 0.0 => eps.zeros_like()?,
-            _ if prev_t.is_none() && opts.sampler == Sampler::Ddpm => eps.zeros_like()?,
-            _ => standard_normal(x.shape(), opts.seed, i as u64 + 1, &device)?,
+        // No noise is added by deterministic DDIM, nor by DDPM's last step.
+        let noiseless = match opts.sampler {
+            Sampler::Ddim { eta } => eta == 0.0,
+            Sampler::Ddpm => prev_t.is_none(),
+        };
+        let noise = if noiseless {
+            eps.zeros_like()?
+        } else {
+            standard_normal(x.shape(), opts.seed, i as u64 + 1, &device)?
         };
         let out = match opts.sampler {
             Sampler::Ddpm => ddpm_step(schedule, &eps, t, prev_t, &x, &noise, opts.clip)?,
