@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Kill-and-resume harness: for each family (gpt, vae, gan, classifier), trains a small run
+# Kill-and-resume harness: for each family (gpt, vae, gan, classifier, diffusion), trains a small run
 # straight, then again with N SIGKILLs at random moments and `--resume` after each, and checks
 # every checkpoint on disk was readable and the end equals the straight run (weights, optimizer
 # moments, metrics). CI runs the same test with 3 kills.

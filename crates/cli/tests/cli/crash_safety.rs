@@ -1,4 +1,4 @@
-//! Fault injection: a training is killed with SIGKILL at random moments and resumed with the
+//! Fault injection (gpt, vae, gan, classifier, diffusion): a training is killed with SIGKILL at random moments and resumed with the
 //! same command plus `--resume`, again and again, until it finishes. Every checkpoint found on
 //! disk after a kill must be readable, and the finished run must equal an uninterrupted one:
 //! the same weight and optimizer tensors, bit for bit, and the same metrics (timings aside).
@@ -279,4 +279,18 @@ fn crash_safety_classifier() {
         "--set", "test_limit=128", "--set", "eval_interval=20", "--set", "log_interval=1",
     ];
     kill_and_resume("classifier", &args, 4);
+}
+
+#[test]
+fn crash_safety_diffusion() {
+    #[rustfmt::skip]
+    let args = [
+        "train", "diffusion", "--max-steps", "300", "--set", "timesteps=50",
+        "--set", "model.channels=[8, 8, 8]", "--set", "time_dim=8", "--set", "temb_dim=16",
+        "--set", "groups=4", "--set", "heads=2", "--set", "batch_size=8",
+        "--set", "data.image_size=8", "--set", "train_limit=512", "--set", "test_limit=8",
+        "--set", "eval_interval=25", "--set", "log_interval=1", "--set", "sample_interval=100",
+        "--set", "sample.n=4", "--set", "sample.steps=3",
+    ];
+    kill_and_resume("diffusion", &args, 5);
 }
