@@ -104,8 +104,12 @@ struct DecodeArgs {
 
 #[derive(clap::Args)]
 struct InfoArgs {
-    #[command(flatten)]
-    tokenizer: TokenizerArg,
+    /// tokenizer.json to describe, or `gpt2` (same as --tokenizer).
+    #[arg(value_name = "FILE|gpt2", required_unless_present = "tokenizer")]
+    file: Option<PathBuf>,
+    /// tokenizer.json to describe, or `gpt2` for GPT-2's BPE.
+    #[arg(short, long, value_name = "FILE|gpt2", conflicts_with = "file")]
+    tokenizer: Option<PathBuf>,
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
@@ -172,7 +176,13 @@ fn decode(args: DecodeArgs) -> anyhow::Result<()> {
 }
 
 fn info(args: InfoArgs) -> anyhow::Result<()> {
-    let tokenizer = load(&args.tokenizer)?;
+    let arg = TokenizerArg {
+        tokenizer: args
+            .file
+            .or(args.tokenizer)
+            .expect("clap requires one of them"),
+    };
+    let tokenizer = load(&arg)?;
     let kind = tokenizer.kind().map_or("other", TokenizerKind::name);
     let mut specials: Vec<(u32, String)> = tokenizer
         .inner()
@@ -183,7 +193,7 @@ fn info(args: InfoArgs) -> anyhow::Result<()> {
         .collect();
     specials.sort();
     let specials: Vec<String> = specials.iter().map(|(id, t)| format!("{t}={id}")).collect();
-    println!("tokenizer: {}", args.tokenizer.tokenizer.display());
+    println!("tokenizer: {}", arg.tokenizer.display());
     println!("kind: {kind}");
     println!("vocab size: {}", tokenizer.vocab_size());
     println!(

@@ -342,3 +342,26 @@ fn tokenizer_flags_take_a_folder() {
         &["holds no tokenizer", "encoder.json + vocab.bpe"],
     );
 }
+
+#[test]
+fn resuming_a_complete_run_changes_nothing_and_info_takes_a_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let args = gpt_args(dir);
+    ok(&run(dir, &args, &["--max-steps", "4"]));
+    let before = std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap();
+    let state = std::fs::read_to_string(dir.join("run/state.json")).unwrap();
+    let (_, stderr) = ok(&run(dir, &args, &["--max-steps", "4", "--resume"]));
+    assert!(stderr.contains("already complete at step 4"), "{stderr}");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("run/metrics.jsonl")).unwrap(),
+        before
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("run/state.json")).unwrap(),
+        state
+    );
+    // `muse tokenizer info FILE`, as `encode` and `decode` are used.
+    let (stdout, _) = ok(&muse(dir, &["tokenizer", "info", "run/tokenizer.json"]));
+    assert!(stdout.contains("vocab size"), "{stdout}");
+}

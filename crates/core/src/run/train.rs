@@ -194,6 +194,9 @@ fn gpt(req: TrainRequest) -> Result<TrainOutcome> {
         Err(toml) => return Ok(TrainOutcome::Config(toml)),
     };
     let resuming = r.on_existing == OnExisting::Resume;
+    if resuming && let Some(done) = already_complete(&out, r.config.train.max_iters as u64)? {
+        return Ok(TrainOutcome::Trained(done));
+    }
     let data = match (&req.text_data, &r.record) {
         (Some(d), _) => d.clone(),
         (None, Some(rec)) => rec.dataset.path.clone(),
@@ -227,6 +230,30 @@ fn gpt(req: TrainRequest) -> Result<TrainOutcome> {
         output,
         next: format!("muse sample {dir} --prompt \"ROMEO:\"   |   muse eval {dir}"),
         run_dir: report.run_dir,
+    }))
+}
+
+/// A resumed run whose checkpoint already reached `total` steps: nothing to train, and the
+/// recorded figures stay as they are (evaluating again would change them).
+fn already_complete(out: &Path, total: u64) -> Result<Option<TrainSummary>> {
+    let state: crate::train::checkpoint::TrainState =
+        crate::io::read_json(&crate::run_dir::RunDir::new(out).state())?;
+    if state.step < total {
+        return Ok(None);
+    }
+    let dir = out.display().to_string();
+    let val = state
+        .last_val_loss
+        .map_or(String::new(), |v| format!(" | val {v:.4}"));
+    Ok(Some(TrainSummary {
+        run_dir: out.to_path_buf(),
+        done: format!(
+            "{dir} is already complete at step {} (of {total}){val}: nothing to do; raise the \
+             step count (--max-steps N or --set max_iters=N) to train further",
+            state.step
+        ),
+        output: Vec::new(),
+        next: format!("muse sample {dir}   |   muse eval {dir}"),
     }))
 }
 
