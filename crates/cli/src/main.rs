@@ -36,7 +36,7 @@ enum Command {
     /// Train a model into a run directory.
     Train(commands::train::Args),
     /// Generate from a trained run (text streams to stdout).
-    Sample(commands::sample::Args),
+    Sample(Box<commands::sample::Args>),
     /// Evaluate a trained run (loss, perplexity, bits per character).
     Eval(commands::eval::Args),
     /// Measure training and sampling speed; prints one JSON line.
@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         Command::Data(a) => commands::data::run(a),
         Command::Tokenizer(a) => commands::tokenizer::run(a),
         Command::Train(a) => commands::train::run(a),
-        Command::Sample(a) => commands::sample::run(a),
+        Command::Sample(a) => commands::sample::run(*a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Bench(a) => commands::bench::run(a),
         Command::Score(a) => commands::score::run(a),
