@@ -134,7 +134,13 @@ pub fn train_gan(job: GanTrainJob, classifier: Option<&Classifier>) -> Result<Ga
         if step % eval_every == 0 && !(resuming && step == start) {
             if let Some(q) = classifier {
                 let qs = report::measure(&tr, &cfg, q, step)?;
-                log_quality(&progress, &mut metrics, &qs, step, &mut best_coverage)?;
+                log_quality(
+                    &progress,
+                    &mut metrics,
+                    &qs,
+                    (step, cfg.gan.loss),
+                    &mut best_coverage,
+                )?;
                 last_quality = Some(qs);
             }
             if step > start {
@@ -155,9 +161,13 @@ pub fn train_gan(job: GanTrainJob, classifier: Option<&Classifier>) -> Result<Ga
         state.examples_seen += (cfg.train.batch_size * cfg.gan.n_critic) as u64;
         if !(last.loss_d.is_finite() && last.loss_g.is_finite()) {
             return Err(Error::input(format!(
-                "training diverged at step {step} (D loss {}, G loss {}); lower train.lr or \
-                 try --loss wgan-gp",
-                last.loss_d, last.loss_g
+                "training diverged at step {step} (D loss {}, G loss {}); lower train.lr{}",
+                last.loss_d,
+                last.loss_g,
+                match cfg.gan.loss {
+                    GanLoss::Bce => " or try --loss wgan-gp",
+                    GanLoss::WganGp => "",
+                }
             )));
         }
         progress.set(state.step);
@@ -179,7 +189,13 @@ pub fn train_gan(job: GanTrainJob, classifier: Option<&Classifier>) -> Result<Ga
         && start < total
     {
         let qs = report::measure(&tr, &cfg, q, total)?;
-        log_quality(&progress, &mut metrics, &qs, total, &mut best_coverage)?;
+        log_quality(
+            &progress,
+            &mut metrics,
+            &qs,
+            (total, cfg.gan.loss),
+            &mut best_coverage,
+        )?;
         last_quality = Some(qs);
     }
     save(&tr, &mut state)?;
@@ -234,7 +250,7 @@ fn log_quality(
     progress: &Progress,
     metrics: &mut MetricsLog,
     q: &GanQuality,
-    step: u64,
+    (step, loss): (u64, GanLoss),
     best: &mut usize,
 ) -> Result<()> {
     let acc = q.label_accuracy.map_or(String::new(), |a| {
@@ -245,12 +261,20 @@ fn log_quality(
         q.classes_found, q.n_classes, q.entropy_bits
     ));
     if q.classes_found < *best {
+        // The advice must fit the run: WGAN-GP is the usual cure, unless it is already used.
+        let advice = match loss {
+            GanLoss::Bce => "try --loss wgan-gp, or a lower learning rate",
+            GanLoss::WganGp => {
+                "a lower learning rate or more critic steps (--set n_critic=...) may help; \
+                 early in training coverage also moves by itself"
+            }
+        };
+        // Printed once, above the progress bar (not also as a log line).
         progress.println(&format!(
             "warning: class coverage fell from {best} to {} classes: the generator may be \
-             collapsing onto a few modes (try --loss wgan-gp, or a lower learning rate)",
+             collapsing onto a few modes ({advice})",
             q.classes_found
         ));
-        tracing::warn!("class coverage fell from {best} to {}", q.classes_found);
     }
     *best = (*best).max(q.classes_found);
     metrics.log(&serde_json::json!({
