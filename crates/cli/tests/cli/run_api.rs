@@ -365,3 +365,40 @@ fn resuming_a_complete_run_changes_nothing_and_info_takes_a_file() {
     let (stdout, _) = ok(&muse(dir, &["tokenizer", "info", "run/tokenizer.json"]));
     assert!(stdout.contains("vocab size"), "{stdout}");
 }
+
+#[test]
+fn a_hugging_face_export_evaluates_on_given_text() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let args = gpt_args(dir);
+    ok(&run(dir, &args, &["--max-steps", "2"]));
+    ok(&muse(dir, &["export", "run", "--format", "hf", "-o", "hf"]));
+    // No training.json in an export: the validation split is unknown, --data is needed.
+    fails(&muse(dir, &["eval", "hf"]), 2, &["--data"]);
+    let (stdout, _) = ok(&muse(dir, &["eval", "hf", "--data", "corpus.txt"]));
+    assert!(stdout.contains("perplexity"), "{stdout}");
+    // Export, fine-tuning and --init of an image run name what the folder holds.
+    ok(&muse(
+        dir,
+        &[
+            "train",
+            "vae",
+            "--max-steps",
+            "1",
+            "--out",
+            "vae",
+            "--set",
+            "hidden=8",
+            "--set",
+            "latent=2",
+            "--set",
+            "test_limit=16",
+        ],
+    ));
+    fails(
+        &muse(dir, &["export", "vae", "--format", "hf", "-o", "x"]),
+        2,
+        &["VAE"],
+    );
+    fails(&muse(dir, &["finetune", "vae"]), 2, &["VAE"]);
+}

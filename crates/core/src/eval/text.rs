@@ -44,7 +44,13 @@ pub fn eval_text(
 ) -> Result<TextEval> {
     let run = RunDir::open(dir)?;
     let model = load_gpt(dir, device).map_err(|e| Error::input(e.to_string()))?;
-    let tokenizer = TextTokenizer::from_file(&run.tokenizer())?;
+    // A run's tokenizer.json, or a Hugging Face folder's vocab.json + merges.txt.
+    let tokenizer = crate::tokenizer::files::find_in_dir(dir)?.ok_or_else(|| {
+        Error::input(format!(
+            "{} has no tokenizer (tokenizer.json, or vocab.json + merges.txt)",
+            dir.display()
+        ))
+    })?;
     let (ids, source) = match data {
         Some(d) => {
             let src = crate::data::resolve_text_corpus(d)?;
