@@ -53,6 +53,18 @@ impl Error {
         move |source| Error::Io { path, source }
     }
 
+    /// A model file that failed to load, as an input error whose message is the same with or
+    /// without `RUST_BACKTRACE` (candle appends a backtrace to its errors when it is set).
+    pub fn model_load(e: candle_core::Error) -> Self {
+        fn strip(e: candle_core::Error) -> candle_core::Error {
+            match e {
+                candle_core::Error::WithBacktrace { inner, .. } => strip(*inner),
+                other => other,
+            }
+        }
+        Error::Input(strip(e).to_string())
+    }
+
     /// True for errors caused by how the tool was invoked (exit code 2).
     pub fn is_usage(&self) -> bool {
         matches!(self, Error::Usage(_))

@@ -402,3 +402,30 @@ fn a_hugging_face_export_evaluates_on_given_text() {
     );
     fails(&muse(dir, &["finetune", "vae"]), 2, &["VAE"]);
 }
+
+#[test]
+fn a_damaged_model_file_gives_the_same_short_message_with_rust_backtrace() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let args = gpt_args(dir);
+    ok(&run(dir, &args, &["--max-steps", "1"]));
+    let weights = std::fs::read(dir.join("run/model.safetensors")).unwrap();
+    std::fs::write(
+        dir.join("run/model.safetensors"),
+        &weights[..weights.len() / 2],
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muse"))
+        .args(["sample", "run", "--max-tokens", "2"])
+        .current_dir(dir)
+        .env("MUSE_DATA_DIR", data_dir())
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    fails(&out, 1, &["model.safetensors"]);
+    let stderr = text(&out).1;
+    assert!(
+        stderr.lines().count() <= 3 && !stderr.contains("backtrace"),
+        "{stderr}"
+    );
+}

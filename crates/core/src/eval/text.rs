@@ -43,7 +43,7 @@ pub fn eval_text(
     device: &Device,
 ) -> Result<TextEval> {
     let run = RunDir::open(dir)?;
-    let model = load_gpt(dir, device).map_err(|e| Error::input(e.to_string()))?;
+    let model = load_gpt(dir, device).map_err(Error::model_load)?;
     // A run's tokenizer.json, or a Hugging Face folder's vocab.json + merges.txt.
     let tokenizer = crate::tokenizer::files::find_in_dir(dir)?.ok_or_else(|| {
         Error::input(format!(

@@ -74,8 +74,7 @@ pub fn export_hf_with(
         )));
     }
     let device = Device::Cpu;
-    let (mut cfg, mut tensors) =
-        load_tensors(src, &device).map_err(|e| Error::input(e.to_string()))?;
+    let (mut cfg, mut tensors) = load_tensors(src, &device).map_err(Error::model_load)?;
     let merged = merge_adapter(src, merge_lora, &mut tensors, &device)?;
     let tokenizer = match tokenizer {
         Some(path) => files::load_file(path)?,

@@ -23,7 +23,7 @@ pub fn open_gan(dir: &Path, device: &Device) -> Result<Gan> {
             dir.display()
         )));
     }
-    load_gan(dir, device).map_err(|e| Error::input(e.to_string()))
+    load_gan(dir, device).map_err(Error::model_load)
 }
 
 /// Which classes to draw: every image of one class, or the classes in turn.

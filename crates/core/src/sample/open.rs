@@ -70,8 +70,8 @@ pub fn open_text_model_adapted(
     let model: Box<dyn CausalLm> = match family.as_str() {
         // A LoRA adapter: the base weights with the adapter merged in.
         _ if adapted.is_some() => adapted.take().expect("checked"),
-        "gpt" | "gpt2" => Box::new(load_gpt(dir, device).map_err(|e| Error::input(e.to_string()))?),
-        "llama" => Box::new(load_pretrained(dir, device).map_err(|e| Error::input(e.to_string()))?),
+        "gpt" | "gpt2" => Box::new(load_gpt(dir, device).map_err(Error::model_load)?),
+        "llama" => Box::new(load_pretrained(dir, device).map_err(Error::model_load)?),
         other => {
             return Err(Error::input(format!(
                 "{} holds a '{other}' model (model_type '{other}' is not supported for text \
@@ -149,8 +149,7 @@ fn open_llama2c(
     tokenizer: Option<TextTokenizer>,
     device: &Device,
 ) -> Result<TextModel> {
-    let model = crate::models::llama2c::load_llama2c(path, device)
-        .map_err(|e| Error::input(e.to_string()))?;
+    let model = crate::models::llama2c::load_llama2c(path, device).map_err(Error::model_load)?;
     let Some(tokenizer) = tokenizer else {
         return Err(Error::usage(format!(
             "{} is a llama2.c checkpoint, which carries no tokenizer: pass --tokenizer \

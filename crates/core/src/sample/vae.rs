@@ -34,7 +34,7 @@ pub fn open_vae(dir: &Path, device: &Device) -> Result<VaeRun> {
             dir.display()
         )));
     }
-    let model = load_vae(dir, device).map_err(|e| Error::input(e.to_string()))?;
+    let model = load_vae(dir, device).map_err(Error::model_load)?;
     Ok(VaeRun {
         model,
         data: ImageDataConfig::of_run(&run)?,

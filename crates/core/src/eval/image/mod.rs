@@ -66,7 +66,7 @@ pub fn open_classifier(
             path.display()
         )));
     }
-    let model = load_classifier(&path, device).map_err(|e| Error::input(e.to_string()))?;
+    let model = load_classifier(&path, device).map_err(Error::model_load)?;
     Ok((model, path))
 }
 

@@ -255,7 +255,7 @@ pub fn open_diffusion(dir: &Path, device: &Device) -> Result<DiffusionRun> {
             dir.display()
         )));
     }
-    let model = load_unet(dir, true, device).map_err(|e| Error::input(e.to_string()))?;
+    let model = load_unet(dir, true, device).map_err(Error::model_load)?;
     let record = run.read_training()?;
     let noise: NoiseScheduleConfig = serde_json::from_value(record.config).map_err(|e| {
         Error::input(format!(
