@@ -175,7 +175,7 @@ fn refuse_flags(family: Family, flags: &[&str]) -> Result<()> {
     }
     let (kind, takes) = if family.is_text() {
         (
-            "images",
+            "image",
             "--prompt, --max-tokens, --temperature, --top-k, --top-p, --stop",
         )
     } else {
