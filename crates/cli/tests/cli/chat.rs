@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{data_dir, text};
+use crate::common::text;
 
 /// The tiny random GPT-2 folder of the core tests (context 64).
 fn model() -> PathBuf {
@@ -17,7 +17,6 @@ fn chat(args: &[&str], input: &str) -> Output {
         .arg("chat")
         .arg(model())
         .args(args)
-        .env("MUSE_DATA_DIR", data_dir())
         .env("MUSE_THREADS", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

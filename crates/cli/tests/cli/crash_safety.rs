@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::data_dir;
+use crate::common::dataset;
 
 /// Kills per family: `MUSE_CRASH_KILLS`, else 3.
 fn kills() -> usize {
@@ -27,7 +27,6 @@ fn command(cwd: &Path, args: &[String]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_muse"));
     c.args(args)
         .current_dir(cwd)
-        .env("MUSE_DATA_DIR", data_dir())
         .env("MUSE_THREADS", "1")
         .env("NO_COLOR", "1")
         .stdout(Stdio::null())
@@ -229,13 +228,13 @@ fn kill_and_resume(family: &str, args: &[&str], seed: u64) {
     );
 }
 
-fn corpus(name: &str) -> String {
-    data_dir().join(name).display().to_string()
+fn corpus(name: &str, file: &str) -> String {
+    dataset(name).join(file).display().to_string()
 }
 
 #[test]
 fn crash_safety_gpt() {
-    let data = corpus("tinyshakespeare/input.txt");
+    let data = corpus("tinyshakespeare", "input.txt");
     #[rustfmt::skip]
     let args = [
         "train", "gpt", "--data", &data, "--max-steps", "1500",

@@ -1,11 +1,10 @@
 //! `muse embed` end to end on all-MiniLM-L6-v2: JSON Lines output of unit-length 384-d
 //! vectors, the readable summary and similarities, --file, and the errors for bad inputs.
 
-use crate::common::{data_dir, muse, text};
+use crate::common::{dataset, muse, text};
 
 fn minilm() -> String {
-    data_dir()
-        .join("all-minilm-l6-v2")
+    dataset("all-minilm-l6-v2")
         .to_string_lossy()
         .into_owned()
 }

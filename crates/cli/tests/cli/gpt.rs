@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::common::{data_dir, muse, text};
+use crate::common::{dataset, muse, text};
 
 /// Tiny model flags so a run takes a second.
 const TINY: &[&str] = &[
@@ -29,7 +29,7 @@ const TINY: &[&str] = &[
 ];
 
 fn corpus(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(data_dir().join("tinyshakespeare/input.txt")).unwrap();
+    let text = std::fs::read_to_string(dataset("tinyshakespeare").join("input.txt")).unwrap();
     let path = dir.join("corpus.txt");
     std::fs::write(&path, &text[..20_000]).unwrap();
     path
@@ -334,7 +334,6 @@ fn ctrl_c_saves_a_checkpoint_and_resume_finishes() {
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_muse"))
         .args(&args)
         .current_dir(dir.path())
-        .env("MUSE_DATA_DIR", data_dir())
         .env("MUSE_THREADS", "1")
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -5,13 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::common::{data_dir, muse, text};
+use crate::common::{dataset, muse, text};
 
 /// A tiny GPT on 20 kB of Tiny Shakespeare: `muse train gpt` with these flags takes a second.
 fn gpt_args(dir: &Path) -> Vec<String> {
     let corpus = dir.join("corpus.txt");
     if !corpus.is_file() {
-        let text = std::fs::read_to_string(data_dir().join("tinyshakespeare/input.txt")).unwrap();
+        let text = std::fs::read_to_string(dataset("tinyshakespeare").join("input.txt")).unwrap();
         std::fs::write(&corpus, &text[..20_000]).unwrap();
     }
     let mut a: Vec<String> = ["train", "gpt", "--data"].map(String::from).to_vec();
@@ -166,6 +166,20 @@ fn max_steps_and_seed_work_for_image_families_too() {
     ));
     assert_eq!(json(dir.join("vae/state.json"))["step"], 2);
     assert_eq!(json(dir.join("vae/training.json"))["seed"], 3);
+    // Resuming the finished run trains nothing and rewrites nothing, as for GPT.
+    let metrics = std::fs::read_to_string(dir.join("vae/metrics.jsonl")).unwrap();
+    let (_, stderr) = ok(&muse(
+        dir,
+        &["train", "vae", "--max-steps", "2", "--seed", "3", "--out", "vae", "--resume"],
+    ));
+    assert!(
+        stderr.contains("already complete at step 2") && stderr.contains("--set max_steps=N"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("vae/metrics.jsonl")).unwrap(),
+        metrics
+    );
     // No reference classifier here: the figures that need none, and how to get the rest.
     let (stdout, _) = ok(&muse(dir, &["eval", "vae", "--iwae-k", "0"]));
     assert!(stdout.contains("loss"), "{stdout}");
@@ -311,7 +325,7 @@ fn a_checkpoint_that_cannot_be_written_stops_the_run_and_keeps_the_last_one() {
 fn tokenizer_flags_take_a_folder() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let gpt2 = data_dir().join("gpt2-bpe").display().to_string();
+    let gpt2 = dataset("gpt2-bpe").display().to_string();
     let args = gpt_args(dir);
     // GPT-2's encoder.json + vocab.bpe folder as the training tokenizer.
     ok(&run(
@@ -418,7 +432,6 @@ fn a_damaged_model_file_gives_the_same_short_message_with_rust_backtrace() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_muse"))
         .args(["sample", "run", "--max-tokens", "2"])
         .current_dir(dir)
-        .env("MUSE_DATA_DIR", data_dir())
         .env("RUST_BACKTRACE", "1")
         .output()
         .unwrap();

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::common::{data_dir, muse, text};
+use crate::common::{dataset, muse, text};
 
 /// Runs `muse ARGS` in `dir`; returns (exit code, stdout, stderr) and checks for panics.
 fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
@@ -15,7 +15,7 @@ fn run(dir: &Path, args: &[&str]) -> (i32, String, String) {
 
 /// Writes the first `n` bytes of Tiny Shakespeare to `dir/corpus.txt`.
 fn corpus(dir: &Path, n: usize) -> String {
-    let text = std::fs::read(data_dir().join("tinyshakespeare/input.txt")).expect("corpus");
+    let text = std::fs::read(dataset("tinyshakespeare").join("input.txt")).expect("corpus");
     std::fs::write(dir.join("corpus.txt"), &text[..n]).unwrap();
     "corpus.txt".into()
 }

@@ -129,7 +129,17 @@ fn with_loop_flags(req: &TrainRequest, steps_key: &str) -> ConfigRequest {
     c
 }
 
-/// Resolves, validates and says what will run; `None` after `--print-config`.
+/// What a training request comes to once its configuration is resolved.
+enum Prepared<C> {
+    /// Train with this configuration.
+    Run(Resolved<C>),
+    /// `--print-config`: the resolved configuration as TOML, nothing trained.
+    PrintConfig(String),
+    /// `--resume` of a run whose checkpoint already reached the step count.
+    Complete(TrainSummary),
+}
+
+/// Resolves, validates and says what will run.
 fn prepare<C: Serialize + serde::de::DeserializeOwned>(
     req: &TrainRequest,
     out: &Path,
@@ -137,7 +147,7 @@ fn prepare<C: Serialize + serde::de::DeserializeOwned>(
     default_preset: &str,
     preset: impl Fn(&str) -> Result<C>,
     validate: impl Fn(&C) -> Result<()>,
-) -> Result<std::result::Result<Resolved<C>, String>> {
+) -> Result<Prepared<C>> {
     let creq = with_loop_flags(req, steps_key);
     let r = resolve_config(
         req.family.as_str(),
@@ -148,11 +158,16 @@ fn prepare<C: Serialize + serde::de::DeserializeOwned>(
         preset,
     )?;
     if req.print_config {
-        return Ok(Err(toml::to_string(&r.config).map_err(|e| {
-            Error::usage(format!("cannot print the config: {e}"))
-        })?));
+        return Ok(Prepared::PrintConfig(toml::to_string(&r.config).map_err(
+            |e| Error::usage(format!("cannot print the config: {e}")),
+        )?));
     }
     validate(&r.config)?;
+    if r.on_existing == OnExisting::Resume
+        && let Some(done) = already_complete(out, step_count(&r.config, steps_key)?, steps_key)?
+    {
+        return Ok(Prepared::Complete(done));
+    }
     for note in &r.notes {
         tracing::info!("{note}");
     }
@@ -161,7 +176,16 @@ fn prepare<C: Serialize + serde::de::DeserializeOwned>(
         "resolved configuration:\n{}",
         toml::to_string(&r.config).unwrap_or_default()
     );
-    Ok(Ok(r))
+    Ok(Prepared::Run(r))
+}
+
+/// The value of the step-count key (`train.max_steps`, say) in a resolved configuration.
+fn step_count<C: Serialize>(config: &C, key: &str) -> Result<u64> {
+    let value = serde_json::to_value(config).map_err(|e| Error::usage(e.to_string()))?;
+    key.split('.')
+        .try_fold(&value, |v, part| v.get(part))
+        .and_then(|v| v.as_u64())
+        .ok_or_else(|| Error::usage(format!("the configuration has no step count '{key}'")))
 }
 
 fn gpt(req: TrainRequest) -> Result<TrainOutcome> {
@@ -190,13 +214,11 @@ fn gpt(req: TrainRequest) -> Result<TrainOutcome> {
         preset,
         |c: &GptRunConfig| c.validate(),
     )? {
-        Ok(r) => r,
-        Err(toml) => return Ok(TrainOutcome::Config(toml)),
+        Prepared::Run(r) => r,
+        Prepared::PrintConfig(toml) => return Ok(TrainOutcome::Config(toml)),
+        Prepared::Complete(done) => return Ok(TrainOutcome::Trained(done)),
     };
     let resuming = r.on_existing == OnExisting::Resume;
-    if resuming && let Some(done) = already_complete(&out, r.config.train.max_iters as u64)? {
-        return Ok(TrainOutcome::Trained(done));
-    }
     let data = match (&req.text_data, &r.record) {
         (Some(d), _) => d.clone(),
         (None, Some(rec)) => rec.dataset.path.clone(),
@@ -235,7 +257,7 @@ fn gpt(req: TrainRequest) -> Result<TrainOutcome> {
 
 /// A resumed run whose checkpoint already reached `total` steps: nothing to train, and the
 /// recorded figures stay as they are (evaluating again would change them).
-fn already_complete(out: &Path, total: u64) -> Result<Option<TrainSummary>> {
+fn already_complete(out: &Path, total: u64, steps_key: &str) -> Result<Option<TrainSummary>> {
     let state: crate::train::checkpoint::TrainState =
         crate::io::read_json(&crate::run_dir::RunDir::new(out).state())?;
     if state.step < total {
@@ -249,8 +271,9 @@ fn already_complete(out: &Path, total: u64) -> Result<Option<TrainSummary>> {
         run_dir: out.to_path_buf(),
         done: format!(
             "{dir} is already complete at step {} (of {total}){val}: nothing to do; raise the \
-             step count (--max-steps N or --set max_iters=N) to train further",
-            state.step
+             step count (--max-steps N or --set {key}=N) to train further",
+            state.step,
+            key = steps_key.rsplit('.').next().unwrap_or(steps_key)
         ),
         output: Vec::new(),
         next: format!("muse sample {dir}   |   muse eval {dir}"),
@@ -309,8 +332,9 @@ fn classifier(req: TrainRequest) -> Result<TrainOutcome> {
         ClassifierRunConfig::preset,
         |c: &ClassifierRunConfig| c.validate(),
     )? {
-        Ok(r) => r,
-        Err(toml) => return Ok(TrainOutcome::Config(toml)),
+        Prepared::Run(r) => r,
+        Prepared::PrintConfig(toml) => return Ok(TrainOutcome::Config(toml)),
+        Prepared::Complete(done) => return Ok(TrainOutcome::Trained(done)),
     };
     let report = train_classifier(ClassifierTrainJob {
         out,
@@ -348,8 +372,9 @@ fn vae(req: TrainRequest) -> Result<TrainOutcome> {
         VaeRunConfig::preset,
         |c: &VaeRunConfig| c.validate(),
     )? {
-        Ok(r) => r,
-        Err(toml) => return Ok(TrainOutcome::Config(toml)),
+        Prepared::Run(r) => r,
+        Prepared::PrintConfig(toml) => return Ok(TrainOutcome::Config(toml)),
+        Prepared::Complete(done) => return Ok(TrainOutcome::Trained(done)),
     };
     let report = train_vae(VaeTrainJob {
         out,
@@ -408,8 +433,9 @@ fn gan(mut req: TrainRequest) -> Result<TrainOutcome> {
         preset,
         |c: &GanRunConfig| c.validate(),
     )? {
-        Ok(r) => r,
-        Err(toml) => return Ok(TrainOutcome::Config(toml)),
+        Prepared::Run(r) => r,
+        Prepared::PrintConfig(toml) => return Ok(TrainOutcome::Config(toml)),
+        Prepared::Complete(done) => return Ok(TrainOutcome::Trained(done)),
     };
     let classifier = match &req.classifier {
         ClassifierChoice::Off => None,
@@ -470,8 +496,9 @@ fn diffusion(req: TrainRequest) -> Result<TrainOutcome> {
         DiffusionRunConfig::preset,
         |c: &DiffusionRunConfig| c.validate(),
     )? {
-        Ok(r) => r,
-        Err(toml) => return Ok(TrainOutcome::Config(toml)),
+        Prepared::Run(r) => r,
+        Prepared::PrintConfig(toml) => return Ok(TrainOutcome::Config(toml)),
+        Prepared::Complete(done) => return Ok(TrainOutcome::Trained(done)),
     };
     let report = train_diffusion(DiffusionTrainJob {
         out,

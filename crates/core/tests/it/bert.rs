@@ -10,10 +10,10 @@ use muse_core::embed::{Pooling, SentenceEncoder, l2_normalize, mean_pool};
 use muse_core::models::bert::{BertConfig, BertModel, load_bert};
 use serde_json::Value;
 
-use crate::common::{data_dir, fixture};
+use crate::common::{dataset, fixture};
 
 fn minilm_dir() -> PathBuf {
-    data_dir().join("all-minilm-l6-v2")
+    dataset("all-minilm-l6-v2")
 }
 
 fn encoder() -> SentenceEncoder {

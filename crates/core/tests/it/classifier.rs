@@ -11,12 +11,12 @@ use muse_core::train::classifier::{
 };
 use muse_core::train::config::ScheduleKind;
 
-use crate::common::data_dir;
+use crate::common::dataset;
 
 #[test]
 fn overfits_one_batch_and_loads_back() {
     let mut cfg = ClassifierRunConfig::preset("mnist").unwrap();
-    cfg.data.dataset = data_dir().join("mnist").display().to_string();
+    cfg.data.dataset = dataset("mnist").display().to_string();
     (cfg.data.train_limit, cfg.data.test_limit) = (32, 32);
     (cfg.model.conv1, cfg.model.conv2, cfg.model.hidden) = (4, 8, 16);
     cfg.model.dropout = 0.0;
@@ -67,7 +67,7 @@ fn overfits_one_batch_and_loads_back() {
 #[test]
 fn resume_equals_uninterrupted() {
     let mut cfg = ClassifierRunConfig::preset("mnist").unwrap();
-    cfg.data.dataset = data_dir().join("mnist").display().to_string();
+    cfg.data.dataset = dataset("mnist").display().to_string();
     (cfg.data.train_limit, cfg.data.test_limit) = (40, 16);
     (cfg.model.conv1, cfg.model.conv2, cfg.model.hidden) = (4, 8, 16);
     // Dropout and random shifts on: their per-step seeds must resume too.

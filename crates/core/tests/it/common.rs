@@ -2,18 +2,33 @@
 
 use std::path::PathBuf;
 
-/// The shared data folder: `$MUSE_DATA_DIR`, else `../shared/data` next to the checkout.
-pub fn data_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("MUSE_DATA_DIR") {
-        return PathBuf::from(dir);
+/// The folder of dataset `name`, found as the CLI finds it: `$MUSE_DATA_DIR/NAME/`, then the
+/// user cache, then a download into the cache.
+pub fn dataset(name: &str) -> PathBuf {
+    muse_core::data::dataset_dir(name)
+        .unwrap_or_else(|e| panic!("test data '{name}' is not available: {e}"))
+}
+
+/// A dataset with files no public URL serves (llama2c's checkpoint, eng-fra): its folder, or
+/// `None` with a note when `$MUSE_DATA_DIR` is not set and it is not in the cache, so the
+/// tests that read it run in CI and wherever a shared folder is, and are skipped elsewhere.
+pub fn manual_dataset(name: &str) -> Option<PathBuf> {
+    if shared_data_dir().is_some() {
+        return Some(dataset(name));
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data");
-    assert!(
-        root.is_dir(),
-        "test data not found: set MUSE_DATA_DIR to the shared data folder ({} is missing)",
-        root.display()
-    );
-    root
+    let found = muse_core::data::locate(name).expect("a registered name");
+    if found.dir().is_none() {
+        eprintln!("skipped: '{name}' has no public download and MUSE_DATA_DIR is not set");
+    }
+    found.dir().map(PathBuf::from)
+}
+
+/// `$MUSE_DATA_DIR` when set: the shared folder whose contents the registry tests check.
+/// `None` on a machine that only has the cache (those tests then have nothing to check).
+pub fn shared_data_dir() -> Option<PathBuf> {
+    std::env::var_os("MUSE_DATA_DIR")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
 }
 
 /// A committed fixture under `crates/core/tests/fixtures/`.

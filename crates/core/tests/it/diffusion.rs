@@ -446,8 +446,7 @@ fn mnist_job(
     use muse_core::train::diffusion::{DiffusionRunConfig, DiffusionTrainJob};
     let mut cfg = DiffusionRunConfig::preset(preset).unwrap();
     cfg.model = small_config(cfg.model.n_classes);
-    cfg.data.dataset = crate::common::data_dir()
-        .join("mnist")
+    cfg.data.dataset = crate::common::dataset("mnist")
         .display()
         .to_string();
     (cfg.data.train_limit, cfg.data.test_limit) = (64, 16);

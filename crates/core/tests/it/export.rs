@@ -208,7 +208,9 @@ fn export_refuses_a_non_empty_folder_and_mismatched_tokenizers() {
     assert!(e.is_usage());
     export_hf(&fixture("hf/llama_gqa"), None, &out, true).unwrap();
 
-    let data = crate::common::data_dir().join("llama2c");
+    let Some(data) = crate::common::manual_dataset("llama2c") else {
+        return;
+    };
     let e = export_hf(
         &data.join("stories260K-plctlab.bin"),
         Some(&data.join("tokenizer.bin")),

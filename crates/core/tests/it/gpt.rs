@@ -12,7 +12,7 @@ use muse_core::train::gpt::{GptRunConfig, GptTrainJob, train_gpt};
 use muse_core::train::metrics::read_metrics;
 use muse_core::train::{AdamW, TrainConfig};
 
-use crate::common::data_dir;
+use crate::common::dataset;
 
 fn tiny_config() -> GptConfig {
     GptConfig {
@@ -172,7 +172,7 @@ fn tiny_job(
 #[test]
 fn resume_reproduces_the_uninterrupted_run() {
     let dir = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(data_dir().join("tinyshakespeare/input.txt")).unwrap();
+    let text = std::fs::read_to_string(dataset("tinyshakespeare").join("input.txt")).unwrap();
     let corpus = dir.path().join("corpus.txt");
     std::fs::write(&corpus, &text[..30_000]).unwrap();
 

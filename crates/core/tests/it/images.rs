@@ -7,10 +7,10 @@ use candle_core::{DType, Device, Tensor};
 use muse_core::Error;
 use muse_core::data::images::{self, EpochBatches, ImageOptions, Scale, Split, grid, load_images};
 
-use crate::common::data_dir;
+use crate::common::dataset;
 
 fn mnist(split: Split) -> images::ImageDataset {
-    let dir = data_dir().join("mnist");
+    let dir = dataset("mnist");
     load_images(dir.to_str().unwrap(), split, &ImageOptions::default()).unwrap()
 }
 
@@ -48,7 +48,7 @@ fn mnist_train_and_test_splits_with_labels() {
 
 #[test]
 fn fashion_mnist_resized_to_rgb_32() {
-    let dir = data_dir().join("fashion-mnist");
+    let dir = dataset("fashion-mnist");
     let opts = ImageOptions {
         image_size: Some(32),
         channels: Some(3),
@@ -106,7 +106,7 @@ fn truncated_or_wrong_magic_idx_files_are_input_errors_naming_the_file() {
     assert!(err.contains("wrong magic number 2049"), "{err}");
     // A gzip file cut short.
     let gz = tmp.path().join("t10k-images-idx3-ubyte.gz");
-    let full = std::fs::read(data_dir().join("mnist/t10k-labels-idx1-ubyte.gz")).unwrap();
+    let full = std::fs::read(dataset("mnist").join("t10k-labels-idx1-ubyte.gz")).unwrap();
     write_idx(&gz, &full[..full.len() / 2]);
     let err = images::read_idx_images(&gz).unwrap_err().to_string();
     assert!(err.contains("t10k-images-idx3-ubyte.gz"), "{err}");

@@ -13,7 +13,7 @@ use muse_core::sample::logits::argmax;
 use muse_core::tokenizer::sentencepiece;
 use muse_core::train::{AdamW, TrainConfig};
 
-use crate::common::{data_dir, fixture};
+use crate::common::{fixture, manual_dataset};
 
 /// From shared/data/README.md: run.c's greedy ids after BOS for stories260K-plctlab.bin.
 const README_GREEDY: [u32; 40] = [
@@ -47,7 +47,10 @@ fn greedy(model: &dyn CausalLm, prompt: &[u32], n: usize) -> Vec<u32> {
 
 #[test]
 fn llama2c_checkpoint_reproduces_the_reference_greedy_ids() {
-    let path = data_dir().join("llama2c/stories260K-plctlab.bin");
+    let Some(l2c) = manual_dataset("llama2c") else {
+        return;
+    };
+    let path = l2c.join("stories260K-plctlab.bin");
     let model = load_llama2c(&path, &Device::Cpu).unwrap();
     let cfg = model.config();
     assert_eq!(
@@ -76,7 +79,10 @@ fn llama2c_checkpoint_reproduces_the_reference_greedy_ids() {
 #[test]
 fn llama2c_truncated_or_foreign_files_are_clear_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let bytes = std::fs::read(data_dir().join("llama2c/stories260K-plctlab.bin")).unwrap();
+    let Some(l2c) = manual_dataset("llama2c") else {
+        return;
+    };
+    let bytes = std::fs::read(l2c.join("stories260K-plctlab.bin")).unwrap();
     let cut = tmp.path().join("cut.bin");
     std::fs::write(&cut, &bytes[..bytes.len() - 400]).unwrap();
     let e = read_checkpoint(&cut, &Device::Cpu).unwrap_err().to_string();
@@ -96,8 +102,11 @@ fn llama2_tokenizer_matches_sentencepiece() {
         &std::fs::read_to_string(fixture("hf/llama2c_tokenizer_ids.json")).unwrap(),
     )
     .unwrap();
+    let Some(l2c) = manual_dataset("llama2c") else {
+        return;
+    };
     for file in ["tokenizer.bin", "tokenizer.model"] {
-        let tok = sentencepiece::load(&data_dir().join("llama2c").join(file)).unwrap();
+        let tok = sentencepiece::load(&l2c.join(file)).unwrap();
         assert_eq!(tok.vocab_size(), 32000, "{file}");
         assert_eq!(tok.eos_id(), Some(2), "{file}");
         for (text, ids) in meta["ids"].as_object().unwrap() {

@@ -11,15 +11,15 @@ use muse_core::tokenizer::{TextTokenizer, TokenizerKind};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::common::{data_dir, fixture};
+use crate::common::{dataset, fixture};
 
 fn gpt2() -> TextTokenizer {
-    let dir = data_dir().join("gpt2-bpe");
+    let dir = dataset("gpt2-bpe");
     TextTokenizer::gpt2(&dir.join("encoder.json"), &dir.join("vocab.bpe")).expect("GPT-2 loads")
 }
 
 fn shakespeare() -> String {
-    std::fs::read_to_string(data_dir().join("tinyshakespeare/input.txt")).expect("corpus")
+    std::fs::read_to_string(dataset("tinyshakespeare").join("input.txt")).expect("corpus")
 }
 
 fn json_fixture(name: &str) -> Value {

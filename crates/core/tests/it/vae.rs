@@ -16,7 +16,7 @@ use muse_core::run_dir::OnExisting;
 use muse_core::train::vae::{VaeRunConfig, VaeTrainJob, train_vae};
 use serde_json::Value;
 
-use crate::common::{data_dir, fixture};
+use crate::common::{dataset, fixture};
 
 fn floats(v: &Value) -> Vec<f32> {
     v.as_array()
@@ -178,7 +178,7 @@ fn reparameterisation_gradients_flow_to_mu_and_logvar() {
 
 fn tiny_config() -> VaeRunConfig {
     let mut cfg = VaeRunConfig::preset("mnist-mlp").unwrap();
-    cfg.data.dataset = data_dir().join("mnist").display().to_string();
+    cfg.data.dataset = dataset("mnist").display().to_string();
     cfg.data.train_limit = 64;
     cfg.data.test_limit = 32;
     (cfg.model.hidden, cfg.model.latent) = (32, 4);
