@@ -442,3 +442,29 @@ fn a_damaged_model_file_gives_the_same_short_message_with_rust_backtrace() {
         "{stderr}"
     );
 }
+
+#[test]
+fn dropped_examples_are_counted_by_reason_with_the_first_of_each() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let args = gpt_args(dir);
+    ok(&run(dir, &args, &["--set", "n_positions=96", "--max-steps", "1"]));
+    // Tiny Shakespeare has no digits.
+    let mut rows: Vec<String> = (0..6)
+        .map(|_| serde_json::json!({"instruction": "Speak.", "output": "I will."}).to_string())
+        .collect();
+    rows.insert(1, serde_json::json!({"instruction": "Count.", "output": "1 2 3"}).to_string());
+    rows.insert(4, serde_json::json!({"instruction": "Add 4.", "output": "5"}).to_string());
+    std::fs::write(dir.join("sft.jsonl"), rows.join("\n")).unwrap();
+    let (_, stderr) = ok(&muse(
+        dir,
+        &["finetune", "run", "--data", "sft.jsonl", "--max-steps", "1", "--out", "sft"],
+    ));
+    assert!(
+        stderr.contains(
+            "2 dropped: 2 with characters outside the vocabulary (first: example 2, text \
+             contains characters not in this model's vocabulary: '1' (U+0031)"
+        ),
+        "{stderr}"
+    );
+}

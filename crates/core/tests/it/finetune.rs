@@ -270,7 +270,7 @@ fn held_out_examples_are_split_off_and_masked() {
             .unwrap();
     let sft = prepare_sft(&set, &base, &ChatTemplate::plain(), 65, 0.2).unwrap();
     assert_eq!((sft.train.len(), sft.val.len()), (32, 8));
-    assert_eq!((sft.truncated, sft.dropped), (0, 0));
+    assert_eq!((sft.truncated, sft.dropped.total()), (0, 0));
     for ex in sft.train.iter().chain(&sft.val) {
         let runs = trainable_runs(&base.tokenizer, ex);
         assert_eq!(runs.len(), 1);

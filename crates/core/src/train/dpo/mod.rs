@@ -131,8 +131,8 @@ pub fn align(job: AlignJob, replies: bool) -> Result<AlignReport> {
     let base_path = base.path.display().to_string();
     let family = base.family();
     tracing::info!(
-        "DPO on {trainable} of {params} parameters, {} train / {} held-out pairs ({} dropped, \
-         {} skipped by the reader)",
+        "DPO on {trainable} of {params} parameters, {} train / {} held-out pairs ({}, {} \
+         skipped by the reader)",
         data.train.len(),
         data.val.len(),
         data.dropped,
@@ -268,7 +268,7 @@ pub fn align(job: AlignJob, replies: bool) -> Result<AlignReport> {
                     set.source.name, set.source.path, set.source.sha256
                 ),
                 format!(
-                    "- {} training and {} held-out pairs ({} lines skipped, {} dropped)",
+                    "- {} training and {} held-out pairs ({} lines skipped, {})",
                     data.train.len(),
                     data.val.len(),
                     set.skipped,

@@ -5,7 +5,7 @@ use crate::data::instructions::{TokenizedExample, tokenize_conversation, tokeniz
 use crate::data::preferences::{PreferencePair, PreferenceSet};
 use crate::error::{Error, Result};
 use crate::tokenizer::chat::{ChatMessage, ChatTemplate, Role};
-use crate::train::finetune::{Base, split_indices, truncate};
+use crate::train::finetune::{Base, DropReason, Dropped, first_sentence, split_indices, truncate};
 
 /// A pair as token ids.
 #[derive(Clone, Debug)]
@@ -20,7 +20,8 @@ pub struct DpoData {
     pub val: Vec<PairTokens>,
     /// Held-out prompts as the model sees them, for samples.
     pub val_prompts: Vec<String>,
-    pub dropped: usize,
+    /// Pairs left out, by reason.
+    pub dropped: Dropped,
 }
 
 /// How a pair's prompt is read: through the chat template (the conversation so far, to which
@@ -58,7 +59,7 @@ pub fn prepare_pairs(
         )));
     }
     let (train_idx, val_idx) = split_indices(n, val_fraction);
-    let mut dropped = 0;
+    let mut dropped = Dropped::new(max_len);
     let tok = &base.tokenizer;
     let mut encode = |i: usize| -> Result<Option<(PairTokens, String)>> {
         let pair = &set.pairs[i];
@@ -77,8 +78,8 @@ pub fn prepare_pairs(
         };
         let (c, r) = match (one(&pair.chosen), one(&pair.rejected)) {
             (Ok(c), Ok(r)) => (c, r),
-            (Err(Error::Input(_)), _) | (_, Err(Error::Input(_))) if tok.is_char_level() => {
-                dropped += 1;
+            (Err(Error::Input(msg)), _) | (_, Err(Error::Input(msg))) if tok.is_char_level() => {
+                dropped.add(DropReason::Unspellable, i, || first_sentence(&msg));
                 return Ok(None);
             }
             (Err(e), _) | (_, Err(e)) => return Err(e),
@@ -86,7 +87,9 @@ pub fn prepare_pairs(
         match (truncate(&c, max_len), truncate(&r, max_len)) {
             (Some(chosen), Some(rejected)) => Ok(Some((PairTokens { chosen, rejected }, prompt))),
             _ => {
-                dropped += 1;
+                dropped.add(DropReason::NoReplyWithinLength, i, || {
+                    format!("{} and {} tokens", c.ids.len(), r.ids.len())
+                });
                 Ok(None)
             }
         }
@@ -105,7 +108,7 @@ pub fn prepare_pairs(
     }
     if train.is_empty() || val.is_empty() {
         return Err(Error::input(format!(
-            "no preference pairs left to {} after tokenizing ({dropped} dropped)",
+            "no preference pairs left to {} after tokenizing ({dropped})",
             if train.is_empty() {
                 "train on"
             } else {

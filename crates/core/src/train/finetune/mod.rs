@@ -7,6 +7,7 @@
 
 mod batch;
 mod config;
+mod dropped;
 pub mod policy;
 pub mod record;
 pub mod report;
@@ -19,6 +20,7 @@ use candle_core::{DType, Device};
 
 pub use batch::{EpochOrder, PaddedBatch, example_io, pad_batch, split_indices, truncate};
 pub use config::{FinetuneConfig, SftDataConfig, check_common, finetune_train_config};
+pub use dropped::{DropReason, Dropped, first_sentence};
 pub use policy::{Base, Policy, resolve_template, write_model_files};
 
 use crate::data::instructions::{
@@ -79,9 +81,9 @@ pub struct SftData {
     pub val_prompts: Vec<Vec<ChatMessage>>,
     /// Examples cut to the maximum length.
     pub truncated: usize,
-    /// Examples left out: nothing to learn within the maximum length, or text the tokenizer
-    /// cannot spell (a character-level vocabulary).
-    pub dropped: usize,
+    /// Examples left out, by reason: nothing to learn within the maximum length, or text the
+    /// tokenizer cannot spell (a character-level vocabulary).
+    pub dropped: Dropped,
 }
 
 /// Tokenizes conversations through `template` and splits off the held-out part.
@@ -100,7 +102,8 @@ pub fn prepare_sft(
         )));
     }
     let (train_idx, val_idx) = split_indices(n, val_fraction);
-    let (mut truncated, mut dropped) = (0, 0);
+    let mut truncated = 0;
+    let mut dropped = Dropped::new(max_len);
     let mut encode = |i: usize| -> Result<Option<TokenizedExample>> {
         let ex = match tokenize_conversation(
             &base.tokenizer,
@@ -110,8 +113,8 @@ pub fn prepare_sft(
             base.eos,
         ) {
             Ok(ex) => ex,
-            Err(Error::Input(_)) if base.tokenizer.is_char_level() => {
-                dropped += 1;
+            Err(Error::Input(msg)) if base.tokenizer.is_char_level() => {
+                dropped.add(DropReason::Unspellable, i, || first_sentence(&msg));
                 return Ok(None);
             }
             Err(e) => return Err(e),
@@ -121,7 +124,9 @@ pub fn prepare_sft(
         }
         let cut = truncate(&ex, max_len);
         if cut.is_none() {
-            dropped += 1;
+            dropped.add(DropReason::NoReplyWithinLength, i, || {
+                format!("{} tokens", ex.ids.len())
+            });
         }
         Ok(cut)
     };
@@ -143,8 +148,7 @@ pub fn prepare_sft(
     }
     if train.is_empty() || val.is_empty() {
         return Err(Error::input(format!(
-            "no examples left to {} after tokenizing ({dropped} dropped: replies beyond the \
-             maximum length of {max_len} tokens, or characters the tokenizer cannot spell)",
+            "no examples left to {} after tokenizing ({dropped})",
             if train.is_empty() {
                 "train on"
             } else {
@@ -221,7 +225,7 @@ pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
     let trainable = policy.trainable_count();
     tracing::info!(
         "fine-tuning {trainable} of {params} parameters ({:.2}%) on {} examples, {} held out \
-         ({} truncated to {max_len} tokens, {} dropped)",
+         ({} truncated to {max_len} tokens, {})",
         100.0 * trainable as f64 / params.max(1) as f64,
         data.train.len(),
         data.val.len(),
@@ -384,7 +388,7 @@ pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
                 ),
                 format!(
                     "- {} training and {} held-out examples ({} rows skipped by the reader, {} \
-                     truncated, {} dropped)",
+                     truncated, {})",
                     data.train.len(),
                     data.val.len(),
                     set.skipped,
