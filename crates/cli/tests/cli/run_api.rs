@@ -468,3 +468,16 @@ fn dropped_examples_are_counted_by_reason_with_the_first_of_each() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_training_step_that_cannot_fit_in_memory_is_refused_before_anything_is_made() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let args = gpt_args(dir);
+    fails(
+        &run(dir, &args, &["--set", "n_positions=100000"]),
+        2,
+        &["needs about", "GB available", "--set n_positions=N"],
+    );
+    assert!(!dir.join("run").exists(), "no run folder was made");
+}

@@ -219,6 +219,7 @@ fn gpt(req: TrainRequest) -> Result<TrainOutcome> {
         Prepared::Complete(done) => return Ok(TrainOutcome::Trained(done)),
     };
     let resuming = r.on_existing == OnExisting::Resume;
+    check_training_memory(&r.config)?;
     let data = match (&req.text_data, &r.record) {
         (Some(d), _) => d.clone(),
         (None, Some(rec)) => rec.dataset.path.clone(),
@@ -253,6 +254,30 @@ fn gpt(req: TrainRequest) -> Result<TrainOutcome> {
         next: format!("muse sample {dir} --prompt \"ROMEO:\"   |   muse eval {dir}"),
         run_dir: report.run_dir,
     }))
+}
+
+/// Refuses a GPT configuration whose training step cannot fit in the memory this machine has
+/// left, before any folder or tensor is made.
+fn check_training_memory(cfg: &crate::train::gpt::GptRunConfig) -> Result<()> {
+    let need = crate::train::gpt::training_bytes(&cfg.model, cfg.train.batch_size);
+    let Some(avail) = crate::device::available_memory() else {
+        return Ok(());
+    };
+    if need <= avail {
+        return Ok(());
+    }
+    let m = &cfg.model;
+    Err(Error::usage(format!(
+        "a training step of this model needs about {:.1} GB (batch {} x context {} tokens, {} \
+         layers of width {}) and this machine has {:.1} GB available: lower n_positions or \
+         batch_size (--set n_positions=N, --set batch_size=N)",
+        need as f64 / 1e9,
+        cfg.train.batch_size,
+        m.n_positions,
+        m.n_layer,
+        m.n_embd,
+        avail as f64 / 1e9
+    )))
 }
 
 /// A resumed run whose checkpoint already reached `total` steps: nothing to train, and the

@@ -3,6 +3,7 @@
 //! line.
 
 mod config;
+mod memory;
 mod report;
 
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use candle_nn::{VarBuilder, VarMap};
 
 pub use crate::data::text_splits::{TextSplits, prepare_text};
 pub use config::{GptRunConfig, PRESETS, SampleConfig, TextDataConfig};
+pub use memory::training_bytes;
 
 use crate::data::windows::{random_windows, step_rng};
 use crate::error::{Error, Result};
