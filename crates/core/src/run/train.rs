@@ -212,14 +212,16 @@ fn gpt(req: TrainRequest) -> Result<TrainOutcome> {
         "train.max_iters",
         "char-baby",
         preset,
-        |c: &GptRunConfig| c.validate(),
+        |c: &GptRunConfig| {
+            c.validate()?;
+            check_training_memory(c)
+        },
     )? {
         Prepared::Run(r) => r,
         Prepared::PrintConfig(toml) => return Ok(TrainOutcome::Config(toml)),
         Prepared::Complete(done) => return Ok(TrainOutcome::Trained(done)),
     };
     let resuming = r.on_existing == OnExisting::Resume;
-    check_training_memory(&r.config)?;
     let data = match (&req.text_data, &r.record) {
         (Some(d), _) => d.clone(),
         (None, Some(rec)) => rec.dataset.path.clone(),
