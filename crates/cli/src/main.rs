@@ -9,6 +9,8 @@ use clap::{Parser, Subcommand};
 
 mod commands;
 #[cfg(test)]
+mod doc_commands;
+#[cfg(test)]
 mod docs_examples;
 
 #[global_allocator]

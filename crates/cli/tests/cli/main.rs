@@ -11,5 +11,6 @@ mod finetune;
 mod gan;
 mod gpt;
 mod images;
+mod readme;
 mod run_api;
 mod tokenizer;
