@@ -260,25 +260,46 @@ fn log_quality(
         "step {step} | coverage {}/{} classes | entropy {:.2} bits{acc}",
         q.classes_found, q.n_classes, q.entropy_bits
     ));
-    if q.classes_found < *best {
-        // The advice must fit the run: WGAN-GP is the usual cure, unless it is already used.
-        let advice = match loss {
-            GanLoss::Bce => "try --loss wgan-gp, or a lower learning rate",
-            GanLoss::WganGp => {
-                "a lower learning rate or more critic steps (--set n_critic=...) may help; \
-                 early in training coverage also moves by itself"
-            }
-        };
+    if let Some(warning) = coverage_warning(*best, q.classes_found, loss) {
         // Printed once, above the progress bar (not also as a log line).
-        progress.println(&format!(
-            "warning: class coverage fell from {best} to {} classes: the generator may be \
-             collapsing onto a few modes ({advice})",
-            q.classes_found
-        ));
+        progress.println(&warning);
     }
     *best = (*best).max(q.classes_found);
     metrics.log(&serde_json::json!({
         "step": step, "coverage": q.classes_found, "n_classes": q.n_classes,
         "entropy_bits": q.entropy_bits, "label_accuracy": q.label_accuracy,
     }))
+}
+
+/// The warning when class coverage fell from `best` to `found`, with advice that fits the
+/// run's objective (WGAN-GP is the usual cure, unless it is already used).
+fn coverage_warning(best: usize, found: usize, loss: GanLoss) -> Option<String> {
+    if found >= best {
+        return None;
+    }
+    let advice = match loss {
+        GanLoss::Bce => "try --loss wgan-gp, or a lower learning rate",
+        GanLoss::WganGp => {
+            "a lower learning rate or more critic steps (--set n_critic=...) may help; early in \
+             training coverage also moves by itself"
+        }
+    };
+    Some(format!(
+        "warning: class coverage fell from {best} to {found} classes: the generator may be \
+         collapsing onto a few modes ({advice})"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coverage_warning_fits_the_objective() {
+        assert_eq!(coverage_warning(9, 9, GanLoss::Bce), None);
+        let bce = coverage_warning(10, 7, GanLoss::Bce).unwrap();
+        assert!(bce.contains("from 10 to 7") && bce.contains("--loss wgan-gp"), "{bce}");
+        let wgan = coverage_warning(10, 7, GanLoss::WganGp).unwrap();
+        assert!(!wgan.contains("--loss wgan-gp") && wgan.contains("n_critic"), "{wgan}");
+    }
 }
