@@ -51,6 +51,18 @@ struct DiffusionArgs {
     /// 1 is the conditional model alone, 0 ignores the label [default: 3].
     #[arg(long, allow_negative_numbers = true)]
     guidance: Option<f64>,
+    /// Image-to-image: start from this PNG (the model's size; greyscale for greyscale models),
+    /// noised part-way by --strength, and let the model redraw it (SDEdit).
+    #[arg(long, value_name = "PNG")]
+    init: Option<PathBuf>,
+    /// How far towards noise the --init image goes before denoising: 1 keeps only its rough
+    /// layout, small values only touch up detail [default: 0.6, with --mask 1].
+    #[arg(long, allow_negative_numbers = true)]
+    strength: Option<f64>,
+    /// Inpainting with --init: black pixels of this PNG are kept exactly, white ones are
+    /// painted by the model.
+    #[arg(long, value_name = "PNG")]
+    mask: Option<PathBuf>,
 }
 
 /// Flags for text models.
@@ -177,6 +189,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             eta: a.diffusion.eta,
             trajectory: a.diffusion.trajectory,
             guidance: a.diffusion.guidance,
+            init: a.diffusion.init,
+            strength: a.diffusion.strength,
+            mask: a.diffusion.mask,
         },
         device: a.device.device()?,
     };

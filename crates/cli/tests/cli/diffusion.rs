@@ -231,3 +231,73 @@ fn unconditional_ddpm_refuses_labels_and_guidance() {
         "unknown diffusion preset",
     );
 }
+
+#[test]
+fn image_to_image_keeps_the_masked_pixels_and_checks_its_inputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cwd = tmp.path();
+    let data = image_folder(cwd, false);
+    train(cwd, "ddpm-mnist", &data, "runs/u");
+    let init = image::GrayImage::from_fn(8, 8, |x, y| image::Luma([(x * 30 + y * 3) as u8]));
+    init.save(cwd.join("init.png")).unwrap();
+    // Keep the left half (black), paint the right half (white).
+    let mask = image::GrayImage::from_fn(8, 8, |x, _| image::Luma([if x < 4 { 0 } else { 255 }]));
+    mask.save(cwd.join("mask.png")).unwrap();
+
+    let out = ok(&muse(
+        cwd,
+        &[
+            "sample", "runs/u", "--init", "init.png", "--mask", "mask.png", "--n", "3", "--nrow",
+            "3", "--steps", "5", "-o", "inpainted.png",
+        ],
+    ));
+    assert!(out.contains("inpainted from init.png at strength 1"), "{out}");
+    let grid = image::open(cwd.join("inpainted.png")).unwrap().to_luma8();
+    let mut painted_differs = false;
+    for k in 0..3u32 {
+        // Image k of the grid starts at (2 + 10 k, 2): 8 pixels and 2 of padding.
+        for y in 0..8 {
+            for x in 0..8 {
+                let got = grid.get_pixel(2 + 10 * k + x, 2 + y)[0];
+                let want = init.get_pixel(x, y)[0];
+                if x < 4 {
+                    assert_eq!(got, want, "kept pixel ({x}, {y}) of image {k} changed");
+                } else {
+                    painted_differs |= got != want;
+                }
+            }
+        }
+    }
+    assert!(painted_differs, "the white half was painted, not copied");
+
+    let out = ok(&muse(
+        cwd,
+        &[
+            "sample", "runs/u", "--init", "init.png", "--strength", "0.5", "--n", "2", "--steps",
+            "4", "-o", "sdedit.png",
+        ],
+    ));
+    assert!(out.contains("redrawn from init.png at strength 0.5"), "{out}");
+
+    image::GrayImage::new(16, 16).save(cwd.join("big.png")).unwrap();
+    image::RgbImage::from_fn(8, 8, |x, _| image::Rgb([x as u8 * 30, 0, 0]))
+        .save(cwd.join("red.png"))
+        .unwrap();
+    image::GrayImage::from_pixel(8, 8, image::Luma([128]))
+        .save(cwd.join("grey.png"))
+        .unwrap();
+    let bad: [(&[&str], &str); 7] = [
+        (&["--init", "big.png"], "is 16x16 and this model makes 8x8"),
+        (&["--init", "red.png"], "has colour"),
+        (&["--init", "init.png", "--mask", "grey.png"], "is grey (128)"),
+        (&["--mask", "mask.png"], "--mask needs --init"),
+        (&["--strength", "0.5"], "--strength needs --init"),
+        (&["--init", "init.png", "--strength", "1.5"], "must be in (0, 1]"),
+        (&["--init", "runs"], "is a folder"),
+    ];
+    for (flags, needle) in bad {
+        let mut args = vec!["sample", "runs/u", "--n", "2", "--steps", "3", "-o", "x.png"];
+        args.extend(flags);
+        fails(&muse(cwd, &args), 2, needle);
+    }
+}

@@ -7,9 +7,10 @@ use super::sample::{SampleRequest, image_count, nrow, warn_not_finite};
 use crate::data::images::grid::{write_grid, write_strip};
 use crate::error::{Error, Result};
 use crate::sample::diffusion::{
-    SampleOptions, Sampler, Spacing, labels_for, open_diffusion, record_points, sample,
-    trajectory_rows,
+    ImageGuide, SampleOptions, Sampler, Spacing, labels_for, open_diffusion, read_init, read_mask,
+    record_points, sample, trajectory_rows,
 };
+use crate::sample::diffusion::DiffusionRun;
 
 /// Generates `--n` images (and the trajectory strip when asked) into `out`; returns the PNG
 /// and what it shows.
@@ -87,7 +88,8 @@ pub fn sample_images(req: &SampleRequest, out: &Path) -> Result<(PathBuf, String
         return Err(Error::usage("--guidance must be a number"));
     }
     let seed = req.seed;
-    let opts = SampleOptions {
+    let guide = image_guide(req, &run)?;
+    let mut opts = SampleOptions {
         sampler,
         steps,
         spacing: Spacing::Leading,
@@ -95,12 +97,18 @@ pub fn sample_images(req: &SampleRequest, out: &Path) -> Result<(PathBuf, String
         labels: labels_for(cfg, n, a.label)?,
         guidance,
         seed,
-        record: if d.trajectory.is_some() {
-            record_points(steps, 10.min(steps))
-        } else {
-            Vec::new()
-        },
+        record: Vec::new(),
+        guide,
     };
+    if d.trajectory.is_some() {
+        // The points are spread over the part of the chain that runs.
+        let skip = opts.skipped_steps();
+        let run_steps = steps - skip;
+        opts.record = record_points(run_steps, 10.min(run_steps))
+            .into_iter()
+            .map(|i| i + skip)
+            .collect();
+    }
     let samples = sample(&run.model, &run.schedule, n, &opts, device)?;
     warn_not_finite(&samples.images, &req.model)?;
     let sampler_name = match sampler {
@@ -140,5 +148,46 @@ pub fn sample_images(req: &SampleRequest, out: &Path) -> Result<(PathBuf, String
             strip.display()
         ));
     }
+    if let Some(g) = &opts.guide {
+        let kind = if g.keep.is_some() { "inpainted" } else { "redrawn" };
+        what.push_str(&format!(
+            "; {kind} from {} at strength {}",
+            d.init.as_deref().unwrap_or(Path::new("")).display(),
+            g.strength
+        ));
+    }
     Ok((out.to_path_buf(), format!("{what}; {sampler_name}")))
+}
+
+/// `--init`, `--strength` and `--mask`, checked and read.
+fn image_guide(req: &SampleRequest, run: &DiffusionRun) -> Result<Option<ImageGuide>> {
+    let d = &req.diffusion;
+    let Some(init) = &d.init else {
+        if d.mask.is_some() {
+            return Err(Error::usage(
+                "--mask needs --init: the image whose black-masked pixels are kept",
+            ));
+        }
+        if d.strength.is_some() {
+            return Err(Error::usage(
+                "--strength needs --init: the image the chain starts from",
+            ));
+        }
+        return Ok(None);
+    };
+    let strength = d.strength.unwrap_or(if d.mask.is_some() { 1.0 } else { 0.6 });
+    if !(strength > 0.0 && strength <= 1.0) {
+        return Err(Error::usage(format!(
+            "--strength {strength}: must be in (0, 1] (1 starts from noise, small values keep \
+             more of the image)"
+        )));
+    }
+    let cfg = run.model.config();
+    let x0 = read_init(init, cfg.image_size, cfg.image_channels, &req.device)?;
+    let keep = d
+        .mask
+        .as_deref()
+        .map(|m| read_mask(m, cfg.image_size, &req.device))
+        .transpose()?;
+    Ok(Some(ImageGuide { x0, strength, keep }))
 }

@@ -53,6 +53,12 @@ pub struct DiffusionRequest {
     pub trajectory: Option<PathBuf>,
     /// Classifier-free guidance weight [default: 3 for conditional models].
     pub guidance: Option<f64>,
+    /// Image-to-image: the PNG the chain starts from.
+    pub init: Option<PathBuf>,
+    /// Share of the chain run from the init image [default: 0.6, 1 with a mask].
+    pub strength: Option<f64>,
+    /// Inpainting: black pixels are kept from the init image, white ones painted.
+    pub mask: Option<PathBuf>,
 }
 
 /// What `muse sample MODEL` was asked.
@@ -157,6 +163,9 @@ fn diffusion_flags(d: &DiffusionRequest) -> Vec<&'static str> {
         ("--eta", d.eta.is_some()),
         ("--trajectory", d.trajectory.is_some()),
         ("--guidance", d.guidance.is_some()),
+        ("--init", d.init.is_some()),
+        ("--strength", d.strength.is_some()),
+        ("--mask", d.mask.is_some()),
     ];
     given.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect()
 }
@@ -239,7 +248,10 @@ pub fn text_session(
 }
 
 fn diffusion_flags_named(flag: &str) -> bool {
-    matches!(flag, "--sampler" | "--eta" | "--trajectory" | "--guidance")
+    matches!(
+        flag,
+        "--sampler" | "--eta" | "--trajectory" | "--guidance" | "--init" | "--strength" | "--mask"
+    )
 }
 
 /// The PNG path: `--out`, else `samples.png`; other extensions are refused.

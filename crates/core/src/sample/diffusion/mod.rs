@@ -6,6 +6,7 @@
 //! Every function returns images in `[0, 1]`; the caller writes them with
 //! [`crate::data::images::grid`] (labelled as AI-generated).
 
+mod guide;
 mod schedule;
 mod step;
 
@@ -13,6 +14,7 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 
+pub use guide::{ImageGuide, read_init, read_mask};
 pub use schedule::{BetaSchedule, NoiseSchedule, NoiseScheduleConfig};
 pub use step::{Spacing, StepOut, ddim_step, ddpm_step, guided_eps, predict_x0, timesteps};
 
@@ -49,6 +51,9 @@ pub struct SampleOptions {
     /// Keep `x_t` and the predicted `x_0` after these steps of the chain (0-based indices
     /// into the `steps` model evaluations).
     pub record: Vec<usize>,
+    /// Image-to-image: start from this image (SDEdit) and keep its masked pixels
+    /// (inpainting); `None` starts from pure noise.
+    pub guide: Option<ImageGuide>,
 }
 
 impl SampleOptions {
@@ -63,7 +68,15 @@ impl SampleOptions {
             guidance: 1.0,
             seed,
             record: Vec::new(),
+            guide: None,
         }
+    }
+
+    /// Steps of the chain skipped because an init image starts it part-way (0 without one).
+    pub fn skipped_steps(&self) -> usize {
+        self.guide
+            .as_ref()
+            .map_or(0, |g| g.skipped_steps(self.steps))
     }
 }
 
@@ -94,16 +107,23 @@ pub fn sample(
     device: &Device,
 ) -> Result<Samples> {
     let cfg = model.config();
-    let x_t = standard_normal(
-        (n, cfg.image_channels, cfg.image_size, cfg.image_size),
-        opts.seed,
-        0,
-        device,
-    )?;
+    let x_t = match &opts.guide {
+        Some(guide) => {
+            let chain = timesteps(schedule.len(), opts.steps, opts.spacing);
+            let (t_start, _) = chain[opts.skipped_steps().min(chain.len() - 1)];
+            guide.start(schedule, t_start, n, opts.seed)?
+        }
+        None => standard_normal(
+            (n, cfg.image_channels, cfg.image_size, cfg.image_size),
+            opts.seed,
+            0,
+            device,
+        )?,
+    };
     sample_from(model, schedule, x_t, opts)
 }
 
-/// [`sample`] from a given `x_T`.
+/// [`sample`] from a given `x_T` (with an init image: the `x_t` where the chain starts).
 ///
 /// # Shapes
 /// `x_t`: (N, C, S, S) -> images (N, C, S, S).
@@ -124,7 +144,8 @@ pub fn sample_from(
     let labels = check_labels(model.config(), opts, n, &device)?;
     let chain = timesteps(schedule.len(), opts.steps, opts.spacing);
     let mut trajectory = Vec::new();
-    for (i, &(t, prev_t)) in chain.iter().enumerate() {
+    let skip = opts.skipped_steps();
+    for (i, &(t, prev_t)) in chain.iter().enumerate().skip(skip) {
         let eps = predict_eps(model, &x, t, labels.as_ref(), opts.guidance)?;
         // No noise is added by deterministic DDIM, nor by DDPM's last step.
         let noiseless = match opts.sampler {
@@ -142,7 +163,10 @@ pub fn sample_from(
                 ddim_step(schedule, &eps, t, prev_t, &x, eta, &noise, opts.clip)?
             }
         };
-        x = out.prev;
+        x = match &opts.guide {
+            Some(guide) => guide.put_back(out.prev, schedule, prev_t, i, opts.seed)?,
+            None => out.prev,
+        };
         if opts.record.contains(&i) {
             trajectory.push(TrajectoryPoint {
                 t,
