@@ -122,10 +122,13 @@ mod tests {
 
     #[test]
     fn shell_words_follow_the_shell() {
-        let w = shell_words(r#"muse sample run --stop "\n\n" --prompt 'ROMEO:' a\ b  # note"#).unwrap();
+        let w =
+            shell_words(r#"muse sample run --stop "\n\n" --prompt 'ROMEO:' a\ b  # note"#).unwrap();
         assert_eq!(
             w,
-            ["muse", "sample", "run", "--stop", r"\n\n", "--prompt", "ROMEO:", "a b"]
+            [
+                "muse", "sample", "run", "--stop", r"\n\n", "--prompt", "ROMEO:", "a b"
+            ]
         );
         assert!(shell_words("muse \"open").is_err());
         assert_eq!(

@@ -36,7 +36,11 @@ fn every_example() -> Vec<Example> {
     let mut all = Vec::new();
     for doc in documents() {
         let text = std::fs::read_to_string(&doc).expect("readable document");
-        let name = doc.strip_prefix(&root).unwrap_or(&doc).display().to_string();
+        let name = doc
+            .strip_prefix(&root)
+            .unwrap_or(&doc)
+            .display()
+            .to_string();
         for (line, words) in examples_in(&doc, &text) {
             all.push(Example {
                 place: format!("{name}:{line}"),
@@ -62,7 +66,11 @@ fn every_documented_command_parses() {
             use clap::error::ErrorKind;
             if !matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 let first = e.to_string().lines().next().unwrap_or_default().to_string();
-                broken.push(format!("{}: muse {}\n    {first}", ex.place, ex.words.join(" ")));
+                broken.push(format!(
+                    "{}: muse {}\n    {first}",
+                    ex.place,
+                    ex.words.join(" ")
+                ));
             }
         }
     }

@@ -2,8 +2,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::process::{Command, Output};
+use std::sync::Mutex;
 
 /// The folder of dataset `name` as `muse data path NAME --fetch` prints it: found the way the
 /// CLI finds data (`$MUSE_DATA_DIR`, then the user cache), downloaded when missing.

@@ -12,7 +12,11 @@ fn shared_data_dir() -> Option<std::ffi::OsString> {
 
 /// How `muse data list` labels where the tests' datasets are.
 fn origin_label() -> &'static str {
-    if shared_data_dir().is_some() { "MUSE_DATA_DIR" } else { "cache" }
+    if shared_data_dir().is_some() {
+        "MUSE_DATA_DIR"
+    } else {
+        "cache"
+    }
 }
 
 /// Runs `muse ARGS` with explicit data and cache dirs (never the user's cache).
@@ -75,7 +79,11 @@ fn list_json_reports_presence_and_files() {
         .find(|d| d["name"] == "mnist")
         .expect("mnist listed");
     assert_eq!(mnist["present"], true);
-    let origin = if shared_data_dir().is_some() { "data_dir" } else { "cache" };
+    let origin = if shared_data_dir().is_some() {
+        "data_dir"
+    } else {
+        "cache"
+    };
     assert_eq!(mnist["origin"], origin);
     assert_eq!(mnist["kind"], "images");
     assert_eq!(mnist["files"].as_array().unwrap().len(), 4);

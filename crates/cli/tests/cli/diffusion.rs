@@ -247,11 +247,26 @@ fn image_to_image_keeps_the_masked_pixels_and_checks_its_inputs() {
     let out = ok(&muse(
         cwd,
         &[
-            "sample", "runs/u", "--init", "init.png", "--mask", "mask.png", "--n", "3", "--nrow",
-            "3", "--steps", "5", "-o", "inpainted.png",
+            "sample",
+            "runs/u",
+            "--init",
+            "init.png",
+            "--mask",
+            "mask.png",
+            "--n",
+            "3",
+            "--nrow",
+            "3",
+            "--steps",
+            "5",
+            "-o",
+            "inpainted.png",
         ],
     ));
-    assert!(out.contains("inpainted from init.png at strength 1"), "{out}");
+    assert!(
+        out.contains("inpainted from init.png at strength 1"),
+        "{out}"
+    );
     let grid = image::open(cwd.join("inpainted.png")).unwrap().to_luma8();
     let mut painted_differs = false;
     for k in 0..3u32 {
@@ -273,13 +288,28 @@ fn image_to_image_keeps_the_masked_pixels_and_checks_its_inputs() {
     let out = ok(&muse(
         cwd,
         &[
-            "sample", "runs/u", "--init", "init.png", "--strength", "0.5", "--n", "2", "--steps",
-            "4", "-o", "sdedit.png",
+            "sample",
+            "runs/u",
+            "--init",
+            "init.png",
+            "--strength",
+            "0.5",
+            "--n",
+            "2",
+            "--steps",
+            "4",
+            "-o",
+            "sdedit.png",
         ],
     ));
-    assert!(out.contains("redrawn from init.png at strength 0.5"), "{out}");
+    assert!(
+        out.contains("redrawn from init.png at strength 0.5"),
+        "{out}"
+    );
 
-    image::GrayImage::new(16, 16).save(cwd.join("big.png")).unwrap();
+    image::GrayImage::new(16, 16)
+        .save(cwd.join("big.png"))
+        .unwrap();
     image::RgbImage::from_fn(8, 8, |x, _| image::Rgb([x as u8 * 30, 0, 0]))
         .save(cwd.join("red.png"))
         .unwrap();
@@ -289,14 +319,22 @@ fn image_to_image_keeps_the_masked_pixels_and_checks_its_inputs() {
     let bad: [(&[&str], &str); 7] = [
         (&["--init", "big.png"], "is 16x16 and this model makes 8x8"),
         (&["--init", "red.png"], "has colour"),
-        (&["--init", "init.png", "--mask", "grey.png"], "is grey (128)"),
+        (
+            &["--init", "init.png", "--mask", "grey.png"],
+            "is grey (128)",
+        ),
         (&["--mask", "mask.png"], "--mask needs --init"),
         (&["--strength", "0.5"], "--strength needs --init"),
-        (&["--init", "init.png", "--strength", "1.5"], "must be in (0, 1]"),
+        (
+            &["--init", "init.png", "--strength", "1.5"],
+            "must be in (0, 1]",
+        ),
         (&["--init", "runs"], "is a folder"),
     ];
     for (flags, needle) in bad {
-        let mut args = vec!["sample", "runs/u", "--n", "2", "--steps", "3", "-o", "x.png"];
+        let mut args = vec![
+            "sample", "runs/u", "--n", "2", "--steps", "3", "-o", "x.png",
+        ];
         args.extend(flags);
         fails(&muse(cwd, &args), 2, needle);
     }

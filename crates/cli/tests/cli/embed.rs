@@ -4,9 +4,7 @@
 use crate::common::{dataset, muse, text};
 
 fn minilm() -> String {
-    dataset("all-minilm-l6-v2")
-        .to_string_lossy()
-        .into_owned()
+    dataset("all-minilm-l6-v2").to_string_lossy().into_owned()
 }
 
 fn json_lines(stdout: &str) -> Vec<serde_json::Value> {

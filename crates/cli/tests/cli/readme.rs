@@ -17,7 +17,9 @@ mod doc_commands;
 fn walkthrough() -> Vec<(usize, Vec<String>)> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
     let readme = std::fs::read_to_string(&path).unwrap();
-    let start = readme.find("## Using it").expect("README has a 'Using it' section");
+    let start = readme
+        .find("## Using it")
+        .expect("README has a 'Using it' section");
     let offset = readme[..start].lines().count();
     let section = &readme[start..];
     let end = section[3..].find("\n## ").map_or(section.len(), |i| i + 3);
@@ -63,7 +65,14 @@ fn shorten(words: &mut Vec<String>) {
         Some("bench") => {
             words.extend(["--steps", "2", "--warmup", "1"].map(String::from));
             if words.get(1).is_some_and(|w| w == "diffusion") {
-                let sampling = ["--ddim-steps", "2", "--sample-batch", "2", "--sample-reps", "1"];
+                let sampling = [
+                    "--ddim-steps",
+                    "2",
+                    "--sample-batch",
+                    "2",
+                    "--sample-reps",
+                    "1",
+                ];
                 words.extend(sampling.map(String::from));
             }
         }
@@ -122,7 +131,11 @@ fn the_readme_walkthrough_runs() {
         }
         shorten(&mut words);
         // The chat is given one message and then leaves.
-        let stdin = if words[0] == "chat" { "Hello.\n/exit\n" } else { "" };
+        let stdin = if words[0] == "chat" {
+            "Hello.\n/exit\n"
+        } else {
+            ""
+        };
         let mut child = Command::new(env!("CARGO_BIN_EXE_muse"))
             .args(&words)
             .current_dir(dir)

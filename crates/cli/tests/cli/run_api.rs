@@ -170,7 +170,17 @@ fn max_steps_and_seed_work_for_image_families_too() {
     let metrics = std::fs::read_to_string(dir.join("vae/metrics.jsonl")).unwrap();
     let (_, stderr) = ok(&muse(
         dir,
-        &["train", "vae", "--max-steps", "2", "--seed", "3", "--out", "vae", "--resume"],
+        &[
+            "train",
+            "vae",
+            "--max-steps",
+            "2",
+            "--seed",
+            "3",
+            "--out",
+            "vae",
+            "--resume",
+        ],
     ));
     assert!(
         stderr.contains("already complete at step 2") && stderr.contains("--set max_steps=N"),
@@ -448,17 +458,36 @@ fn dropped_examples_are_counted_by_reason_with_the_first_of_each() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let args = gpt_args(dir);
-    ok(&run(dir, &args, &["--set", "n_positions=96", "--max-steps", "1"]));
+    ok(&run(
+        dir,
+        &args,
+        &["--set", "n_positions=96", "--max-steps", "1"],
+    ));
     // Tiny Shakespeare has no digits.
     let mut rows: Vec<String> = (0..6)
         .map(|_| serde_json::json!({"instruction": "Speak.", "output": "I will."}).to_string())
         .collect();
-    rows.insert(1, serde_json::json!({"instruction": "Count.", "output": "1 2 3"}).to_string());
-    rows.insert(4, serde_json::json!({"instruction": "Add 4.", "output": "5"}).to_string());
+    rows.insert(
+        1,
+        serde_json::json!({"instruction": "Count.", "output": "1 2 3"}).to_string(),
+    );
+    rows.insert(
+        4,
+        serde_json::json!({"instruction": "Add 4.", "output": "5"}).to_string(),
+    );
     std::fs::write(dir.join("sft.jsonl"), rows.join("\n")).unwrap();
     let (_, stderr) = ok(&muse(
         dir,
-        &["finetune", "run", "--data", "sft.jsonl", "--max-steps", "1", "--out", "sft"],
+        &[
+            "finetune",
+            "run",
+            "--data",
+            "sft.jsonl",
+            "--max-steps",
+            "1",
+            "--out",
+            "sft",
+        ],
     ));
     assert!(
         stderr.contains(

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use super::sample::{SampleRequest, image_count, nrow, warn_not_finite};
 use crate::data::images::grid::{write_grid, write_strip};
 use crate::error::{Error, Result};
+use crate::sample::diffusion::DiffusionRun;
 use crate::sample::diffusion::{
     ImageGuide, SampleOptions, Sampler, Spacing, labels_for, open_diffusion, read_init, read_mask,
     record_points, sample, trajectory_rows,
 };
-use crate::sample::diffusion::DiffusionRun;
 
 /// Generates `--n` images (and the trajectory strip when asked) into `out`; returns the PNG
 /// and what it shows.
@@ -149,7 +149,11 @@ pub fn sample_images(req: &SampleRequest, out: &Path) -> Result<(PathBuf, String
         ));
     }
     if let Some(g) = &opts.guide {
-        let kind = if g.keep.is_some() { "inpainted" } else { "redrawn" };
+        let kind = if g.keep.is_some() {
+            "inpainted"
+        } else {
+            "redrawn"
+        };
         what.push_str(&format!(
             "; {kind} from {} at strength {}",
             d.init.as_deref().unwrap_or(Path::new("")).display(),
@@ -175,7 +179,9 @@ fn image_guide(req: &SampleRequest, run: &DiffusionRun) -> Result<Option<ImageGu
         }
         return Ok(None);
     };
-    let strength = d.strength.unwrap_or(if d.mask.is_some() { 1.0 } else { 0.6 });
+    let strength = d
+        .strength
+        .unwrap_or(if d.mask.is_some() { 1.0 } else { 0.6 });
     if !(strength > 0.0 && strength <= 1.0) {
         return Err(Error::usage(format!(
             "--strength {strength}: must be in (0, 1] (1 starts from noise, small values keep \

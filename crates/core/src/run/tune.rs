@@ -10,7 +10,8 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::nn::lora::LoraConfig;
 use crate::train::dpo::{AlignConfig, align};
-use crate::train::finetune::{FinetuneConfig, TuneJob, finetune};
+use crate::train::finetune::{FinetuneConfig, finetune};
+use crate::train::tuning::TuneJob;
 
 /// Which tuning method, with its own inputs.
 #[derive(Clone, Debug)]

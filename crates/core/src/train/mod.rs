@@ -18,6 +18,7 @@ pub mod plot;
 pub mod progress;
 pub mod schedule;
 pub mod seeds;
+pub mod tuning;
 pub mod vae;
 
 pub use config::{ScheduleKind, TrainConfig};

@@ -18,7 +18,9 @@ use crate::common::{dataset, shared_data_dir};
 /// The folder that holds the test datasets (`$MUSE_DATA_DIR`, or the cache they were fetched to).
 fn data_root() -> PathBuf {
     let dir = dataset("tinyshakespeare");
-    dir.parent().expect("a dataset folder has a parent").to_path_buf()
+    dir.parent()
+        .expect("a dataset folder has a parent")
+        .to_path_buf()
 }
 
 fn shared_dirs() -> Vec<SearchDir> {

@@ -446,9 +446,7 @@ fn mnist_job(
     use muse_core::train::diffusion::{DiffusionRunConfig, DiffusionTrainJob};
     let mut cfg = DiffusionRunConfig::preset(preset).unwrap();
     cfg.model = small_config(cfg.model.n_classes);
-    cfg.data.dataset = crate::common::dataset("mnist")
-        .display()
-        .to_string();
+    cfg.data.dataset = crate::common::dataset("mnist").display().to_string();
     (cfg.data.train_limit, cfg.data.test_limit) = (64, 16);
     cfg.train.batch_size = 8;
     cfg.train.max_steps = steps;

@@ -15,7 +15,7 @@ use muse_core::train::dpo::{
     AlignConfig, AlignJob, PairTokens, align, dpo_loss, evaluate, pair_logps, prepare_pairs,
     reward_stats, sequence_logps,
 };
-use muse_core::train::finetune::Base;
+use muse_core::train::tuning::Base;
 
 use crate::common::fixture;
 

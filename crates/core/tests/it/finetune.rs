@@ -17,10 +17,9 @@ use muse_core::run_dir::OnExisting;
 use muse_core::sample::open_text_model;
 use muse_core::tokenizer::TextTokenizer;
 use muse_core::tokenizer::chat::{ChatMessage, ChatTemplate, Role};
-use muse_core::train::finetune::report::response_loss;
-use muse_core::train::finetune::{
-    FinetuneConfig, FinetuneJob, example_io, finetune, pad_batch, prepare_sft,
-};
+use muse_core::train::finetune::{FinetuneConfig, FinetuneJob, finetune, prepare_sft};
+use muse_core::train::tuning::report::response_loss;
+use muse_core::train::tuning::{example_io, pad_batch};
 
 use crate::common::fixture;
 
@@ -265,9 +264,8 @@ fn held_out_examples_are_split_off_and_masked() {
     write_alpaca(&data, 40);
     let set = read_instructions(data.to_str().unwrap(), InstructionFormat::Alpaca).unwrap();
     assert_eq!(set.conversations.len(), 40);
-    let base =
-        muse_core::train::finetune::Base::load(&fixture("hf/gpt2"), None, true, &Device::Cpu)
-            .unwrap();
+    let base = muse_core::train::tuning::Base::load(&fixture("hf/gpt2"), None, true, &Device::Cpu)
+        .unwrap();
     let sft = prepare_sft(&set, &base, &ChatTemplate::plain(), 65, 0.2).unwrap();
     assert_eq!((sft.train.len(), sft.val.len()), (32, 8));
     assert_eq!((sft.truncated, sft.dropped.total()), (0, 0));

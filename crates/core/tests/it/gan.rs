@@ -334,9 +334,7 @@ fn mnist_job(
         d_norm: cfg.model.d_norm,
         ..GanConfig::dcgan_mnist()
     };
-    cfg.data.dataset = crate::common::dataset("mnist")
-        .display()
-        .to_string();
+    cfg.data.dataset = crate::common::dataset("mnist").display().to_string();
     cfg.data.train_limit = 256;
     cfg.train.batch_size = 16;
     cfg.train.max_steps = steps;

@@ -13,7 +13,7 @@ use muse_core::nn::lora::{
 };
 use muse_core::nn::{Dropout, Init, init_varmap};
 use muse_core::train::AdamW;
-use muse_core::train::finetune::{Base, Policy, finetune_train_config};
+use muse_core::train::tuning::{Base, Policy, finetune_train_config};
 
 use crate::common::fixture;
 

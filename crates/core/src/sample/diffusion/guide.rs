@@ -64,7 +64,8 @@ impl ImageGuide {
         let x0 = self.x0.repeat((n, 1, 1, 1))?;
         let known = match prev_t {
             Some(t) => {
-                let eps = standard_normal(x0.shape(), seed, KNOWN_NOISE_STREAM + i as u64, x.device())?;
+                let eps =
+                    standard_normal(x0.shape(), seed, KNOWN_NOISE_STREAM + i as u64, x.device())?;
                 noised(&x0, &eps, schedule.abar(Some(t)))?
             }
             None => x0,
@@ -120,7 +121,11 @@ pub fn read_mask(path: &Path, size: usize, device: &Device) -> Result<Tensor> {
             path.display()
         ))
     })?;
-    if let Some((i, v)) = grey.iter().enumerate().find(|(_, v)| **v != 0 && **v != 255) {
+    if let Some((i, v)) = grey
+        .iter()
+        .enumerate()
+        .find(|(_, v)| **v != 0 && **v != 255)
+    {
         return Err(Error::usage(format!(
             "--mask {}: pixel ({}, {}) is grey ({v}); a mask is black (keep) and white \
              (repaint) only",
@@ -136,7 +141,10 @@ pub fn read_mask(path: &Path, size: usize, device: &Device) -> Result<Tensor> {
             path.display()
         )));
     }
-    let keep: Vec<f32> = grey.iter().map(|v| if *v == 0 { 1.0 } else { 0.0 }).collect();
+    let keep: Vec<f32> = grey
+        .iter()
+        .map(|v| if *v == 0 { 1.0 } else { 0.0 })
+        .collect();
     Ok(Tensor::from_vec(keep, (1, 1, size, size), device)?)
 }
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 use crate::nn::lora::LoraConfig;
 use crate::train::config::TrainConfig;
-use crate::train::finetune::{check_common, finetune_train_config};
+use crate::train::tuning::{check_common, finetune_train_config};
 
 /// Everything `muse align` can be told.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

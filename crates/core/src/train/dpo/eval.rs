@@ -9,7 +9,7 @@ use crate::error::Result;
 use crate::models::CausalLm;
 use crate::models::pretrained::TextLm;
 use crate::nn::Dropout;
-use crate::train::finetune::pad_batch;
+use crate::train::tuning::pad_batch;
 
 /// Held-out DPO statistics.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]

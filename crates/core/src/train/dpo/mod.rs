@@ -25,16 +25,16 @@ use crate::models::pretrained::{ModelConfig, TextLm};
 use crate::nn::Dropout;
 use crate::run_dir::{OnExisting, RunDir};
 use crate::train::checkpoint::{TrainClock, TrainState};
-use crate::train::finetune::record::{read_record, write_record};
-use crate::train::finetune::{
-    Base, EpochOrder, Policy, TuneJob, report, resolve_template, write_model_files,
-};
 use crate::train::interrupt;
 use crate::train::metrics::MetricsLog;
 use crate::train::optimizer::AdamW;
 use crate::train::progress::Progress;
 use crate::train::schedule::LrSchedule;
 use crate::train::seeds::DPO_DROPOUT_STREAM;
+use crate::train::tuning::record::{read_record, write_record};
+use crate::train::tuning::{
+    Base, EpochOrder, Policy, TuneJob, report, resolve_template, write_model_files,
+};
 
 /// What to align, with which preferences (`--dpo`), and where.
 pub type AlignJob = TuneJob<AlignConfig>;

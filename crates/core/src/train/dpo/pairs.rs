@@ -5,7 +5,7 @@ use crate::data::instructions::{TokenizedExample, tokenize_conversation, tokeniz
 use crate::data::preferences::{PreferencePair, PreferenceSet};
 use crate::error::{Error, Result};
 use crate::tokenizer::chat::{ChatMessage, ChatTemplate, Role};
-use crate::train::finetune::{Base, DropReason, Dropped, first_sentence, split_indices, truncate};
+use crate::train::tuning::{Base, DropReason, Dropped, first_sentence, split_indices, truncate};
 
 /// A pair as token ids.
 #[derive(Clone, Debug)]

@@ -5,23 +5,14 @@
 //! ("LoRA", Hu et al. 2021). Examples are padded per batch (one example per row, causal
 //! attention: no example sees another).
 
-mod batch;
 mod config;
-mod dropped;
-pub mod policy;
-pub mod record;
-pub mod report;
-mod step;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::DType;
 
-pub use batch::{EpochOrder, PaddedBatch, example_io, pad_batch, split_indices, truncate};
-pub use config::{FinetuneConfig, SftDataConfig, check_common, finetune_train_config};
-pub use dropped::{DropReason, Dropped, first_sentence};
-pub use policy::{Base, Policy, resolve_template, write_model_files};
+pub use config::{FinetuneConfig, SftDataConfig};
 
 use crate::data::instructions::{
     InstructionSet, TokenizedExample, read_instructions, tokenize_conversation,
@@ -37,21 +28,10 @@ use crate::train::optimizer::AdamW;
 use crate::train::progress::Progress;
 use crate::train::schedule::LrSchedule;
 use crate::train::seeds::SFT_DROPOUT_STREAM;
-
-/// What to tune (`muse finetune` or `muse align`), on what, and where.
-pub struct TuneJob<C> {
-    /// The pretrained model: a Muse run, a Hugging Face folder, or a llama2.c `.bin`.
-    pub base: PathBuf,
-    /// A tokenizer replacing the base's (needed for a llama2.c `.bin`).
-    pub tokenizer: Option<PathBuf>,
-    /// The data: for SFT a JSONL file, a folder of them, or `instructions`; for DPO the same
-    /// for preference pairs, or `hh-rlhf`.
-    pub data: String,
-    pub config: C,
-    pub out: PathBuf,
-    pub on_existing: OnExisting,
-    pub device: Device,
-}
+use crate::train::tuning::{
+    Base, DropReason, Dropped, EpochOrder, Policy, TuneJob, first_sentence, pad_batch, record,
+    report, resolve_template, split_indices, truncate, write_model_files,
+};
 
 /// What to fine-tune, on what, and where.
 pub type FinetuneJob = TuneJob<FinetuneConfig>;
@@ -436,14 +416,6 @@ pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
         train_seconds: state.train_seconds,
         samples,
     })
-}
-
-/// The beginning-of-sequence id a model's prompts start with.
-pub fn bos_of(model: &TextLm) -> Option<u32> {
-    match model.config() {
-        crate::models::pretrained::ModelConfig::Llama(c) => c.bos_token_id,
-        _ => None,
-    }
 }
 
 fn plot_sft(run: &RunDir) -> Result<()> {

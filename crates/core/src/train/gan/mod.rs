@@ -298,8 +298,14 @@ mod tests {
     fn the_coverage_warning_fits_the_objective() {
         assert_eq!(coverage_warning(9, 9, GanLoss::Bce), None);
         let bce = coverage_warning(10, 7, GanLoss::Bce).unwrap();
-        assert!(bce.contains("from 10 to 7") && bce.contains("--loss wgan-gp"), "{bce}");
+        assert!(
+            bce.contains("from 10 to 7") && bce.contains("--loss wgan-gp"),
+            "{bce}"
+        );
         let wgan = coverage_warning(10, 7, GanLoss::WganGp).unwrap();
-        assert!(!wgan.contains("--loss wgan-gp") && wgan.contains("n_critic"), "{wgan}");
+        assert!(
+            !wgan.contains("--loss wgan-gp") && wgan.contains("n_critic"),
+            "{wgan}"
+        );
     }
 }
