@@ -1,6 +1,7 @@
 //! Training: the pieces every family's loop shares (optimizer, schedules, clipping,
 //! checkpoints, metrics, plots, progress, Ctrl-C) and the loops themselves.
 
+pub mod cadence;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;

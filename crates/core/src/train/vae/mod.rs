@@ -20,7 +20,10 @@ use crate::models::vae::Vae;
 use crate::nn::noise::standard_normal;
 use crate::run_dir::{OnExisting, RunDir};
 use crate::train::AdamW;
+use crate::train::cadence::{Cadence, EvalLog, StepLog, TrainingLoop, finish, run_steps};
+use crate::train::checkpoint::TrainState;
 use crate::train::image_run::{ImageRun, RunRecord};
+use crate::train::metrics::MetricsLog;
 use crate::train::images::{per_second, step_seed};
 use crate::train::progress::Progress;
 
@@ -91,66 +94,25 @@ pub fn train_vae(job: VaeTrainJob) -> Result<VaeReport> {
         cfg.objective.train_noise
     );
     let progress = Progress::new("train", start, total);
-    let mut last_loss = f64::NAN;
-
-    for step in start..total {
-        r.stop_if_requested(step, &progress)?;
-        if step > start && step % r.eval_every == 0 {
-            let ev = evaluate_vae(&r.frozen, &test, 500, t.seed, &job.device)?;
-            report::log_eval(&progress, &mut r.metrics, step, spe, &ev, &mut r.state)?;
-            r.save()?;
-            r.metrics.sync()?;
-            report::plot(&r.run)?;
-        }
-        if cfg.train.sample_interval > 0 && step > 0 && step % cfg.train.sample_interval as u64 == 0
-        {
-            report::write_samples(&r.run, &r.frozen, &sample_z, cfg.sample.nrow, step)?;
-        }
-        let t0 = Instant::now();
-        let lr = r.schedule.at(step as usize);
-        let idx = r.batches.indices(step);
-        let (loss, bce, kl) = train_step(
-            &r.model,
-            &mut r.opt,
-            &train,
-            &idx,
-            &cfg,
-            step,
-            lr,
-            &job.device,
-        )?;
-        crate::train::checkpoint::check_finite(step, "loss", loss)?;
-        last_loss = loss;
-        r.state.step = step + 1;
-        r.state.examples_seen += idx.len() as u64;
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-        progress.set(r.state.step);
-        progress.message(format!("loss {loss:.2}"));
-        if step % t.log_interval as u64 == 0 {
-            let val = r
-                .state
-                .last_val_loss
-                .map_or("-".to_string(), |v| format!("{v:.2}"));
-            progress.println(&format!(
-                "step {step} | epoch {} | loss {loss:.2} (bce {bce:.2} + kl {kl:.2}) | test {val} \
-                 | lr {lr:.1e} | {ms:.1} ms | {} img/s",
-                step / spe,
-                per_second(idx.len() as f64, ms)
-            ));
-            r.metrics.log(&serde_json::json!({
-                "step": step, "loss": loss, "bce": bce, "kl": kl, "lr": lr, "ms": ms,
-            }))?;
-        }
-    }
-    progress.finish();
-    let ev = evaluate_vae(&r.frozen, &test, 500, t.seed, &job.device)?;
-    if start < total {
-        report::log_eval(&progress, &mut r.metrics, total, spe, &ev, &mut r.state)?;
-    }
-    r.save()?;
-    r.metrics.sync()?;
-    report::plot(&r.run)?;
-    report::write_samples(&r.run, &r.frozen, &sample_z, cfg.sample.nrow, total)?;
+    let cadence = Cadence {
+        eval_every: r.eval_every,
+        sample_every: t.sample_interval as u64,
+        log_every: t.log_interval as u64,
+        eval_first: false,
+    };
+    let mut l = VaeLoop {
+        r: &mut r,
+        cfg: &cfg,
+        train: &train,
+        test: &test,
+        sample_z: &sample_z,
+        device: &job.device,
+        last_loss: f64::NAN,
+    };
+    run_steps(&mut l, &cadence, start, total, &progress)?;
+    let ev = finish(&mut l, start, total, &progress)?;
+    l.sample(total)?;
+    let last_loss = l.last_loss;
     write_reconstructions(
         &r.run.samples().join("reconstructions.png"),
         &r.frozen,
@@ -166,6 +128,93 @@ pub fn train_vae(job: VaeTrainJob) -> Result<VaeReport> {
         test: ev,
         train_seconds: r.state.train_seconds,
     })
+}
+
+/// The VAE's part of the shared cadence.
+struct VaeLoop<'a> {
+    r: &'a mut ImageRun<Vae>,
+    cfg: &'a VaeRunConfig,
+    train: &'a ImageDataset,
+    test: &'a ImageDataset,
+    /// The fixed latents of the progress grids.
+    sample_z: &'a Tensor,
+    device: &'a Device,
+    last_loss: f64,
+}
+
+impl TrainingLoop for VaeLoop<'_> {
+    type Eval = VaeEval;
+
+    fn state(&mut self) -> &mut TrainState {
+        &mut self.r.state
+    }
+
+    fn metrics(&mut self) -> &mut MetricsLog {
+        &mut self.r.metrics
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.r.save()
+    }
+
+    fn step(&mut self, step: u64) -> Result<StepLog> {
+        let t0 = Instant::now();
+        let r = &mut *self.r;
+        let lr = r.schedule.at(step as usize);
+        let idx = r.batches.indices(step);
+        let (loss, bce, kl) = train_step(
+            &r.model,
+            &mut r.opt,
+            self.train,
+            &idx,
+            self.cfg,
+            step,
+            lr,
+            self.device,
+        )?;
+        crate::train::checkpoint::check_finite(step, "loss", loss)?;
+        self.last_loss = loss;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let val = r
+            .state
+            .last_val_loss
+            .map_or("-".to_string(), |v| format!("{v:.2}"));
+        Ok(StepLog {
+            examples: idx.len() as u64,
+            status: format!("loss {loss:.2}"),
+            line: format!(
+                "step {step} | epoch {} | loss {loss:.2} (bce {bce:.2} + kl {kl:.2}) | test {val} \
+                 | lr {lr:.1e} | {ms:.1} ms | {} img/s",
+                step / r.steps_per_epoch,
+                per_second(idx.len() as f64, ms)
+            ),
+            metrics: serde_json::json!({
+                "step": step, "loss": loss, "bce": bce, "kl": kl, "lr": lr, "ms": ms,
+            }),
+        })
+    }
+
+    fn evaluate(&mut self, _step: u64) -> Result<VaeEval> {
+        evaluate_vae(&self.r.frozen, self.test, 500, self.cfg.train.seed, self.device)
+    }
+
+    fn eval_log(&self, step: u64, ev: &VaeEval) -> EvalLog {
+        report::eval_log(step, self.r.steps_per_epoch, ev)
+    }
+
+    fn sample(&mut self, step: u64) -> Result<()> {
+        report::write_samples(
+            &self.r.run,
+            &self.r.frozen,
+            self.sample_z,
+            self.cfg.sample.nrow,
+            step,
+        )
+    }
+
+    fn plot(&self) -> Result<()> {
+        report::plot(&self.r.run)
+    }
 }
 
 /// One optimizer step on the images `idx` of `data`: seeded noise, loss summed over the batch

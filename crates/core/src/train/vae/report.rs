@@ -15,9 +15,9 @@ use crate::nn::noise::standard_normal;
 use crate::run_dir::RunDir;
 use crate::train::checkpoint::TrainState;
 use crate::train::images::step_seed;
-use crate::train::metrics::{MetricsLog, read_metrics, series};
+use crate::train::cadence::EvalLog;
+use crate::train::metrics::{read_metrics, series};
 use crate::train::plot::{Series, line_chart};
-use crate::train::progress::Progress;
 
 /// Random stream of the evaluation noise, apart from training.
 const EVAL_STREAM: u64 = 0xE7A1;
@@ -63,25 +63,21 @@ pub fn evaluate_vae(
     })
 }
 
-pub(super) fn log_eval(
-    progress: &Progress,
-    metrics: &mut MetricsLog,
-    step: u64,
-    spe: u64,
-    ev: &VaeEval,
-    state: &mut TrainState,
-) -> Result<()> {
-    progress.println(&format!(
-        "step {step} | epoch {:.2} | test loss {:.4} (bce {:.2} + kl {:.2})",
-        step as f64 / spe as f64,
-        ev.loss,
-        ev.bce,
-        ev.kl
-    ));
-    state.record_val_loss(ev.loss);
-    metrics.log(&serde_json::json!({
-        "step": step, "val_loss": ev.loss, "val_bce": ev.bce, "val_kl": ev.kl,
-    }))
+/// The log line and metrics record of a test evaluation after `step` steps.
+pub(super) fn eval_log(step: u64, spe: u64, ev: &VaeEval) -> EvalLog {
+    EvalLog {
+        line: format!(
+            "step {step} | epoch {:.2} | test loss {:.4} (bce {:.2} + kl {:.2})",
+            step as f64 / spe as f64,
+            ev.loss,
+            ev.bce,
+            ev.kl
+        ),
+        metrics: serde_json::json!({
+            "step": step, "val_loss": ev.loss, "val_bce": ev.bce, "val_kl": ev.kl,
+        }),
+        val_loss: Some(ev.loss),
+    }
 }
 
 /// Redraws `loss.svg` from `metrics.jsonl`.
