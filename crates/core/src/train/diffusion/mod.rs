@@ -30,7 +30,10 @@ use crate::nn::noise::standard_normal;
 use crate::run_dir::{OnExisting, RunDir};
 use crate::sample::diffusion::NoiseSchedule;
 use crate::train::AdamW;
+use crate::train::cadence::{Cadence, EvalLog, StepLog, TrainingLoop, finish, run_steps};
+use crate::train::checkpoint::TrainState;
 use crate::train::image_run::{ImageRun, RunRecord};
+use crate::train::metrics::MetricsLog;
 use crate::train::images::{per_second, step_seed};
 use crate::train::progress::Progress;
 
@@ -134,70 +137,30 @@ pub fn train_diffusion(job: DiffusionTrainJob) -> Result<DiffusionReport> {
         cfg.ema_decay
     );
     let progress = Progress::new("train", start, total);
-    let mut last_loss = f64::NAN;
-    let mut grid = r.run.samples().join(format!("step_{total:06}.png"));
-
-    for step in start..total {
-        r.stop_if_requested(step, &progress)?;
-        if step > start && step % r.eval_every == 0 {
-            let ev = evaluate_diffusion(&r.frozen.ema, &schedule, &test, t.seed, &job.device)?;
-            report::log_eval(&progress, &mut r.metrics, step, &ev, &mut r.state)?;
-            r.save()?;
-            r.metrics.sync()?;
-            report::plot(&r.run)?;
-        }
-        if t.sample_interval > 0 && step > 0 && step % t.sample_interval as u64 == 0 {
-            grid =
-                report::write_samples(&r.run, &r.frozen.ema, &schedule, &sample_noise, &cfg, step)?;
-        }
-        let t0 = Instant::now();
-        let lr = r.schedule.at(step as usize);
-        let idx = r.batches.indices(step);
-        let loss = train_step(
-            &r.model.net,
-            &mut r.opt,
-            &schedule,
-            &train,
-            &idx,
-            &cfg,
-            step,
-            lr,
-            &job.device,
-        )?;
-        ema_update(&r.varmap, ema_decay_at(cfg.ema_decay, step))?;
-        last_loss = loss;
-        r.state.step = step + 1;
-        r.state.examples_seen += idx.len() as u64;
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-        progress.set(r.state.step);
-        progress.message(format!("loss {loss:.4}"));
-        if step % t.log_interval as u64 == 0 {
-            let val = r
-                .state
-                .last_val_loss
-                .map_or("-".to_string(), |v| format!("{v:.4}"));
-            progress.println(&format!(
-                "step {step} | epoch {} | loss {loss:.4} | test {val} | lr {lr:.1e} | {ms:.1} ms \
-                 | {} img/s",
-                step / spe,
-                per_second(idx.len() as f64, ms)
-            ));
-            r.metrics.log(&serde_json::json!({
-                "step": step, "loss": loss, "lr": lr, "ms": ms,
-            }))?;
-        }
+    let cadence = Cadence {
+        eval_every: r.eval_every,
+        sample_every: t.sample_interval as u64,
+        log_every: t.log_interval as u64,
+        eval_first: false,
+    };
+    let mut l = DiffusionLoop {
+        r: &mut r,
+        cfg: &cfg,
+        schedule: &schedule,
+        train: &train,
+        test: &test,
+        sample_noise: &sample_noise,
+        device: &job.device,
+        last_loss: f64::NAN,
+        grid: None,
+    };
+    run_steps(&mut l, &cadence, start, total, &progress)?;
+    let ev = finish(&mut l, start, total, &progress)?;
+    let final_grid = l.r.run.samples().join(format!("step_{total:06}.png"));
+    if start < total || !final_grid.is_file() {
+        l.sample(total)?;
     }
-    progress.finish();
-    let ev = evaluate_diffusion(&r.frozen.ema, &schedule, &test, t.seed, &job.device)?;
-    if start < total {
-        report::log_eval(&progress, &mut r.metrics, total, &ev, &mut r.state)?;
-    }
-    r.save()?;
-    r.metrics.sync()?;
-    report::plot(&r.run)?;
-    if start < total || !grid.is_file() {
-        grid = report::write_samples(&r.run, &r.frozen.ema, &schedule, &sample_noise, &cfg, total)?;
-    }
+    let (last_loss, grid) = (l.last_loss, l.grid.unwrap_or(final_grid));
     report::write_model_card(&r.run, &job.preset, &cfg, &train, &test, &r.state, &ev)?;
     Ok(DiffusionReport {
         run_dir: r.run.root().to_path_buf(),
@@ -207,6 +170,105 @@ pub fn train_diffusion(job: DiffusionTrainJob) -> Result<DiffusionReport> {
         train_seconds: r.state.train_seconds,
         grid,
     })
+}
+
+/// The diffusion model's part of the shared cadence.
+struct DiffusionLoop<'a> {
+    r: &'a mut ImageRun<Nets>,
+    cfg: &'a DiffusionRunConfig,
+    schedule: &'a NoiseSchedule,
+    train: &'a ImageDataset,
+    test: &'a ImageDataset,
+    /// The fixed noise of the progress grids.
+    sample_noise: &'a Tensor,
+    device: &'a Device,
+    last_loss: f64,
+    /// The last grid written.
+    grid: Option<PathBuf>,
+}
+
+impl TrainingLoop for DiffusionLoop<'_> {
+    type Eval = DiffusionEval;
+
+    fn state(&mut self) -> &mut TrainState {
+        &mut self.r.state
+    }
+
+    fn metrics(&mut self) -> &mut MetricsLog {
+        &mut self.r.metrics
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.r.save()
+    }
+
+    fn step(&mut self, step: u64) -> Result<StepLog> {
+        let t0 = Instant::now();
+        let r = &mut *self.r;
+        let lr = r.schedule.at(step as usize);
+        let idx = r.batches.indices(step);
+        let loss = train_step(
+            &r.model.net,
+            &mut r.opt,
+            self.schedule,
+            self.train,
+            &idx,
+            self.cfg,
+            step,
+            lr,
+            self.device,
+        )?;
+        ema_update(&r.varmap, ema_decay_at(self.cfg.ema_decay, step))?;
+        self.last_loss = loss;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let val = r
+            .state
+            .last_val_loss
+            .map_or("-".to_string(), |v| format!("{v:.4}"));
+        Ok(StepLog {
+            examples: idx.len() as u64,
+            status: format!("loss {loss:.4}"),
+            line: format!(
+                "step {step} | epoch {} | loss {loss:.4} | test {val} | lr {lr:.1e} | {ms:.1} ms \
+                 | {} img/s",
+                step / r.steps_per_epoch,
+                per_second(idx.len() as f64, ms)
+            ),
+            metrics: serde_json::json!({ "step": step, "loss": loss, "lr": lr, "ms": ms }),
+        })
+    }
+
+    fn evaluate(&mut self, _step: u64) -> Result<DiffusionEval> {
+        evaluate_diffusion(
+            &self.r.frozen.ema,
+            self.schedule,
+            self.test,
+            self.cfg.train.seed,
+            self.device,
+        )
+    }
+
+    fn eval_log(&self, step: u64, ev: &DiffusionEval) -> EvalLog {
+        report::eval_log(step, ev)
+    }
+
+    fn sample(&mut self, step: u64) -> Result<()> {
+        let r = &self.r;
+        let grid = report::write_samples(
+            &r.run,
+            &r.frozen.ema,
+            self.schedule,
+            self.sample_noise,
+            self.cfg,
+            step,
+        )?;
+        self.grid = Some(grid);
+        Ok(())
+    }
+
+    fn plot(&self) -> Result<()> {
+        report::plot(&self.r.run)
+    }
 }
 
 /// PyTorch's initialisation of the U-Net, and the EMA starting equal to it.

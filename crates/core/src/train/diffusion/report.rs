@@ -14,9 +14,9 @@ use crate::run_dir::RunDir;
 use crate::sample::diffusion::{NoiseSchedule, SampleOptions, labels_for, sample_from};
 use crate::train::checkpoint::TrainState;
 use crate::train::images::step_seed;
-use crate::train::metrics::{MetricsLog, read_metrics, series};
+use crate::train::cadence::EvalLog;
+use crate::train::metrics::{read_metrics, series};
 use crate::train::plot::{Series, line_chart};
-use crate::train::progress::Progress;
 
 /// Random stream of the evaluation timesteps and noise, apart from training.
 const EVAL_STREAM: u64 = 0xE7A1;
@@ -54,19 +54,16 @@ pub fn evaluate_diffusion(
     })
 }
 
-pub(super) fn log_eval(
-    progress: &Progress,
-    metrics: &mut MetricsLog,
-    step: u64,
-    ev: &DiffusionEval,
-    state: &mut TrainState,
-) -> Result<()> {
-    progress.println(&format!(
-        "step {step} | test noise MSE {:.4} (EMA weights, {} images)",
-        ev.loss, ev.images
-    ));
-    state.record_val_loss(ev.loss);
-    metrics.log(&serde_json::json!({ "step": step, "val_loss": ev.loss }))
+/// The log line and metrics record of a test evaluation after `step` steps.
+pub(super) fn eval_log(step: u64, ev: &DiffusionEval) -> EvalLog {
+    EvalLog {
+        line: format!(
+            "step {step} | test noise MSE {:.4} (EMA weights, {} images)",
+            ev.loss, ev.images
+        ),
+        metrics: serde_json::json!({ "step": step, "val_loss": ev.loss }),
+        val_loss: Some(ev.loss),
+    }
 }
 
 /// Redraws `loss.svg` from `metrics.jsonl`.
