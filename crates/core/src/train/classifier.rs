@@ -9,6 +9,7 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use serde::{Deserialize, Serialize};
 
+use super::cadence::{Cadence, EvalLog, StepLog, TrainingLoop, finish, run_steps};
 use super::image_run::{ImageRun, RunRecord};
 use super::images::{EpochConfig, ImageDataConfig, per_second, step_seed};
 use crate::data::images::{ImageDataset, Scale, Split, chunks};
@@ -155,28 +156,69 @@ pub fn train_classifier(job: ClassifierTrainJob) -> Result<ClassifierReport> {
         test.len()
     );
     let progress = Progress::new("train", start, total);
+    let cadence = Cadence {
+        eval_every: r.eval_every,
+        sample_every: 0,
+        log_every: t.log_interval as u64,
+        eval_first: false,
+    };
+    let mut l = ClassifierLoop {
+        r: &mut r,
+        cfg: &cfg,
+        train: &train,
+        test: &test,
+        device: &job.device,
+    };
+    run_steps(&mut l, &cadence, start, total, &progress)?;
+    let ev = finish(&mut l, start, total, &progress)?;
+    write_model_card(&r.run, &job.preset, &cfg, &train, &test, &r.state, &ev)?;
+    Ok(ClassifierReport {
+        run_dir: r.run.root().to_path_buf(),
+        steps: r.state.step,
+        test: ev,
+        train_seconds: r.state.train_seconds,
+    })
+}
 
-    for step in start..total {
-        r.stop_if_requested(step, &progress)?;
-        if step > start && step % r.eval_every == 0 {
-            let ev = evaluate_classifier(&r.frozen, &test, 500, &job.device)?;
-            log_eval(&progress, &mut r.metrics, step, spe, &ev, &mut r.state)?;
-            r.save()?;
-            r.metrics.sync()?;
-            plot(&r.run)?;
-        }
-        let t0 = Instant::now();
+/// The classifier's part of the shared cadence.
+struct ClassifierLoop<'a> {
+    r: &'a mut ImageRun<Classifier>,
+    cfg: &'a ClassifierRunConfig,
+    train: &'a ImageDataset,
+    test: &'a ImageDataset,
+    device: &'a Device,
+}
+
+impl TrainingLoop for ClassifierLoop<'_> {
+    type Eval = ClassifierEval;
+
+    fn state(&mut self) -> &mut TrainState {
+        &mut self.r.state
+    }
+
+    fn metrics(&mut self) -> &mut MetricsLog {
+        &mut self.r.metrics
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.r.save()
+    }
+
+    fn step(&mut self, step: u64) -> Result<StepLog> {
+        let (t0, r, cfg, device) = (Instant::now(), &mut *self.r, self.cfg, self.device);
+        let t = &cfg.train;
         let lr = r.schedule.at(step as usize);
         let idx = r.batches.indices(step);
-        let x = train.shifted_batch(
+        let x = self.train.shifted_batch(
             &idx,
             Scale::Unit,
             cfg.augment.max_shift,
             step_seed(t.seed, step, 2),
-            &job.device,
+            device,
         )?;
-        let y = train
-            .labels_at(&idx, &job.device)?
+        let y = self
+            .train
+            .labels_at(&idx, device)?
             .expect("checked labelled above");
         let mut dropout = Dropout::train(cfg.model.dropout, step_seed(t.seed, step, 1));
         let loss = r.model.loss(&x, &y, &mut dropout)?;
@@ -187,57 +229,45 @@ pub fn train_classifier(job: ClassifierTrainJob) -> Result<ClassifierReport> {
         r.opt.step(&grads, lr)?;
         let loss = loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         super::checkpoint::check_finite(step, "loss", loss)?;
-        r.state.step = step + 1;
-        r.state.examples_seen += idx.len() as u64;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
-        progress.set(r.state.step);
-        progress.message(format!("loss {loss:.4}"));
-        if step % t.log_interval as u64 == 0 {
-            progress.println(&format!(
+        Ok(StepLog {
+            examples: idx.len() as u64,
+            status: format!("loss {loss:.4}"),
+            line: format!(
                 "step {step} | epoch {} | loss {loss:.4} | lr {lr:.1e} | {ms:.0} ms | {} img/s",
-                step / spe,
+                step / r.steps_per_epoch,
                 per_second(idx.len() as f64, ms)
-            ));
-            r.metrics.log(&serde_json::json!({
-                "step": step, "loss": loss, "lr": lr, "ms": ms,
-            }))?;
+            ),
+            metrics: serde_json::json!({ "step": step, "loss": loss, "lr": lr, "ms": ms }),
+        })
+    }
+
+    fn evaluate(&mut self, _step: u64) -> Result<ClassifierEval> {
+        evaluate_classifier(&self.r.frozen, self.test, 500, self.device)
+    }
+
+    fn eval_log(&self, step: u64, ev: &ClassifierEval) -> EvalLog {
+        EvalLog {
+            line: format!(
+                "step {step} | epoch {:.2} | test loss {:.4} | test accuracy {:.2}%",
+                step as f64 / self.r.steps_per_epoch as f64,
+                ev.loss,
+                ev.accuracy * 100.0
+            ),
+            metrics: serde_json::json!({
+                "step": step, "val_loss": ev.loss, "val_accuracy": ev.accuracy,
+            }),
+            val_loss: Some(ev.loss),
         }
     }
-    progress.finish();
-    let ev = evaluate_classifier(&r.frozen, &test, 500, &job.device)?;
-    if start < total {
-        log_eval(&progress, &mut r.metrics, total, spe, &ev, &mut r.state)?;
-    }
-    r.save()?;
-    r.metrics.sync()?;
-    plot(&r.run)?;
-    write_model_card(&r.run, &job.preset, &cfg, &train, &test, &r.state, &ev)?;
-    Ok(ClassifierReport {
-        run_dir: r.run.root().to_path_buf(),
-        steps: r.state.step,
-        test: ev,
-        train_seconds: r.state.train_seconds,
-    })
-}
 
-fn log_eval(
-    progress: &Progress,
-    metrics: &mut MetricsLog,
-    step: u64,
-    spe: u64,
-    ev: &ClassifierEval,
-    state: &mut TrainState,
-) -> Result<()> {
-    progress.println(&format!(
-        "step {step} | epoch {:.2} | test loss {:.4} | test accuracy {:.2}%",
-        step as f64 / spe as f64,
-        ev.loss,
-        ev.accuracy * 100.0
-    ));
-    state.record_val_loss(ev.loss);
-    metrics.log(&serde_json::json!({
-        "step": step, "val_loss": ev.loss, "val_accuracy": ev.accuracy,
-    }))
+    fn sample(&mut self, _step: u64) -> Result<()> {
+        Ok(())
+    }
+
+    fn plot(&self) -> Result<()> {
+        plot(&self.r.run)
+    }
 }
 
 /// Test loss and accuracy over all of `ds`, in batches of `batch` (no dropout).
