@@ -24,6 +24,8 @@ pub struct Cadence {
     /// Evaluate before the first step of a new run too (the text loops report the loss they
     /// start from); a resumed run never repeats the evaluation of its first step.
     pub eval_first: bool,
+    /// Write samples before the first step too (the GAN's grid of its untrained generator).
+    pub sample_first: bool,
 }
 
 impl Cadence {
@@ -34,7 +36,7 @@ impl Cadence {
     }
 
     fn sample_due(&self, step: u64) -> bool {
-        self.sample_every > 0 && step > 0 && step % self.sample_every == 0
+        self.sample_every > 0 && step % self.sample_every == 0 && (step > 0 || self.sample_first)
     }
 
     fn log_due(&self, step: u64) -> bool {
@@ -74,8 +76,9 @@ pub trait TrainingLoop {
     fn step(&mut self, step: u64) -> Result<StepLog>;
     /// Evaluates the model after `step` steps.
     fn evaluate(&mut self, step: u64) -> Result<Self::Eval>;
-    /// The log line and metrics record of an evaluation.
-    fn eval_log(&self, step: u64, eval: &Self::Eval) -> EvalLog;
+    /// The log line and metrics record of an evaluation (`None`: nothing to log, as for a
+    /// GAN trained without a reference classifier).
+    fn eval_log(&mut self, step: u64, eval: &Self::Eval) -> Option<EvalLog>;
     /// Samples after `step` steps (grids, text), into the run's `samples/`.
     fn sample(&mut self, step: u64) -> Result<()>;
     /// Redraws the run's plots from `metrics.jsonl`.
@@ -91,7 +94,10 @@ pub fn run_steps<L: TrainingLoop>(
     progress: &Progress,
 ) -> Result<()> {
     for step in start..total {
-        interrupt::checkpoint_on_stop(step, progress, || l.save())?;
+        interrupt::checkpoint_on_stop(step, progress, || {
+            l.save()?;
+            l.metrics().sync()
+        })?;
         if c.eval_due(step, start) {
             let eval = l.evaluate(step)?;
             record_eval(l, step, &eval, progress)?;
@@ -144,7 +150,9 @@ fn record_eval<L: TrainingLoop>(
     eval: &L::Eval,
     progress: &Progress,
 ) -> Result<()> {
-    let log = l.eval_log(step, eval);
+    let Some(log) = l.eval_log(step, eval) else {
+        return Ok(());
+    };
     if let Some(v) = log.val_loss {
         l.state().record_val_loss(v);
     }
@@ -163,6 +171,7 @@ mod tests {
             sample_every: 0,
             log_every: 1,
             eval_first: true,
+            sample_first: false,
         };
         let due: Vec<u64> = (0..12).filter(|&s| c.eval_due(s, 0)).collect();
         assert_eq!(due, [0, 5, 10]);

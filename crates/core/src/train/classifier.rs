@@ -161,6 +161,7 @@ pub fn train_classifier(job: ClassifierTrainJob) -> Result<ClassifierReport> {
         sample_every: 0,
         log_every: t.log_interval as u64,
         eval_first: false,
+        sample_first: false,
     };
     let mut l = ClassifierLoop {
         r: &mut r,
@@ -246,8 +247,8 @@ impl TrainingLoop for ClassifierLoop<'_> {
         evaluate_classifier(&self.r.frozen, self.test, 500, self.device)
     }
 
-    fn eval_log(&self, step: u64, ev: &ClassifierEval) -> EvalLog {
-        EvalLog {
+    fn eval_log(&mut self, step: u64, ev: &ClassifierEval) -> Option<EvalLog> {
+        Some(EvalLog {
             line: format!(
                 "step {step} | epoch {:.2} | test loss {:.4} | test accuracy {:.2}%",
                 step as f64 / self.r.steps_per_epoch as f64,
@@ -258,7 +259,7 @@ impl TrainingLoop for ClassifierLoop<'_> {
                 "step": step, "val_loss": ev.loss, "val_accuracy": ev.accuracy,
             }),
             val_loss: Some(ev.loss),
-        }
+        })
     }
 
     fn sample(&mut self, _step: u64) -> Result<()> {

@@ -142,6 +142,7 @@ pub fn train_diffusion(job: DiffusionTrainJob) -> Result<DiffusionReport> {
         sample_every: t.sample_interval as u64,
         log_every: t.log_interval as u64,
         eval_first: false,
+        sample_first: false,
     };
     let mut l = DiffusionLoop {
         r: &mut r,
@@ -248,8 +249,8 @@ impl TrainingLoop for DiffusionLoop<'_> {
         )
     }
 
-    fn eval_log(&self, step: u64, ev: &DiffusionEval) -> EvalLog {
-        report::eval_log(step, ev)
+    fn eval_log(&mut self, step: u64, ev: &DiffusionEval) -> Option<EvalLog> {
+        Some(report::eval_log(step, ev))
     }
 
     fn sample(&mut self, step: u64) -> Result<()> {

@@ -21,9 +21,9 @@ use crate::error::{Error, Result};
 use crate::models::classifier::Classifier;
 use crate::models::gan::{GanConfig, save_config};
 use crate::run_dir::{OnExisting, RunDir};
+use crate::train::cadence::{Cadence, EvalLog, StepLog, TrainingLoop, finish, run_steps};
 use crate::train::checkpoint::{self, TrainClock, TrainState};
 use crate::train::images::check_same_data;
-use crate::train::interrupt;
 use crate::train::metrics::MetricsLog;
 use crate::train::progress::Progress;
 use crate::train::schedule::LrSchedule;
@@ -72,7 +72,7 @@ pub fn train_gan(job: GanTrainJob, classifier: Option<&Classifier>) -> Result<Ga
     let run = RunDir::prepare(&job.out, job.on_existing)?;
     let resuming = job.on_existing == OnExisting::Resume;
 
-    let mut batches =
+    let batches =
         EpochBatches::new(data.len(), cfg.train.batch_size, cfg.train.seed)?.drop_last(true)?;
     let d_steps_per_epoch = batches.steps_per_epoch();
     let steps_per_epoch = (d_steps_per_epoch / cfg.gan.n_critic as u64).max(1);
@@ -81,7 +81,7 @@ pub fn train_gan(job: GanTrainJob, classifier: Option<&Classifier>) -> Result<Ga
     let eval_every = cfg.train.eval_every(steps_per_epoch);
 
     let mut tr = GanTrainer::new(&cfg.model, &t, &job.device)?;
-    let mut state = if resuming {
+    let state = if resuming {
         let state = checkpoint::load(
             &run,
             &mut tr.varmap,
@@ -100,7 +100,7 @@ pub fn train_gan(job: GanTrainJob, classifier: Option<&Classifier>) -> Result<Ga
     // Records up to the last completed step survive a resume; the evaluation at the resumed
     // step runs again (it is a function of the weights, so it logs the same numbers).
     let keep = resuming.then(|| state.step.checked_sub(1)).flatten();
-    let mut metrics = MetricsLog::open(&run.metrics(), keep.map(|k| (k, state.metrics_bytes)))?;
+    let metrics = MetricsLog::open(&run.metrics(), keep.map(|k| (k, state.metrics_bytes)))?;
     let start = state.step;
     let (pg, pd) = crate::models::gan::parameter_counts(&cfg.model);
     tracing::info!(
@@ -110,97 +110,33 @@ pub fn train_gan(job: GanTrainJob, classifier: Option<&Classifier>) -> Result<Ga
         data.len(),
     );
     let progress = Progress::new("train", start, total);
-    let clock = TrainClock::start(&state);
-    let mut best_coverage = 0usize;
-    let mut last = StepStats::default();
-    let mut last_quality = None;
-    let save = |tr: &GanTrainer, state: &mut TrainState| {
-        clock.stamp(state);
-        checkpoint::save(
-            &run,
-            &tr.weights(),
-            &[("g.", &tr.opt_g), ("d.", &tr.opt_d)],
-            state,
-        )
+    let cadence = Cadence {
+        eval_every,
+        sample_every: cfg.train.sample_interval as u64,
+        log_every: cfg.train.log_interval as u64,
+        eval_first: true,
+        sample_first: true,
     };
-
-    for step in start..total {
-        interrupt::checkpoint_on_stop(step, &progress, || {
-            save(&tr, &mut state)?;
-            metrics.sync()
-        })?;
-        // Evaluate and checkpoint (a resumed run measured its first step before the
-        // checkpoint it continues from).
-        if step % eval_every == 0 && !(resuming && step == start) {
-            if let Some(q) = classifier {
-                let qs = report::measure(&tr, &cfg, q, step)?;
-                log_quality(
-                    &progress,
-                    &mut metrics,
-                    &qs,
-                    (step, cfg.gan.loss),
-                    &mut best_coverage,
-                )?;
-                last_quality = Some(qs);
-            }
-            if step > start {
-                save(&tr, &mut state)?;
-                metrics.sync()?;
-            }
-            plot_losses(&run)?;
-        }
-        if cfg.train.sample_interval > 0 && step % cfg.train.sample_interval as u64 == 0 {
-            report::write_grid(&run, &tr, &cfg, &fixed, step)?;
-        }
-
-        let t0 = Instant::now();
-        let lr = schedule.at(step as usize);
-        last = tr.step(&cfg, &data, &mut batches, step, lr)?;
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-        state.step = step + 1;
-        state.examples_seen += (cfg.train.batch_size * cfg.gan.n_critic) as u64;
-        if !(last.loss_d.is_finite() && last.loss_g.is_finite()) {
-            return Err(Error::input(format!(
-                "training diverged at step {step} (D loss {}, G loss {}); lower train.lr{}",
-                last.loss_d,
-                last.loss_g,
-                match cfg.gan.loss {
-                    GanLoss::Bce => " or try --loss wgan-gp",
-                    GanLoss::WganGp => "",
-                }
-            )));
-        }
-        progress.set(state.step);
-        progress.message(format!("D {:.3} G {:.3}", last.loss_d, last.loss_g));
-        if step % cfg.train.log_interval as u64 == 0 {
-            let images = (cfg.train.batch_size * cfg.gan.n_critic) as f64;
-            progress.println(&report::log_line(&cfg, step, &last, lr, ms, images));
-            metrics.log(&serde_json::json!({
-                "step": step, "loss_d": last.loss_d, "loss_g": last.loss_g,
-                "d_real": last.d_real, "d_fake": last.d_fake, "gp": last.gp, "lr": lr, "ms": ms,
-                "img_per_s": images / (ms / 1e3),
-            }))?;
-        }
-    }
-    progress.finish();
-
-    // Final coverage, checkpoint, grid and model card.
-    if let Some(q) = classifier
-        && start < total
-    {
-        let qs = report::measure(&tr, &cfg, q, total)?;
-        log_quality(
-            &progress,
-            &mut metrics,
-            &qs,
-            (total, cfg.gan.loss),
-            &mut best_coverage,
-        )?;
-        last_quality = Some(qs);
-    }
-    save(&tr, &mut state)?;
-    metrics.sync()?;
-    plot_losses(&run)?;
+    let mut l = GanLoop {
+        clock: TrainClock::start(&state),
+        run: &run,
+        tr,
+        state,
+        metrics,
+        cfg: &cfg,
+        data: &data,
+        batches,
+        schedule,
+        fixed: &fixed,
+        classifier,
+        best_coverage: 0,
+        last: StepStats::default(),
+    };
+    run_steps(&mut l, &cadence, start, total, &progress)?;
+    let last_quality = finish(&mut l, start, total, &progress)?;
+    let GanLoop {
+        tr, state, last, ..
+    } = l;
     let grid = report::write_grid(&run, &tr, &cfg, &fixed, total)?;
     report::write_model_card(
         &run,
@@ -219,6 +155,118 @@ pub fn train_gan(job: GanTrainJob, classifier: Option<&Classifier>) -> Result<Ga
         train_seconds: state.train_seconds,
         grid,
     })
+}
+
+/// The GAN's part of the shared cadence: its step trains D (`n_critic` times) then G, each
+/// with its own optimizer; its evaluation is the reference classifier's view of samples.
+struct GanLoop<'a> {
+    run: &'a RunDir,
+    tr: GanTrainer,
+    state: TrainState,
+    metrics: MetricsLog,
+    clock: TrainClock,
+    cfg: &'a GanRunConfig,
+    data: &'a ImageDataset,
+    batches: EpochBatches,
+    schedule: LrSchedule,
+    /// The fixed noise (and labels) of the progress grids.
+    fixed: &'a (candle_core::Tensor, Option<candle_core::Tensor>),
+    classifier: Option<&'a Classifier>,
+    /// The most classes seen at an evaluation, for the mode-collapse warning.
+    best_coverage: usize,
+    last: StepStats,
+}
+
+impl TrainingLoop for GanLoop<'_> {
+    type Eval = Option<GanQuality>;
+
+    fn state(&mut self) -> &mut TrainState {
+        &mut self.state
+    }
+
+    fn metrics(&mut self) -> &mut MetricsLog {
+        &mut self.metrics
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.clock.stamp(&mut self.state);
+        checkpoint::save(
+            self.run,
+            &self.tr.weights(),
+            &[("g.", &self.tr.opt_g), ("d.", &self.tr.opt_d)],
+            &self.state,
+        )
+    }
+
+    fn step(&mut self, step: u64) -> Result<StepLog> {
+        let (t0, cfg) = (Instant::now(), self.cfg);
+        let lr = self.schedule.at(step as usize);
+        let last = self.tr.step(cfg, self.data, &mut self.batches, step, lr)?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        if !(last.loss_d.is_finite() && last.loss_g.is_finite()) {
+            return Err(Error::input(format!(
+                "training diverged at step {step} (D loss {}, G loss {}); lower train.lr{}",
+                last.loss_d,
+                last.loss_g,
+                match cfg.gan.loss {
+                    GanLoss::Bce => " or try --loss wgan-gp",
+                    GanLoss::WganGp => "",
+                }
+            )));
+        }
+        let images = (cfg.train.batch_size * cfg.gan.n_critic) as f64;
+        self.last = last;
+        let last = &self.last;
+        Ok(StepLog {
+            examples: images as u64,
+            status: format!("D {:.3} G {:.3}", last.loss_d, last.loss_g),
+            line: report::log_line(cfg, step, last, lr, ms, images),
+            metrics: serde_json::json!({
+                "step": step, "loss_d": last.loss_d, "loss_g": last.loss_g,
+                "d_real": last.d_real, "d_fake": last.d_fake, "gp": last.gp, "lr": lr, "ms": ms,
+                "img_per_s": images / (ms / 1e3),
+            }),
+        })
+    }
+
+    fn evaluate(&mut self, step: u64) -> Result<Option<GanQuality>> {
+        self.classifier
+            .map(|q| report::measure(&self.tr, self.cfg, q, step))
+            .transpose()
+    }
+
+    fn eval_log(&mut self, step: u64, q: &Option<GanQuality>) -> Option<EvalLog> {
+        let q = q.as_ref()?;
+        let acc = q.label_accuracy.map_or(String::new(), |a| {
+            format!(" | label accuracy {:.1}%", 100.0 * a)
+        });
+        let mut line = format!(
+            "step {step} | coverage {}/{} classes | entropy {:.2} bits{acc}",
+            q.classes_found, q.n_classes, q.entropy_bits
+        );
+        // Printed once, above the progress bar (not also as a log line).
+        if let Some(warning) = coverage_warning(self.best_coverage, q.classes_found, self.cfg.gan.loss)
+        {
+            line = format!("{line}\n{warning}");
+        }
+        self.best_coverage = self.best_coverage.max(q.classes_found);
+        Some(EvalLog {
+            line,
+            metrics: serde_json::json!({
+                "step": step, "coverage": q.classes_found, "n_classes": q.n_classes,
+                "entropy_bits": q.entropy_bits, "label_accuracy": q.label_accuracy,
+            }),
+            val_loss: None,
+        })
+    }
+
+    fn sample(&mut self, step: u64) -> Result<()> {
+        report::write_grid(self.run, &self.tr, self.cfg, self.fixed, step).map(|_| ())
+    }
+
+    fn plot(&self) -> Result<()> {
+        plot_losses(self.run)
+    }
 }
 
 /// Takes image size, channels and classes from the data, checking them against an explicit
@@ -244,31 +292,6 @@ fn fit_model_to_data(model: &mut GanConfig, data: &ImageDataset) -> Result<()> {
     model
         .validate()
         .map_err(|e| Error::usage(format!("model: {e} (the data's images are {c}x{h}x{w})")))
-}
-
-fn log_quality(
-    progress: &Progress,
-    metrics: &mut MetricsLog,
-    q: &GanQuality,
-    (step, loss): (u64, GanLoss),
-    best: &mut usize,
-) -> Result<()> {
-    let acc = q.label_accuracy.map_or(String::new(), |a| {
-        format!(" | label accuracy {:.1}%", 100.0 * a)
-    });
-    progress.println(&format!(
-        "step {step} | coverage {}/{} classes | entropy {:.2} bits{acc}",
-        q.classes_found, q.n_classes, q.entropy_bits
-    ));
-    if let Some(warning) = coverage_warning(*best, q.classes_found, loss) {
-        // Printed once, above the progress bar (not also as a log line).
-        progress.println(&warning);
-    }
-    *best = (*best).max(q.classes_found);
-    metrics.log(&serde_json::json!({
-        "step": step, "coverage": q.classes_found, "n_classes": q.n_classes,
-        "entropy_bits": q.entropy_bits, "label_accuracy": q.label_accuracy,
-    }))
 }
 
 /// The warning when class coverage fell from `best` to `found`, with advice that fits the

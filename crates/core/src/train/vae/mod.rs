@@ -99,6 +99,7 @@ pub fn train_vae(job: VaeTrainJob) -> Result<VaeReport> {
         sample_every: t.sample_interval as u64,
         log_every: t.log_interval as u64,
         eval_first: false,
+        sample_first: false,
     };
     let mut l = VaeLoop {
         r: &mut r,
@@ -198,8 +199,8 @@ impl TrainingLoop for VaeLoop<'_> {
         evaluate_vae(&self.r.frozen, self.test, 500, self.cfg.train.seed, self.device)
     }
 
-    fn eval_log(&self, step: u64, ev: &VaeEval) -> EvalLog {
-        report::eval_log(step, self.r.steps_per_epoch, ev)
+    fn eval_log(&mut self, step: u64, ev: &VaeEval) -> Option<EvalLog> {
+        Some(report::eval_log(step, self.r.steps_per_epoch, ev))
     }
 
     fn sample(&mut self, step: u64) -> Result<()> {
