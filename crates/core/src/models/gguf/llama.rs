@@ -10,13 +10,14 @@
 
 use std::sync::Arc;
 
-use candle_core::quantized::QMatMul;
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
 use super::GgufFile;
 use crate::models::CausalLm;
 use crate::models::llama::LlamaConfig;
 use crate::nn::attention::causal_attention;
+use crate::nn::ops::q4_1::Q4_1Matrix;
 use crate::nn::ops::rms_norm;
 use crate::nn::{Dropout, KvCache};
 
@@ -63,18 +64,45 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<LlamaConfig> {
     Ok(cfg)
 }
 
+/// A weight matrix as it multiplies: candle's quantised matmul, or Muse's Q4_1 kernel on the
+/// CPU (candle's Q4_1 is its scalar fallback; see [`crate::nn::ops::q4_1`]).
+#[derive(Debug)]
+enum QLinear {
+    Candle(QMatMul),
+    Q4_1(Q4_1Matrix),
+}
+
+impl QLinear {
+    fn new(t: QTensor) -> Result<Self> {
+        if t.dtype() == GgmlDType::Q4_1 && t.device().is_cpu() {
+            let (rows, cols) = t.shape().dims2()?;
+            return Ok(Self::Q4_1(Q4_1Matrix::from_ggml(&t.data()?, rows, cols)?));
+        }
+        QMatMul::from_qtensor(t).map(Self::Candle)
+    }
+
+    /// # Shapes
+    /// `x`: (..., in) -> (..., out).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Candle(m) => m.forward(x),
+            Self::Q4_1(m) => m.forward(x),
+        }
+    }
+}
+
 /// One block's weights.
 #[derive(Debug)]
 struct Block {
     attn_norm: Tensor,
-    attn_q: QMatMul,
-    attn_k: QMatMul,
-    attn_v: QMatMul,
-    attn_output: QMatMul,
+    attn_q: QLinear,
+    attn_k: QLinear,
+    attn_v: QLinear,
+    attn_output: QLinear,
     ffn_norm: Tensor,
-    ffn_gate: QMatMul,
-    ffn_up: QMatMul,
-    ffn_down: QMatMul,
+    ffn_gate: QLinear,
+    ffn_up: QLinear,
+    ffn_down: QLinear,
 }
 
 /// The Llama language model with quantised weights.
@@ -85,7 +113,7 @@ pub struct QLlama {
     token_embd: Tensor,
     blocks: Vec<Block>,
     output_norm: Tensor,
-    output: QMatMul,
+    output: QLinear,
     /// (max_positions, head_dim / 2) each.
     cos: Tensor,
     sin: Tensor,
@@ -125,13 +153,16 @@ impl QLlama {
             )));
         }
         let output = if cfg.tie_word_embeddings {
-            QMatMul::from_arc(embd)?
+            match Arc::try_unwrap(embd) {
+                Ok(t) => QLinear::new(t)?,
+                Err(shared) => QLinear::Candle(QMatMul::from_arc(shared)?),
+            }
         } else {
-            QMatMul::from_qtensor(f.tensor("output.weight", device)?)?
+            QLinear::new(f.tensor("output.weight", device)?)?
         };
         let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
-            let mut mm = |name: &str, shape: (usize, usize)| -> Result<QMatMul> {
+            let mut mm = |name: &str, shape: (usize, usize)| -> Result<QLinear> {
                 let t = f.tensor(&format!("blk.{i}.{name}.weight"), device)?;
                 check_shape(
                     f,
@@ -139,7 +170,7 @@ impl QLlama {
                     t.shape().dims(),
                     shape,
                 )?;
-                QMatMul::from_qtensor(t)
+                QLinear::new(t)
             };
             let (c, h) = (cfg.hidden_size, cfg.intermediate_size);
             let attn_q = mm("attn_q", (cfg.q_dim(), c))?;
