@@ -54,7 +54,7 @@ fn chat_uses_the_template_in_the_file() {
     let out = child.wait_with_output().unwrap();
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
-    assert!(stderr.contains("jinja"), "{stderr}");
+    assert!(stderr.contains("Jinja template"), "{stderr}");
     assert_eq!(stdout.matches("ai> ").count(), 1, "{stdout}");
 }
 

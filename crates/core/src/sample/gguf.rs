@@ -56,7 +56,7 @@ pub fn load_gguf(
     let chat_template = match file.get("tokenizer.chat_template") {
         Some(candle_core::quantized::gguf_file::Value::String(src)) => Some(JinjaTemplate::new(
             src.clone(),
-            format!("{} (tokenizer.chat_template)", path.display()),
+            format!("{} (metadata tokenizer.chat_template)", path.display()),
             token_text(specials.bos),
             token_text(specials.eos),
         )),

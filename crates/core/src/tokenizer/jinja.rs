@@ -108,7 +108,7 @@ impl ChatFormat {
     pub fn name(&self) -> String {
         match self {
             Self::Patterns(t) => t.name.clone(),
-            Self::Jinja(j) => format!("jinja ({})", j.origin),
+            Self::Jinja(_) => "the model's Jinja".into(),
         }
     }
 

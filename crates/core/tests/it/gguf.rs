@@ -297,3 +297,64 @@ fn bad_gguf_files_give_clear_errors() {
     let e = open_err(&p);
     assert!(e.contains("odd_type.gguf") && e.contains("99"), "{e}");
 }
+
+/// A `llama` (SentencePiece) vocabulary in GGUF metadata, as llama.cpp's converter writes it
+/// from Llama 2's tokenizer.model (pieces, scores, token types), gives sentencepiece's ids;
+/// BOS is added by default for this kind, as llama.cpp does.
+#[test]
+fn gguf_sentencepiece_vocabulary_matches_sentencepiece() {
+    use candle_core::quantized::gguf_file::{Content, Value, write};
+    use muse_core::tokenizer::sentencepiece::{PieceKind, parse_model_proto};
+    let model = crate::common::data_dir().join("llama2c/tokenizer.model");
+    let pieces = parse_model_proto(&std::fs::read(model).unwrap()).unwrap();
+    let kind = |k: PieceKind| match k {
+        PieceKind::Normal => 1,
+        PieceKind::Unknown => 2,
+        PieceKind::Control => 3,
+        PieceKind::UserDefined => 4,
+        PieceKind::Unused => 5,
+        PieceKind::Byte => 6,
+    };
+    let meta = [
+        ("general.architecture", Value::String("llama".into())),
+        ("tokenizer.ggml.model", Value::String("llama".into())),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(
+                pieces
+                    .iter()
+                    .map(|p| Value::String(p.piece.clone()))
+                    .collect(),
+            ),
+        ),
+        (
+            "tokenizer.ggml.scores",
+            Value::Array(pieces.iter().map(|p| Value::F32(p.score)).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type",
+            Value::Array(pieces.iter().map(|p| Value::I32(kind(p.kind))).collect()),
+        ),
+        ("tokenizer.ggml.bos_token_id", Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+    ];
+    let refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+    let mut buf = std::io::Cursor::new(Vec::new());
+    write(&mut buf, &refs, &[]).unwrap();
+    buf.set_position(0);
+    let content = Content::read(&mut buf).unwrap();
+    let (tok, specials) = muse_core::tokenizer::gguf::from_gguf(&content).unwrap();
+    assert_eq!(
+        (specials.bos, specials.eos, specials.add_bos),
+        (Some(1), Some(2), true)
+    );
+    assert_eq!(tok.vocab_size(), 32000);
+    let want: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("hf/llama2c_tokenizer_ids.json")).unwrap(),
+    )
+    .unwrap();
+    for (text, ids) in want["ids"].as_object().unwrap() {
+        let want: Vec<u32> = serde_json::from_value(ids.clone()).unwrap();
+        assert_eq!(tok.encode(text).unwrap(), want, "ids of {text:?}");
+    }
+}
