@@ -100,3 +100,23 @@ fn a_file_that_is_not_gguf_is_a_clear_error() {
     assert!(stderr.contains("not a GGUF file"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn export_of_a_gguf_file_says_what_is_not_supported_yet() {
+    let tmp = tempfile::tempdir().unwrap();
+    let m = fixture("tiny_llama_f32.gguf");
+    let out_dir = tmp.path().join("hf");
+    let out = muse(
+        tmp.path(),
+        &[
+            "export",
+            m.to_str().unwrap(),
+            "-o",
+            out_dir.to_str().unwrap(),
+        ],
+    );
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("is a GGUF file"), "{stderr}");
+    assert!(!stderr.contains("llama2.c"), "{stderr}");
+}
