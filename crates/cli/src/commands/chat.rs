@@ -76,7 +76,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
          Type a message and press Enter; /reset forgets the conversation, /exit quits.",
         a.run.display(),
         s.model.family,
-        s.conversation.template.name,
+        s.conversation.template.name(),
         s.model.model.context_len(),
         muse_core::AI_GENERATED_NOTICE
     );

@@ -9,6 +9,7 @@ mod embed;
 mod export;
 mod finetune;
 mod gan;
+mod gguf;
 mod gpt;
 mod images;
 mod readme;

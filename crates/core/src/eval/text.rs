@@ -71,6 +71,31 @@ pub fn eval_text(
     evaluate_ids(&model, &tokenizer, &ids, batch, device, source)
 }
 
+/// Positions per window when evaluating a GGUF model: llama.cpp's `llama-perplexity` default
+/// context (a model's full context, 8192 for SmolLM2, would need gigabytes of attention).
+pub const GGUF_EVAL_WINDOW: usize = 512;
+
+/// Evaluates the GGUF file at `path` on `data` (a text file or dataset name), in windows of
+/// [`GGUF_EVAL_WINDOW`] positions (or the model's context, if shorter). The tokenizer's BOS
+/// rule is not applied: every window is scored as the text's own ids, as for other models.
+pub fn eval_gguf_text(path: &Path, data: &str, batch: usize, device: &Device) -> Result<TextEval> {
+    let g = crate::sample::gguf::load_gguf(path, None, device)?;
+    let src = crate::data::resolve_text_corpus(data)?;
+    let text = crate::data::read_text(&src.path)?;
+    let ids = g.tokenizer.encode(&text)?;
+    let window = GGUF_EVAL_WINDOW.min(g.model.config().max_position_embeddings);
+    let model = &g.model;
+    evaluate_windows(
+        &|x: &Tensor| model.forward(x),
+        window,
+        &g.tokenizer,
+        &ids,
+        batch,
+        device,
+        src.path.display().to_string(),
+    )
+}
+
 /// Mean loss over consecutive windows covering `ids`; every token after the first is
 /// predicted once, from the start of its window.
 pub fn evaluate_ids(
@@ -81,7 +106,22 @@ pub fn evaluate_ids(
     device: &Device,
     source: String,
 ) -> Result<TextEval> {
+    let forward = |x: &Tensor| model.forward(x, &mut Dropout::eval());
     let block = model.config().n_positions;
+    evaluate_windows(&forward, block, tokenizer, ids, batch, device, source)
+}
+
+/// [`evaluate_ids`] for any model: `forward` maps (B, T) ids to (B * T, vocab) logits, and
+/// windows hold `block` positions.
+pub fn evaluate_windows(
+    forward: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+    block: usize,
+    tokenizer: &TextTokenizer,
+    ids: &[u32],
+    batch: usize,
+    device: &Device,
+    source: String,
+) -> Result<TextEval> {
     if ids.len() < 2 {
         return Err(Error::input(format!(
             "{source} has fewer than two tokens: nothing to evaluate"
@@ -93,7 +133,7 @@ pub fn evaluate_ids(
     let mut nats = 0.0;
     for (i, chunk) in starts.chunks(batch.max(1)).enumerate() {
         let b = windows_at(ids, block, chunk, device)?;
-        nats += summed_loss(model, &b.inputs, &b.targets)?;
+        nats += summed_loss(forward, &b.inputs, &b.targets)?;
         progress.set(i as u64 + 1);
     }
     // The tail shorter than a window.
@@ -101,7 +141,7 @@ pub fn evaluate_ids(
     let tail = ids.len() - 1 - tail_start;
     if tail > 0 {
         let b = windows_at(ids, tail, &[tail_start], device)?;
-        nats += summed_loss(model, &b.inputs, &b.targets)?;
+        nats += summed_loss(forward, &b.inputs, &b.targets)?;
     }
     progress.finish();
     let tokens = ids.len() - 1;
@@ -119,9 +159,13 @@ pub fn evaluate_ids(
 }
 
 /// Sum (not mean) of the token losses of one batch, in nats.
-fn summed_loss(model: &Gpt, inputs: &Tensor, targets: &Tensor) -> Result<f64> {
+fn summed_loss(
+    forward: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+    inputs: &Tensor,
+    targets: &Tensor,
+) -> Result<f64> {
     let n = targets.elem_count() as f64;
-    let logits = model.forward(inputs, &mut Dropout::eval())?;
+    let logits = forward(inputs)?;
     let mean = cross_entropy(&logits, &targets.flatten_all()?)?;
     Ok(mean.to_dtype(DType::F64)?.to_scalar::<f64>()? * n)
 }

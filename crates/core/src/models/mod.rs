@@ -5,6 +5,7 @@ pub mod bert;
 pub mod classifier;
 pub mod diffusion;
 pub mod gan;
+pub mod gguf;
 pub mod gpt;
 pub mod llama;
 pub mod llama2c;

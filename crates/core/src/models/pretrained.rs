@@ -226,6 +226,13 @@ pub fn load_tensors(
     path: &Path,
     device: &Device,
 ) -> Result<(ModelConfig, HashMap<String, Tensor>)> {
+    if path.is_file() && super::gguf::is_gguf(path) {
+        return Err(msg(format!(
+            "{} is a GGUF file: Muse samples, chats with and evaluates GGUF models, but does not \
+             yet fine-tune, align or export them (the weights are quantised)",
+            path.display()
+        )));
+    }
     if path.is_file() {
         let (cfg, tensors) = llama2c::read_checkpoint(path, device)?;
         return Ok((ModelConfig::Llama(cfg), tensors));

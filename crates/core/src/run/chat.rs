@@ -9,13 +9,15 @@ use crate::sample::chat::Conversation;
 use crate::sample::open::{TextModel, open_text_model_with};
 use crate::sample::{GenerateOptions, SamplingParams};
 use crate::tokenizer::chat::ChatTemplate;
+use crate::tokenizer::jinja::ChatFormat;
 
 /// What `muse chat MODEL` was asked.
 #[derive(Clone, Debug)]
 pub struct ChatRequest {
     pub model: PathBuf,
     pub system: Option<String>,
-    /// `plain`, `chatml` or a chat_template.json file [default: the folder's own].
+    /// `plain`, `chatml` or a chat_template.json file [default: the model's own: a
+    /// chat_template.json, else the Jinja template of tokenizer_config.json or GGUF metadata].
     pub template: Option<String>,
     /// Longest reply [default: what the context leaves after the prompt].
     pub max_tokens: Option<usize>,
@@ -53,7 +55,7 @@ pub fn open_chat(req: &ChatRequest) -> Result<ChatSession> {
     }
     let model = open_text_model_with(&req.model, req.tokenizer.as_deref(), &req.device)?;
     let mut notes = Vec::new();
-    let template = template(&req.model, req.template.as_deref(), &mut notes)?;
+    let template = template(&req.model, &model, req.template.as_deref(), &mut notes)?;
     let context = model.model.context_len();
     let max_tokens = match req.max_tokens {
         Some(n) if n >= context => {
@@ -78,9 +80,28 @@ pub fn open_chat(req: &ChatRequest) -> Result<ChatSession> {
     })
 }
 
-/// The chat template: `--template` (a name or a file), else the folder's own.
-fn template(run: &Path, flag: Option<&str>, notes: &mut Vec<String>) -> Result<ChatTemplate> {
-    Ok(match flag {
+/// The chat template: `--template` (a name or a file), else the model's own: a
+/// `chat_template.json` in its folder, else its Jinja template, else plain.
+fn template(
+    run: &Path,
+    model: &TextModel,
+    flag: Option<&str>,
+    notes: &mut Vec<String>,
+) -> Result<ChatFormat> {
+    if flag.is_none() {
+        let own = if run.is_dir() {
+            ChatTemplate::load(run)?
+        } else {
+            None
+        };
+        if let Some(t) = own {
+            return Ok(ChatFormat::Patterns(t));
+        }
+        if let Some(j) = &model.chat_template {
+            return Ok(ChatFormat::Jinja(j.clone()));
+        }
+    }
+    Ok(ChatFormat::Patterns(match flag {
         Some("plain") => ChatTemplate::plain(),
         Some("chatml") => ChatTemplate::chatml(),
         Some(path) => {
@@ -108,5 +129,5 @@ fn template(run: &Path, flag: Option<&str>, notes: &mut Vec<String>) -> Result<C
             t
         }
         None => ChatTemplate::plain(),
-    })
+    }))
 }

@@ -45,11 +45,12 @@ pub struct EvalReport {
 pub fn eval(req: &EvalRequest) -> Result<EvalReport> {
     match detect(&req.model)? {
         Family::Gpt => text(req),
+        Family::Gguf => gguf_text(req),
         Family::Vae => vae(req),
         Family::Gan => gan(req),
         Family::Classifier => classifier(req),
         other => Err(Error::usage(format!(
-            "{} holds {}; `muse eval` measures GPT runs and gpt2 folders, VAEs, GANs and \
+            "{} holds {}; `muse eval` measures GPT runs, gpt2 folders, GGUF files, VAEs, GANs and \
              classifiers (this one loads for sample and chat)",
             req.model.display(),
             other.describe()
@@ -70,6 +71,10 @@ fn text(req: &EvalRequest) -> Result<EvalReport> {
         )));
     }
     let r = crate::eval::eval_text(dir, req.data.as_deref(), req.batch_size, &req.device)?;
+    Ok(text_report(dir, &r))
+}
+
+fn text_report(dir: &Path, r: &crate::eval::text::TextEval) -> EvalReport {
     let mut lines = vec![
         format!("{}: {} tokens", r.source, r.tokens),
         format!("loss        {:.4} nats/token", r.loss),
@@ -80,10 +85,25 @@ fn text(req: &EvalRequest) -> Result<EvalReport> {
     if !r.loss.is_finite() {
         lines.push(not_finite_warning(dir));
     }
-    Ok(EvalReport {
-        json: serde_json::to_value(&r).unwrap_or_default(),
+    EvalReport {
+        json: serde_json::to_value(r).unwrap_or_default(),
         lines,
-    })
+    }
+}
+
+fn gguf_text(req: &EvalRequest) -> Result<EvalReport> {
+    if req.batch_size == 0 {
+        return Err(Error::usage("--batch-size must be at least 1"));
+    }
+    let Some(data) = req.data.as_deref() else {
+        return Err(Error::usage(format!(
+            "{} is a GGUF file, which carries no validation split: pass --data FILE (a UTF-8 \
+             text file or a dataset name)",
+            req.model.display()
+        )));
+    };
+    let r = crate::eval::text::eval_gguf_text(&req.model, data, req.batch_size, &req.device)?;
+    Ok(text_report(&req.model, &r))
 }
 
 fn not_finite_warning(dir: &Path) -> String {

@@ -15,6 +15,8 @@ pub enum Family {
     Llama,
     /// A llama2.c checkpoint file (legacy v0 format).
     Llama2c,
+    /// A GGUF file (llama.cpp's format) holding a Llama-architecture model.
+    Gguf,
     /// The reference image classifier that judges generated images.
     Classifier,
     /// A variational autoencoder.
@@ -50,6 +52,7 @@ impl Family {
             Family::Gpt => "gpt",
             Family::Llama => "llama",
             Family::Llama2c => "llama2c",
+            Family::Gguf => "gguf",
             Family::Classifier => "classifier",
             Family::Vae => "vae",
             Family::Gan => "gan",
@@ -64,6 +67,7 @@ impl Family {
             "gpt" | "gpt2" => Family::Gpt,
             "llama" => Family::Llama,
             "llama2c" => Family::Llama2c,
+            "gguf" => Family::Gguf,
             "classifier" => Family::Classifier,
             "vae" => Family::Vae,
             "gan" => Family::Gan,
@@ -74,7 +78,10 @@ impl Family {
 
     /// A language model that `sample --prompt`, `chat`, `finetune` and `align` take.
     pub fn is_text(self) -> bool {
-        matches!(self, Family::Gpt | Family::Llama | Family::Llama2c)
+        matches!(
+            self,
+            Family::Gpt | Family::Llama | Family::Llama2c | Family::Gguf
+        )
     }
 
     /// An image generator that `sample` draws PNG grids from.
@@ -88,6 +95,7 @@ impl Family {
             Family::Gpt => "a GPT language model",
             Family::Llama => "a Llama language model",
             Family::Llama2c => "a llama2.c language model",
+            Family::Gguf => "a GGUF language model",
             Family::Classifier => "an image classifier",
             Family::Vae => "a VAE (image model)",
             Family::Gan => "a GAN (image model)",
@@ -119,10 +127,14 @@ pub fn detect(path: &Path) -> Result<Family> {
     })
 }
 
-/// A file is a model only as a llama2.c checkpoint: a header of seven small positive
-/// integers. Anything else (text, an image, a safetensors file) is named for what it is.
+/// A file is a model as a GGUF file (its magic) or a llama2.c checkpoint (a header of seven
+/// small positive integers). Anything else (text, an image, a safetensors file) is named for
+/// what it is.
 fn detect_file(path: &Path) -> Result<Family> {
     use std::io::Read;
+    if crate::models::gguf::is_gguf(path) {
+        return Ok(Family::Gguf);
+    }
     let mut head = [0u8; 28];
     let n = std::fs::File::open(path)
         .and_then(|mut f| f.read(&mut head))
@@ -148,13 +160,16 @@ fn detect_file(path: &Path) -> Result<Family> {
     let hint = match ext.as_str() {
         "safetensors" => "a safetensors file: pass the folder that holds it with its config.json",
         "json" => "a JSON file: pass the model folder that holds it",
-        "gguf" => "a GGUF file, which this Muse cannot load yet",
+        "gguf" => "named .gguf but not a GGUF file (no GGUF header): damaged or mis-named",
         "png" | "jpg" | "jpeg" => "an image, not a model",
-        _ => "not a model file (the only single-file models Muse reads are llama2.c checkpoints)",
+        _ => {
+            "not a model file (the single-file models Muse reads are GGUF files and llama2.c \
+             checkpoints)"
+        }
     };
     Err(Error::input(format!(
-        "{}: {hint}; give a run folder (`muse train --out`), a Hugging Face model folder, or a \
-         llama2.c .bin checkpoint",
+        "{}: {hint}; give a run folder (`muse train --out`), a Hugging Face model folder, a GGUF \
+         file or a llama2.c .bin checkpoint",
         path.display()
     )))
 }

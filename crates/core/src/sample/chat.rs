@@ -1,4 +1,4 @@
-//! A chat session: a conversation history rendered through a [`ChatTemplate`], fitted into the
+//! A chat session: a conversation history rendered through a [`ChatFormat`], fitted into the
 //! model's context by dropping the oldest turns, and replies generated (streamed) until the
 //! template's stop string or end-of-text.
 
@@ -6,12 +6,13 @@ use crate::error::{Error, Result};
 use crate::sample::generate::{GenerateOptions, Generated, TokenEvent, generate};
 use crate::sample::logits::Sampler;
 use crate::sample::open::TextModel;
-use crate::tokenizer::chat::{ChatMessage, ChatTemplate, Role};
+use crate::tokenizer::chat::{ChatMessage, Role};
+use crate::tokenizer::jinja::ChatFormat;
 
 /// A conversation with one model.
 #[derive(Clone, Debug)]
 pub struct Conversation {
-    pub template: ChatTemplate,
+    pub template: ChatFormat,
     /// The system prompt (empty: none).
     pub system: String,
     /// User and assistant messages, oldest first.
@@ -30,8 +31,13 @@ pub struct Reply {
 
 impl Conversation {
     /// A new conversation; `system` overrides the template's default system prompt.
-    pub fn new(template: ChatTemplate, system: Option<String>) -> Self {
-        let system = system.unwrap_or_else(|| template.default_system.clone());
+    pub fn new(template: ChatFormat, system: Option<String>) -> Self {
+        let default = match &template {
+            ChatFormat::Patterns(t) => t.default_system.clone(),
+            // A Jinja template supplies its own default system message, if any.
+            ChatFormat::Jinja(_) => String::new(),
+        };
+        let system = system.unwrap_or(default);
         Self {
             template,
             system,
@@ -61,7 +67,7 @@ impl Conversation {
         let budget = tm.model.context_len().saturating_sub(reserve);
         let mut dropped = 0;
         loop {
-            let text = self.template.render(&self.messages(), true);
+            let text = self.template.render_prompt(&self.messages())?;
             let ids = tm.encode_prompt(&text)?;
             if ids.len() <= budget {
                 return Ok((ids, dropped));
@@ -114,7 +120,7 @@ impl Conversation {
         opts.max_tokens = opts
             .max_tokens
             .min(context.saturating_sub(ids.len()).max(1));
-        opts.stop.extend(self.template.stop.iter().cloned());
+        opts.stop.extend(self.template.stop());
         opts.stop_at_eos = true;
         let generated = match generate(
             tm.model.as_ref(),

@@ -110,7 +110,7 @@ pub fn generate(
         };
         context.push(id);
         ids.push(id);
-        if opts.stop_at_eos && Some(id) == tokenizer.eos_id() {
+        if opts.stop_at_eos && tokenizer.is_eos(id) {
             reason = StopReason::EndOfText;
             on_token(TokenEvent {
                 id,

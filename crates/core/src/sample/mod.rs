@@ -4,6 +4,7 @@ pub mod chat;
 pub mod diffusion;
 pub mod gan;
 pub mod generate;
+pub mod gguf;
 pub mod logits;
 pub mod open;
 pub mod vae;

@@ -1,4 +1,9 @@
-//! Opening a text model folder (a Muse run or a Hugging Face folder) for generation.
+//! Opening a text model for generation: a folder (a Muse run or a Hugging Face folder), a
+//! GGUF file, or a llama2.c checkpoint.
+//!
+//! The BOS id before every prompt is what the model's tokenizer adds: `add_bos_token` in
+//! `tokenizer_config.json`, else `tokenizer.json`'s post-processor; GGUF files say it in
+//! `tokenizer.ggml.add_bos_token`.
 
 use std::path::Path;
 
@@ -9,6 +14,8 @@ use crate::models::CausalLm;
 use crate::models::gpt::load_gpt;
 use crate::models::pretrained::load_pretrained;
 use crate::run_dir::RunDir;
+use crate::tokenizer::hf_config::TokenizerConfig;
+use crate::tokenizer::jinja::JinjaTemplate;
 use crate::tokenizer::{TextTokenizer, files};
 
 /// A loaded language model with its tokenizer.
@@ -17,8 +24,10 @@ pub struct TextModel {
     pub tokenizer: TextTokenizer,
     /// `gpt`, or the Hugging Face `model_type` (`llama2c` for a llama2.c checkpoint).
     pub family: String,
-    /// Prepended to every prompt (Llama's `<s>`); `None` for GPT models.
+    /// Prepended to every prompt when the tokenizer adds a BOS (Llama's `<s>`).
     pub bos_id: Option<u32>,
+    /// The model's own Jinja chat template (GGUF metadata, `tokenizer_config.json`).
+    pub chat_template: Option<JinjaTemplate>,
 }
 
 impl TextModel {
@@ -54,6 +63,18 @@ pub fn open_text_model_adapted(
     device: &Device,
 ) -> Result<TextModel> {
     let tokenizer = tokenizer.map(files::load_file).transpose()?;
+    let gguf_named = dir
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    if dir.is_file() && (gguf_named || crate::models::gguf::is_gguf(dir)) {
+        if let Some(a) = adapter {
+            return Err(Error::usage(format!(
+                "--adapter {}: adapters apply over a model folder, not a GGUF file",
+                a.display()
+            )));
+        }
+        return super::gguf::open_gguf(dir, tokenizer, device);
+    }
     if dir.is_file() {
         if let Some(a) = adapter {
             return Err(Error::usage(format!(
@@ -80,7 +101,7 @@ pub fn open_text_model_adapted(
             )));
         }
     };
-    let tokenizer = match tokenizer {
+    let mut tokenizer = match tokenizer {
         Some(t) => t,
         None => files::find_in_dir(dir)?.ok_or_else(|| {
             Error::input(format!(
@@ -97,18 +118,31 @@ pub fn open_text_model_adapted(
             model.vocab_size()
         )));
     }
-    let bos_id = (family == "llama")
-        .then(|| crate::models::pretrained::ModelConfig::read(&run.config()).ok())
-        .flatten()
+    let tok_cfg = TokenizerConfig::read(dir)?;
+    let config_bos = crate::models::pretrained::ModelConfig::read(&run.config())
+        .ok()
         .and_then(|c| match c {
             crate::models::pretrained::ModelConfig::Llama(c) => c.bos_token_id,
             _ => None,
         });
+    let bos_id = if family == "llama" {
+        tok_cfg.bos_id(&tokenizer, config_bos)?
+    } else {
+        None
+    };
+    if let Some(eos) = tok_cfg
+        .eos_token
+        .as_deref()
+        .and_then(|t| tokenizer.token_to_id(t))
+    {
+        tokenizer.set_eos_ids(vec![eos]);
+    }
     Ok(TextModel {
         model,
         tokenizer,
         family,
         bos_id,
+        chat_template: tok_cfg.jinja(dir),
     })
 }
 
@@ -171,5 +205,6 @@ fn open_llama2c(
         model: Box::new(model),
         tokenizer,
         family: "llama2c".into(),
+        chat_template: None,
     })
 }

@@ -11,7 +11,10 @@ mod char_level;
 pub mod chat;
 mod chunk;
 pub mod files;
+pub mod gguf;
 mod gpt2;
+pub mod hf_config;
+pub mod jinja;
 pub mod sentencepiece;
 mod stream;
 mod train;
@@ -82,6 +85,9 @@ pub struct TextTokenizer {
     chars: Option<CharVocab>,
     /// True when splitting text before a `\n` provably gives the same ids (see `chunk`).
     chunkable: bool,
+    /// End-of-sequence ids the model's files name (GGUF metadata, `tokenizer_config.json`);
+    /// empty: found by token text ([`EOS_TOKENS`]).
+    eos_ids: Vec<u32>,
 }
 
 impl TextTokenizer {
@@ -131,6 +137,7 @@ impl TextTokenizer {
             inner,
             chars,
             chunkable,
+            eos_ids: Vec::new(),
         }
     }
 
@@ -182,9 +189,37 @@ impl TextTokenizer {
         self.inner.get_vocab_size(true)
     }
 
-    /// The end-of-text id: `<|endoftext|>`, `</s>` or `[SEP]`, the first one present.
+    /// The end-of-text id: the first one the model's files name, else `<|endoftext|>`, `</s>`
+    /// or `[SEP]`, the first one present.
     pub fn eos_id(&self) -> Option<u32> {
-        EOS_TOKENS.iter().find_map(|t| self.inner.token_to_id(t))
+        self.eos_ids
+            .first()
+            .copied()
+            .or_else(|| EOS_TOKENS.iter().find_map(|t| self.inner.token_to_id(t)))
+    }
+
+    /// True for every id that ends generation: those the model's files name (end of sequence,
+    /// end of turn) and the end-of-text token.
+    pub fn is_eos(&self, id: u32) -> bool {
+        self.eos_ids.contains(&id)
+            || EOS_TOKENS.iter().find_map(|t| self.inner.token_to_id(t)) == Some(id)
+    }
+
+    /// Sets the end-of-sequence ids the model's files name (first: the main one).
+    pub fn set_eos_ids(&mut self, ids: Vec<u32>) {
+        let mut ids = ids;
+        ids.dedup();
+        self.eos_ids = ids;
+    }
+
+    /// The id of `token` (a special token's text, such as `<|im_end|>`).
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
+    }
+
+    /// The text of token `id`, as stored in the vocabulary.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
     }
 
     /// True for nanoGPT-style character tokenizers (built by [`TextTokenizer::char_level`]).
@@ -208,6 +243,17 @@ impl TextTokenizer {
     /// complete (multi-byte characters split across tokens are held back until whole).
     pub fn stream(&self) -> TokenStream<'_> {
         TokenStream::new(self)
+    }
+
+    /// The id that the tokenizer's post-processor puts in front of every text (a BOS), if any:
+    /// what transformers' `tokenizer(text)` adds before the text's own ids.
+    pub fn post_processor_prefix(&self) -> Option<u32> {
+        self.inner.get_post_processor()?;
+        let probe = "a";
+        let with = self.inner.encode_fast(probe, true).ok()?;
+        let without = self.inner.encode_fast(probe, false).ok()?;
+        let (with, without) = (with.get_ids(), without.get_ids());
+        (with.len() > without.len() && with[1..].starts_with(without)).then(|| with[0])
     }
 
     /// The wrapped Hugging Face tokenizer.

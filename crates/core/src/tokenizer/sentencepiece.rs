@@ -231,6 +231,25 @@ impl<'a> Iterator for Fields<'a> {
     }
 }
 
+/// `<s>` before every text, as `LlamaConverter` writes it (`add_bos_token` defaults to true):
+/// transformers' tokenizer, and Muse's prompts, then start with a BOS. Null without `<s>`.
+fn bos_post_processor(pieces: &[Piece]) -> Value {
+    let Some(id) = pieces
+        .iter()
+        .position(|p| p.piece == "<s>" && p.kind == PieceKind::Control)
+    else {
+        return Value::Null;
+    };
+    json!({"type": "TemplateProcessing",
+           "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                      {"Sequence": {"id": "A", "type_id": 0}}],
+           "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                    {"Sequence": {"id": "A", "type_id": 0}},
+                    {"SpecialToken": {"id": "<s>", "type_id": 1}},
+                    {"Sequence": {"id": "B", "type_id": 1}}],
+           "special_tokens": {"<s>": {"id": "<s>", "ids": [id], "tokens": ["<s>"]}}})
+}
+
 /// The Hugging Face `tokenizer.json` for Llama-style pieces (as transformers' `LlamaConverter`
 /// writes it).
 pub fn hf_tokenizer_json(pieces: &[Piece]) -> std::result::Result<Value, String> {
@@ -290,7 +309,7 @@ pub fn hf_tokenizer_json(pieces: &[Piece]) -> std::result::Result<Value, String>
             {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}
         ]},
         "pre_tokenizer": null,
-        "post_processor": null,
+        "post_processor": bos_post_processor(pieces),
         "decoder": {"type": "Sequence", "decoders": [
             {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
             {"type": "ByteFallback"},

@@ -125,13 +125,29 @@ fn llama_with_tied_head_and_v4_config_matches_transformers() {
     check_parity("llama_tied");
 }
 
+/// BOS as the tokenizer says (issue 11): the llama_gqa folder, made by transformers, has a
+/// post-processor that adds nothing, so its prompts start with the text; `add_bos_token: true`
+/// in tokenizer_config.json adds `<s>` (transformers' LlamaTokenizerFast does the same).
 #[test]
-fn llama_prompts_start_with_bos() {
+fn llama_prompts_start_with_bos_only_when_the_tokenizer_adds_one() {
     let tm = open_text_model(&folder("llama_gqa"), &Device::Cpu).unwrap();
-    assert_eq!(tm.bos_id, Some(1));
-    assert_eq!(tm.encode_prompt("hi").unwrap()[0], 1);
+    assert_eq!(tm.bos_id, None);
+    assert_eq!(
+        tm.encode_prompt("hi").unwrap(),
+        tm.tokenizer.encode("hi").unwrap()
+    );
     let gpt = open_text_model(&folder("gpt2"), &Device::Cpu).unwrap();
     assert_eq!(gpt.bos_id, None);
+
+    let tmp = copy_folder("llama_gqa");
+    let path = tmp.path().join("tokenizer_config.json");
+    let mut tc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tc["add_bos_token"] = serde_json::json!(true);
+    std::fs::write(&path, tc.to_string()).unwrap();
+    let tm = open_text_model(tmp.path(), &Device::Cpu).unwrap();
+    assert_eq!(tm.bos_id, Some(1));
+    assert_eq!(tm.encode_prompt("hi").unwrap()[0], 1);
 }
 
 /// A copy of a fixture folder in a temp dir, for breaking it.
@@ -233,4 +249,13 @@ fn weights_that_do_not_match_the_config_are_a_clear_error() {
             .to_string();
         assert!(e.contains("do not match"), "{name}: {e}");
     }
+}
+
+/// A SentencePiece tokenizer (here llama2.c's tokenizer.bin) adds `<s>` in front, as
+/// transformers' LlamaConverter writes it, so Llama folders Muse exports keep their BOS.
+#[test]
+fn sentencepiece_tokenizers_add_bos_like_llama_converter() {
+    let path = crate::common::data_dir().join("llama2c/tokenizer.bin");
+    let tok = muse_core::tokenizer::sentencepiece::load(&path).unwrap();
+    assert_eq!(tok.post_processor_prefix(), Some(1));
 }

@@ -13,6 +13,7 @@ mod dpo;
 mod export;
 mod finetune;
 mod gan;
+mod gguf;
 mod gpt;
 mod gpt_golden;
 mod hf_parity;

@@ -27,6 +27,7 @@ mod linear;
 mod lora_linear;
 mod math;
 mod matmul;
+pub mod q4_1;
 pub mod reference;
 mod rms_norm;
 pub mod vae_loss;

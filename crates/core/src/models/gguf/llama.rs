@@ -1,0 +1,362 @@
+//! Llama from a GGUF file, with quantised weights: the architecture of
+//! [`crate::models::llama`] (Touvron et al. 2023: RMSNorm, rotary positions, SwiGLU MLP,
+//! grouped-query attention) run through candle's quantised matmul (`QMatMul`), so Q4/Q8/K-quant
+//! weights stay quantised in memory.
+//!
+//! Tensor names are llama.cpp's (`token_embd`, `blk.N.attn_q`, `output_norm`, ...). llama.cpp's
+//! converter permutes the query and key rows of Hugging Face checkpoints into Meta's interleaved
+//! rotary layout, so rotation here pairs neighbouring dimensions (`rope_i`), not the two halves
+//! of a head as transformers does.
+
+use std::sync::Arc;
+
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
+
+use super::GgufFile;
+use crate::models::CausalLm;
+use crate::models::llama::LlamaConfig;
+use crate::nn::attention::causal_attention;
+use crate::nn::ops::q4_1::Q4_1Matrix;
+use crate::nn::ops::rms_norm;
+use crate::nn::{Dropout, KvCache};
+
+/// Reads the Llama architecture from `llama.*` metadata, in Hugging Face field names.
+pub fn config_from_gguf(f: &GgufFile) -> Result<LlamaConfig> {
+    let hidden_size = f.usize("llama.embedding_length")?;
+    let num_attention_heads = f.usize("llama.attention.head_count")?;
+    let head_dim = match f.usize_opt("llama.attention.key_length")? {
+        Some(d) => d,
+        None => hidden_size / num_attention_heads.max(1),
+    };
+    let vocab_size = match f.usize_opt("llama.vocab_size")? {
+        Some(v) => v,
+        None => match f.get("tokenizer.ggml.tokens") {
+            Some(candle_core::quantized::gguf_file::Value::Array(a)) => a.len(),
+            _ => f.content.tensor_infos["token_embd.weight"].shape.dims()[0],
+        },
+    };
+    let cfg = LlamaConfig {
+        vocab_size,
+        hidden_size,
+        intermediate_size: f.usize("llama.feed_forward_length")?,
+        num_hidden_layers: f.usize("llama.block_count")?,
+        num_attention_heads,
+        num_key_value_heads: f
+            .usize_opt("llama.attention.head_count_kv")?
+            .unwrap_or(num_attention_heads),
+        head_dim,
+        max_position_embeddings: f.usize("llama.context_length")?,
+        rms_norm_eps: f
+            .f64_opt("llama.attention.layer_norm_rms_epsilon")?
+            .unwrap_or(1e-5),
+        rope_theta: f.f64_opt("llama.rope.freq_base")?.unwrap_or(10_000.0),
+        tie_word_embeddings: !f.has_tensor("output.weight"),
+        bos_token_id: f
+            .usize_opt("tokenizer.ggml.bos_token_id")?
+            .map(|v| v as u32),
+        eos_token_id: f
+            .usize_opt("tokenizer.ggml.eos_token_id")?
+            .map(|v| v as u32),
+    };
+    cfg.validate()
+        .map_err(|e| candle_core::Error::Msg(format!("{}: {e}", f.path.display())))?;
+    Ok(cfg)
+}
+
+/// A weight matrix as it multiplies: candle's quantised matmul, or Muse's Q4_1 kernel on the
+/// CPU (candle's Q4_1 is its scalar fallback; see [`crate::nn::ops::q4_1`]).
+#[derive(Debug)]
+enum QLinear {
+    Candle(QMatMul),
+    Q4_1(Q4_1Matrix),
+}
+
+impl QLinear {
+    fn new(t: QTensor) -> Result<Self> {
+        if t.dtype() == GgmlDType::Q4_1 && t.device().is_cpu() {
+            let (rows, cols) = t.shape().dims2()?;
+            return Ok(Self::Q4_1(Q4_1Matrix::from_ggml(&t.data()?, rows, cols)?));
+        }
+        QMatMul::from_qtensor(t).map(Self::Candle)
+    }
+
+    /// # Shapes
+    /// `x`: (..., in) -> (..., out).
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Candle(m) => m.forward(x),
+            Self::Q4_1(m) => m.forward(x),
+        }
+    }
+}
+
+/// One block's weights.
+#[derive(Debug)]
+struct Block {
+    attn_norm: Tensor,
+    attn_q: QLinear,
+    attn_k: QLinear,
+    attn_v: QLinear,
+    attn_output: QLinear,
+    ffn_norm: Tensor,
+    ffn_gate: QLinear,
+    ffn_up: QLinear,
+    ffn_down: QLinear,
+}
+
+/// The Llama language model with quantised weights.
+#[derive(Debug)]
+pub struct QLlama {
+    cfg: LlamaConfig,
+    /// (vocab, C), dequantised: a lookup table, not a matmul.
+    token_embd: Tensor,
+    blocks: Vec<Block>,
+    output_norm: Tensor,
+    output: QLinear,
+    /// (max_positions, head_dim / 2) each.
+    cos: Tensor,
+    sin: Tensor,
+    device: Device,
+}
+
+/// The weight types of a model, for messages ("Q4_1 x210, F32 x61").
+pub fn weight_types(f: &GgufFile) -> String {
+    let mut counts: std::collections::BTreeMap<String, usize> = Default::default();
+    for info in f.content.tensor_infos.values() {
+        *counts.entry(format!("{:?}", info.ggml_dtype)).or_default() += 1;
+    }
+    counts
+        .iter()
+        .map(|(t, n)| format!("{t} x{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl QLlama {
+    /// Loads the model of `f` (its `general.architecture` must be `llama`).
+    pub fn load(f: &mut GgufFile, device: &Device) -> Result<Self> {
+        let arch = f.architecture()?;
+        if arch != "llama" {
+            candle_core::bail!("architecture '{arch}' is not a Llama");
+        }
+        let cfg = config_from_gguf(f)?;
+        let embd = Arc::new(f.tensor("token_embd.weight", device)?);
+        let token_embd = embd.dequantize(device)?; // (V, C)
+        if token_embd.dims() != [cfg.vocab_size, cfg.hidden_size] {
+            return Err(candle_core::Error::Msg(format!(
+                "{}: token_embd.weight has shape {:?}, the metadata says ({}, {})",
+                f.path.display(),
+                token_embd.dims(),
+                cfg.vocab_size,
+                cfg.hidden_size
+            )));
+        }
+        let output = if cfg.tie_word_embeddings {
+            match Arc::try_unwrap(embd) {
+                Ok(t) => QLinear::new(t)?,
+                Err(shared) => QLinear::Candle(QMatMul::from_arc(shared)?),
+            }
+        } else {
+            QLinear::new(f.tensor("output.weight", device)?)?
+        };
+        let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let mut mm = |name: &str, shape: (usize, usize)| -> Result<QLinear> {
+                let t = f.tensor(&format!("blk.{i}.{name}.weight"), device)?;
+                check_shape(
+                    f,
+                    &format!("blk.{i}.{name}.weight"),
+                    t.shape().dims(),
+                    shape,
+                )?;
+                QLinear::new(t)
+            };
+            let (c, h) = (cfg.hidden_size, cfg.intermediate_size);
+            let attn_q = mm("attn_q", (cfg.q_dim(), c))?;
+            let attn_k = mm("attn_k", (cfg.kv_dim(), c))?;
+            let attn_v = mm("attn_v", (cfg.kv_dim(), c))?;
+            let attn_output = mm("attn_output", (c, cfg.q_dim()))?;
+            let ffn_gate = mm("ffn_gate", (h, c))?;
+            let ffn_up = mm("ffn_up", (h, c))?;
+            let ffn_down = mm("ffn_down", (c, h))?;
+            let mut norm = |name: &str| -> Result<Tensor> {
+                f.tensor(&format!("blk.{i}.{name}.weight"), device)?
+                    .dequantize(device)
+            };
+            blocks.push(Block {
+                attn_norm: norm("attn_norm")?,
+                ffn_norm: norm("ffn_norm")?,
+                attn_q,
+                attn_k,
+                attn_v,
+                attn_output,
+                ffn_gate,
+                ffn_up,
+                ffn_down,
+            });
+        }
+        let output_norm = f.tensor("output_norm.weight", device)?.dequantize(device)?;
+        let (cos, sin) = rope_tables(&cfg, device)?;
+        Ok(Self {
+            cfg,
+            token_embd,
+            blocks,
+            output_norm,
+            output,
+            cos,
+            sin,
+            device: device.clone(),
+        })
+    }
+
+    /// The architecture, in Hugging Face field names.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// Logits for every position (evaluation forward; no cache).
+    ///
+    /// # Shapes
+    /// `idx`: (B, T) u32 -> (B * T, vocab).
+    pub fn forward(&self, idx: &Tensor) -> Result<Tensor> {
+        let x = self.hidden(idx, 0, None)?; // (B, T, C)
+        let x = rms_norm(&x, &self.output_norm, self.cfg.rms_norm_eps)?.flatten_to(1)?; // (B * T, C)
+        self.output.forward(&x)
+    }
+
+    /// The residual stream after every block, for `idx` whose first position is `offset`.
+    ///
+    /// # Shapes
+    /// `idx`: (B, T) u32 -> (B, T, C).
+    fn hidden(
+        &self,
+        idx: &Tensor,
+        offset: usize,
+        mut cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        let (b, t) = idx.dims2()?;
+        if offset + t > self.cfg.max_position_embeddings {
+            candle_core::bail!(
+                "sequence of {} positions exceeds the context of {}",
+                offset + t,
+                self.cfg.max_position_embeddings
+            );
+        }
+        let mut x = self
+            .token_embd
+            .index_select(&idx.flatten_all()?, 0)?
+            .reshape((b, t, self.cfg.hidden_size))?; // (B, T, C)
+        let cos = self.cos.narrow(0, offset, t)?; // (T, hs/2)
+        let sin = self.sin.narrow(0, offset, t)?; // (T, hs/2)
+        let eps = self.cfg.rms_norm_eps;
+        for (i, blk) in self.blocks.iter().enumerate() {
+            let h = rms_norm(&x, &blk.attn_norm, eps)?;
+            let y = self.attention(blk, &h, &cos, &sin, cache.as_deref_mut().map(|c| (c, i)))?;
+            x = (x + y)?;
+            let h = rms_norm(&x, &blk.ffn_norm, eps)?;
+            let gate = blk.ffn_gate.forward(&h)?.silu()?; // (B, T, H)
+            let up = blk.ffn_up.forward(&h)?; // (B, T, H)
+            x = (x + blk.ffn_down.forward(&(gate * up)?)?)?;
+        }
+        Ok(x)
+    }
+
+    /// # Shapes
+    /// `x`: (B, T, C) -> (B, T, C).
+    fn attention(
+        &self,
+        blk: &Block,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
+        let (b, t, _c) = x.dims3()?;
+        let (nh, nkv, hs) = (
+            self.cfg.num_attention_heads,
+            self.cfg.num_key_value_heads,
+            self.cfg.head_dim,
+        );
+        let rope = |y: Tensor, heads: usize| -> Result<Tensor> {
+            let y = y
+                .reshape((b, t, heads, hs))?
+                .transpose(1, 2)?
+                .contiguous()?; // (B, H, T, hs)
+            candle_nn::rotary_emb::rope_i(&y, cos, sin)?
+                .transpose(1, 2)? // (B, T, H, hs)
+                .reshape((b, t, heads * hs))
+        };
+        let q = rope(blk.attn_q.forward(x)?, nh)?; // (B, T, nh * hs)
+        let k = rope(blk.attn_k.forward(x)?, nkv)?; // (B, T, nkv * hs)
+        let v = blk.attn_v.forward(x)?; // (B, T, nkv * hs)
+        let (k, v) = match cache {
+            Some((cache, layer)) => cache.append(layer, &k, &v)?, // (B, offset + T, nkv * hs)
+            None => (k, v),
+        };
+        let y = causal_attention(&q.contiguous()?, &k, &v, nh, nkv, &mut Dropout::eval())?; // (B, T, nh * hs)
+        blk.attn_output.forward(&y)
+    }
+}
+
+fn check_shape(f: &GgufFile, name: &str, dims: &[usize], want: (usize, usize)) -> Result<()> {
+    if dims != [want.0, want.1] {
+        return Err(candle_core::Error::Msg(format!(
+            "{}: {name} has shape {dims:?}, the metadata says {want:?}: the file is damaged",
+            f.path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Cosine and sine of every (position, frequency) pair: frequency `i` is
+/// `theta^(-2i / head_dim)`.
+fn rope_tables(cfg: &LlamaConfig, dev: &Device) -> Result<(Tensor, Tensor)> {
+    let half = cfg.head_dim / 2;
+    let n = cfg.max_position_embeddings;
+    let inv_freq: Vec<f64> = (0..half)
+        .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f64 / cfg.head_dim as f64))
+        .collect();
+    let table = |f: fn(f64) -> f64| -> Result<Tensor> {
+        let v: Vec<f32> = (0..n)
+            .flat_map(|p| inv_freq.iter().map(move |w| f(p as f64 * w) as f32))
+            .collect();
+        Tensor::from_vec(v, (n, half), dev)
+    };
+    Ok((table(f64::cos)?, table(f64::sin)?))
+}
+
+impl CausalLm for QLlama {
+    fn context_len(&self) -> usize {
+        self.cfg.max_position_embeddings
+    }
+
+    fn device(&self) -> &Device {
+        &self.device
+    }
+
+    fn vocab_size(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn new_cache(&self, batch: usize) -> Result<KvCache> {
+        KvCache::new(
+            self.cfg.num_hidden_layers,
+            batch,
+            self.cfg.max_position_embeddings,
+            self.cfg.kv_dim(),
+            DType::F32,
+            &self.device,
+        )
+    }
+
+    fn forward_cached(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let t = ids.dim(1)?;
+        let offset = cache.len();
+        let x = self.hidden(ids, offset, Some(cache))?; // (B, T_new, C)
+        cache.advance(t);
+        let last = x.narrow(1, t - 1, 1)?.squeeze(1)?; // (B, C)
+        let last = rms_norm(&last, &self.output_norm, self.cfg.rms_norm_eps)?;
+        self.output.forward(&last) // (B, V)
+    }
+}

@@ -1,0 +1,360 @@
+//! GGUF files against `transformers`: tiny random Llamas written by the `gguf` package in F32,
+//! F16, Q8_0 and Q4_1 (`scripts/fixtures/gguf_tiny_llama.py`); the tokenizer built from GGUF
+//! metadata against the Hugging Face tokenizer; Jinja chat templates against Python `jinja2`;
+//! and the errors for files Muse cannot load.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use muse_core::models::CausalLm;
+use muse_core::sample::gguf::load_gguf;
+use muse_core::sample::{GenerateOptions, Sampler, SamplingParams, generate, open_text_model};
+use muse_core::tokenizer::chat::{ChatMessage, Role};
+use muse_core::tokenizer::jinja::JinjaTemplate;
+
+use crate::common::fixture;
+
+fn file(name: &str) -> PathBuf {
+    fixture(&format!("gguf/{name}"))
+}
+
+fn expected() -> (HashMap<String, Tensor>, serde_json::Value) {
+    let t = candle_core::safetensors::load(file("expected.safetensors"), &Device::Cpu).unwrap();
+    let meta = std::fs::read_to_string(file("expected.json")).unwrap();
+    (t, serde_json::from_str(&meta).unwrap())
+}
+
+/// Largest |a - b| over `scale` (the largest reference logit of the sequence).
+fn scaled_err(a: &Tensor, b: &Tensor, scale: f32) -> f32 {
+    let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(a.len(), b.len());
+    let err = a
+        .iter()
+        .zip(&b)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()));
+    err / scale
+}
+
+/// Logits of the full sequence and of one-token-at-a-time cached decoding against
+/// transformers on the weights the file holds, then greedy ids.
+///
+/// Tolerances, as a fraction of the largest reference logit: F32 and F16 files hold exactly
+/// the reference's weights (F16 widened to f32), so only summation order differs (measured
+/// 7e-7; bound 1e-4). For Q8_0 and Q4_1 the weights are exact too (with
+/// `CANDLE_DEQUANTIZE_ALL=1`, which makes candle multiply by the dequantised weights, the error
+/// is 5e-7), but candle's quantised matmul, like llama.cpp's, first rounds each activation row
+/// to 8 bits per block of 32, a relative error of up to 1/254 per element, compounded over
+/// the 7 matmuls of each of 2 blocks and the head: measured up to 1.8e-2; bound 3e-2. Greedy
+/// ids must be equal all the same.
+fn check(name: &str, tol: f32) {
+    let (t, meta) = expected();
+    let ids = t["input_ids"].to_dtype(DType::U32).unwrap(); // (1, T)
+    let want = &t[&format!("logits_{name}")]; // (T, V)
+    let g = load_gguf(
+        &file(&format!("tiny_llama_{name}.gguf")),
+        None,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let scale = want
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let logits = g.model.forward(&ids).unwrap(); // (T, V)
+    let err = scaled_err(&logits, want, scale);
+    assert!(
+        err < tol,
+        "{name}: logits differ from transformers by {err}"
+    );
+
+    let mut cache = g.model.new_cache(1).unwrap();
+    for pos in 0..ids.dim(1).unwrap() {
+        let step = g
+            .model
+            .forward_cached(&ids.i((.., pos..pos + 1)).unwrap(), &mut cache)
+            .unwrap(); // (1, V)
+        let err = scaled_err(&step, &want.i(pos..pos + 1).unwrap(), scale);
+        assert!(err < tol, "{name}: cached logits at {pos} differ by {err}");
+    }
+
+    let m = &meta["greedy"][name];
+    let prompt: Vec<u32> = serde_json::from_value(m["prompt_ids"].clone()).unwrap();
+    let greedy: Vec<u32> = serde_json::from_value(m["greedy_ids"].clone()).unwrap();
+    let opts = GenerateOptions {
+        max_tokens: greedy.len(),
+        stop_at_eos: false,
+        ..Default::default()
+    };
+    let params = SamplingParams {
+        temperature: 0.0,
+        ..Default::default()
+    };
+    let out = generate(
+        &g.model,
+        &g.tokenizer,
+        &prompt,
+        &opts,
+        &mut Sampler::new(params, 0),
+        &mut |_| Ok(()),
+    )
+    .unwrap();
+    // Equal ids; a quantised model may part from the reference only at a near-tie, where the
+    // reference's top-2 margin is within the logits' tolerance (both sides of it).
+    let margins: Vec<f32> = serde_json::from_value(m["margins"].clone()).unwrap();
+    match out.ids.iter().zip(&greedy).position(|(a, b)| a != b) {
+        None => assert_eq!(
+            out.ids, greedy,
+            "{name}: greedy ids differ from transformers"
+        ),
+        Some(i) => assert!(
+            margins[i] < 2.0 * tol * scale,
+            "{name}: greedy ids differ from transformers at step {i} (margin {}): {:?} vs {:?}",
+            margins[i],
+            out.ids,
+            greedy
+        ),
+    }
+    if tol <= 1e-4 {
+        assert_eq!(
+            out.ids, greedy,
+            "{name}: greedy ids differ from transformers"
+        );
+    }
+}
+
+#[test]
+fn gguf_f32_matches_transformers() {
+    check("f32", 1e-4);
+}
+
+#[test]
+fn gguf_f16_matches_transformers() {
+    check("f16", 1e-4);
+}
+
+#[test]
+fn gguf_q8_0_matches_transformers() {
+    check("q8_0", 3e-2);
+}
+
+#[test]
+fn gguf_q4_1_matches_transformers() {
+    check("q4_1", 3e-2);
+}
+
+#[test]
+fn gguf_tokenizer_matches_hugging_face() {
+    let (_, meta) = expected();
+    let tm = open_text_model(&file("tiny_llama_q8_0.gguf"), &Device::Cpu).unwrap();
+    for (text, ids) in meta["probe"].as_object().unwrap() {
+        let want: Vec<u32> = serde_json::from_value(ids.clone()).unwrap();
+        let got = tm.tokenizer.encode(text).unwrap();
+        assert_eq!(got, want, "ids of {text:?}");
+        assert_eq!(tm.tokenizer.decode(&got).unwrap(), *text);
+    }
+    // add_bos_token is false: prompts start with the text's own ids.
+    assert_eq!(tm.bos_id, None);
+    assert_eq!(
+        tm.encode_prompt("Hello").unwrap(),
+        tm.tokenizer.encode("Hello").unwrap()
+    );
+    // <|im_end|> (eos_token_id) ends generation, as does <|endoftext|>.
+    let im_end = tm.tokenizer.token_to_id("<|im_end|>").unwrap();
+    assert_eq!(tm.tokenizer.eos_id(), Some(im_end));
+    assert!(tm.tokenizer.is_eos(im_end));
+    assert!(
+        tm.tokenizer
+            .is_eos(tm.tokenizer.token_to_id("<|endoftext|>").unwrap())
+    );
+    assert!(
+        !tm.tokenizer
+            .is_eos(tm.tokenizer.token_to_id("<|im_start|>").unwrap())
+    );
+}
+
+#[derive(serde::Deserialize)]
+struct TemplateCases {
+    templates: HashMap<String, String>,
+    conversations: HashMap<String, Vec<ChatMessage>>,
+    bos_token: String,
+    eos_token: String,
+    cases: Vec<TemplateCase>,
+}
+
+#[derive(serde::Deserialize)]
+struct TemplateCase {
+    template: String,
+    conversation: String,
+    add_generation_prompt: bool,
+    expected: Option<String>,
+    error: Option<String>,
+}
+
+#[test]
+fn chat_templates_render_as_jinja2() {
+    let text = std::fs::read_to_string(file("chat_templates.json")).unwrap();
+    let c: TemplateCases = serde_json::from_str(&text).unwrap();
+    assert!(c.cases.iter().any(|k| k.error.is_some()));
+    for k in &c.cases {
+        let t = JinjaTemplate::new(
+            c.templates[&k.template].clone(),
+            "fixture",
+            c.bos_token.clone(),
+            c.eos_token.clone(),
+        );
+        let got = t.render(&c.conversations[&k.conversation], k.add_generation_prompt);
+        let what = format!(
+            "{} / {} / {}",
+            k.template, k.conversation, k.add_generation_prompt
+        );
+        match (&k.expected, &k.error) {
+            (Some(want), _) => assert_eq!(got.unwrap(), *want, "{what}"),
+            (None, Some(msg)) => {
+                let e = got.unwrap_err().to_string();
+                assert!(e.contains(msg.as_str()), "{what}: {e}");
+                assert!(e.contains("failed to render"), "{what}: {e}");
+            }
+            (None, None) => unreachable!(),
+        }
+    }
+}
+
+#[test]
+fn gguf_chat_template_comes_from_the_file() {
+    let text = std::fs::read_to_string(file("chat_templates.json")).unwrap();
+    let c: TemplateCases = serde_json::from_str(&text).unwrap();
+    let tm = open_text_model(&file("tiny_llama_q4_1.gguf"), &Device::Cpu).unwrap();
+    let t = tm
+        .chat_template
+        .expect("the file has tokenizer.chat_template");
+    assert_eq!(t.source, c.templates["smollm2"]);
+    assert_eq!(
+        (t.bos_token.as_str(), t.eos_token.as_str()),
+        ("<|im_start|>", "<|im_end|>")
+    );
+    let msgs = [ChatMessage::new(
+        Role::User,
+        "What is the capital of France?",
+    )];
+    let want = c
+        .cases
+        .iter()
+        .find(|k| {
+            k.template == "smollm2" && k.conversation == "one_user" && k.add_generation_prompt
+        })
+        .and_then(|k| k.expected.clone())
+        .unwrap();
+    assert_eq!(t.render(&msgs, true).unwrap(), want);
+}
+
+#[test]
+fn broken_template_is_an_error_not_a_panic() {
+    let t = JinjaTemplate::new("{% for m in messages %}{{ m.content ", "test", "", "");
+    let e = t.check().unwrap_err().to_string();
+    assert!(e.contains("does not parse"), "{e}");
+    let e = t.render(&[], true).unwrap_err().to_string();
+    assert!(e.contains("chat template in test"), "{e}");
+}
+
+/// The message of a failed open, which must not panic.
+fn open_err(path: &std::path::Path) -> String {
+    match open_text_model(path, &Device::Cpu) {
+        Ok(_) => panic!("{} opened", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_gguf_files_give_clear_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(file("tiny_llama_q8_0.gguf")).unwrap();
+    // Cut in the tensor data, and cut in the header.
+    for (cut, what) in [(bytes.len() / 2, "truncated"), (300, "truncated")] {
+        let p = tmp.path().join(format!("cut_{cut}.gguf"));
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        let e = open_err(&p);
+        assert!(e.contains(what) && e.contains("cut_"), "{e}");
+    }
+    let p = tmp.path().join("notes.gguf");
+    std::fs::write(&p, "just some text, not a model\n").unwrap();
+    let e = open_err(&p);
+    assert!(e.contains("not a GGUF file"), "{e}");
+    let e = open_err(&file("arch_gpt2.gguf"));
+    assert!(e.contains("'gpt2'") && e.contains("llama"), "{e}");
+    // An unknown tensor type: patch the first tensor's type field (after its name and dims).
+    let mut patched = bytes.clone();
+    let name = b"token_embd.weight";
+    let at = patched.windows(name.len()).position(|w| w == name).unwrap();
+    let type_at = at + name.len() + 4 + 2 * 8; // n_dims u32, two u64 dims
+    patched[type_at..type_at + 4].copy_from_slice(&99u32.to_le_bytes());
+    let p = tmp.path().join("odd_type.gguf");
+    std::fs::write(&p, &patched).unwrap();
+    let e = open_err(&p);
+    assert!(e.contains("odd_type.gguf") && e.contains("99"), "{e}");
+}
+
+/// A `llama` (SentencePiece) vocabulary in GGUF metadata, as llama.cpp's converter writes it
+/// from Llama 2's tokenizer.model (pieces, scores, token types), gives sentencepiece's ids;
+/// BOS is added by default for this kind, as llama.cpp does.
+#[test]
+fn gguf_sentencepiece_vocabulary_matches_sentencepiece() {
+    use candle_core::quantized::gguf_file::{Content, Value, write};
+    use muse_core::tokenizer::sentencepiece::{PieceKind, parse_model_proto};
+    let model = crate::common::data_dir().join("llama2c/tokenizer.model");
+    let pieces = parse_model_proto(&std::fs::read(model).unwrap()).unwrap();
+    let kind = |k: PieceKind| match k {
+        PieceKind::Normal => 1,
+        PieceKind::Unknown => 2,
+        PieceKind::Control => 3,
+        PieceKind::UserDefined => 4,
+        PieceKind::Unused => 5,
+        PieceKind::Byte => 6,
+    };
+    let meta = [
+        ("general.architecture", Value::String("llama".into())),
+        ("tokenizer.ggml.model", Value::String("llama".into())),
+        (
+            "tokenizer.ggml.tokens",
+            Value::Array(
+                pieces
+                    .iter()
+                    .map(|p| Value::String(p.piece.clone()))
+                    .collect(),
+            ),
+        ),
+        (
+            "tokenizer.ggml.scores",
+            Value::Array(pieces.iter().map(|p| Value::F32(p.score)).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type",
+            Value::Array(pieces.iter().map(|p| Value::I32(kind(p.kind))).collect()),
+        ),
+        ("tokenizer.ggml.bos_token_id", Value::U32(1)),
+        ("tokenizer.ggml.eos_token_id", Value::U32(2)),
+    ];
+    let refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+    let mut buf = std::io::Cursor::new(Vec::new());
+    write(&mut buf, &refs, &[]).unwrap();
+    buf.set_position(0);
+    let content = Content::read(&mut buf).unwrap();
+    let (tok, specials) = muse_core::tokenizer::gguf::from_gguf(&content).unwrap();
+    assert_eq!(
+        (specials.bos, specials.eos, specials.add_bos),
+        (Some(1), Some(2), true)
+    );
+    assert_eq!(tok.vocab_size(), 32000);
+    let want: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("hf/llama2c_tokenizer_ids.json")).unwrap(),
+    )
+    .unwrap();
+    for (text, ids) in want["ids"].as_object().unwrap() {
+        let want: Vec<u32> = serde_json::from_value(ids.clone()).unwrap();
+        assert_eq!(tok.encode(text).unwrap(), want, "ids of {text:?}");
+    }
+}
