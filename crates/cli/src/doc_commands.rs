@@ -26,6 +26,9 @@ pub fn examples_in(doc: &Path, text: &str) -> Vec<(usize, Vec<String>)> {
             pending = Some((start, head.to_string()));
             continue;
         }
+        if !looks_like_muse(&joined) {
+            continue;
+        }
         let words = shell_words(&joined)
             .unwrap_or_else(|e| panic!("{}:{start}: {e}: {joined}", doc.display()));
         if let Some(args) = muse_args(&words) {
@@ -33,6 +36,16 @@ pub fn examples_in(doc: &Path, text: &str) -> Vec<(usize, Vec<String>)> {
         }
     }
     found
+}
+
+/// Whether a code line runs Muse (possibly after `VAR=value` assignments), before splitting
+/// it: code blocks also show output, which need not be valid shell.
+fn looks_like_muse(line: &str) -> bool {
+    let command = line
+        .split_whitespace()
+        .find(|w| !is_assignment(w))
+        .unwrap_or_default();
+    command == "muse" || (command == "cargo" && line.contains(" run"))
 }
 
 /// The words after the program name when the line runs Muse, else `None`. Leading `VAR=value`

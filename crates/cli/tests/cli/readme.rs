@@ -36,6 +36,9 @@ fn placeholders(words: &mut [String]) -> bool {
     for w in words.iter_mut() {
         let to = match w.as_str() {
             "path/to/hf-folder" | "path/to/gpt2-folder" => hf.clone(),
+            "model.gguf" => {
+                dataset("smollm2-135m-instruct").join("SmolLM2-135M-Instruct.Q4_1.gguf")
+            }
             // The shared llama2.c checkpoint (260K) has a 512-token vocabulary whose tokenizer
             // is not in the shared data, so no pair of files fits this line; loading llama2.c
             // files is tested in `export.rs` and the core tests.

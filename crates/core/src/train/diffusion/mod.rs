@@ -33,8 +33,8 @@ use crate::train::AdamW;
 use crate::train::cadence::{Cadence, EvalLog, StepLog, TrainingLoop, finish, run_steps};
 use crate::train::checkpoint::TrainState;
 use crate::train::image_run::{ImageRun, RunRecord};
-use crate::train::metrics::MetricsLog;
 use crate::train::images::{per_second, step_seed};
+use crate::train::metrics::MetricsLog;
 use crate::train::progress::Progress;
 
 /// Random streams: timesteps and label dropout, the noise, the fixed sample noise.

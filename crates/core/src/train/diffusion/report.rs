@@ -12,9 +12,9 @@ use crate::error::Result;
 use crate::models::diffusion::UNet;
 use crate::run_dir::RunDir;
 use crate::sample::diffusion::{NoiseSchedule, SampleOptions, labels_for, sample_from};
+use crate::train::cadence::EvalLog;
 use crate::train::checkpoint::TrainState;
 use crate::train::images::step_seed;
-use crate::train::cadence::EvalLog;
 use crate::train::metrics::{read_metrics, series};
 use crate::train::plot::{Series, line_chart};
 

@@ -245,7 +245,8 @@ impl TrainingLoop for GanLoop<'_> {
             q.classes_found, q.n_classes, q.entropy_bits
         );
         // Printed once, above the progress bar (not also as a log line).
-        if let Some(warning) = coverage_warning(self.best_coverage, q.classes_found, self.cfg.gan.loss)
+        if let Some(warning) =
+            coverage_warning(self.best_coverage, q.classes_found, self.cfg.gan.loss)
         {
             line = format!("{line}\n{warning}");
         }

@@ -23,8 +23,8 @@ use crate::train::AdamW;
 use crate::train::cadence::{Cadence, EvalLog, StepLog, TrainingLoop, finish, run_steps};
 use crate::train::checkpoint::TrainState;
 use crate::train::image_run::{ImageRun, RunRecord};
-use crate::train::metrics::MetricsLog;
 use crate::train::images::{per_second, step_seed};
+use crate::train::metrics::MetricsLog;
 use crate::train::progress::Progress;
 
 /// Random streams: reparameterisation noise, input corruption, the fixed sample latents.
@@ -196,7 +196,13 @@ impl TrainingLoop for VaeLoop<'_> {
     }
 
     fn evaluate(&mut self, _step: u64) -> Result<VaeEval> {
-        evaluate_vae(&self.r.frozen, self.test, 500, self.cfg.train.seed, self.device)
+        evaluate_vae(
+            &self.r.frozen,
+            self.test,
+            500,
+            self.cfg.train.seed,
+            self.device,
+        )
     }
 
     fn eval_log(&mut self, step: u64, ev: &VaeEval) -> Option<EvalLog> {

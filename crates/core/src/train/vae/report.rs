@@ -13,9 +13,9 @@ use crate::error::Result;
 use crate::models::vae::Vae;
 use crate::nn::noise::standard_normal;
 use crate::run_dir::RunDir;
+use crate::train::cadence::EvalLog;
 use crate::train::checkpoint::TrainState;
 use crate::train::images::step_seed;
-use crate::train::cadence::EvalLog;
 use crate::train::metrics::{read_metrics, series};
 use crate::train::plot::{Series, line_chart};
 
