@@ -22,9 +22,9 @@ use crate::models::gpt::{DTYPE, Gpt, GptConfig, gpt2_init, save_config};
 use crate::nn::{Dropout, init_varmap};
 use crate::run_dir::{OnExisting, RunDir};
 use crate::tokenizer::TextTokenizer;
+use crate::train::cadence::{Cadence, EvalLog, StepLog, TrainingLoop, finish, run_steps};
 use crate::train::checkpoint::{self, TrainClock, TrainState};
 use crate::train::config::TrainConfig;
-use crate::train::interrupt;
 use crate::train::metrics::MetricsLog;
 use crate::train::optimizer::AdamW;
 use crate::train::progress::Progress;
@@ -103,7 +103,7 @@ pub fn train_gpt_from(job: GptTrainJob, init: Option<&Path>) -> Result<TrainRepo
         load_init_weights(&varmap, dir, &job.device)?;
     }
     let mut opt = AdamW::new(&varmap, t)?;
-    let mut state = if resuming {
+    let state = if resuming {
         let state = checkpoint::load(&run, &mut varmap, &mut [("", &mut opt)])?;
         check_same_data(&run, &splits)?;
         run.record_resumed_config(&job.config)?;
@@ -116,7 +116,7 @@ pub fn train_gpt_from(job: GptTrainJob, init: Option<&Path>) -> Result<TrainRepo
     let frozen = Gpt::new(&model_cfg, detached(&varmap, &job.device)?)?;
 
     let schedule = LrSchedule::from_config(t);
-    let mut metrics = MetricsLog::open(
+    let metrics = MetricsLog::open(
         &run.metrics(),
         resuming.then_some((state.step, state.metrics_bytes)),
     )?;
@@ -130,97 +130,36 @@ pub fn train_gpt_from(job: GptTrainJob, init: Option<&Path>) -> Result<TrainRepo
         t.max_iters
     );
     let progress = Progress::new("train", start_step, t.max_iters as u64);
-    let clock = TrainClock::start(&state);
-    let save = |state: &mut TrainState, opt: &AdamW| {
-        clock.stamp(state);
-        checkpoint::save(
-            &run,
-            &checkpoint::varmap_tensors(&varmap),
-            &[("", opt)],
-            state,
-        )
+    let cadence = Cadence {
+        eval_every: t.eval_interval as u64,
+        sample_every: if cfg.sample.tokens > 0 {
+            t.sample_interval as u64
+        } else {
+            0
+        },
+        log_every: t.log_interval as u64,
+        eval_first: true,
+        sample_first: false,
     };
-
-    for step in start_step..t.max_iters as u64 {
-        interrupt::checkpoint_on_stop(step, &progress, || save(&mut state, &opt))?;
-        // Evaluate and checkpoint (a resumed run already evaluated its first step).
-        if step % t.eval_interval as u64 == 0 && !(resuming && step == start_step) {
-            let (train_loss, val_loss) = report::estimate(
-                &frozen,
-                &splits,
-                t,
-                model_cfg.n_positions,
-                step,
-                &job.device,
-            )?;
-            state.record_val_loss(val_loss);
-            progress.println(&format!(
-                "step {step} | train {train_loss:.4} | val {val_loss:.4}"
-            ));
-            metrics.log(
-                &serde_json::json!({"step": step, "train_loss": train_loss, "val_loss": val_loss}),
-            )?;
-            if step > start_step {
-                save(&mut state, &opt)?;
-                metrics.sync()?;
-            }
-            report::plot_losses(&run)?;
-        }
-        if cfg.sample.tokens > 0
-            && t.sample_interval > 0
-            && step > 0
-            && step % t.sample_interval as u64 == 0
-        {
-            report::write_sample(
-                &run,
-                write_text_sample(&frozen, &splits.tokenizer, &cfg.sample, t.seed ^ step)?,
-                step,
-            )?;
-        }
-
-        // One optimizer step over `grad_accum` micro-batches.
-        let t0 = Instant::now();
-        let lr = schedule.at(step as usize);
-        let (loss, grad_norm) =
-            train_step(&model, &mut opt, &splits.train, t, step, lr, &job.device)?;
-        checkpoint::check_finite(step, "loss", loss)?;
-        if t.grad_clip > 0.0 {
-            checkpoint::check_finite(step, "gradient norm", grad_norm)?;
-        }
-        state.step = step + 1;
-        state.examples_seen += tokens_per_step;
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-
-        progress.set(state.step);
-        progress.message(format!("loss {loss:.4}"));
-        if step % t.log_interval as u64 == 0 {
-            let tok_s = tokens_per_step as f64 / (ms / 1e3);
-            let val = state
-                .last_val_loss
-                .map_or("-".to_string(), |v| format!("{v:.4}"));
-            progress.println(&format!(
-                "step {step} | loss {loss:.4} | val {val} | lr {lr:.1e} | {ms:.0} ms | {} tok/s",
-                report::si(tok_s)
-            ));
-            metrics.log(&serde_json::json!({
-                "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "ms": ms, "tok_per_s": tok_s,
-            }))?;
-        }
-    }
-    progress.finish();
-
-    // Final evaluation, checkpoint, sample and model card.
+    let mut l = GptLoop {
+        clock: TrainClock::start(&state),
+        run: &run,
+        model: &model,
+        frozen: &frozen,
+        varmap: &varmap,
+        opt,
+        state,
+        metrics,
+        splits: &splits,
+        cfg: &cfg,
+        schedule,
+        tokens_per_step,
+        device: &job.device,
+    };
     let end = t.max_iters as u64;
-    let (train_loss, val_loss) =
-        report::estimate(&frozen, &splits, t, model_cfg.n_positions, end, &job.device)?;
-    state.record_val_loss(val_loss);
-    if start_step < end {
-        metrics.log(
-            &serde_json::json!({"step": end, "train_loss": train_loss, "val_loss": val_loss}),
-        )?;
-    }
-    save(&mut state, &opt)?;
-    report::plot_losses(&run)?;
+    run_steps(&mut l, &cadence, start_step, end, &progress)?;
+    let (train_loss, val_loss) = finish(&mut l, start_step, end, &progress)?;
+    let state = l.state;
     let text = if cfg.sample.tokens > 0 {
         let text = write_text_sample(&frozen, &splits.tokenizer, &cfg.sample, t.seed ^ end)?;
         report::write_sample(&run, text.clone(), end)?;
@@ -239,6 +178,115 @@ pub fn train_gpt_from(job: GptTrainJob, init: Option<&Path>) -> Result<TrainRepo
         train_seconds: state.train_seconds,
         sample: text,
     })
+}
+
+/// The GPT's part of the shared cadence.
+struct GptLoop<'a> {
+    run: &'a RunDir,
+    model: &'a Gpt,
+    /// The same weights without autograd tracking, for evaluation and samples.
+    frozen: &'a Gpt,
+    varmap: &'a VarMap,
+    opt: AdamW,
+    state: TrainState,
+    metrics: MetricsLog,
+    clock: TrainClock,
+    splits: &'a TextSplits,
+    cfg: &'a GptRunConfig,
+    schedule: LrSchedule,
+    tokens_per_step: u64,
+    device: &'a Device,
+}
+
+impl TrainingLoop for GptLoop<'_> {
+    /// (train loss, validation loss).
+    type Eval = (f64, f64);
+
+    fn state(&mut self) -> &mut TrainState {
+        &mut self.state
+    }
+
+    fn metrics(&mut self) -> &mut MetricsLog {
+        &mut self.metrics
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.clock.stamp(&mut self.state);
+        checkpoint::save(
+            self.run,
+            &checkpoint::varmap_tensors(self.varmap),
+            &[("", &self.opt)],
+            &self.state,
+        )
+    }
+
+    /// One optimizer step over `grad_accum` micro-batches.
+    fn step(&mut self, step: u64) -> Result<StepLog> {
+        let (t0, t) = (Instant::now(), &self.cfg.train);
+        let lr = self.schedule.at(step as usize);
+        let (loss, grad_norm) = train_step(
+            self.model,
+            &mut self.opt,
+            &self.splits.train,
+            t,
+            step,
+            lr,
+            self.device,
+        )?;
+        checkpoint::check_finite(step, "loss", loss)?;
+        if t.grad_clip > 0.0 {
+            checkpoint::check_finite(step, "gradient norm", grad_norm)?;
+        }
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let tok_s = self.tokens_per_step as f64 / (ms / 1e3);
+        let val = self
+            .state
+            .last_val_loss
+            .map_or("-".to_string(), |v| format!("{v:.4}"));
+        Ok(StepLog {
+            examples: self.tokens_per_step,
+            status: format!("loss {loss:.4}"),
+            line: format!(
+                "step {step} | loss {loss:.4} | val {val} | lr {lr:.1e} | {ms:.0} ms | {} tok/s",
+                report::si(tok_s)
+            ),
+            metrics: serde_json::json!({
+                "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "ms": ms, "tok_per_s": tok_s,
+            }),
+        })
+    }
+
+    fn evaluate(&mut self, step: u64) -> Result<(f64, f64)> {
+        let n_positions = self.frozen.config().n_positions;
+        report::estimate(
+            self.frozen,
+            self.splits,
+            &self.cfg.train,
+            n_positions,
+            step,
+            self.device,
+        )
+    }
+
+    fn eval_log(&mut self, step: u64, &(train_loss, val_loss): &(f64, f64)) -> Option<EvalLog> {
+        Some(EvalLog {
+            line: format!("step {step} | train {train_loss:.4} | val {val_loss:.4}"),
+            metrics: serde_json::json!({
+                "step": step, "train_loss": train_loss, "val_loss": val_loss,
+            }),
+            val_loss: Some(val_loss),
+        })
+    }
+
+    fn sample(&mut self, step: u64) -> Result<()> {
+        let (t, s) = (&self.cfg.train, &self.cfg.sample);
+        let text = write_text_sample(self.frozen, &self.splits.tokenizer, s, t.seed ^ step)?;
+        report::write_sample(self.run, text, step)
+    }
+
+    fn plot(&self) -> Result<()> {
+        report::plot_losses(self.run)
+    }
 }
 
 /// One optimizer step: `grad_accum` micro-batches of random windows from `ids` (a pure
