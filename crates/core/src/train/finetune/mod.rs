@@ -10,7 +10,7 @@ mod config;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::DType;
+use candle_core::{DType, Device};
 
 pub use config::{FinetuneConfig, SftDataConfig};
 
@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::models::pretrained::TextLm;
 use crate::run_dir::{OnExisting, RunDir};
 use crate::tokenizer::chat::{ChatMessage, ChatTemplate, Role};
+use crate::train::cadence::{Cadence, EvalLog, StepLog, TrainingLoop, finish, run_steps};
 use crate::train::checkpoint::{TrainClock, TrainState};
-use crate::train::interrupt;
 use crate::train::metrics::MetricsLog;
 use crate::train::optimizer::AdamW;
 use crate::train::progress::Progress;
@@ -182,7 +182,7 @@ pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
     let mut policy = Policy::new(&base, cfg.lora.as_ref(), t.seed, &job.device)?;
     let run = RunDir::prepare(&job.out, job.on_existing)?;
     let mut opt = AdamW::new(&policy.varmap, t)?;
-    let mut state = if resuming {
+    let state = if resuming {
         let state = policy.load_checkpoint(&run, &mut opt)?;
         check_same_data(&run, &set)?;
         run.record_resumed_config(&cfg)?;
@@ -214,12 +214,6 @@ pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
     );
     // As many training examples as held-out ones, for the train loss beside the held-out one.
     let train_probe = &data.train[..data.val.len().min(data.train.len())];
-    let evaluate = |model: &TextLm| -> Result<(f64, f64)> {
-        let f = |ex: &[TokenizedExample]| {
-            report::response_loss(model, ex, t.batch_size, t.eval_iters, pad, &job.device)
-        };
-        Ok((f(train_probe)?, f(&data.val)?))
-    };
 
     // Drop the base copy the policy no longer needs (full fine-tuning copied it).
     let tokenizer = base.tokenizer.clone();
@@ -231,59 +225,130 @@ pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
         None
     };
 
-    let schedule = LrSchedule::from_config(t);
-    let mut metrics = MetricsLog::open(
+    let metrics = MetricsLog::open(
         &run.metrics(),
         resuming.then_some((state.step, state.metrics_bytes)),
     )?;
-    let mut order = EpochOrder::new(data.train.len(), t.seed);
-    let start_step = state.step;
-    let progress = Progress::new("finetune", start_step, t.max_iters as u64);
-    let clock = TrainClock::start(&state);
-    let save = |state: &mut TrainState, opt: &AdamW| {
-        clock.stamp(state);
-        policy.save(&run, opt, state)
+    let (start_step, end) = (state.step, t.max_iters as u64);
+    let progress = Progress::new("finetune", start_step, end);
+    let cadence = Cadence {
+        eval_every: t.eval_interval as u64,
+        sample_every: if replies { t.sample_interval as u64 } else { 0 },
+        log_every: t.log_interval as u64,
+        eval_first: true,
+        sample_first: false,
     };
-    let mut val_start = f64::NAN;
-    // Replies to held-out prompts, written into samples/.
-    let sample = |step: u64| -> Result<Vec<(String, String)>> {
-        let prompts = data.val_prompts.iter().map(|c| template.render(c, true));
-        let replies = report::replies(&frozen, &tokenizer, prompts, &template.stop, t.seed ^ step)?;
-        report::write_samples(&run, step, &replies)?;
-        Ok(replies)
+    let mut l = SftLoop {
+        clock: TrainClock::start(&state),
+        run: &run,
+        policy: &policy,
+        frozen: &frozen,
+        opt,
+        state,
+        metrics,
+        cfg: &cfg,
+        data: &data,
+        train_probe,
+        template: &template,
+        tokenizer: &tokenizer,
+        order: EpochOrder::new(data.train.len(), t.seed),
+        schedule: LrSchedule::from_config(t),
+        pad,
+        device: &job.device,
+        val_start: f64::NAN,
+        replies: Vec::new(),
     };
+    run_steps(&mut l, &cadence, start_step, end, &progress)?;
+    let (train_loss, val_loss) = finish(&mut l, start_step, end, &progress)?;
+    if replies {
+        l.sample(end)?;
+    }
+    let val_start = if l.val_start.is_nan() {
+        first_val_loss(&run).unwrap_or(f64::NAN)
+    } else {
+        l.val_start
+    };
+    let (state, samples) = (l.state, l.replies);
+    drop(base);
+    let what = SftCard {
+        family,
+        base_path: &base_path,
+        params,
+        trainable,
+        set: &set,
+        data: &data,
+        template_name: &template.name,
+        val: (val_start, val_loss),
+    };
+    write_card(&run, &cfg, &state, &what)?;
+    Ok(FinetuneReport {
+        run_dir: run.root().to_path_buf(),
+        steps: state.step,
+        val_loss_start: val_start,
+        val_loss,
+        train_loss,
+        train_examples: data.train.len(),
+        val_examples: data.val.len(),
+        params,
+        trainable,
+        train_seconds: state.train_seconds,
+        samples,
+    })
+}
 
-    for step in start_step..t.max_iters as u64 {
-        interrupt::checkpoint_on_stop(step, &progress, || save(&mut state, &opt))?;
-        if step % t.eval_interval as u64 == 0 && !(resuming && step == start_step) {
-            let (train_loss, val_loss) = evaluate(&frozen)?;
-            if step == 0 {
-                val_start = val_loss;
-            }
-            state.record_val_loss(val_loss);
-            progress.println(&format!(
-                "step {step} | train {train_loss:.4} | val {val_loss:.4} (response tokens)"
-            ));
-            metrics.log(
-                &serde_json::json!({"step": step, "train_loss": train_loss, "val_loss": val_loss}),
-            )?;
-            if step > start_step {
-                save(&mut state, &opt)?;
-                metrics.sync()?;
-            }
-            plot_sft(&run)?;
-        }
-        if replies && t.sample_interval > 0 && step > 0 && step % t.sample_interval as u64 == 0 {
-            sample(step)?;
-        }
+/// Supervised fine-tuning's part of the shared cadence.
+struct SftLoop<'a> {
+    run: &'a RunDir,
+    policy: &'a Policy,
+    /// The policy's weights without autograd tracking, for evaluation and replies.
+    frozen: &'a TextLm,
+    opt: AdamW,
+    state: TrainState,
+    metrics: MetricsLog,
+    clock: TrainClock,
+    cfg: &'a FinetuneConfig,
+    data: &'a SftData,
+    /// As many training examples as held-out ones, for the train loss beside the held-out one.
+    train_probe: &'a [TokenizedExample],
+    template: &'a ChatTemplate,
+    tokenizer: &'a crate::tokenizer::TextTokenizer,
+    order: EpochOrder,
+    schedule: LrSchedule,
+    pad: u32,
+    device: &'a Device,
+    /// The held-out loss before training (step 0 of this run), NaN until measured.
+    val_start: f64,
+    /// The last replies to held-out prompts.
+    replies: Vec<(String, String)>,
+}
 
-        let t0 = Instant::now();
-        let lr = schedule.at(step as usize);
+impl TrainingLoop for SftLoop<'_> {
+    /// (train loss, held-out loss) per response token.
+    type Eval = (f64, f64);
+
+    fn state(&mut self) -> &mut TrainState {
+        &mut self.state
+    }
+
+    fn metrics(&mut self) -> &mut MetricsLog {
+        &mut self.metrics
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.clock.stamp(&mut self.state);
+        self.policy.save(self.run, &self.opt, &self.state)
+    }
+
+    fn step(&mut self, step: u64) -> Result<StepLog> {
+        let (t0, t) = (Instant::now(), &self.cfg.train);
+        let lr = self.schedule.at(step as usize);
         let (mut loss_sum, mut tokens) = (0.0, 0usize);
+        let (order, data, policy) = (&mut self.order, self.data, self.policy);
+        let (pad, device) = (self.pad, self.device);
         let grad_norm = policy.optimizer_step(
-            &mut opt,
+            &mut self.opt,
             t,
-            cfg.model_dropout,
+            self.cfg.model_dropout,
             SFT_DROPOUT_STREAM,
             step,
             lr,
@@ -291,7 +356,7 @@ pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
                 let idx = order.batch(step, micro, t.grad_accum as u64, t.batch_size);
                 let examples: Vec<&TokenizedExample> =
                     idx.iter().map(|&i| &data.train[i]).collect();
-                let b = pad_batch(&examples, pad, &job.device)?;
+                let b = pad_batch(&examples, pad, device)?;
                 tokens += b.n_tokens;
                 let loss = policy.model.loss(&b.inputs, &b.targets, dropout)?;
                 loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -300,61 +365,113 @@ pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
         )?;
         let loss = loss_sum / t.grad_accum as f64;
         crate::train::checkpoint::check_finite(step, "loss", loss)?;
-        state.step = step + 1;
-        state.examples_seen += (t.batch_size * t.grad_accum) as u64;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
-        progress.set(state.step);
-        progress.message(format!("loss {loss:.4}"));
-        if step % t.log_interval as u64 == 0 {
-            let tok_s = tokens as f64 / (ms / 1e3);
-            let val = state
-                .last_val_loss
-                .map_or("-".to_string(), |v| format!("{v:.4}"));
-            progress.println(&format!(
-                "step {step} | loss {loss:.4} | val {val} | lr {lr:.1e} | {ms:.0} ms | {} tok/s | epoch {:.2}",
+        let tok_s = tokens as f64 / (ms / 1e3);
+        let examples = (t.batch_size * t.grad_accum) as u64;
+        let val = self
+            .state
+            .last_val_loss
+            .map_or("-".to_string(), |v| format!("{v:.4}"));
+        Ok(StepLog {
+            examples,
+            status: format!("loss {loss:.4}"),
+            line: format!(
+                "step {step} | loss {loss:.4} | val {val} | lr {lr:.1e} | {ms:.0} ms | {} tok/s | \
+                 epoch {:.2}",
                 report::si(tok_s),
-                order.epoch_of(state.examples_seen)
-            ));
-            metrics.log(&serde_json::json!({
+                self.order.epoch_of(self.state.examples_seen + examples)
+            ),
+            metrics: serde_json::json!({
                 "step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm, "ms": ms,
                 "tok_per_s": tok_s,
-            }))?;
-        }
+            }),
+        })
     }
-    progress.finish();
 
-    let end = t.max_iters as u64;
-    let (train_loss, val_loss) = evaluate(&frozen)?;
-    state.record_val_loss(val_loss);
-    if start_step < end {
-        metrics.log(
-            &serde_json::json!({"step": end, "train_loss": train_loss, "val_loss": val_loss}),
-        )?;
+    fn evaluate(&mut self, step: u64) -> Result<(f64, f64)> {
+        let t = &self.cfg.train;
+        let f = |ex: &[TokenizedExample]| {
+            report::response_loss(
+                self.frozen,
+                ex,
+                t.batch_size,
+                t.eval_iters,
+                self.pad,
+                self.device,
+            )
+        };
+        let losses = (f(self.train_probe)?, f(&self.data.val)?);
+        if step == 0 {
+            self.val_start = losses.1;
+        }
+        Ok(losses)
     }
-    save(&mut state, &opt)?;
-    metrics.sync()?;
-    plot_sft(&run)?;
-    if val_start.is_nan() {
-        val_start = first_val_loss(&run).unwrap_or(f64::NAN);
+
+    fn eval_log(&mut self, step: u64, &(train_loss, val_loss): &(f64, f64)) -> Option<EvalLog> {
+        Some(EvalLog {
+            line: format!(
+                "step {step} | train {train_loss:.4} | val {val_loss:.4} (response tokens)"
+            ),
+            metrics: serde_json::json!({
+                "step": step, "train_loss": train_loss, "val_loss": val_loss,
+            }),
+            val_loss: Some(val_loss),
+        })
     }
-    let samples = if replies { sample(end)? } else { Vec::new() };
-    drop(base);
+
+    /// Replies to the held-out prompts, into `samples/`.
+    fn sample(&mut self, step: u64) -> Result<()> {
+        let template = self.template;
+        let prompts = self
+            .data
+            .val_prompts
+            .iter()
+            .map(|c| template.render(c, true));
+        let seed = self.cfg.train.seed ^ step;
+        let replies = report::replies(self.frozen, self.tokenizer, prompts, &template.stop, seed)?;
+        report::write_samples(self.run, step, &replies)?;
+        self.replies = replies;
+        Ok(())
+    }
+
+    fn plot(&self) -> Result<()> {
+        plot_sft(self.run)
+    }
+}
+
+/// What the model card of a fine-tuned run says beyond the config and state.
+struct SftCard<'a> {
+    family: &'a str,
+    base_path: &'a str,
+    params: usize,
+    trainable: usize,
+    set: &'a InstructionSet,
+    data: &'a SftData,
+    template_name: &'a str,
+    /// Held-out loss per response token before and after.
+    val: (f64, f64),
+}
+
+fn write_card(run: &RunDir, cfg: &FinetuneConfig, state: &TrainState, c: &SftCard) -> Result<()> {
+    let (t, set, data) = (&cfg.train, c.set, c.data);
+    let (val_start, val_loss) = c.val;
     report::write_card(
-        &run,
+        run,
         &report::Card {
             what: format!(
-                "A {family} language model fine-tuned by Muse on instructions (supervised \
+                "A {} language model fine-tuned by Muse on instructions (supervised \
                  fine-tuning{}, loss on response tokens only).",
+                c.family,
                 if cfg.lora.is_some() {
                     " with LoRA adapters"
                 } else {
                     ""
                 }
             ),
-            base: &base_path,
-            family,
-            params,
-            trainable,
+            base: c.base_path,
+            family: c.family,
+            params: c.params,
+            trainable: c.trainable,
             data: vec![
                 format!(
                     "- `{}` ({}), format `{}`, sha256 `{}`",
@@ -375,7 +492,7 @@ pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
                     data.truncated,
                     data.dropped
                 ),
-                format!("- chat template `{}`", template.name),
+                format!("- chat template `{}`", c.template_name),
             ],
             training: vec![
                 format!(
@@ -402,20 +519,7 @@ pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
             )],
             lora: cfg.lora.is_some(),
         },
-    )?;
-    Ok(FinetuneReport {
-        run_dir: run.root().to_path_buf(),
-        steps: state.step,
-        val_loss_start: val_start,
-        val_loss,
-        train_loss,
-        train_examples: data.train.len(),
-        val_examples: data.val.len(),
-        params,
-        trainable,
-        train_seconds: state.train_seconds,
-        samples,
-    })
+    )
 }
 
 fn plot_sft(run: &RunDir) -> Result<()> {
