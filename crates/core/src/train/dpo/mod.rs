@@ -12,7 +12,7 @@ mod pairs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::DType;
+use candle_core::{DType, Device};
 
 pub use config::{AlignConfig, PrefDataConfig};
 pub use eval::{DpoEval, HeldOutPairs, evaluate, pair_logps};
@@ -24,8 +24,9 @@ use crate::error::{Error, Result};
 use crate::models::pretrained::{ModelConfig, TextLm};
 use crate::nn::Dropout;
 use crate::run_dir::{OnExisting, RunDir};
+use crate::tokenizer::chat::ChatTemplate;
+use crate::train::cadence::{Cadence, EvalLog, StepLog, TrainingLoop, finish, run_steps};
 use crate::train::checkpoint::{TrainClock, TrainState};
-use crate::train::interrupt;
 use crate::train::metrics::MetricsLog;
 use crate::train::optimizer::AdamW;
 use crate::train::progress::Progress;
@@ -107,7 +108,7 @@ pub fn align(job: AlignJob, replies: bool) -> Result<AlignReport> {
     let reference = base.frozen(&job.device)?;
     let run = RunDir::prepare(&job.out, job.on_existing)?;
     let mut opt = AdamW::new(&policy.varmap, t)?;
-    let mut state = if resuming {
+    let state = if resuming {
         let state = policy.load_checkpoint(&run, &mut opt)?;
         run.record_resumed_config(&cfg)?;
         state
@@ -139,111 +140,50 @@ pub fn align(job: AlignJob, replies: bool) -> Result<AlignReport> {
         set.skipped
     );
     let held_out = HeldOutPairs::new(&reference, &data.val, t.batch_size, t.eval_iters, pad)?;
-    let eval = |model: &TextLm| held_out.evaluate(model, cfg.beta);
-
-    let schedule = LrSchedule::from_config(t);
-    let mut metrics = MetricsLog::open(
+    let metrics = MetricsLog::open(
         &run.metrics(),
         resuming.then_some((state.step, state.metrics_bytes)),
     )?;
-    let mut order = EpochOrder::new(data.train.len(), t.seed);
-    let start_step = state.step;
-    let progress = Progress::new("align", start_step, t.max_iters as u64);
-    let clock = TrainClock::start(&state);
-    let save = |state: &mut TrainState, opt: &AdamW| {
-        clock.stamp(state);
-        policy.save(&run, opt, state)
+    let (start_step, end_step) = (state.step, t.max_iters as u64);
+    let progress = Progress::new("align", start_step, end_step);
+    let cadence = Cadence {
+        eval_every: t.eval_interval as u64,
+        sample_every: if replies { t.sample_interval as u64 } else { 0 },
+        log_every: t.log_interval as u64,
+        eval_first: true,
+        sample_first: false,
     };
-    let mut start_eval = None;
-    // Replies to held-out prompts, written into samples/.
-    let sample = |step: u64| -> Result<Vec<(String, String)>> {
-        let prompts = data.val_prompts.iter().cloned();
-        let replies = report::replies(&frozen, &tokenizer, prompts, &template.stop, t.seed ^ step)?;
-        report::write_samples(&run, step, &replies)?;
-        Ok(replies)
+    let mut l = DpoLoop {
+        clock: TrainClock::start(&state),
+        run: &run,
+        policy: &policy,
+        reference: &reference,
+        frozen: &frozen,
+        held_out: &held_out,
+        opt,
+        state,
+        metrics,
+        cfg: &cfg,
+        data: &data,
+        template: &template,
+        tokenizer: &tokenizer,
+        order: EpochOrder::new(data.train.len(), t.seed),
+        schedule: LrSchedule::from_config(t),
+        pad,
+        device: &job.device,
+        start_eval: None,
+        replies: Vec::new(),
     };
-
-    for step in start_step..t.max_iters as u64 {
-        interrupt::checkpoint_on_stop(step, &progress, || save(&mut state, &opt))?;
-        if step % t.eval_interval as u64 == 0 && !(resuming && step == start_step) {
-            let e = eval(&frozen)?;
-            if step == 0 {
-                start_eval = Some(e);
-            }
-            log_eval(&mut metrics, &progress, step, &e)?;
-            state.record_val_loss(e.loss);
-            if step > start_step {
-                save(&mut state, &opt)?;
-                metrics.sync()?;
-            }
-            plot_dpo(&run)?;
-        }
-        if replies && t.sample_interval > 0 && step > 0 && step % t.sample_interval as u64 == 0 {
-            sample(step)?;
-        }
-
-        let t0 = Instant::now();
-        let lr = schedule.at(step as usize);
-        let (mut loss_sum, mut margin_sum, mut acc_sum) = (0.0, 0.0, 0.0);
-        let grad_norm = policy.optimizer_step(
-            &mut opt,
-            t,
-            cfg.model_dropout,
-            DPO_DROPOUT_STREAM,
-            step,
-            lr,
-            |micro, dropout| {
-                let idx = order.batch(step, micro, t.grad_accum as u64, t.batch_size);
-                let pairs: Vec<&PairTokens> = idx.iter().map(|&i| &data.train[i]).collect();
-                let (pc, pr) = pair_logps(&policy.model, &pairs, pad, dropout, &job.device)?;
-                let (rc, rr) =
-                    pair_logps(&reference, &pairs, pad, &mut Dropout::eval(), &job.device)?;
-                let out = dpo_loss(&pc, &pr, &rc, &rr, cfg.beta)?;
-                let (margin, acc, _, _) = reward_stats(&out)?;
-                loss_sum += out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-                margin_sum += margin;
-                acc_sum += acc;
-                Ok(out.loss)
-            },
-        )?;
-        let k = t.grad_accum as f64;
-        let (loss, margin, acc) = (loss_sum / k, margin_sum / k, acc_sum / k);
-        crate::train::checkpoint::check_finite(step, "DPO loss", loss)?;
-        state.step = step + 1;
-        state.examples_seen += (t.batch_size * t.grad_accum) as u64;
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-        progress.set(state.step);
-        progress.message(format!("loss {loss:.4} acc {acc:.2}"));
-        if step % t.log_interval as u64 == 0 {
-            progress.println(&format!(
-                "step {step} | loss {loss:.4} | margin {margin:+.4} | acc {acc:.2} | lr {lr:.1e} | {ms:.0} ms"
-            ));
-            metrics.log(&serde_json::json!({
-                "step": step, "loss": loss, "margin": margin, "accuracy": acc, "lr": lr,
-                "grad_norm": grad_norm, "ms": ms,
-            }))?;
-        }
+    run_steps(&mut l, &cadence, start_step, end_step, &progress)?;
+    let end = finish(&mut l, start_step, end_step, &progress)?;
+    if replies {
+        l.sample(end_step)?;
     }
-    progress.finish();
-
-    let end_step = t.max_iters as u64;
-    let end = eval(&frozen)?;
-    if start_step < end_step {
-        log_eval(&mut metrics, &progress, end_step, &end)?;
-    }
-    state.record_val_loss(end.loss);
-    save(&mut state, &opt)?;
-    metrics.sync()?;
-    plot_dpo(&run)?;
-    let start = match start_eval {
+    let start = match l.start_eval.take() {
         Some(e) => e,
-        None => eval(&reference)?,
+        None => held_out.evaluate(&reference, cfg.beta)?,
     };
-    let samples = if replies {
-        sample(end_step)?
-    } else {
-        Vec::new()
-    };
+    let (state, samples) = (l.state, l.replies);
     report::write_card(
         &run,
         &report::Card {
@@ -311,15 +251,132 @@ pub fn align(job: AlignJob, replies: bool) -> Result<AlignReport> {
     })
 }
 
-fn log_eval(metrics: &mut MetricsLog, progress: &Progress, step: u64, e: &DpoEval) -> Result<()> {
-    progress.println(&format!(
-        "step {step} | held-out loss {:.4} | accuracy {:.3} | margin {:+.4} | rewards chosen {:+.4} rejected {:+.4}",
-        e.loss, e.accuracy, e.margin, e.chosen_reward, e.rejected_reward
-    ));
-    metrics.log(&serde_json::json!({
-        "step": step, "val_loss": e.loss, "val_accuracy": e.accuracy, "val_margin": e.margin,
-        "val_chosen_reward": e.chosen_reward, "val_rejected_reward": e.rejected_reward,
-    }))
+/// DPO's part of the shared cadence: the step scores each pair under the policy and the
+/// frozen reference; the evaluation is the held-out DPO loss, accuracy and margin.
+struct DpoLoop<'a> {
+    run: &'a RunDir,
+    policy: &'a Policy,
+    reference: &'a TextLm,
+    /// The policy's weights without autograd tracking, for evaluation and replies.
+    frozen: &'a TextLm,
+    held_out: &'a HeldOutPairs<'a>,
+    opt: AdamW,
+    state: TrainState,
+    metrics: MetricsLog,
+    clock: TrainClock,
+    cfg: &'a AlignConfig,
+    data: &'a DpoData,
+    template: &'a ChatTemplate,
+    tokenizer: &'a crate::tokenizer::TextTokenizer,
+    order: EpochOrder,
+    schedule: LrSchedule,
+    pad: u32,
+    device: &'a Device,
+    /// The evaluation before the first step (a new run's), for the report.
+    start_eval: Option<DpoEval>,
+    /// The last replies to held-out prompts.
+    replies: Vec<(String, String)>,
+}
+
+impl TrainingLoop for DpoLoop<'_> {
+    type Eval = DpoEval;
+
+    fn state(&mut self) -> &mut TrainState {
+        &mut self.state
+    }
+
+    fn metrics(&mut self) -> &mut MetricsLog {
+        &mut self.metrics
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.clock.stamp(&mut self.state);
+        self.policy.save(self.run, &self.opt, &self.state)
+    }
+
+    fn step(&mut self, step: u64) -> Result<StepLog> {
+        let (t0, t, beta) = (Instant::now(), &self.cfg.train, self.cfg.beta);
+        let lr = self.schedule.at(step as usize);
+        let (mut loss_sum, mut margin_sum, mut acc_sum) = (0.0, 0.0, 0.0);
+        let (order, data, policy, reference) =
+            (&mut self.order, self.data, self.policy, self.reference);
+        let (pad, device) = (self.pad, self.device);
+        let grad_norm = policy.optimizer_step(
+            &mut self.opt,
+            t,
+            self.cfg.model_dropout,
+            DPO_DROPOUT_STREAM,
+            step,
+            lr,
+            |micro, dropout| {
+                let idx = order.batch(step, micro, t.grad_accum as u64, t.batch_size);
+                let pairs: Vec<&PairTokens> = idx.iter().map(|&i| &data.train[i]).collect();
+                let (pc, pr) = pair_logps(&policy.model, &pairs, pad, dropout, device)?;
+                let (rc, rr) = pair_logps(reference, &pairs, pad, &mut Dropout::eval(), device)?;
+                let out = dpo_loss(&pc, &pr, &rc, &rr, beta)?;
+                let (margin, acc, _, _) = reward_stats(&out)?;
+                loss_sum += out.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+                margin_sum += margin;
+                acc_sum += acc;
+                Ok(out.loss)
+            },
+        )?;
+        let k = t.grad_accum as f64;
+        let (loss, margin, acc) = (loss_sum / k, margin_sum / k, acc_sum / k);
+        crate::train::checkpoint::check_finite(step, "DPO loss", loss)?;
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        Ok(StepLog {
+            examples: (t.batch_size * t.grad_accum) as u64,
+            status: format!("loss {loss:.4} acc {acc:.2}"),
+            line: format!(
+                "step {step} | loss {loss:.4} | margin {margin:+.4} | acc {acc:.2} | lr {lr:.1e} \
+                 | {ms:.0} ms"
+            ),
+            metrics: serde_json::json!({
+                "step": step, "loss": loss, "margin": margin, "accuracy": acc, "lr": lr,
+                "grad_norm": grad_norm, "ms": ms,
+            }),
+        })
+    }
+
+    fn evaluate(&mut self, step: u64) -> Result<DpoEval> {
+        let e = self.held_out.evaluate(self.frozen, self.cfg.beta)?;
+        if step == 0 {
+            self.start_eval = Some(e.clone());
+        }
+        Ok(e)
+    }
+
+    fn eval_log(&mut self, step: u64, e: &DpoEval) -> Option<EvalLog> {
+        Some(EvalLog {
+            line: format!(
+                "step {step} | held-out loss {:.4} | accuracy {:.3} | margin {:+.4} | rewards \
+                 chosen {:+.4} rejected {:+.4}",
+                e.loss, e.accuracy, e.margin, e.chosen_reward, e.rejected_reward
+            ),
+            metrics: serde_json::json!({
+                "step": step, "val_loss": e.loss, "val_accuracy": e.accuracy,
+                "val_margin": e.margin, "val_chosen_reward": e.chosen_reward,
+                "val_rejected_reward": e.rejected_reward,
+            }),
+            val_loss: Some(e.loss),
+        })
+    }
+
+    /// Replies to the held-out prompts, into `samples/`.
+    fn sample(&mut self, step: u64) -> Result<()> {
+        let prompts = self.data.val_prompts.iter().cloned();
+        let seed = self.cfg.train.seed ^ step;
+        let stop = &self.template.stop;
+        let replies = report::replies(self.frozen, self.tokenizer, prompts, stop, seed)?;
+        report::write_samples(self.run, step, &replies)?;
+        self.replies = replies;
+        Ok(())
+    }
+
+    fn plot(&self) -> Result<()> {
+        plot_dpo(self.run)
+    }
 }
 
 fn plot_dpo(run: &RunDir) -> Result<()> {
