@@ -27,66 +27,12 @@ pub fn sample_images(req: &SampleRequest, out: &Path) -> Result<(PathBuf, String
             "--data is for VAE reconstructions; a diffusion model samples from noise",
         ));
     }
-    let eta = d.eta.unwrap_or(0.0);
-    let sampler = match d.sampler.as_deref().unwrap_or("ddim") {
-        "ddpm" => Sampler::Ddpm,
-        "ddim" => Sampler::Ddim { eta },
-        other => {
-            return Err(Error::usage(format!(
-                "unknown --sampler '{other}': choose ddim or ddpm"
-            )));
-        }
-    };
-    if !(eta.is_finite() && eta >= 0.0) {
-        return Err(Error::usage("--eta must be a number >= 0"));
-    }
-    if eta != 0.0 && sampler == Sampler::Ddpm {
-        return Err(Error::usage(
-            "--eta is a DDIM setting; drop it with --sampler ddpm",
-        ));
-    }
     let device = &req.device;
     let run = open_diffusion(&req.model, device)?;
     let cfg = run.model.config();
     let n = image_count(a, cfg.image_size * cfg.image_size * cfg.image_channels)?;
-    let t_total = run.schedule.len();
-    let steps = a.steps.unwrap_or(match sampler {
-        Sampler::Ddpm => t_total,
-        Sampler::Ddim { .. } => 50,
-    });
-    if steps == 0 || steps > t_total {
-        return Err(Error::usage(format!(
-            "--steps {steps}: must be in 1..={t_total} (the model was trained with T = {t_total})"
-        )));
-    }
-    if !cfg.conditional() {
-        if a.label.is_some() {
-            return Err(Error::usage(
-                "--label: this diffusion model is unconditional; train a -cond preset \
-                 (ddpm-mnist-cond) to choose the class",
-            ));
-        }
-        if d.guidance.is_some() {
-            return Err(Error::usage(
-                "--guidance: this diffusion model is unconditional, there is nothing to guide \
-                 towards; train a -cond preset",
-            ));
-        }
-    }
-    if let Some(l) = a.label
-        && l >= cfg.n_classes
-    {
-        return Err(Error::usage(format!(
-            "--label {l}: unknown label; this model knows 0..={}",
-            cfg.n_classes - 1
-        )));
-    }
-    let guidance = d
-        .guidance
-        .unwrap_or(if cfg.conditional() { 3.0 } else { 1.0 });
-    if !guidance.is_finite() {
-        return Err(Error::usage("--guidance must be a number"));
-    }
+    let (sampler, steps) = sampler_and_steps(d, a.steps, run.schedule.len())?;
+    let guidance = guidance_for(cfg, a.label, d.guidance)?;
     let seed = req.seed;
     let guide = image_guide(req, &run)?;
     let mut opts = SampleOptions {
@@ -161,6 +107,77 @@ pub fn sample_images(req: &SampleRequest, out: &Path) -> Result<(PathBuf, String
         ));
     }
     Ok((out.to_path_buf(), format!("{what}; {sampler_name}")))
+}
+
+/// `--sampler`, `--eta` and `--steps`, checked against the model's T.
+fn sampler_and_steps(
+    d: &super::sample::DiffusionRequest,
+    steps: Option<usize>,
+    t_total: usize,
+) -> Result<(Sampler, usize)> {
+    let eta = d.eta.unwrap_or(0.0);
+    let sampler = match d.sampler.as_deref().unwrap_or("ddim") {
+        "ddpm" => Sampler::Ddpm,
+        "ddim" => Sampler::Ddim { eta },
+        other => {
+            return Err(Error::usage(format!(
+                "unknown --sampler '{other}': choose ddim or ddpm"
+            )));
+        }
+    };
+    if !(eta.is_finite() && eta >= 0.0) {
+        return Err(Error::usage("--eta must be a number >= 0"));
+    }
+    if eta != 0.0 && sampler == Sampler::Ddpm {
+        return Err(Error::usage(
+            "--eta is a DDIM setting; drop it with --sampler ddpm",
+        ));
+    }
+    let steps = steps.unwrap_or(match sampler {
+        Sampler::Ddpm => t_total,
+        Sampler::Ddim { .. } => 50,
+    });
+    if steps == 0 || steps > t_total {
+        return Err(Error::usage(format!(
+            "--steps {steps}: must be in 1..={t_total} (the model was trained with T = {t_total})"
+        )));
+    }
+    Ok((sampler, steps))
+}
+
+/// `--label` and `--guidance` checked against the model; the guidance weight to use.
+fn guidance_for(
+    cfg: &crate::models::diffusion::UNetConfig,
+    label: Option<usize>,
+    guidance: Option<f64>,
+) -> Result<f64> {
+    if !cfg.conditional() {
+        if label.is_some() {
+            return Err(Error::usage(
+                "--label: this diffusion model is unconditional; train a -cond preset \
+                 (ddpm-mnist-cond) to choose the class",
+            ));
+        }
+        if guidance.is_some() {
+            return Err(Error::usage(
+                "--guidance: this diffusion model is unconditional, there is nothing to guide \
+                 towards; train a -cond preset",
+            ));
+        }
+    }
+    if let Some(l) = label
+        && l >= cfg.n_classes
+    {
+        return Err(Error::usage(format!(
+            "--label {l}: unknown label; this model knows 0..={}",
+            cfg.n_classes - 1
+        )));
+    }
+    let guidance = guidance.unwrap_or(if cfg.conditional() { 3.0 } else { 1.0 });
+    if !guidance.is_finite() {
+        return Err(Error::usage("--guidance must be a number"));
+    }
+    Ok(guidance)
 }
 
 /// `--init`, `--strength` and `--mask`, checked and read.

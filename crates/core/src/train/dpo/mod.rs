@@ -19,7 +19,7 @@ pub use eval::{DpoEval, HeldOutPairs, evaluate, pair_logps};
 pub use loss::{DpoOutput, dpo_loss, reward_stats, sequence_logps};
 pub use pairs::{DpoData, PairTokens, prepare_pairs};
 
-use crate::data::preferences::read_preferences;
+use crate::data::preferences::{PreferenceSet, read_preferences};
 use crate::error::{Error, Result};
 use crate::models::pretrained::{ModelConfig, TextLm};
 use crate::nn::Dropout;
@@ -184,59 +184,17 @@ pub fn align(job: AlignJob, replies: bool) -> Result<AlignReport> {
         None => held_out.evaluate(&reference, cfg.beta)?,
     };
     let (state, samples) = (l.state, l.replies);
-    report::write_card(
-        &run,
-        &report::Card {
-            what: format!(
-                "A {family} language model aligned by Muse to preference pairs with Direct \
-                 Preference Optimization (beta {}{}), against a frozen reference copy of its \
-                 base.",
-                cfg.beta,
-                if cfg.lora.is_some() {
-                    ", LoRA adapters"
-                } else {
-                    ""
-                }
-            ),
-            base: &base_path,
-            family,
-            params,
-            trainable,
-            data: vec![
-                format!(
-                    "- `{}` ({}), sha256 `{}`",
-                    set.source.name, set.source.path, set.source.sha256
-                ),
-                format!(
-                    "- {} training and {} held-out pairs ({} lines skipped, {})",
-                    data.train.len(),
-                    data.val.len(),
-                    set.skipped,
-                    data.dropped
-                ),
-            ],
-            training: vec![format!(
-                "- {} steps of {} pairs, lr {:.1e}, seed {}, {:.0} s",
-                state.step,
-                t.batch_size * t.grad_accum,
-                t.lr,
-                t.seed,
-                state.train_seconds
-            )],
-            metrics: vec![
-                format!("| DPO loss | {:.4} | {:.4} |", start.loss, end.loss),
-                format!(
-                    "| preference accuracy (ties half) | {:.3} | {:.3} |",
-                    start.accuracy, end.accuracy
-                ),
-                format!(
-                    "| reward margin | {:.4} | {:.4} |",
-                    start.margin, end.margin
-                ),
-            ],
-            lora: cfg.lora.is_some(),
-        },
-    )?;
+    let what = DpoCard {
+        family,
+        base_path: &base_path,
+        params,
+        trainable,
+        set: &set,
+        data: &data,
+        start: &start,
+        end: &end,
+    };
+    write_card(&run, &cfg, &state, &what)?;
     Ok(AlignReport {
         run_dir: run.root().to_path_buf(),
         steps: state.step,
@@ -377,6 +335,77 @@ impl TrainingLoop for DpoLoop<'_> {
     fn plot(&self) -> Result<()> {
         plot_dpo(self.run)
     }
+}
+
+/// What the model card of an aligned run says beyond the config and state.
+struct DpoCard<'a> {
+    family: &'a str,
+    base_path: &'a str,
+    params: usize,
+    trainable: usize,
+    set: &'a PreferenceSet,
+    data: &'a DpoData,
+    /// Held-out statistics before and after.
+    start: &'a DpoEval,
+    end: &'a DpoEval,
+}
+
+fn write_card(run: &RunDir, cfg: &AlignConfig, state: &TrainState, c: &DpoCard) -> Result<()> {
+    let (t, set, data) = (&cfg.train, c.set, c.data);
+    report::write_card(
+        run,
+        &report::Card {
+            what: format!(
+                "A {} language model aligned by Muse to preference pairs with Direct \
+                 Preference Optimization (beta {}{}), against a frozen reference copy of its \
+                 base.",
+                c.family,
+                cfg.beta,
+                if cfg.lora.is_some() {
+                    ", LoRA adapters"
+                } else {
+                    ""
+                }
+            ),
+            base: c.base_path,
+            family: c.family,
+            params: c.params,
+            trainable: c.trainable,
+            data: vec![
+                format!(
+                    "- `{}` ({}), sha256 `{}`",
+                    set.source.name, set.source.path, set.source.sha256
+                ),
+                format!(
+                    "- {} training and {} held-out pairs ({} lines skipped, {})",
+                    data.train.len(),
+                    data.val.len(),
+                    set.skipped,
+                    data.dropped
+                ),
+            ],
+            training: vec![format!(
+                "- {} steps of {} pairs, lr {:.1e}, seed {}, {:.0} s",
+                state.step,
+                t.batch_size * t.grad_accum,
+                t.lr,
+                t.seed,
+                state.train_seconds
+            )],
+            metrics: vec![
+                format!("| DPO loss | {:.4} | {:.4} |", c.start.loss, c.end.loss),
+                format!(
+                    "| preference accuracy (ties half) | {:.3} | {:.3} |",
+                    c.start.accuracy, c.end.accuracy
+                ),
+                format!(
+                    "| reward margin | {:.4} | {:.4} |",
+                    c.start.margin, c.end.margin
+                ),
+            ],
+            lora: cfg.lora.is_some(),
+        },
+    )
 }
 
 fn plot_dpo(run: &RunDir) -> Result<()> {
