@@ -31,16 +31,18 @@ pub struct Cadence {
 impl Cadence {
     fn eval_due(&self, step: u64, start: u64) -> bool {
         self.eval_every > 0
-            && step % self.eval_every == 0
+            && step.is_multiple_of(self.eval_every)
             && (step > start || (self.eval_first && step == 0))
     }
 
     fn sample_due(&self, step: u64) -> bool {
-        self.sample_every > 0 && step % self.sample_every == 0 && (step > 0 || self.sample_first)
+        self.sample_every > 0
+            && step.is_multiple_of(self.sample_every)
+            && (step > 0 || self.sample_first)
     }
 
     fn log_due(&self, step: u64) -> bool {
-        self.log_every > 0 && step % self.log_every == 0
+        self.log_every > 0 && step.is_multiple_of(self.log_every)
     }
 }
 

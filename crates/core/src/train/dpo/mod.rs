@@ -300,7 +300,7 @@ impl TrainingLoop for DpoLoop<'_> {
     fn evaluate(&mut self, step: u64) -> Result<DpoEval> {
         let e = self.held_out.evaluate(self.frozen, self.cfg.beta)?;
         if step == 0 {
-            self.start_eval = Some(e.clone());
+            self.start_eval = Some(e);
         }
         Ok(e)
     }
