@@ -105,15 +105,19 @@ pub fn conform(img: &DynamicImage, size: usize, channels: usize) -> Vec<u8> {
     if channels == 1 {
         return resized.to_luma8().into_raw();
     }
-    let rgb = resized.to_rgb8().into_raw(); // (H, W, 3)
-    let hw = size * size;
+    rgb_planes(&resized.to_rgb8().into_raw())
+}
+
+/// Interleaved RGB pixels (H, W, 3) as three planes (3, H, W).
+pub fn rgb_planes(rgb: &[u8]) -> Vec<u8> {
+    let hw = rgb.len() / 3;
     let mut chw = vec![0u8; 3 * hw];
     for (i, px) in rgb.chunks_exact(3).enumerate() {
         for c in 0..3 {
             chw[c * hw + i] = px[c];
         }
     }
-    chw // (3, H, W)
+    chw
 }
 
 type Classes = Vec<(String, Vec<PathBuf>)>;

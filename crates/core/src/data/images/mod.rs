@@ -18,7 +18,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 pub use batches::{EpochBatches, chunks, epoch_permutation};
-pub use folder::{conform, decode_image, is_image_file};
+pub use folder::{conform, decode_image, is_image_file, rgb_planes};
 pub use idx::{
     IMAGES_MAGIC, IdxImages, LABELS_MAGIC, parse_idx_images, parse_idx_labels, read_idx_images,
     read_idx_labels, read_maybe_gz,

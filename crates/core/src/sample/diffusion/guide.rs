@@ -96,15 +96,7 @@ pub fn read_init(path: &Path, size: usize, channels: usize, device: &Device) -> 
             ))
         })?
     } else {
-        let rgb = img.to_rgb8().into_raw(); // (H, W, 3)
-        let hw = size * size;
-        let mut chw = vec![0u8; 3 * hw];
-        for (i, px) in rgb.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                chw[c * hw + i] = px[c];
-            }
-        }
-        chw
+        crate::data::images::rgb_planes(&img.to_rgb8().into_raw())
     };
     let x = Tensor::from_vec(pixels, (1, channels, size, size), device)?.to_dtype(DType::F32)?;
     Ok(((x / 127.5)? - 1.0)?)
