@@ -1,4 +1,4 @@
-//! Fault injection (gpt, vae, gan, classifier, diffusion): a training is killed with SIGKILL at random moments and resumed with the
+//! Fault injection (gpt, vae, gan, classifier, diffusion, finetune, align): a training is killed with SIGKILL at random moments and resumed with the
 //! same command plus `--resume`, again and again, until it finishes. Every checkpoint found on
 //! disk after a kill must be readable, and the finished run must equal an uninterrupted one:
 //! the same weight and optimizer tensors, bit for bit, and the same metrics (timings aside).
@@ -292,4 +292,36 @@ fn crash_safety_diffusion() {
         "--set", "sample.n=4", "--set", "sample.steps=3",
     ];
     kill_and_resume("diffusion", &args, 5);
+}
+
+/// The committed tiny GPT-2 folder, the base of the tuning runs.
+fn tiny_gpt2() -> String {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../core/tests/fixtures/hf/gpt2")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn crash_safety_finetune() {
+    let base = tiny_gpt2();
+    #[rustfmt::skip]
+    let args = [
+        "finetune", &base, "--data", "instructions", "--max-steps", "300",
+        "--set", "batch_size=4", "--set", "eval_interval=5", "--set", "eval_iters=2",
+        "--set", "log_interval=1", "--set", "model_dropout=0.1",
+    ];
+    kill_and_resume("finetune", &args, 6);
+}
+
+#[test]
+fn crash_safety_align() {
+    let base = tiny_gpt2();
+    #[rustfmt::skip]
+    let args = [
+        "align", &base, "--dpo", "hh-rlhf", "--max-steps", "200",
+        "--set", "batch_size=2", "--set", "eval_interval=5", "--set", "eval_iters=2",
+        "--set", "log_interval=1", "--set", "model_dropout=0.1",
+    ];
+    kill_and_resume("align", &args, 7);
 }

@@ -20,8 +20,8 @@ pub use loss::{DpoOutput, dpo_loss, reward_stats, sequence_logps};
 pub use pairs::{DpoData, PairTokens, prepare_pairs};
 
 use crate::data::preferences::{PreferenceSet, read_preferences};
-use crate::error::{Error, Result};
-use crate::models::pretrained::{ModelConfig, TextLm};
+use crate::error::Result;
+use crate::models::pretrained::TextLm;
 use crate::nn::Dropout;
 use crate::run_dir::{OnExisting, RunDir};
 use crate::tokenizer::chat::ChatTemplate;
@@ -32,9 +32,9 @@ use crate::train::optimizer::AdamW;
 use crate::train::progress::Progress;
 use crate::train::schedule::LrSchedule;
 use crate::train::seeds::DPO_DROPOUT_STREAM;
-use crate::train::tuning::record::{read_record, write_record};
+use crate::train::tuning::record::read_record;
 use crate::train::tuning::{
-    Base, EpochOrder, Policy, TuneJob, report, resolve_template, write_model_files,
+    Base, EpochOrder, Policy, TuneJob, example_length, open_state, report, resolve_template,
 };
 
 /// What to align, with which preferences (`--dpo`), and where.
@@ -88,14 +88,7 @@ pub fn align(job: AlignJob, replies: bool) -> Result<AlignReport> {
         let template = resolve_template(&cfg.data.template, &base)?;
         (base, template)
     };
-    let ctx = ModelConfig::context_len(&base.cfg);
-    let max_len = match cfg.data.max_len {
-        0 => ctx + 1,
-        m => m.min(ctx + 1),
-    };
-    if max_len < 2 {
-        return Err(Error::usage("data: max_len must be at least 2"));
-    }
+    let max_len = example_length(cfg.data.max_len, &base)?;
     let data = prepare_pairs(
         &set,
         &base,
@@ -108,22 +101,16 @@ pub fn align(job: AlignJob, replies: bool) -> Result<AlignReport> {
     let reference = base.frozen(&job.device)?;
     let run = RunDir::prepare(&job.out, job.on_existing)?;
     let mut opt = AdamW::new(&policy.varmap, t)?;
-    let state = if resuming {
-        let state = policy.load_checkpoint(&run, &mut opt)?;
-        run.record_resumed_config(&cfg)?;
-        state
-    } else {
-        write_model_files(&run, &base, &template, &policy)?;
-        write_record(
-            &run,
-            &job.config,
-            job.config.preset_name(),
-            job.config.train.seed,
-            &base,
-            &set.source,
-        )?;
-        TrainState::default()
-    };
+    let state = open_state(
+        &run,
+        resuming,
+        &mut policy,
+        &mut opt,
+        (&base, &template),
+        (&job.config, job.config.preset_name(), t.seed),
+        &set.source,
+        || Ok(()),
+    )?;
     let frozen = policy.frozen(&base, &job.device)?;
     let pad = base.eos.unwrap_or(0);
     let params = base.parameter_count();

@@ -29,8 +29,8 @@ use crate::train::progress::Progress;
 use crate::train::schedule::LrSchedule;
 use crate::train::seeds::SFT_DROPOUT_STREAM;
 use crate::train::tuning::{
-    Base, DropReason, Dropped, EpochOrder, Policy, TuneJob, first_sentence, pad_batch, record,
-    report, resolve_template, split_indices, truncate, write_model_files,
+    Base, DropReason, Dropped, EpochOrder, Policy, TuneJob, example_length, first_sentence,
+    open_state, pad_batch, record, report, resolve_template, split_indices, truncate,
 };
 
 /// What to fine-tune, on what, and where.
@@ -169,36 +169,21 @@ pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
     } else {
         resolve_template(&cfg.data.template, &base)?
     };
-    let ctx = crate::models::pretrained::ModelConfig::context_len(&base.cfg);
-    let max_len = if cfg.data.max_len == 0 {
-        ctx + 1
-    } else {
-        cfg.data.max_len.min(ctx + 1)
-    };
-    if max_len < 2 {
-        return Err(Error::usage("data: max_len must be at least 2"));
-    }
+    let max_len = example_length(cfg.data.max_len, &base)?;
     let data = prepare_sft(&set, &base, &template, max_len, cfg.data.val_fraction)?;
     let mut policy = Policy::new(&base, cfg.lora.as_ref(), t.seed, &job.device)?;
     let run = RunDir::prepare(&job.out, job.on_existing)?;
     let mut opt = AdamW::new(&policy.varmap, t)?;
-    let state = if resuming {
-        let state = policy.load_checkpoint(&run, &mut opt)?;
-        check_same_data(&run, &set)?;
-        run.record_resumed_config(&cfg)?;
-        state
-    } else {
-        write_model_files(&run, &base, &template, &policy)?;
-        record::write_record(
-            &run,
-            &job.config,
-            job.config.preset_name(),
-            job.config.train.seed,
-            &base,
-            &set.source,
-        )?;
-        TrainState::default()
-    };
+    let state = open_state(
+        &run,
+        resuming,
+        &mut policy,
+        &mut opt,
+        (&base, &template),
+        (&job.config, job.config.preset_name(), t.seed),
+        &set.source,
+        || check_same_data(&run, &set),
+    )?;
     let frozen = policy.frozen(&base, &job.device)?;
     let pad = base.eos.unwrap_or(0);
     let params = base.parameter_count();

@@ -20,8 +20,12 @@ pub use config::{check_common, finetune_train_config};
 pub use dropped::{DropReason, Dropped, first_sentence};
 pub use policy::{Base, Policy, resolve_template, write_model_files};
 
+use crate::error::{Error, Result};
 use crate::models::pretrained::TextLm;
-use crate::run_dir::OnExisting;
+use crate::run_dir::{DatasetRecord, OnExisting, RunDir};
+use crate::tokenizer::chat::ChatTemplate;
+use crate::train::checkpoint::TrainState;
+use crate::train::optimizer::AdamW;
 
 /// What to tune (`muse finetune` or `muse align`), on what, and where.
 pub struct TuneJob<C> {
@@ -44,4 +48,43 @@ pub fn bos_of(model: &TextLm) -> Option<u32> {
         crate::models::pretrained::ModelConfig::Llama(c) => c.bos_token_id,
         _ => None,
     }
+}
+
+/// The longest example in tokens: the config's `max_len` (0: the model's context + 1), at most
+/// the context + 1 (inputs and targets are one token apart).
+pub fn example_length(max_len: usize, base: &Base) -> Result<usize> {
+    let ctx = crate::models::pretrained::ModelConfig::context_len(&base.cfg);
+    let len = match max_len {
+        0 => ctx + 1,
+        m => m.min(ctx + 1),
+    };
+    if len < 2 {
+        return Err(Error::usage("data: max_len must be at least 2"));
+    }
+    Ok(len)
+}
+
+/// What a tuning run starts from: a resumed run's checkpoint (into `policy` and `opt`, after
+/// `check_resumed` and with the resumed config recorded), or a new run's model files and
+/// record (`training.json`) with a fresh state.
+#[allow(clippy::too_many_arguments)]
+pub fn open_state<C: serde::Serialize>(
+    run: &RunDir,
+    resuming: bool,
+    policy: &mut Policy,
+    opt: &mut AdamW,
+    (base, template): (&Base, &ChatTemplate),
+    (config, preset, seed): (&C, &str, u64),
+    data: &DatasetRecord,
+    check_resumed: impl FnOnce() -> Result<()>,
+) -> Result<TrainState> {
+    if resuming {
+        let state = policy.load_checkpoint(run, opt)?;
+        check_resumed()?;
+        run.record_resumed_config(config)?;
+        return Ok(state);
+    }
+    write_model_files(run, base, template, policy)?;
+    record::write_record(run, config, preset, seed, base, data)?;
+    Ok(TrainState::default())
 }
