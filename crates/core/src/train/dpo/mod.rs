@@ -66,28 +66,7 @@ pub fn align(job: AlignJob, replies: bool) -> Result<AlignReport> {
     let t = &cfg.train;
 
     let set = read_preferences(&job.data)?;
-    // The reference is the starting model. A resumed full run must find it again: it is the
-    // base named in training.json (a resumed LoRA run keeps it in its own folder).
-    let (base, template) = if resuming {
-        let run_base = Base::load(&job.out, None, false, &job.device)?;
-        let template = run_base.template.clone();
-        let base = if cfg.lora.is_some() {
-            run_base
-        } else {
-            let (_, stored_base) = stored_config(&job.out)?;
-            Base::load(
-                Path::new(&stored_base),
-                job.tokenizer.as_deref(),
-                true,
-                &job.device,
-            )?
-        };
-        (base, template)
-    } else {
-        let base = Base::load(&job.base, job.tokenizer.as_deref(), true, &job.device)?;
-        let template = resolve_template(&cfg.data.template, &base)?;
-        (base, template)
-    };
+    let (base, template) = open_base(&job, resuming)?;
     let max_len = example_length(cfg.data.max_len, &base)?;
     let data = prepare_pairs(
         &set,
@@ -194,6 +173,32 @@ pub fn align(job: AlignJob, replies: bool) -> Result<AlignReport> {
         train_seconds: state.train_seconds,
         samples,
     })
+}
+
+/// The base model (the reference) and the chat template of an align run.
+fn open_base(job: &AlignJob, resuming: bool) -> Result<(Base, ChatTemplate)> {
+    // The reference is the starting model. A resumed full run must find it again: it is the
+    // base named in training.json (a resumed LoRA run keeps it in its own folder).
+    if resuming {
+        let run_base = Base::load(&job.out, None, false, &job.device)?;
+        let template = run_base.template.clone();
+        let base = if job.config.lora.is_some() {
+            run_base
+        } else {
+            let (_, stored_base) = stored_config(&job.out)?;
+            Base::load(
+                Path::new(&stored_base),
+                job.tokenizer.as_deref(),
+                true,
+                &job.device,
+            )?
+        };
+        Ok((base, template))
+    } else {
+        let base = Base::load(&job.base, job.tokenizer.as_deref(), true, &job.device)?;
+        let template = resolve_template(&job.config.data.template, &base)?;
+        Ok((base, template))
+    }
 }
 
 /// DPO's part of the shared cadence: the step scores each pair under the policy and the

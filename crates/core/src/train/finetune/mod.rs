@@ -159,16 +159,7 @@ pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
     // Inputs first, so bad input leaves no half-made run folder behind. A resumed run reopens
     // itself: its config, tokenizer, template and (LoRA) frozen base weights.
     let set = read_instructions(&job.data, cfg.data.format)?;
-    let base = if resuming {
-        Base::load(&job.out, None, false, &job.device)?
-    } else {
-        Base::load(&job.base, job.tokenizer.as_deref(), true, &job.device)?
-    };
-    let template = if resuming {
-        base.template.clone()
-    } else {
-        resolve_template(&cfg.data.template, &base)?
-    };
+    let (base, template) = open_base(&job, resuming)?;
     let max_len = example_length(cfg.data.max_len, &base)?;
     let data = prepare_sft(&set, &base, &template, max_len, cfg.data.val_fraction)?;
     let mut policy = Policy::new(&base, cfg.lora.as_ref(), t.seed, &job.device)?;
@@ -279,6 +270,19 @@ pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
         train_seconds: state.train_seconds,
         samples,
     })
+}
+
+/// The base model and the chat template of a fine-tuning run (a resumed run reopens itself:
+/// its tokenizer, template and, for LoRA, its frozen base weights).
+fn open_base(job: &FinetuneJob, resuming: bool) -> Result<(Base, ChatTemplate)> {
+    if resuming {
+        let base = Base::load(&job.out, None, false, &job.device)?;
+        let template = base.template.clone();
+        return Ok((base, template));
+    }
+    let base = Base::load(&job.base, job.tokenizer.as_deref(), true, &job.device)?;
+    let template = resolve_template(&job.config.data.template, &base)?;
+    Ok((base, template))
 }
 
 /// Supervised fine-tuning's part of the shared cadence.
