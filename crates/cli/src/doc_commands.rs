@@ -18,9 +18,12 @@ pub fn examples_in(doc: &Path, text: &str) -> Vec<(usize, Vec<String>)> {
         if !in_code {
             continue;
         }
+        // A `$ ` prompt marks a command among its output.
+        let line = line.trim();
+        let line = line.strip_prefix("$ ").unwrap_or(line);
         let (start, joined) = match pending.take() {
-            Some((start, head)) => (start, format!("{head} {}", line.trim())),
-            None => (i + 1, line.trim().to_string()),
+            Some((start, head)) => (start, format!("{head} {line}")),
+            None => (i + 1, line.to_string()),
         };
         if let Some(head) = joined.strip_suffix('\\') {
             pending = Some((start, head.to_string()));
