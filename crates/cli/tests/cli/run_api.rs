@@ -510,3 +510,24 @@ fn a_training_step_that_cannot_fit_in_memory_is_refused_before_anything_is_made(
     );
     assert!(!dir.join("run").exists(), "no run folder was made");
 }
+
+#[test]
+fn a_run_counted_in_epochs_resumes_to_more_epochs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let args = |epochs: &str| -> Vec<String> {
+        #[rustfmt::skip]
+        let a = [
+            "train", "vae", "--out", "vae", "--set", "hidden=8", "--set", "latent=2",
+            "--set", "train_limit=256", "--set", "test_limit=64", "--set", "batch_size=64",
+            "--set", epochs,
+        ];
+        a.map(String::from).to_vec()
+    };
+    ok(&run(dir, &args("epochs=1"), &[]));
+    assert_eq!(json(dir.join("vae/state.json"))["step"], 4);
+    // max_steps is 0 (count in epochs): the resume must not read that as "complete at 0".
+    let (_, stderr) = ok(&run(dir, &args("epochs=2"), &["--resume"]));
+    assert!(!stderr.contains("already complete"), "{stderr}");
+    assert_eq!(json(dir.join("vae/state.json"))["step"], 8);
+}

@@ -164,7 +164,8 @@ fn prepare<C: Serialize + serde::de::DeserializeOwned>(
     }
     validate(&r.config)?;
     if r.on_existing == OnExisting::Resume
-        && let Some(done) = already_complete(out, step_count(&r.config, steps_key)?, steps_key)?
+        && let Some(total) = step_count(&r.config, steps_key)?
+        && let Some(done) = already_complete(out, total, steps_key)?
     {
         return Ok(Prepared::Complete(done));
     }
@@ -179,13 +180,17 @@ fn prepare<C: Serialize + serde::de::DeserializeOwned>(
     Ok(Prepared::Run(r))
 }
 
-/// The value of the step-count key (`train.max_steps`, say) in a resolved configuration.
-fn step_count<C: Serialize>(config: &C, key: &str) -> Result<u64> {
+/// The value of the step-count key (`train.max_steps`, say) in a resolved configuration;
+/// `None` when it is 0, as image families say "count in epochs" (their loop then knows the
+/// total and trains nothing past it).
+fn step_count<C: Serialize>(config: &C, key: &str) -> Result<Option<u64>> {
     let value = serde_json::to_value(config).map_err(|e| Error::usage(e.to_string()))?;
-    key.split('.')
+    let steps = key
+        .split('.')
         .try_fold(&value, |v, part| v.get(part))
         .and_then(|v| v.as_u64())
-        .ok_or_else(|| Error::usage(format!("the configuration has no step count '{key}'")))
+        .ok_or_else(|| Error::usage(format!("the configuration has no step count '{key}'")))?;
+    Ok((steps > 0).then_some(steps))
 }
 
 fn gpt(req: TrainRequest) -> Result<TrainOutcome> {
