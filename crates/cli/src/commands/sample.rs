@@ -70,7 +70,8 @@ struct DiffusionArgs {
 #[command(next_help_heading = "Text models (gpt, gpt2, llama)")]
 struct TextArgs {
     /// Text to continue [default: a newline]. Longer than the model's context: only its end
-    /// is used.
+    /// is used. For a text-to-image diffusion run: the picture to draw ("a green ankle boot")
+    /// [default: one prompt per class and colour].
     #[arg(long, short)]
     prompt: Option<String>,
     /// New tokens to generate (at most) [default: 500].

@@ -206,9 +206,12 @@ struct GanArgs {
 #[derive(clap::Args)]
 struct DiffusionArgs {
     /// Named configuration: ddpm-mnist, ddpm-fashion (unconditional), ddpm-mnist-cond,
-    /// ddpm-fashion-cond (class-conditional, for classifier-free guidance). All: the U-Net of
-    /// ddpm_unet28.py, T = 1000, linear betas (`--set schedule=cosine`), AdamW 2e-4, batch 64,
-    /// EMA 0.999, 2000 steps (about two hours on 2 cores). [default: ddpm-mnist]
+    /// ddpm-fashion-cond (class-conditional, for classifier-free guidance), t2i-fashion,
+    /// t2i-mnist (text-to-image: images tinted in eight colours, captioned, read by the frozen
+    /// all-MiniLM-L6-v2 encoder through cross-attention). All: the U-Net of ddpm_unet28.py,
+    /// T = 1000, linear betas (`--set schedule=cosine`), AdamW 2e-4, batch 64, EMA 0.999, 2000
+    /// steps (about two hours on 2 cores). `--set tint=true` on a -cond preset trains the
+    /// label-only baseline on the tinted images. [default: ddpm-mnist]
     #[arg(long)]
     preset: Option<String>,
     #[command(flatten)]

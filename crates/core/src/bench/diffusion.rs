@@ -15,9 +15,13 @@ use crate::error::Result;
 use crate::models::diffusion::parameter_count;
 use crate::nn::noise::standard_normal;
 use crate::run_dir::DatasetRecord;
-use crate::sample::diffusion::{NoiseSchedule, SampleOptions, labels_for, sample_from};
+use crate::sample::diffusion::{
+    Conditioning, NoiseSchedule, SampleOptions, labels_for, sample_from,
+};
 use crate::train::AdamW;
-use crate::train::diffusion::{DiffusionRunConfig, Nets, ema_update, fresh_weights, train_step};
+use crate::train::diffusion::{
+    Conditioner, DiffusionRunConfig, Nets, ema_update, fresh_weights, train_step,
+};
 use crate::train::progress::Progress;
 
 /// What to measure.
@@ -50,7 +54,14 @@ pub fn bench_diffusion(opts: &DiffusionBenchOptions) -> Result<Value> {
     if cfg.model.conditional() {
         cfg.model.n_classes = data.n_classes.max(2);
     }
+    if cfg.text.is_some() {
+        return Err(crate::Error::usage(
+            "muse bench diffusion times the pixel-space U-Net: pick a ddpm-* preset (the text \
+             path adds cross-attention at 7x7 only)",
+        ));
+    }
     cfg.validate()?;
+    let conditioner = Conditioner::new(&cfg, Vec::new(), &opts.device)?;
     let schedule = NoiseSchedule::new(&cfg.noise())?;
     let varmap = VarMap::new();
     let nets = Nets::new(
@@ -75,6 +86,7 @@ pub fn bench_diffusion(opts: &DiffusionBenchOptions) -> Result<Value> {
             &schedule,
             &data,
             &idx,
+            &conditioner,
             &cfg,
             step,
             cfg.train.lr,
@@ -105,7 +117,7 @@ pub fn bench_diffusion(opts: &DiffusionBenchOptions) -> Result<Value> {
         &opts.device,
     )?;
     let mut so = SampleOptions::ddim(opts.ddim_steps, 0);
-    so.labels = labels_for(m, opts.sample_batch, None)?;
+    so.condition = Conditioning::labels(labels_for(m, opts.sample_batch, None)?);
     so.guidance = 1.0;
     sample_from(
         &frozen.ema,

@@ -23,6 +23,8 @@ pub mod text_splits;
 pub mod windows;
 // Image datasets (IDX, PNG/JPEG folders), seeded epoch batches and PNG grids.
 pub mod images;
+// Tinted, captioned images for text-to-image training.
+pub mod captions;
 // Fine-tuning and alignment data: instruction and preference JSONL files.
 pub mod instructions;
 pub mod jsonl;

@@ -34,6 +34,16 @@ pub fn default_model_dir() -> Result<PathBuf> {
     crate::data::dataset_dir(DEFAULT_MODEL)
 }
 
+/// The folder of an encoder named in a run's config: a folder path as it is, else a
+/// registered name found like a dataset (`all-minilm-l6-v2`).
+pub fn encoder_dir(name_or_path: &str) -> Result<PathBuf> {
+    let path = Path::new(name_or_path);
+    if path.exists() || crate::data::spec(name_or_path).is_none() {
+        return Ok(path.to_path_buf());
+    }
+    crate::data::dataset_dir(name_or_path)
+}
+
 /// The encoder's view of a batch of texts: one state per token, and which tokens are real.
 #[derive(Clone, Debug)]
 pub struct TokenStates {

@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod batch_norm;
 pub mod conv;
+pub mod cross_attention;
 pub mod dropout;
 pub mod group_norm;
 pub mod init;
@@ -19,6 +20,7 @@ pub mod timestep;
 
 pub use batch_norm::{BatchNorm2d, NormMode};
 pub use conv::{Conv2d, ConvTranspose2d, upsample_nearest2x};
+pub use cross_attention::{SpatialCrossAttention, TextContext};
 pub use dropout::Dropout;
 pub use group_norm::GroupNorm;
 pub use init::{Init, init_varmap};

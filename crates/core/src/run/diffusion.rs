@@ -4,13 +4,16 @@
 use std::path::{Path, PathBuf};
 
 use super::sample::{SampleRequest, image_count, nrow, warn_not_finite};
+use crate::data::captions::CaptionSet;
 use crate::data::images::grid::{write_grid, write_strip};
+use crate::embed::{SentenceEncoder, encoder_dir};
 use crate::error::{Error, Result};
 use crate::sample::diffusion::DiffusionRun;
 use crate::sample::diffusion::{
-    ImageGuide, SampleOptions, Sampler, Spacing, labels_for, open_diffusion, read_init, read_mask,
-    record_points, sample, trajectory_rows,
+    Conditioning, ImageGuide, PromptStates, SampleOptions, Sampler, Spacing, labels_for,
+    open_diffusion, read_init, read_mask, record_points, sample, trajectory_rows,
 };
+use crate::train::diffusion::grid_prompts;
 
 /// Generates `--n` images (and the trajectory strip when asked) into `out`; returns the PNG
 /// and what it shows.
@@ -32,15 +35,17 @@ pub fn sample_images(req: &SampleRequest, out: &Path) -> Result<(PathBuf, String
     let cfg = run.model.config();
     let n = image_count(a, cfg.image_size * cfg.image_size * cfg.image_channels)?;
     let (sampler, steps) = sampler_and_steps(d, a.steps, run.schedule.len())?;
-    let guidance = guidance_for(cfg, a.label, d.guidance)?;
+    let prompt = req.text.prompt.as_deref();
+    let guidance = guidance_for(cfg, a.label, prompt, d.guidance)?;
     let seed = req.seed;
     let guide = image_guide(req, &run)?;
+    let condition = condition_for(&run, n, a.label, prompt, device)?;
     let mut opts = SampleOptions {
         sampler,
         steps,
         spacing: Spacing::Leading,
         clip: true,
-        labels: labels_for(cfg, n, a.label)?,
+        condition,
         guidance,
         seed,
         record: Vec::new(),
@@ -61,13 +66,22 @@ pub fn sample_images(req: &SampleRequest, out: &Path) -> Result<(PathBuf, String
         Sampler::Ddpm => format!("DDPM {steps} steps"),
         Sampler::Ddim { eta } => format!("DDIM {steps} steps, eta {eta}"),
     };
-    let mut what = match (a.label, cfg.conditional()) {
-        (Some(l), _) => format!("{n} samples of class {l}, guidance {guidance}"),
-        (None, true) => format!("{n} samples, classes in turn, guidance {guidance}"),
-        (None, false) => format!("{n} samples"),
+    let mut what = match (a.label, prompt, &opts.condition) {
+        (Some(l), _, _) => format!("{n} samples of class {l}, guidance {guidance}"),
+        (_, Some(p), _) => format!("{n} samples of \"{p}\", guidance {guidance}"),
+        (_, _, Conditioning::Text(p)) => format!(
+            "{n} samples of \"{}\" ... (a column per class, a row per colour), guidance \
+             {guidance}",
+            p.prompts.first().map_or("", String::as_str)
+        ),
+        (_, _, Conditioning::Labels(_)) => {
+            format!("{n} samples, classes in turn, guidance {guidance}")
+        }
+        (_, _, Conditioning::None) => format!("{n} samples"),
     };
-    let rows = match (a.label, cfg.conditional()) {
-        (None, true) if a.nrow.is_none() => cfg.n_classes,
+    let rows = match (a.label, prompt) {
+        (None, None) if a.nrow.is_none() && cfg.conditional() => cfg.n_classes,
+        (None, None) if a.nrow.is_none() && cfg.text_conditional() => 10,
         _ => nrow(a, n)?,
     };
     write_grid(
@@ -145,12 +159,73 @@ fn sampler_and_steps(
     Ok((sampler, steps))
 }
 
-/// `--label` and `--guidance` checked against the model; the guidance weight to use.
+/// The labels or prompts of `n` images: `--label`, `--prompt`, or (a conditional model
+/// without either) the classes in turn, or for text one prompt per class and colour.
+fn condition_for(
+    run: &DiffusionRun,
+    n: usize,
+    label: Option<usize>,
+    prompt: Option<&str>,
+    device: &crate::device::Device,
+) -> Result<Conditioning> {
+    let cfg = run.model.config();
+    if !cfg.text_conditional() {
+        return Ok(Conditioning::labels(labels_for(cfg, n, label)?));
+    }
+    let prompts = match prompt {
+        Some(p) => vec![p.to_string(); n],
+        None => {
+            let set = CaptionSet::for_dataset(&run.dataset).unwrap_or(CaptionSet::Fashion);
+            grid_prompts(set, n)
+        }
+    };
+    let name = run.text_encoder.as_deref().unwrap_or_default();
+    let encoder = SentenceEncoder::open(&encoder_dir(name)?, device).map_err(|e| {
+        Error::input(format!(
+            "this model reads prompts with the text encoder '{name}', which does not open: {e}"
+        ))
+    })?;
+    Ok(Conditioning::Text(PromptStates::encode(
+        &encoder, &prompts,
+    )?))
+}
+
+/// `--label`, `--prompt` and `--guidance` checked against the model; the guidance weight.
 fn guidance_for(
     cfg: &crate::models::diffusion::UNetConfig,
     label: Option<usize>,
+    prompt: Option<&str>,
     guidance: Option<f64>,
 ) -> Result<f64> {
+    if let Some(p) = prompt {
+        if !cfg.text_conditional() {
+            return Err(Error::usage(if cfg.conditional() {
+                "--prompt: this model is conditioned on class labels, not text; choose the \
+                 class with --label"
+            } else {
+                "--prompt: this diffusion model was not trained on text; train a text-to-image \
+                 preset (t2i-fashion, t2i-mnist) to draw from a prompt"
+            }));
+        }
+        if p.trim().is_empty() {
+            return Err(Error::usage(
+                "--prompt is empty: describe the image (\"a green ankle boot\")",
+            ));
+        }
+    }
+    if cfg.text_conditional() {
+        if label.is_some() {
+            return Err(Error::usage(
+                "--label: this model is conditioned on text; describe the image with --prompt \
+                 (\"a red t-shirt\")",
+            ));
+        }
+        let guidance = guidance.unwrap_or(4.0);
+        if !guidance.is_finite() {
+            return Err(Error::usage("--guidance must be a number"));
+        }
+        return Ok(guidance);
+    }
     if !cfg.conditional() {
         if label.is_some() {
             return Err(Error::usage(

@@ -105,7 +105,12 @@ pub fn sample(req: SampleRequest) -> Result<SamplePlan> {
         return text_session(&req.model, &req.text, req.seed, &req.device)
             .map(|s| SamplePlan::Text(Box::new(s)));
     }
-    refuse_flags(family, &text_flags(&req.text))?;
+    let mut text = text_flags(&req.text);
+    if family == Family::Diffusion {
+        // A text-to-image model takes a prompt; run::diffusion checks the model does.
+        text.retain(|f| *f != "--prompt");
+    }
+    refuse_flags(family, &text)?;
     let (path, what) = match family {
         Family::Vae => vae_images(&req)?,
         Family::Gan => gan_images(&req)?,

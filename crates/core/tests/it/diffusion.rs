@@ -402,7 +402,7 @@ fn sampling_is_deterministic_and_checks_labels() {
     muse_core::train::diffusion::fresh_weights(&varmap, 3).unwrap();
     let s = NoiseSchedule::cosine(100);
     let mut opts = SampleOptions::ddim(10, 5);
-    opts.labels = Some(vec![0, 1, 2]);
+    opts.condition = muse_core::sample::diffusion::Conditioning::Labels(vec![0, 1, 2]);
     opts.guidance = 3.0;
     opts.record = record_points(10, 4);
     assert_eq!(opts.record, vec![2, 4, 7, 9]);
@@ -424,12 +424,12 @@ fn sampling_is_deterministic_and_checks_labels() {
         vec(&sample(&net, &s, 3, &opts, &dev).unwrap().images)
     );
     // Bad requests are errors, not panics.
-    opts.labels = Some(vec![0, 3, 1]);
+    opts.condition = muse_core::sample::diffusion::Conditioning::Labels(vec![0, 3, 1]);
     assert!(
         sample(&net, &s, 3, &opts, &dev).is_err(),
         "label 3 of 3 classes"
     );
-    opts.labels = Some(vec![0, 1, 2]);
+    opts.condition = muse_core::sample::diffusion::Conditioning::Labels(vec![0, 1, 2]);
     opts.steps = 101;
     assert!(
         sample(&net, &s, 3, &opts, &dev).is_err(),

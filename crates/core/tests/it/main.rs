@@ -24,5 +24,6 @@ mod lora;
 mod lora_op;
 mod ops;
 mod sampling;
+mod text_to_image;
 mod tokenizer;
 mod vae;

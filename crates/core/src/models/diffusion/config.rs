@@ -32,6 +32,14 @@ pub struct UNetConfig {
     /// Classes the model is conditioned on (a label embedding added to the time embedding,
     /// with one more row, index `n_classes`, for "no label"); 0 for an unconditional model.
     pub n_classes: usize,
+    /// Width of the text-token states the model is conditioned on (cross-attention at quarter
+    /// resolution, and the pooled text added to the time embedding); 0 for no text.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub context_dim: usize,
+}
+
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 
 impl UNetConfig {
@@ -48,6 +56,7 @@ impl UNetConfig {
             groups: 8,
             heads: 4,
             n_classes: 0,
+            context_dim: 0,
         }
     }
 
@@ -57,6 +66,20 @@ impl UNetConfig {
             n_classes,
             ..Self::ddpm28()
         }
+    }
+
+    /// The same, conditioned on text states of width `context_dim`, for 28x28 RGB images.
+    pub fn ddpm28_text(context_dim: usize) -> Self {
+        Self {
+            image_channels: 3,
+            context_dim,
+            ..Self::ddpm28()
+        }
+    }
+
+    /// True for a model conditioned on text.
+    pub fn text_conditional(&self) -> bool {
+        self.context_dim > 0
     }
 
     /// True for a class-conditional model.
@@ -101,6 +124,11 @@ impl UNetConfig {
             ),
             (self.temb_dim > 0, "temb_dim must be positive"),
             (self.n_classes <= 1000, "n_classes must be at most 1000"),
+            (
+                self.n_classes == 0 || self.context_dim == 0,
+                "a model is conditioned on class labels (n_classes) or on text (context_dim), \
+                 not both",
+            ),
         ];
         match checks.into_iter().find(|(ok, _)| !ok) {
             Some((_, msg)) => Err(msg.to_string()),

@@ -13,9 +13,52 @@ use candle_nn::VarBuilder;
 use super::config::UNetConfig;
 use crate::nn::ops::WeightLayout;
 use crate::nn::{
-    Conv2d, Embedding, GroupNorm, Linear, SpatialSelfAttention, timestep_embedding,
-    upsample_nearest2x,
+    Conv2d, Embedding, GroupNorm, Linear, SpatialCrossAttention, SpatialSelfAttention, TextContext,
+    timestep_embedding, upsample_nearest2x,
 };
+
+/// What a forward pass is conditioned on.
+#[derive(Clone, Copy, Debug)]
+pub enum Condition<'a> {
+    /// Nothing: an unconditional model, or "no label" for a class-conditional one.
+    None,
+    /// One class label per image (N) (the label `n_classes` means "no label").
+    Labels(&'a Tensor),
+    /// Text-token states per image (the empty prompt is the unconditional half of guidance).
+    Text(&'a TextContext),
+}
+
+/// The text path of a text-conditioned U-Net: the pooled prompt joins the time embedding,
+/// and the token states are attended to after every self-attention at quarter resolution.
+#[derive(Clone, Debug)]
+struct TextPath {
+    pooled: Linear,
+    d2x: Vec<SpatialCrossAttention>,
+    mx: SpatialCrossAttention,
+    u2x: Vec<SpatialCrossAttention>,
+}
+
+impl TextPath {
+    fn new(cfg: &UNetConfig, vb: VarBuilder) -> Result<Self> {
+        let (c2, d) = (cfg.channels[2], cfg.context_dim);
+        let cross = |vb: VarBuilder| SpatialCrossAttention::new(c2, d, cfg.heads, cfg.groups, vb);
+        let pair = |vb: VarBuilder| -> Result<Vec<SpatialCrossAttention>> {
+            (0..2).map(|i| cross(vb.pp(i.to_string()))).collect()
+        };
+        Ok(Self {
+            pooled: Linear::new(
+                d,
+                cfg.temb_dim,
+                true,
+                WeightLayout::OutIn,
+                vb.pp("text_emb"),
+            )?,
+            d2x: pair(vb.pp("d2x"))?,
+            mx: cross(vb.pp("mx"))?,
+            u2x: pair(vb.pp("u2x"))?,
+        })
+    }
+}
 
 /// Weights are f32 throughout.
 pub const DTYPE: DType = DType::F32;
@@ -71,6 +114,7 @@ pub struct UNet {
     temb0: Linear,
     temb2: Linear,
     class_emb: Option<Embedding>,
+    text: Option<TextPath>,
     inp: Conv2d,
     d0: Vec<ResBlock>,
     down0: Conv2d,
@@ -122,6 +166,11 @@ impl UNet {
             } else {
                 None
             },
+            text: if cfg.text_conditional() {
+                Some(TextPath::new(cfg, vb.clone())?)
+            } else {
+                None
+            },
             inp: Conv2d::new(ic, c0, 3, 1, 1, vb.pp("inp"))?,
             d0: pair(c0, c0, vb.pp("d0"))?,
             down0: Conv2d::new(c0, c0, 3, 2, 1, vb.pp("down0"))?,
@@ -147,26 +196,33 @@ impl UNet {
         &self.cfg
     }
 
-    /// The time (plus class) embedding, before the blocks' SiLU.
+    /// The time embedding plus the class or pooled-text embedding, before the blocks' SiLU.
     ///
     /// # Shapes
-    /// `t`: (N), `labels`: (N) u32 -> (N, temb_dim).
-    pub fn embed(&self, t: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
+    /// `t`: (N) -> (N, temb_dim).
+    pub fn embed(&self, t: &Tensor, cond: Condition) -> Result<Tensor> {
         let e = timestep_embedding(t, self.cfg.time_dim)?; // (N, time_dim)
         let e = self.temb2.forward(&self.temb0.forward(&e)?.silu()?)?; // (N, temb)
-        match (&self.class_emb, labels) {
-            (Some(emb), Some(l)) => {
+        match (cond, &self.class_emb, &self.text) {
+            (Condition::Labels(l), Some(emb), _) => {
                 let n = l.dim(0)?;
                 let l = l.to_dtype(DType::U32)?.reshape((n, 1))?;
                 e + emb.forward(&l)?.squeeze(1)?
             }
-            (Some(emb), None) => {
+            (Condition::None, Some(emb), _) => {
                 // No label: the "no label" row for every sample.
                 let null = emb.weight.narrow(0, self.cfg.null_label(), 1)?; // (1, temb)
                 e.broadcast_add(&null)
             }
-            (None, None) => Ok(e),
-            (None, Some(_)) => candle_core::bail!("an unconditional U-Net takes no labels"),
+            (Condition::Text(ctx), _, Some(text)) => e + text.pooled.forward(&ctx.pooled()?)?,
+            (Condition::None, None, None) => Ok(e),
+            (Condition::None, None, Some(_)) => candle_core::bail!(
+                "a text-conditioned U-Net needs text states (the empty prompt for none)"
+            ),
+            (Condition::Labels(_), None, _) => {
+                candle_core::bail!("this U-Net takes no class labels")
+            }
+            (Condition::Text(_), _, None) => candle_core::bail!("this U-Net takes no text"),
         }
     }
 
@@ -177,7 +233,28 @@ impl UNet {
     /// `x`: (N, C, S, S), `t`: (N) timesteps in [0, T) (any numeric dtype), `labels`: (N)
     /// -> (N, C, S, S).
     pub fn forward(&self, x: &Tensor, t: &Tensor, labels: Option<&Tensor>) -> Result<Tensor> {
-        let e = self.embed(t, labels)?.silu()?; // (N, temb), the blocks' input
+        let cond = labels.map_or(Condition::None, Condition::Labels);
+        self.forward_with(x, t, cond)
+    }
+
+    /// [`UNet::forward`] for any [`Condition`].
+    ///
+    /// # Shapes
+    /// `x`: (N, C, S, S), `t`: (N) -> (N, C, S, S).
+    pub fn forward_with(&self, x: &Tensor, t: &Tensor, cond: Condition) -> Result<Tensor> {
+        let e = self.embed(t, cond)?.silu()?; // (N, temb), the blocks' input
+        let ctx = match cond {
+            Condition::Text(ctx) => Some(ctx),
+            _ => None,
+        };
+        // A cross-attention after a self-attention, when the model reads text.
+        let read = |h: Tensor, layer: Option<&SpatialCrossAttention>| -> Result<Tensor> {
+            match (layer, ctx) {
+                (Some(layer), Some(ctx)) => layer.forward(&h, ctx),
+                _ => Ok(h),
+            }
+        };
+        let text = self.text.as_ref();
         let mut h = self.inp.forward(x)?; // (N, c0, S, S)
         for rb in &self.d0 {
             h = rb.forward(&h, &e)?;
@@ -189,16 +266,16 @@ impl UNet {
         }
         let s1 = h.clone(); // (N, c1, S/2, S/2)
         h = self.down1.forward(&h)?; // (N, c1, S/4, S/4)
-        for (rb, at) in self.d2.iter().zip(&self.d2a) {
-            h = at.forward(&rb.forward(&h, &e)?)?;
+        for (i, (rb, at)) in self.d2.iter().zip(&self.d2a).enumerate() {
+            h = read(at.forward(&rb.forward(&h, &e)?)?, text.map(|t| &t.d2x[i]))?;
         }
         let s2 = h.clone(); // (N, c2, S/4, S/4)
         h = self.m1.forward(&h, &e)?;
-        h = self.ma.forward(&h)?;
+        h = read(self.ma.forward(&h)?, text.map(|t| &t.mx))?;
         h = self.m2.forward(&h, &e)?;
         h = Tensor::cat(&[&h, &s2], 1)?; // (N, 2 c2, S/4, S/4)
-        for (rb, at) in self.u2.iter().zip(&self.u2a) {
-            h = at.forward(&rb.forward(&h, &e)?)?;
+        for (i, (rb, at)) in self.u2.iter().zip(&self.u2a).enumerate() {
+            h = read(at.forward(&rb.forward(&h, &e)?)?, text.map(|t| &t.u2x[i]))?;
         }
         h = self.up2.forward(&upsample_nearest2x(&h)?)?; // (N, c2, S/2, S/2)
         h = Tensor::cat(&[&h, &s1], 1)?; // (N, c2 + c1, S/2, S/2)

@@ -7,6 +7,7 @@
 //! [`crate::data::images::grid`] (labelled as AI-generated).
 
 mod guide;
+mod prompt;
 mod schedule;
 mod step;
 
@@ -15,13 +16,15 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 
 pub use guide::{ImageGuide, read_init, read_mask};
+pub use prompt::{Conditioning, PromptStates};
 pub use schedule::{BetaSchedule, NoiseSchedule, NoiseScheduleConfig};
 pub use step::{Spacing, StepOut, ddim_step, ddpm_step, guided_eps, predict_x0, timesteps};
 
 use crate::error::{Error, Result};
-use crate::models::diffusion::{UNet, UNetConfig, load_unet};
+use crate::models::diffusion::{Condition, UNet, UNetConfig, load_unet};
 use crate::nn::noise::standard_normal;
 use crate::run_dir::RunDir;
+use prompt::Ready;
 
 /// Which reverse process to run.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -42,9 +45,9 @@ pub struct SampleOptions {
     /// Clip the predicted `x_0` to [-1, 1] at every step (diffusers' `clip_sample`, on by
     /// default in both schedulers).
     pub clip: bool,
-    /// One label per image for a conditional model (`None`: unconditional / "no label").
-    pub labels: Option<Vec<u32>>,
-    /// Guidance weight `w` (1: the conditional model alone; ignored without labels).
+    /// Labels or prompts for a conditional model.
+    pub condition: Conditioning,
+    /// Guidance weight `w` (1: the conditional model alone; ignored without a condition).
     pub guidance: f64,
     /// Seed of the initial noise and of each step's noise.
     pub seed: u64,
@@ -64,7 +67,7 @@ impl SampleOptions {
             steps,
             spacing: Spacing::Leading,
             clip: true,
-            labels: None,
+            condition: Conditioning::None,
             guidance: 1.0,
             seed,
             record: Vec::new(),
@@ -141,12 +144,15 @@ pub fn sample_from(
             schedule.len()
         )));
     }
-    let labels = check_labels(model.config(), opts, n, &device)?;
+    if !(opts.guidance.is_finite() && opts.guidance >= 0.0) {
+        return Err(Error::usage("--guidance must be a number >= 0"));
+    }
+    let cond = Ready::new(model.config(), &opts.condition, n, &device)?;
     let chain = timesteps(schedule.len(), opts.steps, opts.spacing);
     let mut trajectory = Vec::new();
     let skip = opts.skipped_steps();
     for (i, &(t, prev_t)) in chain.iter().enumerate().skip(skip) {
-        let eps = predict_eps(model, &x, t, labels.as_ref(), opts.guidance)?;
+        let eps = predict_eps(model, &x, t, &cond, opts.guidance)?;
         // No noise is added by deterministic DDIM, nor by DDPM's last step.
         let noiseless = match opts.sampler {
             Sampler::Ddim { eta } => eta == 0.0,
@@ -181,69 +187,36 @@ pub fn sample_from(
     })
 }
 
-/// The model's noise prediction at `t`, guided when labels are given:
-/// `eps_u + w (eps_c - eps_u)` from one batched call over `[x; x]` with `[labels; null]`.
+/// The model's noise prediction at `t`, guided when conditioned:
+/// `eps_u + w (eps_c - eps_u)` from one batched call over `[x; x]` with `[cond; null]` (the
+/// "no label" row or the empty prompt).
 ///
 /// # Shapes
-/// `x`: (N, C, S, S), `labels`: (N) u32 -> (N, C, S, S).
-pub fn predict_eps(
-    model: &UNet,
-    x: &Tensor,
-    t: usize,
-    labels: Option<&Tensor>,
-    guidance: f64,
-) -> Result<Tensor> {
+/// `x`: (N, C, S, S) -> (N, C, S, S).
+fn predict_eps(model: &UNet, x: &Tensor, t: usize, cond: &Ready, guidance: f64) -> Result<Tensor> {
     let n = x.dim(0)?;
     let dev = x.device();
-    let Some(labels) = labels else {
-        let ts = Tensor::full(t as f32, n, dev)?;
-        return Ok(model.forward(x, &ts, None)?);
+    let ts = |rows: usize| Tensor::full(t as f32, rows, dev);
+    let null_labels;
+    let both = match cond {
+        Ready::None => return Ok(model.forward_with(x, &ts(n)?, Condition::None)?),
+        Ready::Labels(l) if guidance == 1.0 => {
+            return Ok(model.forward_with(x, &ts(n)?, Condition::Labels(l))?);
+        }
+        Ready::Text { prompted, .. } if guidance == 1.0 => {
+            return Ok(model.forward_with(x, &ts(n)?, Condition::Text(prompted))?);
+        }
+        Ready::Labels(l) => {
+            let null = Tensor::full(model.config().null_label() as u32, n, dev)?;
+            null_labels = Tensor::cat(&[l, &null], 0)?; // (2N)
+            Condition::Labels(&null_labels)
+        }
+        Ready::Text { both, .. } => Condition::Text(both),
     };
-    if guidance == 1.0 {
-        let ts = Tensor::full(t as f32, n, dev)?;
-        return Ok(model.forward(x, &ts, Some(labels))?);
-    }
-    let null = Tensor::full(model.config().null_label() as u32, n, dev)?;
     let xx = Tensor::cat(&[x, x], 0)?; // (2N, C, S, S)
-    let ll = Tensor::cat(&[labels, &null], 0)?; // (2N)
-    let ts = Tensor::full(t as f32, 2 * n, dev)?;
-    let eps = model.forward(&xx, &ts, Some(&ll))?;
+    let eps = model.forward_with(&xx, &ts(2 * n)?, both)?;
     let (cond, uncond) = (eps.narrow(0, 0, n)?, eps.narrow(0, n, n)?);
     Ok(guided_eps(&uncond, &cond, guidance)?)
-}
-
-/// The labels as a tensor, checked against the model.
-fn check_labels(
-    cfg: &UNetConfig,
-    opts: &SampleOptions,
-    n: usize,
-    device: &Device,
-) -> Result<Option<Tensor>> {
-    if !(opts.guidance.is_finite() && opts.guidance >= 0.0) {
-        return Err(Error::usage("--guidance must be a number >= 0"));
-    }
-    let Some(labels) = &opts.labels else {
-        return Ok(None);
-    };
-    if !cfg.conditional() {
-        return Err(Error::usage(
-            "this model is unconditional: it takes no --label (train a -cond preset for \
-             class-conditional samples)",
-        ));
-    }
-    if labels.len() != n {
-        return Err(Error::usage(format!(
-            "{} labels for {n} images",
-            labels.len()
-        )));
-    }
-    if let Some(bad) = labels.iter().find(|&&l| l as usize >= cfg.n_classes) {
-        return Err(Error::usage(format!(
-            "unknown label {bad}: the model knows labels 0..={}",
-            cfg.n_classes - 1
-        )));
-    }
-    Ok(Some(Tensor::from_vec(labels.clone(), n, device)?))
 }
 
 /// `(x + 1) / 2` clamped to [0, 1].
@@ -261,6 +234,10 @@ pub struct DiffusionRun {
     pub noise: NoiseScheduleConfig,
     /// The preset it was trained from (`training.json`).
     pub preset: String,
+    /// A text-to-image model's frozen text encoder: a registered name or a folder.
+    pub text_encoder: Option<String>,
+    /// The dataset it was trained on (`training.json`).
+    pub dataset: String,
 }
 
 /// Opens the diffusion run at `dir` (its EMA weights).
@@ -281,6 +258,23 @@ pub fn open_diffusion(dir: &Path, device: &Device) -> Result<DiffusionRun> {
     }
     let model = load_unet(dir, true, device).map_err(Error::model_load)?;
     let record = run.read_training()?;
+    let text_encoder = record
+        .config
+        .pointer("/text/encoder")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let dataset = record
+        .config
+        .pointer("/data/dataset")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default()
+        .to_string();
+    if model.config().text_conditional() && text_encoder.is_none() {
+        return Err(Error::input(format!(
+            "{} records no text encoder for this text-conditioned model (text.encoder)",
+            run.training().display()
+        )));
+    }
     let noise: NoiseScheduleConfig = serde_json::from_value(record.config).map_err(|e| {
         Error::input(format!(
             "{} records no noise schedule: {e}",
@@ -292,6 +286,8 @@ pub fn open_diffusion(dir: &Path, device: &Device) -> Result<DiffusionRun> {
         schedule: NoiseSchedule::new(&noise)?,
         noise,
         preset: record.preset,
+        text_encoder,
+        dataset,
     })
 }
 

@@ -32,6 +32,24 @@ pub struct DiffusionRunConfig {
     pub train: EpochConfig,
     pub data: ImageDataConfig,
     pub sample: DiffusionSampleConfig,
+    /// Colour every image with one of eight named tints (seeded, docs/diffusion.md): the data
+    /// of text-to-image, and of a label-only baseline on the same images.
+    #[serde(default)]
+    pub tint: bool,
+    /// Text-to-image: condition on captions read by a frozen sentence encoder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextConditioning>,
+}
+
+/// How a text-to-image model reads its captions.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextConditioning {
+    /// The frozen sentence encoder: a registered name (`all-minilm-l6-v2`) or a folder.
+    pub encoder: String,
+    /// Probability of training on the empty prompt instead of the caption (classifier-free
+    /// guidance).
+    pub prompt_dropout: f64,
 }
 
 /// The sample grids written to `samples/` while training.
@@ -54,6 +72,8 @@ pub const PRESETS: &[&str] = &[
     "ddpm-fashion",
     "ddpm-mnist-cond",
     "ddpm-fashion-cond",
+    "t2i-fashion",
+    "t2i-mnist",
 ];
 
 /// Optimizer steps of the presets: about two hours on the 2-core AMD EPYC (`muse --threads 2
@@ -64,11 +84,13 @@ pub const DEFAULT_STEPS: usize = 2_000;
 impl DiffusionRunConfig {
     /// A named preset.
     pub fn preset(name: &str) -> Result<Self> {
-        let (dataset, cond) = match name {
-            "ddpm-mnist" => ("mnist", false),
-            "ddpm-fashion" => ("fashion-mnist", false),
-            "ddpm-mnist-cond" => ("mnist", true),
-            "ddpm-fashion-cond" => ("fashion-mnist", true),
+        let (dataset, cond, text) = match name {
+            "ddpm-mnist" => ("mnist", false, false),
+            "ddpm-fashion" => ("fashion-mnist", false, false),
+            "ddpm-mnist-cond" => ("mnist", true, false),
+            "ddpm-fashion-cond" => ("fashion-mnist", true, false),
+            "t2i-mnist" => ("mnist", false, true),
+            "t2i-fashion" => ("fashion-mnist", false, true),
             _ => {
                 return Err(Error::usage(format!(
                     "unknown diffusion preset '{name}'; choose one of: {}",
@@ -84,11 +106,12 @@ impl DiffusionRunConfig {
             beta_end: noise.beta_end,
             ema_decay: 0.999,
             label_dropout: if cond { 0.1 } else { 0.0 },
-            // n_classes is set from the data for a conditional model.
-            model: if cond {
-                UNetConfig::ddpm28_cond(10)
-            } else {
-                UNetConfig::ddpm28()
+            // n_classes is set from the data for a conditional model, context_dim from the
+            // text encoder.
+            model: match (cond, text) {
+                (true, _) => UNetConfig::ddpm28_cond(10),
+                (_, true) => UNetConfig::ddpm28_text(384),
+                _ => UNetConfig::ddpm28(),
             },
             train: EpochConfig {
                 max_steps: DEFAULT_STEPS,
@@ -108,12 +131,18 @@ impl DiffusionRunConfig {
                 test_limit: 1000,
                 ..ImageDataConfig::mnist()
             },
+            // Text grids: one row per colour, one column per class.
             sample: DiffusionSampleConfig {
-                n: 64,
-                nrow: 8,
+                n: if text { 80 } else { 64 },
+                nrow: if text { 10 } else { 8 },
                 steps: 50,
-                guidance: 3.0,
+                guidance: if text { 4.0 } else { 3.0 },
             },
+            tint: text,
+            text: text.then(|| TextConditioning {
+                encoder: crate::embed::DEFAULT_MODEL.into(),
+                prompt_dropout: 0.1,
+            }),
         })
     }
 
@@ -143,6 +172,26 @@ impl DiffusionRunConfig {
         if self.label_dropout > 0.0 && !self.model.conditional() {
             return Err(Error::usage(
                 "label_dropout needs a conditional model (a -cond preset)",
+            ));
+        }
+        if let Some(t) = &self.text {
+            if !(0.0..1.0).contains(&t.prompt_dropout) {
+                return Err(Error::usage("text.prompt_dropout must be in [0, 1)"));
+            }
+            if !self.tint {
+                return Err(Error::usage(
+                    "text conditioning trains on tinted, captioned images: set tint=true",
+                ));
+            }
+            if self.model.conditional() {
+                return Err(Error::usage(
+                    "a text-to-image model takes no class labels (model.n_classes = 0)",
+                ));
+            }
+        }
+        if self.text.is_none() && self.model.text_conditional() {
+            return Err(Error::usage(
+                "model.context_dim is set but the run has no text section (use a t2i preset)",
             ));
         }
         let s = &self.sample;

@@ -8,6 +8,7 @@
 //! The EMA of the weights lives in the same `VarMap` under `ema.` (no gradient reaches it),
 //! so checkpoints save and restore it with the weights.
 
+mod condition;
 mod config;
 mod report;
 
@@ -19,16 +20,20 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-pub use config::{DEFAULT_STEPS, DiffusionRunConfig, DiffusionSampleConfig, PRESETS};
+pub use condition::{CondBatch, Conditioner};
+pub use config::{
+    DEFAULT_STEPS, DiffusionRunConfig, DiffusionSampleConfig, PRESETS, TextConditioning,
+};
 pub use report::{DiffusionEval, evaluate_diffusion};
 
+use crate::data::captions::{COLOURS, CaptionSet, TintedDataset, Wording, caption};
 use crate::data::images::{ImageDataset, Scale, Split};
 use crate::error::Result;
 use crate::models::diffusion::{EMA_PREFIX, UNet, unet_init};
 use crate::nn::init_varmap;
 use crate::nn::noise::standard_normal;
 use crate::run_dir::{OnExisting, RunDir};
-use crate::sample::diffusion::NoiseSchedule;
+use crate::sample::diffusion::{Conditioning, NoiseSchedule, PromptStates, labels_for};
 use crate::train::AdamW;
 use crate::train::cadence::{Cadence, EvalLog, StepLog, TrainingLoop, finish, run_steps};
 use crate::train::checkpoint::TrainState;
@@ -83,8 +88,19 @@ impl Nets {
 pub fn train_diffusion(job: DiffusionTrainJob) -> Result<DiffusionReport> {
     let mut cfg = job.config.clone();
     RunDir::check(&job.out, job.on_existing)?;
-    let train = cfg.data.load(Split::Train)?;
-    let test = cfg.data.load(Split::Test)?;
+    // Before the data loads: the sections must agree (text needs tint, ...).
+    cfg.validate()?;
+    let mut train = cfg.data.load(Split::Train)?;
+    let mut test = cfg.data.load(Split::Test)?;
+    let mut colours = Vec::new();
+    if cfg.tint {
+        let tinted = Tinted::of(&cfg, &train, &test)?;
+        (train, test, colours) = (
+            tinted.train.images,
+            tinted.test.images,
+            tinted.train.colours,
+        );
+    }
     (cfg.model.image_channels, cfg.model.image_size) = (train.channels, train.height);
     if cfg.model.conditional() {
         if train.labels.is_none() {
@@ -95,6 +111,10 @@ pub fn train_diffusion(job: DiffusionTrainJob) -> Result<DiffusionReport> {
             )));
         }
         cfg.model.n_classes = train.n_classes;
+    }
+    let conditioner = Conditioner::new(&cfg, colours, &job.device)?;
+    if let Conditioner::Text { encoder, .. } = &conditioner {
+        cfg.model.context_dim = encoder.dim();
     }
     cfg.validate()?;
     let t = &cfg.train;
@@ -136,6 +156,7 @@ pub fn train_diffusion(job: DiffusionTrainJob) -> Result<DiffusionReport> {
         cfg.schedule,
         cfg.ema_decay
     );
+    let grid_condition = grid_condition(&cfg, &conditioner, cfg.sample.n)?;
     let progress = Progress::new("train", start, total);
     let cadence = Cadence {
         eval_every: r.eval_every,
@@ -151,6 +172,8 @@ pub fn train_diffusion(job: DiffusionTrainJob) -> Result<DiffusionReport> {
         train: &train,
         test: &test,
         sample_noise: &sample_noise,
+        conditioner: &conditioner,
+        grid_condition: &grid_condition,
         device: &job.device,
         last_loss: f64::NAN,
         grid: None,
@@ -182,6 +205,9 @@ struct DiffusionLoop<'a> {
     test: &'a ImageDataset,
     /// The fixed noise of the progress grids.
     sample_noise: &'a Tensor,
+    conditioner: &'a Conditioner,
+    /// The labels or prompts of the progress grids.
+    grid_condition: &'a Conditioning,
     device: &'a Device,
     last_loss: f64,
     /// The last grid written.
@@ -214,6 +240,7 @@ impl TrainingLoop for DiffusionLoop<'_> {
             self.schedule,
             self.train,
             &idx,
+            self.conditioner,
             self.cfg,
             step,
             lr,
@@ -244,6 +271,7 @@ impl TrainingLoop for DiffusionLoop<'_> {
             &self.r.frozen.ema,
             self.schedule,
             self.test,
+            self.conditioner,
             self.cfg.train.seed,
             self.device,
         )
@@ -260,6 +288,7 @@ impl TrainingLoop for DiffusionLoop<'_> {
             &r.frozen.ema,
             self.schedule,
             self.sample_noise,
+            self.grid_condition,
             self.cfg,
             step,
         )?;
@@ -336,8 +365,8 @@ pub fn noised(
 }
 
 /// One optimizer step on the images `idx` of `data`: noise them at random timesteps, predict
-/// the noise (labels dropped to "no label" with `label_dropout` for a conditional model),
-/// MSE, backward, AdamW. Returns the loss.
+/// the noise given their condition (labels or captions, dropped with the configured
+/// probability), MSE, backward, AdamW. Returns the loss.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     net: &UNet,
@@ -345,6 +374,7 @@ pub fn train_step(
     schedule: &NoiseSchedule,
     data: &ImageDataset,
     idx: &[usize],
+    conditioner: &Conditioner,
     cfg: &DiffusionRunConfig,
     step: u64,
     lr: f64,
@@ -354,27 +384,8 @@ pub fn train_step(
     let x0 = data.batch(idx, Scale::Signed, device)?; // (N, C, S, S) in [-1, 1]
     let mut rng = ChaCha8Rng::seed_from_u64(step_seed(seed, step, T_STREAM));
     let (xt, t, eps) = noised(schedule, &x0, seed, step, &mut rng)?;
-    let labels = if cfg.model.conditional() {
-        let null = cfg.model.null_label() as u32;
-        let l: Vec<u32> = match data.labels_at(idx, device)? {
-            Some(l) => l.to_vec1::<u32>()?,
-            None => vec![null; idx.len()],
-        };
-        let l: Vec<u32> = l
-            .into_iter()
-            .map(|v| {
-                if rng.random::<f64>() < cfg.label_dropout {
-                    null
-                } else {
-                    v
-                }
-            })
-            .collect();
-        Some(Tensor::from_vec(l, idx.len(), device)?)
-    } else {
-        None
-    };
-    let pred = net.forward(&xt, &t, labels.as_ref())?;
+    let cond = conditioner.batch(data, idx, &mut rng, device)?;
+    let pred = net.forward_with(&xt, &t, cond.condition())?;
     let loss = (pred - &eps)?.sqr()?.mean_all()?;
     let store = loss.backward()?;
     let mut grads = opt.grads(&store);
@@ -383,4 +394,55 @@ pub fn train_step(
     }
     opt.step(&grads, lr)?;
     Ok(loss.to_dtype(DType::F64)?.to_scalar::<f64>()?)
+}
+
+/// The train and test splits tinted (test with every (class, colour) pair).
+struct Tinted {
+    train: TintedDataset,
+    test: TintedDataset,
+}
+
+impl Tinted {
+    fn of(cfg: &DiffusionRunConfig, train: &ImageDataset, test: &ImageDataset) -> Result<Self> {
+        let set = CaptionSet::for_dataset(&cfg.data.dataset).ok_or_else(|| {
+            crate::Error::usage(format!(
+                "tint: captions exist for mnist and fashion-mnist, not '{}'",
+                cfg.data.dataset
+            ))
+        })?;
+        let seed = cfg.train.seed;
+        Ok(Self {
+            train: TintedDataset::new(train, set, seed, false)?,
+            test: TintedDataset::new(test, set, seed, true)?,
+        })
+    }
+}
+
+/// The progress grids' condition: classes in turn, or one prompt per (colour, class) cell
+/// ("a red t-shirt", ...: a row per colour, a column per class), held-out pairs included.
+pub fn grid_condition(
+    cfg: &DiffusionRunConfig,
+    conditioner: &Conditioner,
+    n: usize,
+) -> Result<Conditioning> {
+    match conditioner {
+        Conditioner::Text { encoder, set, .. } => {
+            let prompts = grid_prompts(*set, n);
+            Ok(Conditioning::Text(PromptStates::encode(encoder, &prompts)?))
+        }
+        _ => Ok(Conditioning::labels(labels_for(&cfg.model, n, None)?)),
+    }
+}
+
+/// `n` prompts in the first training wording, class fastest, then colour.
+pub fn grid_prompts(set: CaptionSet, n: usize) -> Vec<String> {
+    let classes = set.classes();
+    let first = Wording {
+        template: 0,
+        item: 0,
+        colour: 0,
+    };
+    (0..n)
+        .map(|i| caption(set, i % classes, (i / classes) % COLOURS.len(), first))
+        .collect()
 }

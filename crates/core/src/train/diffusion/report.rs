@@ -5,13 +5,13 @@ use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use serde::Serialize;
 
-use super::{DiffusionRunConfig, noised};
+use super::{Conditioner, DiffusionRunConfig, noised};
 use crate::data::images::grid::write_grid;
 use crate::data::images::{ImageDataset, Scale, chunks};
 use crate::error::Result;
 use crate::models::diffusion::UNet;
 use crate::run_dir::RunDir;
-use crate::sample::diffusion::{NoiseSchedule, SampleOptions, labels_for, sample_from};
+use crate::sample::diffusion::{Conditioning, NoiseSchedule, SampleOptions, sample_from};
 use crate::train::cadence::EvalLog;
 use crate::train::checkpoint::TrainState;
 use crate::train::images::step_seed;
@@ -29,11 +29,13 @@ pub struct DiffusionEval {
     pub images: usize,
 }
 
-/// The noise-prediction MSE of `model` over all of `ds` (no labels).
+/// The noise-prediction MSE of `model` over all of `ds`, unconditioned (no label, the empty
+/// prompt).
 pub fn evaluate_diffusion(
     model: &UNet,
     schedule: &NoiseSchedule,
     ds: &ImageDataset,
+    conditioner: &Conditioner,
     seed: u64,
     device: &Device,
 ) -> Result<DiffusionEval> {
@@ -43,7 +45,8 @@ pub fn evaluate_diffusion(
         let s = step_seed(seed, i as u64, EVAL_STREAM);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s);
         let (xt, t, eps) = noised(schedule, &x0, s, i as u64, &mut rng)?;
-        let pred = model.forward(&xt, &t, None)?;
+        let null = conditioner.null(idx.len())?;
+        let pred = model.forward_with(&xt, &t, null.condition())?;
         let se = (pred - eps)?.sqr()?.sum_all()?.to_dtype(DType::F64)?;
         sum += se.to_scalar::<f64>()?;
     }
@@ -88,25 +91,31 @@ pub(super) fn plot(run: &RunDir) -> Result<()> {
 }
 
 /// `samples/step_NNNNNN.png`: DDIM from the fixed noise with the EMA weights (classes in turn
-/// for a conditional model).
+/// for a conditional model, a prompt per colour and class for text-to-image).
 pub(super) fn write_samples(
     run: &RunDir,
     model: &UNet,
     schedule: &NoiseSchedule,
     noise: &Tensor,
+    condition: &Conditioning,
     cfg: &DiffusionRunConfig,
     step: u64,
 ) -> Result<std::path::PathBuf> {
     let s = &cfg.sample;
     let mut opts = SampleOptions::ddim(s.steps, cfg.train.seed);
-    opts.labels = labels_for(model.config(), noise.dim(0)?, None)?;
+    opts.condition = condition.clone();
     opts.guidance = s.guidance;
     let out = sample_from(model, schedule, noise.clone(), &opts)?;
     let path = run.samples().join(format!("step_{step:06}.png"));
-    let what = if model.config().conditional() {
-        format!(", classes in turn, guidance {}", s.guidance)
-    } else {
-        String::new()
+    let what = match condition {
+        Conditioning::Labels(_) => format!(", classes in turn, guidance {}", s.guidance),
+        Conditioning::Text(p) => format!(
+            ", prompts \"{}\" ... \"{}\" (a row per colour, a column per class), guidance {}",
+            p.prompts.first().map_or("", String::as_str),
+            p.prompts.last().map_or("", String::as_str),
+            s.guidance
+        ),
+        Conditioning::None => String::new(),
     };
     write_grid(
         &path,
