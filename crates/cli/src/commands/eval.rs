@@ -30,9 +30,17 @@ pub struct Args {
     /// Images: skip FID and class coverage (no classifier needed).
     #[arg(long, help_heading = "Image models")]
     no_classifier: bool,
-    /// Images: generated images for FID and coverage (compared with the whole test split).
-    #[arg(long, default_value_t = muse_core::run::FID_SAMPLES, help_heading = "Image models")]
-    samples: usize,
+    /// Images: generated images for FID and coverage, compared with the whole test split
+    /// [default: 10000]. Text-to-image: samples per prompt split [default: 400].
+    #[arg(long, help_heading = "Image models")]
+    samples: Option<usize>,
+    /// Diffusion: DDIM steps per sample [default: 50].
+    #[arg(long, help_heading = "Image models")]
+    steps: Option<usize>,
+    /// Diffusion: classifier-free guidance weight [default: 3 for class labels, 4 for
+    /// prompts].
+    #[arg(long, help_heading = "Image models")]
+    guidance: Option<f64>,
     /// VAE: importance samples per test image for the NLL estimate (0: skip it).
     #[arg(long, default_value_t = 500, help_heading = "Image models")]
     iwae_k: usize,
@@ -57,6 +65,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             _ => ClassifierChoice::Default,
         },
         samples: a.samples,
+        steps: a.steps,
+        guidance: a.guidance,
         iwae_k: a.iwae_k,
         iwae_images: a.iwae_images,
         seed: a.seed,

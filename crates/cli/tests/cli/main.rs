@@ -14,4 +14,5 @@ mod gpt;
 mod images;
 mod readme;
 mod run_api;
+mod text_to_image;
 mod tokenizer;

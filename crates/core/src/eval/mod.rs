@@ -1,6 +1,7 @@
 //! Evaluation: how good a trained model is (loss, perplexity, bits per character, ELBO, FID
 //! and class coverage of generated images).
 
+pub mod diffusion;
 pub mod gan;
 pub mod image;
 pub mod text;

@@ -11,7 +11,8 @@ use crate::data::images::{ImageDataConfig, ImageOptions, Split};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::eval::image::{
-    ImageMetrics, default_classifier_dir, fid_between, open_classifier, uniform_noise_like,
+    FID_SAMPLES, ImageMetrics, default_classifier_dir, fid_between, open_classifier,
+    uniform_noise_like,
 };
 use crate::eval::vae::{evaluate_vae, iwae_nll, vae_image_metrics};
 use crate::run_dir::RunDir;
@@ -26,8 +27,13 @@ pub struct EvalRequest {
     pub batch_size: usize,
     /// Images: the classifier for FID and coverage.
     pub classifier: ClassifierChoice,
-    /// Images: generated samples for FID and coverage.
-    pub samples: usize,
+    /// Images: generated samples for FID and coverage [default: 10,000]; for text-to-image,
+    /// samples per prompt split [default: 400].
+    pub samples: Option<usize>,
+    /// Diffusion: DDIM steps [default: 50].
+    pub steps: Option<usize>,
+    /// Diffusion: guidance weight [default: 3 for labels, 4 for prompts].
+    pub guidance: Option<f64>,
     /// VAE: importance samples per image for the NLL (0: skip) and images (0: all).
     pub iwae_k: usize,
     pub iwae_images: usize,
@@ -49,9 +55,10 @@ pub fn eval(req: &EvalRequest) -> Result<EvalReport> {
         Family::Vae => vae(req),
         Family::Gan => gan(req),
         Family::Classifier => classifier(req),
+        Family::Diffusion => super::eval_diffusion::diffusion(req),
         other => Err(Error::usage(format!(
-            "{} holds {}; `muse eval` measures GPT runs, gpt2 folders, GGUF files, VAEs, GANs and \
-             classifiers (this one loads for sample and chat)",
+            "{} holds {}; `muse eval` measures GPT runs, gpt2 folders, GGUF files, VAEs, GANs, \
+             diffusion models and classifiers (this one loads for sample and chat)",
             req.model.display(),
             other.describe()
         ))),
@@ -161,7 +168,7 @@ fn vae(req: &EvalRequest) -> Result<EvalReport> {
             &clf,
             &cdir,
             &test,
-            req.samples,
+            req.samples.unwrap_or(FID_SAMPLES),
             req.seed,
             device,
         )?),
@@ -200,7 +207,7 @@ fn vae(req: &EvalRequest) -> Result<EvalReport> {
 }
 
 /// FID and coverage lines, shared by every image family.
-fn image_metric_lines(m: &ImageMetrics, seed: u64) -> Vec<String> {
+pub(super) fn image_metric_lines(m: &ImageMetrics, seed: u64) -> Vec<String> {
     let c = &m.coverage;
     let mut lines = vec![
         format!(
@@ -232,8 +239,13 @@ fn gan(req: &EvalRequest) -> Result<EvalReport> {
         ClassifierChoice::At(dir) => Some(dir.as_path()),
         ClassifierChoice::Default => None,
     };
-    let ev =
-        crate::eval::gan::eval_gan(&req.model, classifier, req.samples, req.seed, &req.device)?;
+    let ev = crate::eval::gan::eval_gan(
+        &req.model,
+        classifier,
+        req.samples.unwrap_or(FID_SAMPLES),
+        req.seed,
+        &req.device,
+    )?;
     let mut lines = vec![format!(
         "{} ({} preset, {} loss) on {}",
         ev.run, ev.preset, ev.loss, ev.dataset

@@ -20,6 +20,7 @@ pub use sample::{
     DiffusionRequest, ImageRequest, SamplePlan, SampleRequest, TextRequest, TextSession, sample,
 };
 pub mod eval;
+mod eval_diffusion;
 pub use eval::{EvalReport, EvalRequest, eval};
 pub mod bench;
 pub use bench::{BenchRequest, bench};

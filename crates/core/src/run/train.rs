@@ -532,6 +532,11 @@ fn diffusion(req: TrainRequest) -> Result<TrainOutcome> {
         Prepared::PrintConfig(toml) => return Ok(TrainOutcome::Config(toml)),
         Prepared::Complete(done) => return Ok(TrainOutcome::Trained(done)),
     };
+    let ask = match (&r.config.text, r.config.data.dataset.contains("fashion")) {
+        (Some(_), true) => " --prompt \"a green ankle boot\" --guidance 4",
+        (Some(_), false) => " --prompt \"a digit 7 in green\" --guidance 4",
+        (None, _) => "",
+    };
     let report = train_diffusion(DiffusionTrainJob {
         out,
         preset: r.preset,
@@ -547,7 +552,7 @@ fn diffusion(req: TrainRequest) -> Result<TrainOutcome> {
         ),
         output: vec![format!("samples: {}", report.grid.display())],
         next: format!(
-            "muse sample {dir} --sampler ddim --steps 50 -o grid.png --trajectory strip.png"
+            "muse sample {dir}{ask} --sampler ddim --steps 50 -o grid.png --trajectory strip.png"
         ),
         run_dir: report.run_dir,
     }))

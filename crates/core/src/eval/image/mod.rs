@@ -32,7 +32,12 @@ pub const FID_SAMPLES: usize = 10_000;
 
 /// Where `muse eval` looks for the classifier of a model trained on `dataset`.
 pub fn default_classifier_dir(dataset: &str) -> PathBuf {
-    PathBuf::from("runs").join(format!("classifier-{dataset}"))
+    // A dataset given as a folder (`/data/mnist`) is named by its last component.
+    let name = Path::new(dataset.trim_end_matches('/'))
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or(dataset);
+    PathBuf::from("runs").join(format!("classifier-{name}"))
 }
 
 /// Opens the classifier at `dir`, or at [`default_classifier_dir`] for `dataset`, with an

@@ -238,6 +238,8 @@ pub struct DiffusionRun {
     pub text_encoder: Option<String>,
     /// The dataset it was trained on (`training.json`).
     pub dataset: String,
+    /// Trained on tinted images (text-to-image, or its label-only baseline).
+    pub tint: bool,
 }
 
 /// Opens the diffusion run at `dir` (its EMA weights).
@@ -269,6 +271,7 @@ pub fn open_diffusion(dir: &Path, device: &Device) -> Result<DiffusionRun> {
         .and_then(|v| v.as_str())
         .unwrap_or_default()
         .to_string();
+    let record_tint = record.config.get("tint").and_then(|v| v.as_bool()) == Some(true);
     if model.config().text_conditional() && text_encoder.is_none() {
         return Err(Error::input(format!(
             "{} records no text encoder for this text-conditioned model (text.encoder)",
@@ -288,6 +291,7 @@ pub fn open_diffusion(dir: &Path, device: &Device) -> Result<DiffusionRun> {
         preset: record.preset,
         text_encoder,
         dataset,
+        tint: record_tint,
     })
 }
 
