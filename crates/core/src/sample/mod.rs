@@ -7,6 +7,7 @@ pub mod generate;
 pub mod gguf;
 pub mod logits;
 pub mod open;
+pub mod watermark;
 pub mod vae;
 
 pub use generate::{GenerateOptions, Generated, StopReason, TokenEvent, generate};
