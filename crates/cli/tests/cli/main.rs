@@ -14,4 +14,5 @@ mod gpt;
 mod images;
 mod readme;
 mod run_api;
+mod serve;
 mod tokenizer;
