@@ -144,6 +144,7 @@ fn text(
     let mut stop = s.stop.clone();
     stop.extend(template_stop);
     let gone = || muse_core::Error::Interrupted;
+    metrics.add_prompt_tokens(prompt_ids.len() * s.n);
     events
         .send(TextEvent::Started {
             prompt_tokens: prompt_ids.len(),

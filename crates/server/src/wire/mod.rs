@@ -114,14 +114,15 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// A response id: `prefix-` and 24 hex digits, unique within this process.
+/// A response id: `prefix-`, the time in nanoseconds and a counter, in hex: unique within
+/// this process and unlikely to repeat across restarts.
 pub fn new_id(prefix: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
+        .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}-{:016x}{nanos:08x}", n)
+    format!("{prefix}-{nanos:x}{:04x}", n & 0xffff)
 }

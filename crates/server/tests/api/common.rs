@@ -44,9 +44,8 @@ fn tiny_vae(dir: &std::path::Path) -> PathBuf {
     out
 }
 
-/// A class-conditional DDPM (a tiny U-Net, T = 50) trained for two steps on 8x8 squares of
-/// two classes (as the CLI's diffusion test trains it).
-fn tiny_ddpm(dir: &std::path::Path) -> PathBuf {
+/// Two classes of 8x8 squares (bright and dark), eight images each, under `dir/squares`.
+fn squares(dir: &std::path::Path) -> PathBuf {
     let data = dir.join("squares");
     for (class, value) in [("bright", 220u8), ("dark", 30)] {
         std::fs::create_dir_all(data.join(class)).unwrap();
@@ -61,6 +60,34 @@ fn tiny_ddpm(dir: &std::path::Path) -> PathBuf {
             img.save(data.join(class).join(format!("{i}.png"))).unwrap();
         }
     }
+    data
+}
+
+/// A class-conditional GAN with tiny layers trained for two steps on the squares.
+fn tiny_cgan(dir: &std::path::Path) -> PathBuf {
+    let out = dir.join("cgan-tiny");
+    let mut req = TrainRequest::new(Family::Gan, Device::Cpu);
+    req.config.preset = Some("cgan-mnist".into());
+    req.config.flags = vec![
+        FlagSet::new("--data", "data.dataset", squares(dir).display()),
+        FlagSet::new("--image-size", "data.image_size", 8),
+        FlagSet::new("--channels", "data.channels", 1),
+    ];
+    req.config.sets = ["batch_size=8", "g_channels=8", "d_channels=4", "z_dim=8"]
+        .map(String::from)
+        .to_vec();
+    req.max_steps = Some(2);
+    req.seed = Some(1);
+    req.out = Some(out.clone());
+    req.classifier = ClassifierChoice::Off;
+    muse_core::run::train(req).expect("the tiny GAN trains");
+    out
+}
+
+/// A class-conditional DDPM (a tiny U-Net, T = 50) trained for two steps on 8x8 squares of
+/// two classes (as the CLI's diffusion test trains it).
+fn tiny_ddpm(dir: &std::path::Path) -> PathBuf {
+    let data = squares(dir);
     let config = dir.join("ddpm-tiny.toml");
     std::fs::write(
         &config,
@@ -82,8 +109,8 @@ fn tiny_ddpm(dir: &std::path::Path) -> PathBuf {
     out
 }
 
-/// The shared server: gpt2 (text), all-minilm-l6-v2 (embeddings), vae-tiny and ddpm-tiny
-/// (images).
+/// The shared server: gpt2 (text), all-minilm-l6-v2 (embeddings), vae-tiny, ddpm-tiny and
+/// cgan-tiny (images).
 pub struct Server {
     pub state: AppState,
     _tmp: tempfile::TempDir,
@@ -94,7 +121,14 @@ pub fn server() -> &'static Server {
     SERVER.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
         let encoder = muse_core::run::embed::default_model_dir().expect("all-minilm-l6-v2");
-        let paths = vec![gpt2(), encoder, tiny_vae(tmp.path()), tiny_ddpm(tmp.path())];
+        let dir = tmp.path();
+        let paths = vec![
+            gpt2(),
+            encoder,
+            tiny_vae(dir),
+            tiny_ddpm(dir),
+            tiny_cgan(dir),
+        ];
         let named = muse_server::model_names(&paths).unwrap();
         let metrics = Arc::new(Metrics::default());
         let (engine, infos) = engine::start(named, Device::Cpu, 8, metrics.clone()).unwrap();

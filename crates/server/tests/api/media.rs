@@ -22,7 +22,8 @@ async fn models_list_each_model_with_its_kind() {
             ("gpt2", "text"),
             ("all-minilm-l6-v2", "embeddings"),
             ("vae-tiny", "images"),
-            ("ddpm-tiny", "images")
+            ("ddpm-tiny", "images"),
+            ("cgan-tiny", "images")
         ]
     );
     assert_eq!(got.1["object"], "list");
@@ -42,6 +43,7 @@ async fn metrics_are_prometheus_text() {
         "{text}"
     );
     for name in [
+        "muse_prompt_tokens_total",
         "muse_tokens_generated_total",
         "muse_images_generated_total",
         "muse_queue_depth",
@@ -141,4 +143,24 @@ async fn diffusion_images_take_label_steps_and_guidance() {
     )
     .await;
     assert_error(&got, StatusCode::BAD_REQUEST, "label");
+}
+
+#[tokio::test]
+async fn gan_images_take_a_label_in_range() {
+    let req = json!({"model": "cgan-tiny", "prompt": "", "n": 2, "seed": 4, "label": 1});
+    let (status, v) = call("/v1/images/generations", req).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    let got = call(
+        "/v1/images/generations",
+        json!({"model": "cgan-tiny", "prompt": "", "label": 2}),
+    )
+    .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "out of range");
+    let got = call(
+        "/v1/images/generations",
+        json!({"model": "cgan-tiny", "prompt": "", "guidance": 2.0}),
+    )
+    .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "diffusion");
 }

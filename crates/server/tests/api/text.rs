@@ -197,3 +197,27 @@ async fn a_client_that_goes_away_cancels_its_generation() {
         "{spent} tokens generated after the client left"
     );
 }
+
+#[tokio::test]
+async fn stop_strings_cut_the_text_and_echo_prepends_the_prompt() {
+    let req = json!({"model": "gpt2", "prompt": "Hello", "max_tokens": 12, "temperature": 0});
+    let (_, v) = call("/v1/completions", req.clone()).await;
+    let text = v["choices"][0]["text"].as_str().unwrap().to_string();
+    let chars: Vec<char> = text.chars().collect();
+    assert!(chars.len() >= 4, "{text:?}");
+    // Stop at what greedy decoding writes from its third character on.
+    let stop: String = chars[2..4].iter().collect();
+    let cut = &text[..text.find(&stop).unwrap()];
+    let mut stopped = req.clone();
+    stopped["stop"] = json!(stop);
+    let (_, v) = call("/v1/completions", stopped).await;
+    assert_eq!(v["choices"][0]["text"].as_str().unwrap(), cut);
+    assert_eq!(v["choices"][0]["finish_reason"], "stop");
+    let mut echoed = req;
+    echoed["echo"] = json!(true);
+    let (_, v) = call("/v1/completions", echoed).await;
+    assert_eq!(
+        v["choices"][0]["text"].as_str().unwrap(),
+        format!("Hello{text}")
+    );
+}
