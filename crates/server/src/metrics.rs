@@ -1,5 +1,6 @@
 //! Counters for `GET /metrics`, in the Prometheus text format: requests by route and status,
-//! prompt tokens read and tokens generated, images generated, jobs waiting in the engine's queue.
+//! prompt tokens read and tokens generated, images generated, jobs waiting in the engine's
+//! queue, and histograms of the time to first token and of the time between tokens.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,6 +15,51 @@ pub struct Metrics {
     tokens_in: AtomicU64,
     tokens_out: AtomicU64,
     images: AtomicU64,
+    /// From the request's arrival to its first generated token (queueing included).
+    pub first_token: Histogram,
+    /// Between consecutive tokens of one request.
+    pub per_token: Histogram,
+}
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A Prometheus histogram of durations.
+#[derive(Default)]
+pub struct Histogram {
+    /// Observations at or below each bound of [`BUCKETS`] (not cumulative).
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: std::time::Duration) {
+        let secs = d.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|&b| secs <= b) {
+            self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, n) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {count}\n{name}_sum {sum}\n{name}_count {count}"
+        );
+    }
 }
 
 impl Metrics {
@@ -83,6 +129,16 @@ impl Metrics {
                 "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
             );
         }
+        self.first_token.render(
+            &mut out,
+            "muse_time_to_first_token_seconds",
+            "From a text request's arrival to its first token.",
+        );
+        self.per_token.render(
+            &mut out,
+            "muse_time_per_token_seconds",
+            "Between consecutive tokens of a text request.",
+        );
         out
     }
 }

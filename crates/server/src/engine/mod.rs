@@ -37,6 +37,8 @@ pub enum Prompt {
 /// A text request: its choices share the prompt.
 #[derive(Clone, Debug)]
 pub struct TextRequest {
+    /// When the request arrived (for the time to first token).
+    pub received: std::time::Instant,
     pub model: usize,
     pub prompt: Prompt,
     pub settings: crate::wire::sampling::TextSettings,

@@ -145,6 +145,7 @@ fn text(
     stop.extend(template_stop);
     let gone = || muse_core::Error::Interrupted;
     metrics.add_prompt_tokens(prompt_ids.len() * s.n);
+    let mut last_token: Option<std::time::Instant> = None;
     events
         .send(TextEvent::Started {
             prompt_tokens: prompt_ids.len(),
@@ -161,6 +162,12 @@ fn text(
         };
         let generated = model.generate(&job, &mut |t| {
             metrics.add_tokens(1);
+            let now = std::time::Instant::now();
+            match last_token {
+                None => metrics.first_token.observe(now - req.received),
+                Some(before) => metrics.per_token.observe(now - before),
+            }
+            last_token = Some(now);
             let probs = t.probs.map(|p| TokenLogprobs {
                 token: p.token,
                 prob: p.prob,

@@ -52,9 +52,11 @@ pub async fn start(
     prompt: Prompt,
     settings: TextSettings,
 ) -> Result<Started, ApiError> {
+    let received = std::time::Instant::now();
     let (tx, mut events) = mpsc::unbounded_channel();
     state.engine.submit(Job::Text {
         req: TextRequest {
+            received,
             model,
             prompt,
             settings,

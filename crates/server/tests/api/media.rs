@@ -50,6 +50,17 @@ async fn metrics_are_prometheus_text() {
     ] {
         assert!(text.contains(&format!("# TYPE {name}")), "{text}");
     }
+    for name in [
+        "muse_time_to_first_token_seconds",
+        "muse_time_per_token_seconds",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} histogram")), "{text}");
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"+Inf\"}}")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{name}_count")), "{text}");
+    }
 }
 
 #[tokio::test]
