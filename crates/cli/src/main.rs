@@ -57,13 +57,18 @@ enum Command {
     Align(commands::align::Args),
     /// Sentence embeddings from a BERT sentence encoder (all-MiniLM-L6-v2 by default).
     Embed(commands::embed::Args),
+    /// Serve models over HTTP in the OpenAI wire format (text, chat, embeddings, images).
+    Serve(commands::serve::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     muse_core::device::set_cpu_threads(cli.threads);
     init_logging(cli.verbose);
-    install_ctrl_c();
+    // The server stops on Ctrl-C itself, after the requests in flight.
+    if !matches!(cli.command, Command::Serve(_)) {
+        install_ctrl_c();
+    }
     let result = match cli.command {
         Command::Data(a) => commands::data::run(a),
         Command::Tokenizer(a) => commands::tokenizer::run(a),
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
         Command::Finetune(a) => commands::finetune::run(a),
         Command::Align(a) => commands::align::run(a),
         Command::Embed(a) => commands::embed::run(a),
+        Command::Serve(a) => commands::serve::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

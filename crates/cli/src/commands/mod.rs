@@ -11,6 +11,7 @@ pub mod export;
 pub mod finetune;
 pub mod sample;
 pub mod score;
+pub mod serve;
 pub mod tokenizer;
 pub mod train;
 pub mod tuning;

@@ -15,4 +15,5 @@ mod images;
 mod readme;
 mod run_api;
 mod text_to_image;
+mod serve;
 mod tokenizer;

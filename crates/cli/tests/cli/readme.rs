@@ -139,6 +139,22 @@ fn the_readme_walkthrough_runs() {
         } else {
             ""
         };
+        // The server runs until stopped: it must start, listen, answer and stop cleanly.
+        if words[0] == "serve" {
+            let server = crate::serve::start(dir, &words);
+            let health = server.http("GET", "/health", "", "");
+            assert!(
+                health.starts_with("HTTP/1.1 200"),
+                "README.md:{line}: {health}"
+            );
+            let status = server.terminate();
+            assert!(
+                status.success(),
+                "README.md:{line}: muse serve exited {status}"
+            );
+            ran += 1;
+            continue;
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_muse"))
             .args(&words)
             .current_dir(dir)

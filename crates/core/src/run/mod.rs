@@ -28,6 +28,12 @@ pub mod chat;
 pub use chat::{ChatRequest, ChatSession, open_chat};
 pub mod score;
 pub use score::{ScoreRequest, score};
+pub mod serve_api;
+mod serve_images;
+pub use serve_api::{
+    ChatPrompt, ChatRole, ImageJob, ServedKind, ServedModel, TextJob, TokenOut, TokenProbs,
+    finish_reason, open_served,
+};
 
 /// Ctrl-C: the binary's handler asks the running loop to checkpoint and stop.
 pub mod interrupt {

@@ -43,6 +43,9 @@ pub struct TokenEvent<'a> {
     pub text: &'a str,
     /// The most likely candidates at this step: (token text, probability).
     pub candidates: &'a [(String, f32)],
+    /// The probability of this token in the same distribution as `candidates` (`None` when
+    /// no candidates were asked for): the server's `logprobs`.
+    pub prob: Option<f32>,
 }
 
 /// The result of one generation.
@@ -99,14 +102,15 @@ pub fn generate(
             ));
         }
         let id = sampler.sample(&logits, &context);
-        let candidates = if opts.candidates > 0 {
+        let (candidates, prob) = if opts.candidates > 0 {
             let probs = sampler.shown_distribution(&logits, &context);
-            top_n(&probs, opts.candidates)
+            let top = top_n(&probs, opts.candidates)
                 .into_iter()
                 .map(|(c, p)| Ok((tokenizer.decode(&[c])?, p)))
-                .collect::<Result<Vec<_>>>()?
+                .collect::<Result<Vec<_>>>()?;
+            (top, probs.get(id as usize).copied())
         } else {
-            Vec::new()
+            (Vec::new(), None)
         };
         context.push(id);
         ids.push(id);
@@ -116,6 +120,7 @@ pub fn generate(
                 id,
                 text: "",
                 candidates: &candidates,
+                prob,
             })?;
             break;
         }
@@ -127,6 +132,7 @@ pub fn generate(
             id,
             text: &text[emitted..release],
             candidates: &candidates,
+            prob,
         })?;
         emitted = release;
         if let Some(at) = stopped {

@@ -1,0 +1,39 @@
+//! `POST /v1/images/generations`, with Muse's extensions `label`, `guidance`, `steps`, `seed`.
+
+use serde::{Deserialize, Serialize};
+
+/// Most images one request may ask for (OpenAI's limit).
+pub const MAX_IMAGES: i64 = 10;
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ImagesRequest {
+    pub model: String,
+    /// Muse's image models are unconditional or class-conditional: the prompt is accepted
+    /// (clients require it) and not used; choose a class with `label`.
+    #[serde(default)]
+    pub prompt: Option<String>,
+    pub n: Option<i64>,
+    /// `WxH`: accepted and ignored; images come at the model's own size.
+    pub size: Option<String>,
+    /// Only `b64_json` (the server keeps no files to link to).
+    pub response_format: Option<String>,
+    /// Class of a class-conditional model.
+    pub label: Option<i64>,
+    /// Classifier-free guidance weight (diffusion).
+    pub guidance: Option<f64>,
+    /// Denoising steps (diffusion).
+    pub steps: Option<i64>,
+    pub seed: Option<i64>,
+}
+
+#[derive(Serialize)]
+pub struct ImagesResponse {
+    pub created: u64,
+    pub data: Vec<ImageData>,
+}
+
+#[derive(Serialize)]
+pub struct ImageData {
+    /// A PNG labelled AI-generated, base64.
+    pub b64_json: String,
+}

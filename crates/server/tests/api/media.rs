@@ -1,0 +1,177 @@
+//! `/health`, `/v1/models`, `/metrics`, `/v1/embeddings` and `/v1/images/generations`.
+
+use axum::http::StatusCode;
+use base64::Engine as _;
+use muse_server::router;
+use serde_json::json;
+
+use crate::common::{assert_error, body_text, call, get, json_of, send, server};
+
+#[tokio::test]
+async fn models_list_each_model_with_its_kind() {
+    let got = json_of(send(router(server().state.clone()), get("/v1/models")).await).await;
+    assert_eq!(got.0, StatusCode::OK);
+    let data = got.1["data"].as_array().unwrap();
+    let kinds: Vec<(&str, &str)> = data
+        .iter()
+        .map(|m| (m["id"].as_str().unwrap(), m["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("gpt2", "text"),
+            ("all-minilm-l6-v2", "embeddings"),
+            ("vae-tiny", "images"),
+            ("ddpm-tiny", "images"),
+            ("cgan-tiny", "images")
+        ]
+    );
+    assert_eq!(got.1["object"], "list");
+    assert_eq!(data[0]["object"], "model");
+    assert_eq!(data[0]["context_length"], 64);
+}
+
+#[tokio::test]
+async fn metrics_are_prometheus_text() {
+    let app = router(server().state.clone());
+    send(app.clone(), get("/health")).await;
+    let resp = send(app, get("/metrics")).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = body_text(resp).await;
+    assert!(
+        text.contains("muse_requests_total{route=\"/health\",status=\"200\"}"),
+        "{text}"
+    );
+    for name in [
+        "muse_prompt_tokens_total",
+        "muse_tokens_generated_total",
+        "muse_images_generated_total",
+        "muse_queue_depth",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name}")), "{text}");
+    }
+    for name in [
+        "muse_time_to_first_token_seconds",
+        "muse_time_per_token_seconds",
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} histogram")), "{text}");
+        assert!(
+            text.contains(&format!("{name}_bucket{{le=\"+Inf\"}}")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{name}_count")), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn embeddings_are_unit_vectors_in_input_order() {
+    let req = json!({"model": "all-minilm-l6-v2",
+                     "input": ["a red sneaker", "crimson running shoes", "tax law"]});
+    let (status, v) = call("/v1/embeddings", req).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["object"], "list");
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    let vecs: Vec<Vec<f64>> = data
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            assert_eq!(d["index"], i);
+            assert_eq!(d["object"], "embedding");
+            d["embedding"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap())
+                .collect()
+        })
+        .collect();
+    assert_eq!(vecs[0].len(), 384);
+    let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
+    assert!((dot(&vecs[0], &vecs[0]) - 1.0).abs() < 1e-4);
+    assert!(dot(&vecs[0], &vecs[1]) > dot(&vecs[0], &vecs[2]));
+    assert!(v["usage"]["prompt_tokens"].as_u64().unwrap() > 6);
+    let got = call(
+        "/v1/embeddings",
+        json!({"model": "all-minilm-l6-v2", "input": []}),
+    )
+    .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "between 1 and");
+}
+
+#[tokio::test]
+async fn images_come_back_as_labelled_pngs() {
+    let req = json!({"model": "vae-tiny", "prompt": "a digit", "n": 2, "seed": 5,
+                     "response_format": "b64_json"});
+    let (status, v) = call("/v1/images/generations", req.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for d in data {
+        let png = b64.decode(d["b64_json"].as_str().unwrap()).unwrap();
+        let img = image::load_from_memory(&png).unwrap();
+        assert_eq!((img.width(), img.height()), (28, 28));
+        let text = String::from_utf8_lossy(&png);
+        assert!(text.contains("AI-generated"), "no label in the PNG");
+    }
+    // Same seed, same images.
+    let (_, again) = call("/v1/images/generations", req).await;
+    assert_eq!(v["data"], again["data"]);
+    let bad = [
+        (json!({"n": 11}), "n"),
+        (json!({"label": 3}), "label"),
+        (json!({"steps": 20}), "steps"),
+        (json!({"response_format": "url"}), "response_format"),
+    ];
+    for (extra, needle) in bad {
+        let mut req = json!({"model": "vae-tiny", "prompt": ""});
+        for (k, val) in extra.as_object().unwrap() {
+            req[k] = val.clone();
+        }
+        let got = call("/v1/images/generations", req).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, needle);
+    }
+}
+
+#[tokio::test]
+async fn diffusion_images_take_label_steps_and_guidance() {
+    let req = json!({"model": "ddpm-tiny", "prompt": "", "n": 3, "seed": 2, "label": 1,
+                     "steps": 4, "guidance": 2.0});
+    let (status, v) = call("/v1/images/generations", req).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let data = v["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    for d in data {
+        let png = b64.decode(d["b64_json"].as_str().unwrap()).unwrap();
+        let img = image::load_from_memory(&png).unwrap();
+        assert_eq!((img.width(), img.height()), (8, 8));
+    }
+    let got = call(
+        "/v1/images/generations",
+        json!({"model": "ddpm-tiny", "prompt": "", "label": 5}),
+    )
+    .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "label");
+}
+
+#[tokio::test]
+async fn gan_images_take_a_label_in_range() {
+    let req = json!({"model": "cgan-tiny", "prompt": "", "n": 2, "seed": 4, "label": 1});
+    let (status, v) = call("/v1/images/generations", req).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    let got = call(
+        "/v1/images/generations",
+        json!({"model": "cgan-tiny", "prompt": "", "label": 2}),
+    )
+    .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "out of range");
+    let got = call(
+        "/v1/images/generations",
+        json!({"model": "cgan-tiny", "prompt": "", "guidance": 2.0}),
+    )
+    .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "diffusion");
+}
