@@ -59,6 +59,8 @@ enum Command {
     Embed(commands::embed::Args),
     /// Serve models over HTTP in the OpenAI wire format (text, chat, embeddings, images).
     Serve(commands::serve::Args),
+    /// Check whether a text carries the watermark of a key (`muse sample --watermark-key`).
+    Detect(commands::detect::Args),
 }
 
 fn main() -> ExitCode {
@@ -83,6 +85,7 @@ fn main() -> ExitCode {
         Command::Align(a) => commands::align::run(a),
         Command::Embed(a) => commands::embed::run(a),
         Command::Serve(a) => commands::serve::run(a),
+        Command::Detect(a) => commands::detect::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use muse_core::run::ChatRequest;
 use muse_core::run::generation::{Sampler, SamplingParams};
 
-use super::common::DeviceArgs;
+use super::common::{DeviceArgs, WatermarkArgs};
 
 /// Chat with a language model. Lines you type are user messages; replies are AI-generated and
 /// marked `ai>`. Commands: /reset (forget the conversation), /exit (or end of input).
@@ -48,6 +48,8 @@ pub struct Args {
     tokenizer: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    watermark: WatermarkArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -66,11 +68,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         tokenizer: a.tokenizer,
         device: a.device.device()?,
     };
+    let watermark = a.watermark.watermark()?;
     let mut s = muse_core::run::open_chat(&req)?;
     for note in &s.notes {
         eprintln!("note: {note}");
     }
-    let mut sampler = Sampler::new(s.params.clone(), s.seed);
+    let mut sampler = Sampler::new(s.params.clone(), s.seed).with_watermark(watermark);
     eprintln!(
         "Muse chat: {} ({}, {} template, context {} tokens). Replies are {} and marked ai>.\n\
          Type a message and press Enter; /reset forgets the conversation, /exit quits.",

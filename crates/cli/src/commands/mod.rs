@@ -5,6 +5,7 @@ pub mod bench;
 pub mod chat;
 pub mod common;
 pub mod data;
+pub mod detect;
 pub mod embed;
 pub mod eval;
 pub mod export;

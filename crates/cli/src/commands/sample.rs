@@ -4,12 +4,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use muse_core::run::generation::{Sampler, StopReason, generate};
+use muse_core::run::generation::{Sampler, StopReason, Watermark, generate};
 use muse_core::run::{
     DiffusionRequest, ImageRequest, SamplePlan, SampleRequest, TextRequest, TextSession,
 };
 
-use super::common::DeviceArgs;
+use super::common::{DeviceArgs, WatermarkArgs};
 
 /// Generate from a trained run or a Hugging Face model folder. Text streams to stdout; images
 /// go to a PNG; every output is labelled as AI-generated. Flags of another family than the
@@ -30,6 +30,8 @@ pub struct Args {
     image: ImageArgs,
     #[command(flatten)]
     diffusion: DiffusionArgs,
+    #[command(flatten)]
+    watermark: WatermarkArgs,
 }
 
 /// Flags only diffusion models take (with --n, --steps, --label, -o from the image flags).
@@ -196,6 +198,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         },
         device: a.device.device()?,
     };
+    let watermark = a.watermark.watermark()?;
     match muse_core::run::sample(req)? {
         SamplePlan::Images { path, what } => {
             println!(
@@ -205,14 +208,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        SamplePlan::Text(session) => stream_text(&session),
+        SamplePlan::Text(session) => stream_text(&session, watermark),
     }
 }
 
 /// Streams each sample to stdout, or a table of candidates with `--show-probs`.
-fn stream_text(s: &TextSession) -> anyhow::Result<()> {
+fn stream_text(s: &TextSession, watermark: Option<Watermark>) -> anyhow::Result<()> {
     let show_probs = s.options.candidates > 0;
-    let mut sampler = Sampler::new(s.params.clone(), s.seed);
+    if watermark.is_some() {
+        eprintln!("note: watermarked; `muse detect --key ... --tokenizer MODEL` finds it");
+    }
+    let mut sampler = Sampler::new(s.params.clone(), s.seed).with_watermark(watermark);
     // The label goes to stdout too, so a saved or piped sample carries it.
     println!("[{}]", muse_core::AI_GENERATED_NOTICE);
     for i in 0..s.num_samples {

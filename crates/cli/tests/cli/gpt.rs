@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use crate::common::{dataset, muse, text};
 
 /// Tiny model flags so a run takes a second.
-const TINY: &[&str] = &[
+pub const TINY: &[&str] = &[
     "--set",
     "n_layer=1",
     "--set",
@@ -35,7 +35,7 @@ fn corpus(dir: &Path) -> PathBuf {
     path
 }
 
-fn train(dir: &Path, extra: &[&str]) -> std::process::Output {
+pub fn train(dir: &Path, extra: &[&str]) -> std::process::Output {
     let data = corpus(dir);
     let mut args = vec![
         "train",

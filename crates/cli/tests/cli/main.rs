@@ -14,6 +14,7 @@ mod gpt;
 mod images;
 mod readme;
 mod run_api;
-mod text_to_image;
 mod serve;
+mod text_to_image;
 mod tokenizer;
+mod watermark;

@@ -27,7 +27,9 @@ pub use bench::{BenchRequest, bench};
 pub mod chat;
 pub use chat::{ChatRequest, ChatSession, open_chat};
 pub mod score;
+pub mod watermark;
 pub use score::{ScoreRequest, score};
+pub use watermark::{DetectReport, DetectRequest, Verdict, detect_watermark};
 pub mod serve_api;
 mod serve_images;
 pub use serve_api::{
@@ -42,6 +44,7 @@ pub mod interrupt {
 
 /// Token-by-token generation, for callers that stream a [`TextSession`] or a chat.
 pub mod generation {
+    pub use crate::sample::watermark::{Detection, Scheme, Watermark};
     pub use crate::sample::{
         GenerateOptions, Generated, Sampler, SamplingParams, StopReason, TokenEvent, generate,
     };

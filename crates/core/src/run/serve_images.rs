@@ -27,6 +27,9 @@ pub struct ImageJob {
     pub guidance: Option<f64>,
     /// Denoising steps (diffusion).
     pub steps: Option<usize>,
+    /// What to draw, for a text-to-image diffusion model (other models ignore it: OpenAI
+    /// clients always send one).
+    pub prompt: Option<String>,
 }
 
 pub(super) enum ImageModel {
@@ -149,10 +152,15 @@ fn diffusion(path: &Path, device: &Device, job: &ImageJob) -> Result<Vec<Vec<u8>
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
+    let reads_text = crate::models::diffusion::read_config(&path.join("config.json"))
+        .is_ok_and(|c| c.text_conditional());
     let req = SampleRequest {
         model: path.to_path_buf(),
         seed: job.seed,
-        text: TextRequest::default(),
+        text: TextRequest {
+            prompt: job.prompt.clone().filter(|_| reads_text),
+            ..Default::default()
+        },
         image: ImageRequest {
             n: Some(job.n),
             out: Some(tmp.clone()),

@@ -84,10 +84,11 @@ pub fn unescape(s: &str) -> String {
     out
 }
 
-/// A seeded sampler.
+/// A seeded sampler, optionally watermarking what it picks.
 pub struct Sampler {
     params: SamplingParams,
     rng: ChaCha8Rng,
+    watermark: Option<super::watermark::Watermark>,
 }
 
 impl Sampler {
@@ -95,7 +96,28 @@ impl Sampler {
         Self {
             params,
             rng: ChaCha8Rng::seed_from_u64(seed),
+            watermark: None,
         }
+    }
+
+    /// Biases every choice towards the watermark's green list (`None`: no watermark).
+    pub fn with_watermark(mut self, watermark: Option<super::watermark::Watermark>) -> Self {
+        self.watermark = watermark;
+        self
+    }
+
+    pub fn watermark(&self) -> Option<&super::watermark::Watermark> {
+        self.watermark.as_ref()
+    }
+
+    /// The logits the choice is made from: repetition penalty, then the watermark's bias.
+    fn processed(&self, logits: &[f32], context: &[u32]) -> Vec<f32> {
+        let mut logits = logits.to_vec();
+        apply_repetition_penalty(&mut logits, context, self.params.repetition_penalty);
+        if let Some(w) = &self.watermark {
+            w.bias(&mut logits, context);
+        }
+        logits
     }
 
     pub fn params(&self) -> &SamplingParams {
@@ -104,8 +126,7 @@ impl Sampler {
 
     /// Picks the next token from `logits` given the ids already in the context.
     pub fn sample(&mut self, logits: &[f32], context: &[u32]) -> u32 {
-        let mut logits = logits.to_vec();
-        apply_repetition_penalty(&mut logits, context, self.params.repetition_penalty);
+        let logits = self.processed(logits, context);
         if self.params.temperature <= 0.0 {
             return argmax(&logits);
         }
@@ -115,11 +136,11 @@ impl Sampler {
         draw(&probs, self.rng.random::<f32>())
     }
 
-    /// The distribution shown by `--show-probs`: softmax of the penalised logits at the
-    /// sampling temperature (at temperature 0, the model's plain softmax), before truncation.
+    /// The distribution shown by `--show-probs`: softmax of the penalised (and watermarked)
+    /// logits at the sampling temperature (at temperature 0, the model's plain softmax),
+    /// before truncation.
     pub fn shown_distribution(&self, logits: &[f32], context: &[u32]) -> Vec<f32> {
-        let mut logits = logits.to_vec();
-        apply_repetition_penalty(&mut logits, context, self.params.repetition_penalty);
+        let logits = self.processed(logits, context);
         let t = if self.params.temperature > 0.0 {
             self.params.temperature
         } else {

@@ -7,8 +7,8 @@ pub mod generate;
 pub mod gguf;
 pub mod logits;
 pub mod open;
-pub mod watermark;
 pub mod vae;
+pub mod watermark;
 
 pub use generate::{GenerateOptions, Generated, StopReason, TokenEvent, generate};
 pub use logits::{Sampler, SamplingParams, unescape};

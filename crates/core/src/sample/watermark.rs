@@ -223,7 +223,9 @@ mod tests {
         let w = Watermark::new("secret").unwrap();
         let other = Watermark::new("other").unwrap();
         let greens = |w: &Watermark, prev: u32| -> Vec<u32> {
-            (0..1000).filter(|&v| w.is_green(&[prev], v) == Some(true)).collect()
+            (0..1000)
+                .filter(|&v| w.is_green(&[prev], v) == Some(true))
+                .collect()
         };
         let a = greens(&w, 17);
         assert_eq!(a, greens(&w, 17), "same key and token, same list");
@@ -264,8 +266,9 @@ mod tests {
             let mut x = 12345u64;
             for _ in 0..200 {
                 x = mix(x);
-                let mut logits: Vec<f32> =
-                    (0..500).map(|v| ((mix(x ^ v) >> 40) as f32) * 1e-9).collect();
+                let mut logits: Vec<f32> = (0..500)
+                    .map(|v| ((mix(x ^ v) >> 40) as f32) * 1e-9)
+                    .collect();
                 w.bias(&mut logits, &ids);
                 ids.push(crate::sample::logits::argmax(&logits));
                 plain.push((x % 500) as u32);

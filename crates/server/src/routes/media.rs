@@ -129,6 +129,7 @@ pub async fn images(
         label,
         guidance: req.guidance,
         steps,
+        prompt: req.prompt.clone(),
     };
     let (reply, answer) = oneshot::channel();
     state.engine.submit(Job::Images { model, job, reply })?;

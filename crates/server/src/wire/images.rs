@@ -8,8 +8,8 @@ pub const MAX_IMAGES: i64 = 10;
 #[derive(Clone, Debug, Deserialize)]
 pub struct ImagesRequest {
     pub model: String,
-    /// Muse's image models are unconditional or class-conditional: the prompt is accepted
-    /// (clients require it) and not used; choose a class with `label`.
+    /// What a text-to-image diffusion model draws. Unconditional and class-conditional
+    /// models accept it (clients always send one) and ignore it; choose a class with `label`.
     #[serde(default)]
     pub prompt: Option<String>,
     pub n: Option<i64>,
