@@ -3,9 +3,8 @@
 //! and bad inputs giving clear errors (exit 2, never a panic).
 
 use std::path::Path;
-use std::process::Output;
 
-use crate::common::{muse, text};
+use crate::common::{fails, muse, ok};
 
 /// A folder of 8x8 PNGs: two class subfolders (bright and dark squares), or unlabelled.
 fn image_folder(root: &Path, labelled: bool) -> String {
@@ -29,23 +28,6 @@ fn image_folder(root: &Path, labelled: bool) -> String {
         }
     }
     dir.display().to_string()
-}
-
-fn ok(out: &Output) -> String {
-    let (stdout, stderr) = text(out);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    stdout
-}
-
-fn fails(out: &Output, code: i32, needle: &str) {
-    let (stdout, stderr) = text(out);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(stderr.contains(needle), "expected '{needle}' in:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 /// A tiny U-Net, T = 50, three steps of batch 8.

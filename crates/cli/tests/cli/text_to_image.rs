@@ -5,24 +5,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use crate::common::{dataset, muse, text};
-
-fn ok(out: &Output) -> String {
-    let (stdout, stderr) = text(out);
-    assert!(out.status.success(), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    stdout
-}
-
-fn fails(out: &Output, code: i32, needle: &str) {
-    let (stdout, stderr) = text(out);
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "stdout:\n{stdout}\nstderr:\n{stderr}"
-    );
-    assert!(stderr.contains(needle), "expected '{needle}' in:\n{stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-}
+use crate::common::{dataset, fails, muse, ok};
 
 /// A tiny U-Net on 8x8 digits, T = 50, three steps of batch 8.
 const TINY: &str = "timesteps = 50\n\
