@@ -79,7 +79,8 @@ fn is_assignment(word: &str) -> bool {
 }
 
 /// Splits a shell line into words: single and double quotes, backslash escapes outside single
-/// quotes, and a `#` that starts a word begins a comment.
+/// quotes, and a `#` that starts a word begins a comment; an unquoted `>`, `<`, `|`, `;` or `&`
+/// that starts a word ends the command.
 pub fn shell_words(line: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut word: Option<String> = None;
@@ -92,6 +93,8 @@ pub fn shell_words(line: &str) -> Result<Vec<String>, String> {
                 }
             }
             '#' if word.is_none() => break,
+            // A redirection or pipe ends the command: the rest is the shell's.
+            '>' | '<' | '|' | ';' | '&' if word.is_none() => break,
             '\'' => {
                 let w = word.get_or_insert_with(String::new);
                 loop {
@@ -147,6 +150,10 @@ mod tests {
             ]
         );
         assert!(shell_words("muse \"open").is_err());
+        assert_eq!(
+            shell_words("muse sample run --n 2 > out.txt | head").unwrap(),
+            ["muse", "sample", "run", "--n", "2"]
+        );
         assert_eq!(
             muse_args(&shell_words("MUSE_THREADS=2 cargo run --release -- train gpt").unwrap()),
             Some(vec!["train".to_string(), "gpt".to_string()])
