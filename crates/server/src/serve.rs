@@ -25,6 +25,8 @@ pub struct ServeConfig {
     pub api_keys: Vec<String>,
     pub queue: usize,
     pub device: Device,
+    /// Watermark every generated text with this key (Kirchenbauer et al. 2023).
+    pub watermark: Option<muse_core::run::generation::Watermark>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,8 +93,13 @@ pub fn run(
 ) -> Result<(), ServeError> {
     let named = model_names(&cfg.models)?;
     let metrics = Arc::new(Metrics::default());
-    let (engine, infos) =
-        crate::engine::start(named, cfg.device.clone(), cfg.queue, metrics.clone())?;
+    let (engine, infos) = crate::engine::start(
+        named,
+        cfg.device.clone(),
+        cfg.queue,
+        metrics.clone(),
+        cfg.watermark.clone(),
+    )?;
     let listing: Vec<(String, &'static str)> = infos
         .iter()
         .map(|m| (m.name.clone(), m.kind.as_str()))

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use muse_server::serve::{DEFAULT_HOST, DEFAULT_PORT, DEFAULT_QUEUE};
 use muse_server::{ServeConfig, ServeError};
 
-use super::common::DeviceArgs;
+use super::common::{DeviceArgs, WatermarkArgs};
 
 /// Serve models over HTTP in the OpenAI wire format: /v1/completions, /v1/chat/completions,
 /// /v1/embeddings, /v1/images/generations, /v1/models, /health, /metrics (see docs/serve.md).
@@ -41,6 +41,8 @@ pub struct Args {
     queue: usize,
     #[command(flatten)]
     device: DeviceArgs,
+    #[command(flatten)]
+    watermark: WatermarkArgs,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -61,6 +63,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         api_keys,
         queue: a.queue,
         device: a.device.device()?,
+        watermark: a.watermark.watermark()?,
     };
     let result = muse_server::run(cfg, |addr, models| {
         for (name, kind) in models {

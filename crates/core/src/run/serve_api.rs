@@ -83,6 +83,8 @@ pub struct TextJob {
     /// Report the chosen token's probability and this many likeliest alternatives (`None`:
     /// no probabilities).
     pub top_logprobs: Option<usize>,
+    /// Watermark the text (`muse serve --watermark-key`).
+    pub watermark: Option<crate::sample::watermark::Watermark>,
 }
 
 /// One generated token, as it streams out.
@@ -270,7 +272,8 @@ impl ServedModel {
             candidates: job.top_logprobs.map_or(0, |k| k.max(1)),
         };
         let shown = job.top_logprobs.unwrap_or(0);
-        let mut sampler = Sampler::new(job.params.clone(), job.seed);
+        let mut sampler =
+            Sampler::new(job.params.clone(), job.seed).with_watermark(job.watermark.clone());
         let tokenizer = &tm.tokenizer;
         generate(
             tm.model.as_ref(),

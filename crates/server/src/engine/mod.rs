@@ -137,12 +137,13 @@ pub fn start(
     device: Device,
     queue: usize,
     metrics: Arc<Metrics>,
+    watermark: Option<muse_core::run::generation::Watermark>,
 ) -> muse_core::Result<(EngineHandle, Vec<ModelInfo>)> {
     let (handle, jobs) = EngineHandle::detached(queue);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("muse-engine".into())
-        .spawn(move || worker::run(paths, device, jobs, ready_tx, metrics))
+        .spawn(move || worker::run(paths, device, jobs, ready_tx, metrics, watermark))
         .map_err(muse_core::Error::io("the engine thread"))?;
     let infos = ready_rx.recv().map_err(|_| {
         muse_core::Error::input("the engine thread stopped while opening the models")

@@ -25,6 +25,7 @@ pub(super) fn run(
     mut jobs: mpsc::Receiver<Job>,
     ready: Ready,
     metrics: Arc<Metrics>,
+    watermark: Option<muse_core::run::generation::Watermark>,
 ) {
     let mut models = Vec::new();
     let mut infos = Vec::new();
@@ -55,18 +56,23 @@ pub(super) fn run(
         return;
     }
     while let Some(job) = jobs.blocking_recv() {
-        run_job(&models, job, &metrics);
+        run_job(&models, job, &metrics, watermark.as_ref());
     }
 }
 
-fn run_job(models: &[ServedModel], job: Job, metrics: &Metrics) {
+fn run_job(
+    models: &[ServedModel],
+    job: Job,
+    metrics: &Metrics,
+    watermark: Option<&muse_core::run::generation::Watermark>,
+) {
     match job {
         Job::Text { req, events } => {
             if events.is_closed() {
                 return;
             }
             let outcome = catch_unwind(AssertUnwindSafe(|| {
-                text(&models[req.model], &req, &events, metrics)
+                text(&models[req.model], &req, &events, metrics, watermark)
             }));
             let failed = match outcome {
                 Ok(Ok(())) | Ok(Err(muse_core::Error::Interrupted)) => return,
@@ -110,6 +116,7 @@ fn text(
     req: &TextRequest,
     events: &mpsc::UnboundedSender<TextEvent>,
     metrics: &Metrics,
+    watermark: Option<&muse_core::run::generation::Watermark>,
 ) -> muse_core::Result<()> {
     let s = &req.settings;
     let (prompt_ids, template_stop) = match &req.prompt {
@@ -159,6 +166,7 @@ fn text(
             max_tokens,
             stop: stop.clone(),
             top_logprobs: s.top_logprobs,
+            watermark: watermark.cloned(),
         };
         let generated = model.generate(&job, &mut |t| {
             metrics.add_tokens(1);

@@ -131,7 +131,7 @@ pub fn server() -> &'static Server {
         ];
         let named = muse_server::model_names(&paths).unwrap();
         let metrics = Arc::new(Metrics::default());
-        let (engine, infos) = engine::start(named, Device::Cpu, 8, metrics.clone()).unwrap();
+        let (engine, infos) = engine::start(named, Device::Cpu, 8, metrics.clone(), None).unwrap();
         Server {
             state: AppState::new(infos, engine, Vec::new(), metrics),
             _tmp: tmp,

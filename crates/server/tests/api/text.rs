@@ -221,3 +221,54 @@ async fn stop_strings_cut_the_text_and_echo_prepends_the_prompt() {
         format!("Hello{text}")
     );
 }
+
+/// `muse serve --watermark-key`: every completion carries the key's watermark, which
+/// `muse detect` finds with the tokenizer alone; the unkeyed server's text does not.
+#[tokio::test]
+async fn a_keyed_server_watermarks_its_text() {
+    use muse_core::run::generation::{Scheme, Watermark};
+    use muse_core::run::{DetectRequest, Verdict, detect_watermark};
+    use muse_server::engine;
+    use muse_server::metrics::Metrics;
+    use std::sync::Arc;
+
+    let named = muse_server::model_names(&[crate::common::gpt2()]).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let key = Watermark::new("serve-key").unwrap();
+    let (engine, infos) = engine::start(
+        named,
+        muse_core::device::Device::Cpu,
+        4,
+        metrics.clone(),
+        Some(key),
+    )
+    .unwrap();
+    let keyed = router(muse_server::AppState::new(
+        infos,
+        engine,
+        Vec::new(),
+        metrics,
+    ));
+    let req = json!({"model": "gpt2", "prompt": "Hello", "max_tokens": 50, "temperature": 1.0,
+                     "seed": 3});
+    let verdict = |text: &str| {
+        detect_watermark(&DetectRequest {
+            text: text.to_string(),
+            key: "serve-key".into(),
+            tokenizer: crate::common::gpt2(),
+            gamma: 0.25,
+            scheme: Scheme::PrevToken,
+            threshold: 4.0,
+            count_repeats: false,
+        })
+        .unwrap()
+    };
+    let (status, v) =
+        crate::common::json_of(send(keyed, post("/v1/completions", req.to_string())).await).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let marked = verdict(v["choices"][0]["text"].as_str().unwrap());
+    assert_eq!(marked.verdict, Verdict::Watermarked, "{marked:?}");
+    let (_, v) = call("/v1/completions", req).await;
+    let plain = verdict(v["choices"][0]["text"].as_str().unwrap());
+    assert_ne!(plain.verdict, Verdict::Watermarked, "{plain:?}");
+}
