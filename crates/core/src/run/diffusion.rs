@@ -10,8 +10,8 @@ use crate::embed::{SentenceEncoder, encoder_dir};
 use crate::error::{Error, Result};
 use crate::sample::diffusion::DiffusionRun;
 use crate::sample::diffusion::{
-    Conditioning, ImageGuide, PromptStates, SampleOptions, Sampler, Spacing, labels_for,
-    open_diffusion, read_init, read_mask, record_points, sample, trajectory_rows,
+    Conditioning, ImageGuide, PromptStates, SampleOptions, Sampler, Spacing, default_guidance,
+    labels_for, open_diffusion, read_init, read_mask, record_points, sample, trajectory_rows,
 };
 use crate::train::diffusion::grid_prompts;
 
@@ -220,7 +220,7 @@ fn guidance_for(
                  (\"a red t-shirt\")",
             ));
         }
-        let guidance = guidance.unwrap_or(4.0);
+        let guidance = guidance.unwrap_or(default_guidance(cfg));
         if !guidance.is_finite() {
             return Err(Error::usage("--guidance must be a number"));
         }
@@ -248,7 +248,7 @@ fn guidance_for(
             cfg.n_classes - 1
         )));
     }
-    let guidance = guidance.unwrap_or(if cfg.conditional() { 3.0 } else { 1.0 });
+    let guidance = guidance.unwrap_or(default_guidance(cfg));
     if !guidance.is_finite() {
         return Err(Error::usage("--guidance must be a number"));
     }

@@ -14,7 +14,7 @@ use crate::eval::diffusion::{
 };
 use crate::eval::image::{FID_SAMPLES, default_classifier_dir, open_classifier};
 use crate::run_dir::RunDir;
-use crate::sample::diffusion::open_diffusion;
+use crate::sample::diffusion::{default_guidance, open_diffusion};
 
 /// Samples per prompt split unless `--samples` says otherwise.
 const PROMPT_SAMPLES: usize = 400;
@@ -36,11 +36,7 @@ pub(super) fn diffusion(req: &EvalRequest) -> Result<EvalReport> {
             "--guidance: this diffusion model is unconditional, there is nothing to guide towards",
         ));
     }
-    let guidance = req.guidance.unwrap_or(match () {
-        _ if cfg.text_conditional() => 4.0,
-        _ if cfg.conditional() => 3.0,
-        _ => 1.0,
-    });
+    let guidance = req.guidance.unwrap_or(default_guidance(&cfg));
     if !(guidance.is_finite() && guidance >= 0.0) {
         return Err(Error::usage("--guidance must be a number >= 0"));
     }

@@ -99,35 +99,42 @@ impl Watermark {
         })
     }
 
-    /// The seed of position `context.len()` for candidate `token`: `None` when the context is
-    /// too short to seed (the first tokens of a text).
-    fn seed(&self, context: &[u32], token: u32) -> Option<u64> {
+    /// What the green list after `context` depends on, besides the candidate token: the key
+    /// and the seeding tokens, hashed once per position (`None`: the context is too short).
+    fn context_hash(&self, context: &[u32]) -> Option<u64> {
         let k = self.key_hash();
         let width = self.scheme.context();
-        if context.len() < width {
-            return None;
+        let tail = context.get(context.len().checked_sub(width)?..)?;
+        match self.scheme {
+            Scheme::PrevToken => Some(mix(k ^ mix(tail[0] as u64 + 1))),
+            Scheme::SelfHash => tail.iter().map(|&t| mix(k ^ mix(t as u64 + 1))).min(),
         }
-        let tail = &context[context.len() - width..];
-        Some(match self.scheme {
-            Scheme::PrevToken => mix(k ^ mix(tail[0] as u64 + 1)),
-            Scheme::SelfHash => {
-                let min = tail.iter().map(|&t| mix(k ^ mix(t as u64 + 1))).min()?;
-                mix(min ^ mix((token as u64 + 1) << 32))
-            }
-        })
+    }
+
+    /// Whether `token` is green given the [`Self::context_hash`] of its position.
+    fn green_at(&self, context_hash: u64, token: u32) -> bool {
+        let seed = match self.scheme {
+            Scheme::PrevToken => context_hash,
+            // The candidate salts its own seed.
+            Scheme::SelfHash => mix(context_hash ^ mix((token as u64 + 1) << 32)),
+        };
+        let h = mix(seed ^ mix(token as u64 ^ 0x9e37_79b9_7f4a_7c15));
+        ((h >> 11) as f64 / (1u64 << 53) as f64) < self.gamma
     }
 
     /// Whether `token` is green after `context` (`None`: the context is too short).
     pub fn is_green(&self, context: &[u32], token: u32) -> Option<bool> {
-        let seed = self.seed(context, token)?;
-        let h = mix(seed ^ mix(token as u64 ^ 0x9e37_79b9_7f4a_7c15));
-        Some(((h >> 11) as f64 / (1u64 << 53) as f64) < self.gamma)
+        Some(self.green_at(self.context_hash(context)?, token))
     }
 
-    /// Adds `delta` to the logits of the green tokens after `context`.
+    /// Adds `delta` to the logits of the green tokens after `context` (the context is hashed
+    /// once, not once per vocabulary entry).
     pub fn bias(&self, logits: &mut [f32], context: &[u32]) {
+        let Some(ctx) = self.context_hash(context) else {
+            return;
+        };
         for (v, l) in logits.iter_mut().enumerate() {
-            if self.is_green(context, v as u32) == Some(true) {
+            if self.green_at(ctx, v as u32) {
                 *l += self.delta;
             }
         }

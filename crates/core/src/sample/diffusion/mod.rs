@@ -295,6 +295,18 @@ pub fn open_diffusion(dir: &Path, device: &Device) -> Result<DiffusionRun> {
     })
 }
 
+/// The guidance weight when none is asked: 4 for prompts, 3 for labels, 1 (none) for an
+/// unconditional model.
+pub fn default_guidance(cfg: &UNetConfig) -> f64 {
+    if cfg.text_conditional() {
+        4.0
+    } else if cfg.conditional() {
+        3.0
+    } else {
+        1.0
+    }
+}
+
 /// Labels for `n` images: all `label`, or (a conditional model without one) the classes in
 /// turn; `None` for an unconditional model.
 pub fn labels_for(cfg: &UNetConfig, n: usize, label: Option<usize>) -> Result<Option<Vec<u32>>> {
