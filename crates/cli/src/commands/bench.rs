@@ -1,9 +1,11 @@
 //! `muse bench FAMILY`: parse, call `run::bench`, print one JSON line.
 
 use clap::Subcommand;
-use muse_core::run::{BenchRequest, Family};
+use std::path::PathBuf;
 
-use super::common::DeviceArgs;
+use muse_core::run::{BenchRequest, Family, WatermarkBenchOptions};
+
+use super::common::{DeviceArgs, WatermarkArgs};
 
 /// Measure speed. Prints one JSON line: median ms per training step, throughput, parameters,
 /// peak memory (and generation speed for text). Set threads with the global `--threads`.
@@ -57,6 +59,71 @@ enum FamilyArgs {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// The text watermark on a real model: each prompt answered with and without it, human
+    /// text of the same length, all scored as `muse detect` would; prints detection rates,
+    /// the perplexity cost and robustness to random token replacement.
+    Watermark(WatermarkBench),
+}
+
+/// Flags of `muse bench watermark`.
+#[derive(clap::Args)]
+struct WatermarkBench {
+    /// The model: a GGUF file, a model folder or a run.
+    model: PathBuf,
+    /// Prompts from the instruction data, each answered twice (with and without the mark).
+    #[arg(long, default_value_t = 200)]
+    prompts: usize,
+    /// Take the prompts from this file instead (one request a line, the first --prompts).
+    #[arg(long)]
+    prompts_file: Option<PathBuf>,
+    /// Tokens per answer at most (an answer may end sooner).
+    #[arg(long, default_value_t = 200)]
+    tokens: usize,
+    /// Tiny Shakespeare passages scored as human text (the human-written seed answers too).
+    #[arg(long, default_value_t = 200)]
+    human: usize,
+    /// z above which a text counts as watermarked.
+    #[arg(long, default_value_t = 4.0)]
+    threshold: f64,
+    /// Sampling temperature of both answers.
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f32,
+    /// Seed of the prompt order, the sampling and the replacements.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write one JSON line per scored text here.
+    #[arg(long)]
+    rows: Option<PathBuf>,
+    /// The watermark (a key is required here; `--watermark-key` or MUSE_WATERMARK_KEY).
+    #[command(flatten)]
+    watermark: WatermarkArgs,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+impl WatermarkBench {
+    fn run(self) -> anyhow::Result<()> {
+        let Some(watermark) = self.watermark.watermark()? else {
+            anyhow::bail!(muse_core::Error::usage(
+                "give the watermark's key with --watermark-key (any secret string)"
+            ));
+        };
+        let report = muse_core::run::bench_watermark(&WatermarkBenchOptions {
+            model: self.model,
+            prompts: self.prompts,
+            prompts_file: self.prompts_file,
+            tokens: self.tokens,
+            watermark,
+            threshold: self.threshold,
+            temperature: self.temperature,
+            human: self.human,
+            seed: self.seed,
+            rows: self.rows,
+            device: self.device.device()?,
+        })?;
+        println!("{}", serde_json::to_string(&report)?);
+        Ok(())
+    }
 }
 
 /// Flags every workload takes.
@@ -124,6 +191,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 (ddim_steps, sample_batch, sample_reps);
             req
         }
+        FamilyArgs::Watermark(w) => return w.run(),
     };
     println!("{}", serde_json::to_string(&muse_core::run::bench(req)?)?);
     Ok(())

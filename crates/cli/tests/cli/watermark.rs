@@ -1,6 +1,7 @@
 //! The text watermark through the binary: a tiny character-level model writes with a key,
 //! `muse detect` finds the key in that text and not in unwatermarked text, and bad inputs
-//! (empty text, a folder, text the tokenizer cannot have written, too short) are clear.
+//! (empty text, a folder, text the tokenizer cannot have written, too short) are clear; and
+//! `muse bench watermark` on the tiny GGUF Llama.
 
 use std::path::Path;
 
@@ -87,4 +88,79 @@ fn detect_finds_the_key_in_watermarked_text_only() {
     let (code, _, err) = detect(dir, "run", &[]);
     assert_ne!(code, Some(0));
     assert!(err.contains("folder"), "{err}");
+}
+
+/// `muse bench watermark` on the tiny GGUF Llama: every prompt is answered with and without
+/// the mark, and the report separates the two (the human texts come from the data folder).
+#[test]
+fn bench_watermark_separates_marked_from_plain_answers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let model = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../core/tests/fixtures/gguf/tiny_llama_q8_0.gguf");
+    let model = model.to_str().unwrap();
+    std::fs::write(
+        dir.join("prompts.txt"),
+        "Hi\nTell a story\n\nName a colour\nWhy?\nCount\nSay yes\n",
+    )
+    .unwrap();
+    let args = [
+        "bench",
+        "watermark",
+        model,
+        "--prompts-file",
+        "prompts.txt",
+        "--human",
+        "3",
+        "--tokens",
+        "40",
+        "--rows",
+        "rows.jsonl",
+    ];
+    let o = muse(dir, &args);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "no key is a usage error: {err}");
+    assert!(err.contains("--watermark-key"), "{err}");
+
+    let o = muse(dir, &[&args[..], &["--watermark-key", "k"]].concat());
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["prompts"], 6, "{v}");
+    assert_eq!(v["watermarked"]["texts"], 6, "{v}");
+    assert_eq!(v["plain"]["texts"], 6, "{v}");
+    assert_eq!(v["human_shakespeare"]["texts"], 3, "{v}");
+    assert_eq!(v["plain"]["detected"], 0.0, "{v}");
+    assert_eq!(v["human_shakespeare"]["detected"], 0.0, "{v}");
+    let marked_z = v["watermarked"]["median_z"].as_f64().unwrap();
+    assert!(
+        marked_z > v["plain"]["max_z"].as_f64().unwrap() + 1.0,
+        "{v}"
+    );
+    // The rows: two answers and two edited copies per prompt, then the human texts.
+    let rows = std::fs::read_to_string(dir.join("rows.jsonl")).unwrap();
+    let kinds: Vec<String> = rows
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].to_string())
+        .collect();
+    assert_eq!(kinds.iter().filter(|k| k.contains("replaced")).count(), 12);
+    assert_eq!(
+        kinds.iter().filter(|k| k.contains("shakespeare")).count(),
+        3
+    );
+
+    let o = muse(
+        dir,
+        &[
+            "bench",
+            "watermark",
+            model,
+            "--prompts-file",
+            ".",
+            "--watermark-key",
+            "k",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("folder"), "{}", text(&o).1);
 }

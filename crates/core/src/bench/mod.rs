@@ -5,8 +5,10 @@ pub mod diffusion;
 pub mod gan;
 pub mod gpt;
 pub mod vae;
+pub mod watermark;
 
 pub use diffusion::{DiffusionBenchOptions, bench_diffusion};
 pub use gan::{GanBenchOptions, bench_gan};
 pub use gpt::{BenchOptions, bench_gpt, peak_rss_mb};
 pub use vae::{VaeBenchOptions, bench_vae};
+pub use watermark::{WatermarkBenchOptions, bench_watermark};

@@ -11,6 +11,8 @@ use crate::config::resolve;
 use crate::device::Device;
 use crate::error::{Error, Result};
 
+pub use crate::bench::{WatermarkBenchOptions, bench_watermark};
+
 /// What `muse bench FAMILY` was asked.
 #[derive(Clone, Debug)]
 pub struct BenchRequest {

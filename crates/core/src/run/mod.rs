@@ -23,7 +23,7 @@ pub mod eval;
 mod eval_diffusion;
 pub use eval::{EvalReport, EvalRequest, eval};
 pub mod bench;
-pub use bench::{BenchRequest, bench};
+pub use bench::{BenchRequest, WatermarkBenchOptions, bench, bench_watermark};
 pub mod chat;
 pub use chat::{ChatRequest, ChatSession, open_chat};
 pub mod score;

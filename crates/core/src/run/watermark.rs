@@ -7,12 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+pub use crate::sample::watermark::MIN_SCORED_TOKENS;
 use crate::sample::watermark::{Detection, Scheme, Watermark};
 use crate::tokenizer::TextTokenizer;
-
-/// Fewer scored tokens than this and the test says it cannot judge (the paper's figures start
-/// around 50 tokens; at 25 a fully green text already reaches z = 8.7).
-pub const MIN_SCORED_TOKENS: usize = 25;
 
 /// What `muse detect` was asked.
 #[derive(Clone, Debug)]

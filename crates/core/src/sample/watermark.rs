@@ -21,6 +21,10 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 
+/// Fewer scored tokens than this and the test says it cannot judge (the paper's figures start
+/// around 50 tokens; at 25 a fully green text already reaches z = 8.7).
+pub const MIN_SCORED_TOKENS: usize = 25;
+
 /// How the green list is seeded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
