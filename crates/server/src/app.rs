@@ -14,7 +14,7 @@ use crate::body::DEFAULT_BODY_LIMIT;
 use crate::engine::{EngineHandle, ModelInfo};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::routes::{chat, completions, info, media};
+use crate::routes::{chat, completions, info, media, page};
 
 /// What every handler can see: names and kinds of the models, never the models.
 #[derive(Clone)]
@@ -45,9 +45,14 @@ impl AppState {
     }
 }
 
-/// Every endpoint. Layers run outside in: panic catcher, body limit, counting, key check.
+/// Every endpoint, and the web page. Layers run outside in: panic catcher, body limit,
+/// counting, key check; the page's own files sit outside the key check (they hold no data).
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let page = Router::new()
+        .route("/", get(page::index))
+        .route("/app.js", get(page::script))
+        .route("/style.css", get(page::style));
+    let api = Router::new()
         .route("/health", get(info::health))
         .route("/metrics", get(info::metrics))
         .route("/v1/models", get(info::models))
@@ -63,8 +68,9 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .layer(DefaultBodyLimit::max(DEFAULT_BODY_LIMIT))
+        .with_state(state);
+    page.merge(api)
         .layer(CatchPanicLayer::custom(panic_response))
-        .with_state(state)
 }
 
 /// Counts each answered request by its route pattern (never the raw path, which a client

@@ -95,7 +95,7 @@ impl ApiError {
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             format!(
-                "no endpoint {path}: this server has /health, /metrics, /v1/models, \
+                "no endpoint {path}: this server has the web page at /, /health, /metrics, /v1/models, \
                  /v1/completions, /v1/chat/completions, /v1/embeddings, /v1/images/generations"
             ),
         )

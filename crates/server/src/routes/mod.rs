@@ -5,5 +5,6 @@ pub mod chat;
 pub mod completions;
 pub mod info;
 pub mod media;
+pub mod page;
 pub mod stream;
 pub mod text_job;

@@ -4,5 +4,6 @@
 mod common;
 mod errors;
 mod media;
+mod page;
 mod security;
 mod text;
