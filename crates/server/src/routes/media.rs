@@ -14,7 +14,8 @@ use crate::engine::Job;
 use crate::error::ApiError;
 use crate::wire::images::{ImageData, ImagesRequest, ImagesResponse, MAX_IMAGES};
 use crate::wire::{
-    Embedding, EmbeddingUsage, EmbeddingsRequest, EmbeddingsResponse, OneOrMany, now,
+    Embedding, EmbeddingUsage, EmbeddingValue, EmbeddingsRequest, EmbeddingsResponse, OneOrMany,
+    now,
 };
 
 /// Most texts one embeddings request may hold.
@@ -25,14 +26,17 @@ pub async fn embeddings(
     ApiJson(req): ApiJson<EmbeddingsRequest>,
 ) -> Result<Json<EmbeddingsResponse>, ApiError> {
     let (model, info) = find_model(&state, &req.model, ServedKind::Embeddings)?;
-    if let Some(f) = req.encoding_format.as_deref()
-        && f != "float"
-    {
-        return Err(ApiError::invalid_param(
-            "encoding_format",
-            format!("encoding_format '{f}' is not supported: use float"),
-        ));
-    }
+    let as_base64 = match req.encoding_format.as_deref() {
+        None | Some("float") => false,
+        // The official clients ask for base64 by default and decode it themselves.
+        Some("base64") => true,
+        Some(f) => {
+            return Err(ApiError::invalid_param(
+                "encoding_format",
+                format!("encoding_format '{f}' is not supported: use float or base64"),
+            ));
+        }
+    };
     let texts = match req.input {
         OneOrMany::One(t) => vec![t],
         OneOrMany::Many(v) => v,
@@ -61,10 +65,14 @@ pub async fn embeddings(
         data: vectors
             .into_iter()
             .enumerate()
-            .map(|(index, embedding)| Embedding {
+            .map(|(index, vector)| Embedding {
                 object: "embedding",
                 index,
-                embedding,
+                embedding: if as_base64 {
+                    EmbeddingValue::Base64(base64_of(&vector))
+                } else {
+                    EmbeddingValue::Float(vector)
+                },
             })
             .collect(),
         model: info.name,
@@ -73,6 +81,12 @@ pub async fn embeddings(
             total_tokens: tokens,
         },
     }))
+}
+
+/// The vector as base64 of its little-endian f32 bytes (what OpenAI's `base64` format holds).
+fn base64_of(vector: &[f32]) -> String {
+    let bytes: Vec<u8> = vector.iter().flat_map(|v| v.to_le_bytes()).collect();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 pub async fn images(

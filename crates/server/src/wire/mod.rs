@@ -80,7 +80,7 @@ pub struct ModelEntry {
 pub struct EmbeddingsRequest {
     pub model: String,
     pub input: OneOrMany,
-    /// Only `float` is supported.
+    /// `float` (the default) or `base64` (little-endian f32 bytes).
     #[serde(default)]
     pub encoding_format: Option<String>,
 }
@@ -97,7 +97,15 @@ pub struct EmbeddingsResponse {
 pub struct Embedding {
     pub object: &'static str,
     pub index: usize,
-    pub embedding: Vec<f32>,
+    pub embedding: EmbeddingValue,
+}
+
+/// A vector as numbers or as base64 of its little-endian f32 bytes.
+#[derive(Serialize)]
+#[serde(untagged)]
+pub enum EmbeddingValue {
+    Float(Vec<f32>),
+    Base64(String),
 }
 
 #[derive(Serialize)]

@@ -67,7 +67,7 @@ async fn metrics_are_prometheus_text() {
 async fn embeddings_are_unit_vectors_in_input_order() {
     let req = json!({"model": "all-minilm-l6-v2",
                      "input": ["a red sneaker", "crimson running shoes", "tax law"]});
-    let (status, v) = call("/v1/embeddings", req).await;
+    let (status, v) = call("/v1/embeddings", req.clone()).await;
     assert_eq!(status, StatusCode::OK, "{v}");
     assert_eq!(v["object"], "list");
     let data = v["data"].as_array().unwrap();
@@ -97,6 +97,30 @@ async fn embeddings_are_unit_vectors_in_input_order() {
     )
     .await;
     assert_error(&got, StatusCode::BAD_REQUEST, "between 1 and");
+
+    // base64, as the official clients ask by default: the same numbers as little-endian f32.
+    let mut b64_req = req.clone();
+    b64_req["encoding_format"] = json!("base64");
+    let (status, b) = call("/v1/embeddings", b64_req).await;
+    assert_eq!(status, StatusCode::OK, "{b}");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b["data"][1]["embedding"].as_str().unwrap())
+        .unwrap();
+    let decoded: Vec<f64> = bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]) as f64)
+        .collect();
+    assert_eq!(decoded.len(), 384);
+    assert!(
+        decoded
+            .iter()
+            .zip(&vecs[1])
+            .all(|(a, b)| (a - b).abs() < 1e-6)
+    );
+    let mut bad = req;
+    bad["encoding_format"] = json!("int8");
+    let got = call("/v1/embeddings", bad).await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "float or base64");
 }
 
 #[tokio::test]
