@@ -13,8 +13,9 @@ use muse_core::run::{ImageProvenance, InspectRequest, Inspection, TextProvenance
 pub struct Args {
     /// The PNG image or text file to inspect.
     file: PathBuf,
-    /// Test a text for the watermark of this key (with --tokenizer).
-    #[arg(long, env = "MUSE_WATERMARK_KEY", hide_env_values = true)]
+    /// Test a text for the watermark of this key (with --tokenizer). Not read from
+    /// MUSE_WATERMARK_KEY: inspecting a PNG or a text needs no key.
+    #[arg(long)]
     key: Option<String>,
     /// The tokenizer of the model that may have written the text: a tokenizer.json, a run or
     /// model folder, a GGUF file, or gpt2.
