@@ -96,7 +96,7 @@ pub fn sample_images(req: &SampleRequest, out: &Path) -> Result<(PathBuf, String
         label: a.label,
         sampler: Some(match sampler {
             Sampler::Ddpm => "ddpm".to_string(),
-            Sampler::Ddim { eta } if eta == 0.0 => "ddim".to_string(),
+            Sampler::Ddim { eta: 0.0 } => "ddim".to_string(),
             Sampler::Ddim { eta } => format!("ddim eta {eta}"),
         }),
         steps: Some(steps),
