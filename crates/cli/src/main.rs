@@ -61,6 +61,9 @@ enum Command {
     Serve(commands::serve::Args),
     /// Check whether a text carries the watermark of a key (`muse sample --watermark-key`).
     Detect(commands::detect::Args),
+    /// Show what a PNG or text carries: AI-generated notice, digital source type, generation
+    /// parameters; for a text the label line and (with --key) the watermark test.
+    Inspect(commands::inspect::Args),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Embed(a) => commands::embed::run(a),
         Command::Serve(a) => commands::serve::run(a),
         Command::Detect(a) => commands::detect::run(a),
+        Command::Inspect(a) => commands::inspect::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

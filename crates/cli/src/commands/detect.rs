@@ -4,7 +4,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use muse_core::run::generation::Scheme;
-use muse_core::run::{DetectRequest, Verdict};
+use muse_core::run::{DetectReport, DetectRequest, Verdict};
 
 /// Check whether a text carries Muse's watermark (`muse sample --watermark-key`): counts the
 /// tokens on the key's green lists and tests them against chance. Needs the key and the
@@ -60,13 +60,19 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
+    print_report(&report, a.gamma);
+    Ok(())
+}
+
+/// The counts, the statistics and the verdict, one per line (also `muse inspect --key`).
+pub fn print_report(report: &DetectReport, gamma: f64) {
     let d = &report.detection;
     println!("tokens      {} ({} scored)", report.tokens, d.scored_tokens);
     println!(
         "green       {} ({:.1}%, expected {:.1}% without the watermark)",
         d.green_tokens,
         d.green_share * 100.0,
-        a.gamma * 100.0
+        gamma * 100.0
     );
     println!("z-score     {:.2}", d.z);
     println!("p-value     {:.3e}", d.p_value);
@@ -82,7 +88,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ),
         Verdict::CannotJudge(why) => println!("verdict     cannot judge: {why}"),
     }
-    Ok(())
 }
 
 fn read_text(path: &std::path::Path) -> anyhow::Result<String> {

@@ -10,6 +10,7 @@ pub mod embed;
 pub mod eval;
 pub mod export;
 pub mod finetune;
+pub mod inspect;
 pub mod sample;
 pub mod score;
 pub mod serve;

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::common::{fails, muse, ok};
+use crate::common::{assert_provenance, fails, muse, muse_dated, ok};
 
 /// A folder of 8x8 PNGs: two class subfolders (bright and dark squares), or unlabelled.
 fn image_folder(root: &Path, labelled: bool) -> String {
@@ -71,6 +71,15 @@ fn conditional_ddpm_end_to_end_on_an_image_folder() {
     ] {
         assert!(cwd.join("runs/d").join(f).is_file(), "{f} missing");
     }
+    assert_provenance(
+        &cwd.join("runs/d/samples/step_000003.png"),
+        &[
+            ("Model", "d"),
+            ("Family", "diffusion"),
+            ("Sampler", "ddim"),
+            ("TrainingStep", "3"),
+        ],
+    );
     ok(&muse(
         cwd,
         &[
@@ -83,8 +92,10 @@ fn conditional_ddpm_end_to_end_on_an_image_folder() {
             "max_steps=4",
         ],
     ));
-    let out = ok(&muse(
+    // A fixed SOURCE_DATE_EPOCH fixes the date in the provenance.
+    let out = ok(&muse_dated(
         cwd,
+        1_700_000_000,
         &[
             "sample",
             "runs/d",
@@ -103,11 +114,23 @@ fn conditional_ddpm_end_to_end_on_an_image_folder() {
         ],
     ));
     assert!(out.contains("class 1"), "{out}");
-    assert!(cwd.join("grid.png").is_file() && cwd.join("strip.png").is_file());
-    // Deterministic DDIM: the same seed gives the same file.
+    let fields = [
+        ("Model", "d"),
+        ("Family", "diffusion"),
+        ("Seed", "1337"),
+        ("Label", "1"),
+        ("Sampler", "ddim"),
+        ("Steps", "5"),
+        ("Guidance", "2"),
+        ("Date", "2023-11-14T22:13:20Z"),
+    ];
+    assert_provenance(&cwd.join("grid.png"), &fields);
+    assert_provenance(&cwd.join("strip.png"), &fields);
+    // Deterministic DDIM: the same seed (and date) gives the same file.
     let first = std::fs::read(cwd.join("grid.png")).unwrap();
-    ok(&muse(
+    ok(&muse_dated(
         cwd,
+        1_700_000_000,
         &[
             "sample",
             "runs/d",
@@ -139,6 +162,10 @@ fn conditional_ddpm_end_to_end_on_an_image_folder() {
         ],
     ));
     assert!(out.contains("DDPM 50 steps"), "{out}");
+    assert_provenance(
+        &cwd.join("ddpm.png"),
+        &[("Sampler", "ddpm"), ("Steps", "50"), ("Guidance", "3")],
+    );
 
     let bad: [(&[&str], &str); 5] = [
         (&["--label", "2"], "unknown label"),
@@ -166,6 +193,8 @@ fn unconditional_ddpm_refuses_labels_and_guidance() {
             "sample", "runs/u", "--n", "2", "--steps", "3", "-o", "u.png",
         ],
     ));
+    let xmp = assert_provenance(&cwd.join("u.png"), &[("Steps", "3"), ("Model", "u")]);
+    assert!(!xmp.contains("muse:Guidance"), "unconditional: {xmp}");
     fails(
         &muse(cwd, &["sample", "runs/u", "--n", "2", "--label", "1"]),
         2,
@@ -266,6 +295,7 @@ fn image_to_image_keeps_the_masked_pixels_and_checks_its_inputs() {
         }
     }
     assert!(painted_differs, "the white half was painted, not copied");
+    assert_provenance(&cwd.join("inpainted.png"), &[("Family", "diffusion")]);
 
     let out = ok(&muse(
         cwd,
@@ -288,6 +318,7 @@ fn image_to_image_keeps_the_masked_pixels_and_checks_its_inputs() {
         out.contains("redrawn from init.png at strength 0.5"),
         "{out}"
     );
+    assert_provenance(&cwd.join("sdedit.png"), &[("Steps", "4")]);
 
     image::GrayImage::new(16, 16)
         .save(cwd.join("big.png"))

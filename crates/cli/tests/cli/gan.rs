@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::common::{fails, muse, ok};
+use crate::common::{assert_provenance, fails, muse, ok};
 
 /// A folder of 8x8 PNGs: two class subfolders (bright and dark squares), or unlabelled.
 fn image_folder(root: &Path, labelled: bool) -> String {
@@ -97,6 +97,10 @@ fn conditional_gan_end_to_end_on_an_image_folder() {
     ]);
     let stdout = ok(&muse(cwd, &args));
     assert!(stdout.contains("samples/step_000004.png"), "{stdout}");
+    assert_provenance(
+        &cwd.join("runs/gan/samples/step_000004.png"),
+        &[("Model", "gan"), ("Family", "gan"), ("TrainingStep", "4")],
+    );
     let run = cwd.join("runs/gan");
     for f in [
         "config.json",
@@ -167,15 +171,25 @@ fn conditional_gan_end_to_end_on_an_image_folder() {
         stdout.contains("class 1") && stdout.contains("AI-generated"),
         "{stdout}"
     );
-    let png = std::fs::read(cwd.join("one.png")).unwrap();
-    assert!(
-        png.windows(12).any(|w| w == b"AI-generated"),
-        "no AI-generated text chunk"
+    assert_provenance(
+        &cwd.join("one.png"),
+        &[
+            ("Model", "gan"),
+            ("Family", "gan"),
+            ("Seed", "3"),
+            ("Label", "1"),
+        ],
     );
     ok(&muse(
         cwd,
         &["sample", "runs/gan", "--n", "4", "-o", "mix.png"],
     ));
+    let xmp = assert_provenance(&cwd.join("mix.png"), &[("Family", "gan")]);
+    assert!(
+        !xmp.contains("muse:Label"),
+        "no label was asked:
+{xmp}"
+    );
 
     let stdout = ok(&muse(
         cwd,

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::common::{fails, muse, ok};
+use crate::common::{assert_provenance, fails, muse, ok};
 
 /// A folder of 8x8 PNGs in two class subfolders: bright squares and dark ones.
 fn image_folder(root: &Path) -> String {
@@ -54,7 +54,14 @@ fn vae_and_classifier_end_to_end_on_an_image_folder() {
     ]);
     let stdout = ok(&muse(cwd, &args));
     assert!(stdout.contains("test loss"), "{stdout}");
-    assert!(cwd.join("runs/vae/samples/step_000003.png").is_file());
+    assert_provenance(
+        &cwd.join("runs/vae/samples/step_000003.png"),
+        &[("Model", "vae"), ("Family", "vae"), ("TrainingStep", "3")],
+    );
+    assert_provenance(
+        &cwd.join("runs/vae/samples/reconstructions.png"),
+        &[("Model", "vae"), ("Family", "vae")],
+    );
     assert!(cwd.join("runs/vae/MODEL_CARD.md").is_file());
     // Resume to 9 steps.
     ok(&muse(
@@ -72,27 +79,51 @@ fn vae_and_classifier_end_to_end_on_an_image_folder() {
     let state = std::fs::read_to_string(cwd.join("runs/vae/state.json")).unwrap();
     assert!(state.contains("\"step\": 9"), "{state}");
 
-    // Samples are PNGs that say they are AI-generated.
+    // Samples are PNGs that say they are AI-generated, and by what.
     ok(&muse(
         cwd,
-        &["sample", "runs/vae", "--n", "6", "-o", "grid.png"],
+        &[
+            "sample", "runs/vae", "--n", "6", "-o", "grid.png", "--seed", "4",
+        ],
     ));
-    let png = std::fs::read(cwd.join("grid.png")).unwrap();
-    let notice = muse_core::AI_GENERATED_NOTICE;
-    assert!(
-        png.windows(notice.len()).any(|w| w == notice.as_bytes()),
-        "no notice in the PNG"
+    assert_provenance(
+        &cwd.join("grid.png"),
+        &[("Model", "vae"), ("Family", "vae"), ("Seed", "4")],
     );
-    for extra in [
-        vec!["--reconstruct", "--n", "3"],
-        vec!["--interpolate", "0", "1", "--steps", "4"],
-        vec!["--denoise-test", "0.2", "--n", "2"],
-        vec!["--denoise", "grid.png"],
+    for (extra, field) in [
+        (vec!["--reconstruct", "--n", "3"], ("Family", "vae")),
+        (
+            vec!["--interpolate", "0", "1", "--steps", "4"],
+            ("Steps", "4"),
+        ),
+        (
+            vec!["--denoise-test", "0.2", "--n", "2", "--seed", "2"],
+            ("Seed", "2"),
+        ),
+        (vec!["--denoise", "grid.png"], ("Model", "vae")),
     ] {
         let mut a = vec!["sample", "runs/vae", "-o", "x.png"];
         a.extend(extra);
         ok(&muse(cwd, &a));
+        assert_provenance(&cwd.join("x.png"), &[field]);
     }
+    // `muse inspect` reads it back, as text and as JSON.
+    let said = ok(&muse(cwd, &["inspect", "grid.png"]));
+    for want in [
+        "AI-generated (a trained model made this image)",
+        "source type http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia",
+        "Seed ",
+        "Family ",
+    ] {
+        assert!(said.contains(want), "{want} missing:\n{said}");
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&muse(cwd, &["inspect", "grid.png", "--json"]))).unwrap();
+    assert_eq!(v["kind"], "png");
+    assert_eq!(v["ai_generated"], true);
+    assert_eq!(v["properties"]["Seed"], "4");
+    assert_eq!(v["properties"]["Family"], "vae");
+    assert_eq!(v["properties"]["Version"], env!("CARGO_PKG_VERSION"));
 
     // Evaluation without a classifier prints what needs none and says how to get the rest;
     // with one, FID and coverage.

@@ -12,6 +12,7 @@ mod gan;
 mod gguf;
 mod gpt;
 mod images;
+mod inspect;
 mod readme;
 mod run_api;
 mod serve;

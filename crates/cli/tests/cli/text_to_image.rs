@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::Output;
 
-use crate::common::{dataset, fails, muse, ok};
+use crate::common::{assert_provenance, dataset, fails, muse, muse_dated, ok};
 
 /// A tiny U-Net on 8x8 digits, T = 50, three steps of batch 8.
 const TINY: &str = "timesteps = 50\n\
@@ -41,10 +41,14 @@ fn text_to_image_trains_samples_from_a_prompt_and_checks_its_inputs() {
     let encoder = dataset("all-minilm-l6-v2").display().to_string();
     let enc = format!("text.encoder={encoder}");
     ok(&train(cwd, "t2i-mnist", "runs/t", &["--set", &enc]));
-    assert!(cwd.join("runs/t/samples/step_000003.png").is_file());
+    assert_provenance(
+        &cwd.join("runs/t/samples/step_000003.png"),
+        &[("Family", "text-to-image"), ("TrainingStep", "3")],
+    );
     let sample = |out: &str| {
-        muse(
+        muse_dated(
             cwd,
+            1_700_000_000,
             &[
                 "sample",
                 "runs/t",
@@ -67,6 +71,16 @@ fn text_to_image_trains_samples_from_a_prompt_and_checks_its_inputs() {
         std::fs::read(cwd.join("b.png")).unwrap(),
     );
     assert_eq!(a, b, "the same seed draws the same picture");
+    assert_provenance(
+        &cwd.join("a.png"),
+        &[
+            ("Model", "t"),
+            ("Family", "text-to-image"),
+            ("Prompt", "a digit 3 in green"),
+            ("Steps", "3"),
+            ("Guidance", "4"),
+        ],
+    );
     // Without a prompt: one per class and colour, a row per colour.
     let said = ok(&muse(
         cwd,
@@ -75,6 +89,11 @@ fn text_to_image_trains_samples_from_a_prompt_and_checks_its_inputs() {
         ],
     ));
     assert!(said.contains("a column per class"), "{said}");
+    let xmp = assert_provenance(&cwd.join("grid.png"), &[("Steps", "2")]);
+    assert!(
+        !xmp.contains("muse:Prompt"),
+        "a prompt per cell, none for the grid"
+    );
     // Evaluation needs the reference classifier, and says how to train it.
     fails(
         &muse(cwd, &["eval", "runs/t", "--samples", "4", "--steps", "2"]),

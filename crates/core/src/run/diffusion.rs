@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use super::sample::{SampleRequest, image_count, nrow, warn_not_finite};
 use crate::data::captions::CaptionSet;
 use crate::data::images::grid::{write_grid, write_strip};
+use crate::data::images::provenance::Provenance;
 use crate::embed::{SentenceEncoder, encoder_dir};
 use crate::error::{Error, Result};
 use crate::sample::diffusion::DiffusionRun;
@@ -84,11 +85,31 @@ pub fn sample_images(req: &SampleRequest, out: &Path) -> Result<(PathBuf, String
         (None, None) if a.nrow.is_none() && cfg.text_conditional() => 10,
         _ => nrow(a, n)?,
     };
+    let family = if cfg.text_conditional() {
+        "text-to-image"
+    } else {
+        "diffusion"
+    };
+    let prov = Provenance {
+        seed: Some(seed),
+        prompt: prompt.map(String::from),
+        label: a.label,
+        sampler: Some(match sampler {
+            Sampler::Ddpm => "ddpm".to_string(),
+            Sampler::Ddim { eta: 0.0 } => "ddim".to_string(),
+            Sampler::Ddim { eta } => format!("ddim eta {eta}"),
+        }),
+        steps: Some(steps),
+        guidance: (cfg.conditional() || cfg.text_conditional()).then_some(guidance),
+        ..Provenance::of(&req.model, family)
+    };
     write_grid(
         out,
         &samples.images,
         rows,
-        Some(&format!("diffusion {what} ({sampler_name}), seed {seed}")),
+        &prov
+            .clone()
+            .caption(format!("diffusion {what} ({sampler_name}), seed {seed}")),
     )?;
     if let Some(strip) = &d.trajectory {
         let strip_rows = trajectory_rows(&samples, n.min(4))?;
@@ -96,7 +117,7 @@ pub fn sample_images(req: &SampleRequest, out: &Path) -> Result<(PathBuf, String
         write_strip(
             strip,
             &strip_rows,
-            Some(&format!(
+            &prov.clone().caption(format!(
                 "diffusion denoising trajectory ({sampler_name}), seed {seed}: for each image, \
                  x_t (upper row) and the predicted x_0 (lower row) after t = {}",
                 ts.join(", ")

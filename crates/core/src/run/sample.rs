@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::family::{Family, detect};
 use crate::data::images::grid::{read_image, write_grid, write_strip};
+use crate::data::images::provenance::Provenance;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::sample::open::{TextModel, open_text_model_adapted};
@@ -343,6 +344,7 @@ fn vae_images(req: &SampleRequest) -> Result<(PathBuf, String)> {
     let cfg = vae.model.config();
     let n = image_count(a, cfg.image_size * cfg.image_size * cfg.channels)?;
     let seed = req.seed;
+    let prov = Provenance::of(&req.model, "vae");
     let what = if a.reconstruct {
         let test = vae.test_images(a.data.as_deref())?;
         let idx: Vec<usize> = (0..n.min(test.len())).collect();
@@ -351,7 +353,7 @@ fn vae_images(req: &SampleRequest) -> Result<(PathBuf, String)> {
         write_strip(
             &out,
             &[x, r],
-            Some("top: test images; bottom: VAE reconstructions"),
+            &prov.caption("top: test images; bottom: VAE reconstructions"),
         )?;
         format!("{} test images and their reconstructions", idx.len())
     } else if let Some((i, j)) = a.interpolate {
@@ -380,9 +382,12 @@ fn vae_images(req: &SampleRequest) -> Result<(PathBuf, String)> {
             &out,
             &path,
             steps,
-            Some(&format!(
-                "VAE latent interpolation between test images {i} and {j}"
-            )),
+            &Provenance {
+                steps: Some(steps),
+                ..prov.caption(format!(
+                    "VAE latent interpolation between test images {i} and {j}"
+                ))
+            },
         )?;
         format!("a {steps}-step latent walk from test image {i} to {j}")
     } else if let Some(file) = &a.denoise {
@@ -391,7 +396,7 @@ fn vae_images(req: &SampleRequest) -> Result<(PathBuf, String)> {
             &out,
             &with_reconstruction(&vae.model, &x)?,
             2,
-            Some(&format!(
+            &prov.caption(format!(
                 "left: {}; right: VAE reconstruction",
                 file.display()
             )),
@@ -409,9 +414,12 @@ fn vae_images(req: &SampleRequest) -> Result<(PathBuf, String)> {
         write_strip(
             &out,
             &[clean, noisy, denoised],
-            Some(&format!(
-                "rows: test images, with noise sigma {sigma}, VAE reconstructions"
-            )),
+            &Provenance {
+                seed: Some(seed),
+                ..prov.caption(format!(
+                    "rows: test images, with noise sigma {sigma}, VAE reconstructions"
+                ))
+            },
         )?;
         format!("{} test images with noise {sigma}, denoised", idx.len())
     } else {
@@ -421,7 +429,10 @@ fn vae_images(req: &SampleRequest) -> Result<(PathBuf, String)> {
             &out,
             &images,
             nrow(a, n)?,
-            Some(&format!("VAE samples from the prior, seed {seed}")),
+            &Provenance {
+                seed: Some(seed),
+                ..prov.caption(format!("VAE samples from the prior, seed {seed}"))
+            },
         )?;
         format!("{n} samples from the prior")
     };
@@ -464,7 +475,11 @@ fn gan_images(req: &SampleRequest) -> Result<(PathBuf, String)> {
         &out,
         &images,
         rows,
-        Some(&format!("GAN {what}, seed {}", req.seed)),
+        &Provenance {
+            seed: Some(req.seed),
+            label: a.label,
+            ..Provenance::of(&req.model, "gan").caption(format!("GAN {what}, seed {}", req.seed))
+        },
     )?;
     Ok((out, what))
 }

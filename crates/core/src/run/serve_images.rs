@@ -1,6 +1,7 @@
 //! Images for `muse serve`: a GAN or VAE opened once and sampled in memory; a diffusion run
 //! sampled through [`super::sample`] (the same checks `muse sample` makes) into a temporary
-//! grid that is cut back into its images. Every PNG carries the AI-generated label.
+//! grid that is cut back into its images. Every PNG carries the AI-generated label and the
+//! XMP provenance of the request (a diffusion cell keeps the one `muse sample` wrote).
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,8 @@ use candle_core::{DType, Tensor};
 use super::family::Family;
 use super::sample::{DiffusionRequest, ImageRequest, SamplePlan, SampleRequest, TextRequest};
 use crate::data::images::grid::{GridImage, PADDING, encode_png};
+use crate::data::images::png_meta::{read_png_metadata, xmp_properties};
+use crate::data::images::provenance::Provenance;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::models::gan::Gan;
@@ -33,8 +36,9 @@ pub struct ImageJob {
 }
 
 pub(super) enum ImageModel {
-    Gan(Box<Gan>, Device),
-    Vae(Box<VaeRun>, Device),
+    /// The model, its device, and its path (named in every image's provenance).
+    Gan(Box<Gan>, Device, PathBuf),
+    Vae(Box<VaeRun>, Device, PathBuf),
     /// Opened per request by `muse sample`'s path, which checks steps, labels and guidance.
     Diffusion(PathBuf, Device),
 }
@@ -42,8 +46,16 @@ pub(super) enum ImageModel {
 impl ImageModel {
     pub(super) fn open(path: &Path, family: Family, device: &Device) -> Result<Self> {
         Ok(match family {
-            Family::Gan => ImageModel::Gan(Box::new(open_gan(path, device)?), device.clone()),
-            Family::Vae => ImageModel::Vae(Box::new(open_vae(path, device)?), device.clone()),
+            Family::Gan => ImageModel::Gan(
+                Box::new(open_gan(path, device)?),
+                device.clone(),
+                path.to_path_buf(),
+            ),
+            Family::Vae => ImageModel::Vae(
+                Box::new(open_vae(path, device)?),
+                device.clone(),
+                path.to_path_buf(),
+            ),
             Family::Diffusion => {
                 if !path.join("model.safetensors").is_file() {
                     return Err(Error::input(format!(
@@ -73,7 +85,7 @@ impl ImageModel {
             )))
         };
         match self {
-            ImageModel::Gan(gan, device) => {
+            ImageModel::Gan(gan, device, path) => {
                 if job.steps.is_some() {
                     return not_diffusion("steps");
                 }
@@ -83,9 +95,14 @@ impl ImageModel {
                 let wanted = job.label.map_or(Labels::Any, Labels::Class);
                 let labels = labels_for(gan, job.n, wanted)?;
                 let images = generate_images(gan, job.n, labels.as_deref(), job.seed, device)?;
-                split_png(&images, &format!("GAN, seed {}", job.seed))
+                let prov = Provenance {
+                    seed: Some(job.seed),
+                    label: job.label,
+                    ..Provenance::of(path, "gan").caption(format!("GAN, seed {}", job.seed))
+                };
+                split_png(&images, &prov)
             }
-            ImageModel::Vae(vae, device) => {
+            ImageModel::Vae(vae, device, path) => {
                 if job.label.is_some() {
                     return Err(Error::usage(
                         "label needs a class-conditional model; a VAE is not conditioned on \
@@ -99,7 +116,12 @@ impl ImageModel {
                     return not_diffusion("guidance");
                 }
                 let images = prior_samples(&vae.model, job.n, job.seed, device)?;
-                split_png(&images, &format!("VAE prior sample, seed {}", job.seed))
+                let prov = Provenance {
+                    seed: Some(job.seed),
+                    ..Provenance::of(path, "vae")
+                        .caption(format!("VAE prior sample, seed {}", job.seed))
+                };
+                split_png(&images, &prov)
             }
             ImageModel::Diffusion(path, device) => diffusion(path, device, job),
         }
@@ -107,7 +129,7 @@ impl ImageModel {
 }
 
 /// Each image of (N, C, H, W) in `[0, 1]` as its own labelled PNG.
-fn split_png(images: &Tensor, caption: &str) -> Result<Vec<Vec<u8>>> {
+fn split_png(images: &Tensor, prov: &Provenance) -> Result<Vec<Vec<u8>>> {
     let (n, c, h, w) = images.dims4()?;
     let data: Vec<f32> = images
         .to_dtype(DType::F32)?
@@ -138,7 +160,7 @@ fn split_png(images: &Tensor, caption: &str) -> Result<Vec<Vec<u8>>> {
                 height: h,
                 pixels,
             };
-            encode_png(&one, Some(caption))
+            encode_png(&one, prov)
         })
         .collect()
 }
@@ -180,11 +202,45 @@ fn diffusion(path: &Path, device: &Device, job: &ImageJob) -> Result<Vec<Vec<u8>
         SamplePlan::Text(_) => Err(Error::input("a diffusion run sampled text")),
     });
     let _ = std::fs::remove_file(&tmp);
-    cut_grid(&result?, job.n, &format!("diffusion, seed {}", job.seed))
+    let grid = result?;
+    let prov = grid_provenance(&grid, path, job);
+    cut_grid(&grid, job.n, &prov)
+}
+
+/// The provenance `muse sample` wrote into the grid (sampler and steps as resolved), with the
+/// caption of one cell; the request's own fields if the grid has none.
+fn grid_provenance(png: &[u8], path: &Path, job: &ImageJob) -> Provenance {
+    let mut prov = Provenance {
+        seed: Some(job.seed),
+        label: job.label,
+        prompt: job.prompt.clone(),
+        steps: job.steps,
+        guidance: job.guidance,
+        ..Provenance::of(path, "diffusion")
+    };
+    let props = read_png_metadata(png)
+        .ok()
+        .and_then(|m| m.xmp)
+        .map(|x| xmp_properties(&x))
+        .unwrap_or_default();
+    for (name, v) in props {
+        match name.strip_prefix("muse:").unwrap_or("") {
+            "Family" => prov.family = Some(v),
+            "Prompt" => prov.prompt = Some(v),
+            "Sampler" => prov.sampler = Some(v),
+            "Steps" => prov.steps = v.parse().ok(),
+            "Guidance" => prov.guidance = v.parse().ok(),
+            _ => {}
+        }
+    }
+    if prov.family.as_deref() != Some("text-to-image") {
+        prov.prompt = None;
+    }
+    prov.caption(format!("diffusion, seed {}", job.seed))
 }
 
 /// The `n` cells of a one-row grid PNG (padding [`PADDING`] around each), each re-encoded.
-fn cut_grid(png: &[u8], n: usize, caption: &str) -> Result<Vec<Vec<u8>>> {
+fn cut_grid(png: &[u8], n: usize, prov: &Provenance) -> Result<Vec<Vec<u8>>> {
     let grid = image::load_from_memory(png)
         .map_err(|e| Error::input(format!("cannot read the sampled grid: {e}")))?;
     let c = if grid.color().channel_count() == 1 {
@@ -219,7 +275,7 @@ fn cut_grid(png: &[u8], n: usize, caption: &str) -> Result<Vec<Vec<u8>>> {
                 height: h,
                 pixels,
             };
-            encode_png(&one, Some(caption))
+            encode_png(&one, prov)
         })
         .collect()
 }

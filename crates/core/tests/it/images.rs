@@ -174,9 +174,14 @@ fn grids_and_strips_are_pngs_labelled_ai_generated() {
     let tmp = tempfile::tempdir().unwrap();
     let imgs = Tensor::rand(0f32, 1f32, (10, 3, 6, 6), &Device::Cpu).unwrap();
     let path = tmp.path().join("sub/grid.png");
-    grid::write_grid(&path, &imgs, 4, None).unwrap();
+    grid::write_grid(&path, &imgs, 4, &Default::default()).unwrap();
     let bytes = std::fs::read(&path).unwrap();
-    let texts = grid::png_text_chunks(&bytes);
+    let meta = images::png_meta::read_png_metadata(&bytes).unwrap();
+    assert!(
+        meta.xmp
+            .is_some_and(|x| x.contains("trainedAlgorithmicMedia"))
+    );
+    let texts = meta.texts;
     assert!(
         texts
             .iter()
@@ -190,7 +195,8 @@ fn grids_and_strips_are_pngs_labelled_ai_generated() {
         Tensor::ones((5, 1, 4, 4), DType::F32, &Device::Cpu).unwrap(),
     ];
     let strip = tmp.path().join("strip.png");
-    grid::write_strip(&strip, &rows, Some("interpolation")).unwrap();
+    let prov = images::provenance::Provenance::default().caption("interpolation");
+    grid::write_strip(&strip, &rows, &prov).unwrap();
     let img = image::open(&strip).unwrap().to_luma8();
     assert_eq!((img.width(), img.height()), (5 * 6 + 2, 2 * 6 + 2));
     assert_eq!(img.get_pixel(2, 2).0[0], 0);

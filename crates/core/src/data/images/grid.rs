@@ -1,14 +1,16 @@
 //! PNG grids of images (torchvision's `make_grid` + `save_image`), labelled as AI-generated.
 //!
-//! Every PNG written here carries two `tEXt` chunks: `Comment` = [`crate::AI_GENERATED_NOTICE`]
-//! (plus an optional caption) and `Software` = `Muse`. The `image` crate cannot write text
-//! chunks, so they are spliced in after the IHDR chunk of its output.
+//! Every PNG written here carries two `tEXt` chunks, `Comment` = [`crate::AI_GENERATED_NOTICE`]
+//! (plus the caption) and `Software` = `Muse`, and an `iTXt` chunk with the XMP packet of its
+//! [`Provenance`] (the IPTC digital source type and the generation parameters). The `image`
+//! crate cannot write text chunks, so they are spliced in after the IHDR chunk of its output.
 
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
 use image::{ExtendedColorType, ImageEncoder, codecs::png::PngEncoder};
 
+use super::provenance::{Provenance, XMP_KEYWORD, utc_now};
 use crate::error::{Error, Result};
 
 /// Pixels between cells.
@@ -76,15 +78,15 @@ pub fn make_grid(images: &Tensor, nrow: usize) -> Result<GridImage> {
 }
 
 /// Writes `images` (N, C, H, W) in `[0, 1]` as a PNG grid with `nrow` per row, labelled as
-/// AI-generated (with `caption` appended to the notice when given).
-pub fn write_grid(path: &Path, images: &Tensor, nrow: usize, caption: Option<&str>) -> Result<()> {
+/// AI-generated and carrying `prov`.
+pub fn write_grid(path: &Path, images: &Tensor, nrow: usize, prov: &Provenance) -> Result<()> {
     let grid = make_grid(images, nrow)?;
-    write_png(path, &grid, caption)
+    write_png(path, &grid, prov)
 }
 
 /// Writes rows of images as one PNG: each tensor of `rows` is one row (K, C, H, W), all of the
 /// same shape (an interpolation, or inputs above their reconstructions).
-pub fn write_strip(path: &Path, rows: &[Tensor], caption: Option<&str>) -> Result<()> {
+pub fn write_strip(path: &Path, rows: &[Tensor], prov: &Provenance) -> Result<()> {
     let Some(first) = rows.first() else {
         return Err(Error::input("nothing to draw: no rows of images"));
     };
@@ -94,11 +96,12 @@ pub fn write_strip(path: &Path, rows: &[Tensor], caption: Option<&str>) -> Resul
             "every row of a strip must hold images of the same count and shape",
         ));
     }
-    write_grid(path, &Tensor::cat(rows, 0)?, k, caption)
+    write_grid(path, &Tensor::cat(rows, 0)?, k, prov)
 }
 
-/// Encodes a grid as PNG bytes with the AI-generated notice in `tEXt` chunks.
-pub fn encode_png(grid: &GridImage, caption: Option<&str>) -> Result<Vec<u8>> {
+/// Encodes a grid as PNG bytes with the AI-generated notice in `tEXt` chunks and `prov` as
+/// XMP (dated now, or `SOURCE_DATE_EPOCH`).
+pub fn encode_png(grid: &GridImage, prov: &Provenance) -> Result<Vec<u8>> {
     let mut png = Vec::new();
     let color = if grid.channels == 1 {
         ExtendedColorType::L8
@@ -108,45 +111,20 @@ pub fn encode_png(grid: &GridImage, caption: Option<&str>) -> Result<Vec<u8>> {
     PngEncoder::new(&mut png)
         .write_image(&grid.pixels, grid.width as u32, grid.height as u32, color)
         .map_err(|e| Error::input(format!("cannot encode PNG: {e}")))?;
-    let comment = match caption {
-        Some(c) => format!("{} ({c})", crate::AI_GENERATED_NOTICE),
-        None => crate::AI_GENERATED_NOTICE.to_string(),
-    };
+    let xmp = prov.xmp_packet(&utc_now());
     Ok(insert_text_chunks(
         &png,
-        &[("Comment", &comment), ("Software", "Muse")],
+        &[("Comment", &prov.notice()), ("Software", "Muse")],
+        &xmp,
     ))
 }
 
 /// Writes a grid as a PNG file atomically.
-pub fn write_png(path: &Path, grid: &GridImage, caption: Option<&str>) -> Result<()> {
+pub fn write_png(path: &Path, grid: &GridImage, prov: &Provenance) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     }
-    crate::io::write_atomic(path, &encode_png(grid, caption)?)
-}
-
-/// The `tEXt` chunks of PNG bytes as (keyword, text) pairs.
-pub fn png_text_chunks(png: &[u8]) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut at = 8;
-    while at + 12 <= png.len() {
-        let len = u32::from_be_bytes([png[at], png[at + 1], png[at + 2], png[at + 3]]) as usize;
-        let kind = &png[at + 4..at + 8];
-        let Some(data) = png.get(at + 8..at + 8 + len) else {
-            break;
-        };
-        if kind == b"tEXt"
-            && let Some(z) = data.iter().position(|&b| b == 0)
-        {
-            out.push((
-                String::from_utf8_lossy(&data[..z]).into_owned(),
-                String::from_utf8_lossy(&data[z + 1..]).into_owned(),
-            ));
-        }
-        at += 12 + len;
-    }
-    out
+    crate::io::write_atomic(path, &encode_png(grid, prov)?)
 }
 
 /// Reads one PNG/JPEG file as a (1, C, size, size) tensor in `[0, 1]` (centre-cropped and
@@ -167,10 +145,11 @@ pub fn read_image(path: &Path, size: usize, channels: usize) -> Result<Tensor> {
     )?)
 }
 
-/// Inserts `tEXt` chunks right after IHDR (the first chunk, ending at byte 33).
-fn insert_text_chunks(png: &[u8], texts: &[(&str, &str)]) -> Vec<u8> {
+/// Inserts `tEXt` chunks and the XMP `iTXt` chunk right after IHDR (the first chunk, ending at
+/// byte 33).
+fn insert_text_chunks(png: &[u8], texts: &[(&str, &str)], xmp: &str) -> Vec<u8> {
     const IHDR_END: usize = 8 + 12 + 13;
-    let mut out = Vec::with_capacity(png.len() + 128);
+    let mut out = Vec::with_capacity(png.len() + xmp.len() + 256);
     out.extend_from_slice(&png[..IHDR_END]);
     for (key, text) in texts {
         // tEXt is Latin-1; keep the notice ASCII.
@@ -180,14 +159,25 @@ fn insert_text_chunks(png: &[u8], texts: &[(&str, &str)]) -> Vec<u8> {
             text.chars()
                 .map(|c| if c.is_ascii() { c as u8 } else { b'?' }),
         );
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut typed = b"tEXt".to_vec();
-        typed.extend_from_slice(&data);
-        out.extend_from_slice(&typed);
-        out.extend_from_slice(&crc32(&typed).to_be_bytes());
+        push_chunk(&mut out, b"tEXt", &data);
     }
+    // iTXt: keyword, NUL, uncompressed (0, method 0), no language tag, no translated keyword,
+    // then the UTF-8 text.
+    let mut data = XMP_KEYWORD.as_bytes().to_vec();
+    data.extend_from_slice(&[0, 0, 0, 0, 0]);
+    data.extend_from_slice(xmp.as_bytes());
+    push_chunk(&mut out, b"iTXt", &data);
     out.extend_from_slice(&png[IHDR_END..]);
     out
+}
+
+/// Appends one chunk: length, type, data, CRC of type and data.
+fn push_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let mut typed = kind.to_vec();
+    typed.extend_from_slice(data);
+    out.extend_from_slice(&typed);
+    out.extend_from_slice(&crc32(&typed).to_be_bytes());
 }
 
 /// CRC-32 (IEEE, reflected 0xEDB88320), as PNG chunks use.
@@ -223,9 +213,13 @@ mod tests {
         assert_eq!((g.width, g.height), (2 * 4 + 2, 2 * 4 + 2));
         assert_eq!(g.pixels[2 * g.width + 2], 255);
         assert_eq!(g.pixels[0], BORDER);
-        let png = encode_png(&g, Some("step 5")).unwrap();
-        let texts = png_text_chunks(&png);
-        assert!(texts.iter().any(|(k, v)| k == "Comment"
+        let png = encode_png(&g, &Provenance::default().caption("step 5")).unwrap();
+        let meta = super::super::png_meta::read_png_metadata(&png).unwrap();
+        assert!(
+            meta.xmp
+                .is_some_and(|x| x.contains("trainedAlgorithmicMedia"))
+        );
+        assert!(meta.texts.iter().any(|(k, v)| k == "Comment"
             && v.contains(crate::AI_GENERATED_NOTICE)
             && v.contains("step 5")));
         let back = image::load_from_memory(&png).unwrap().to_luma8();

@@ -12,6 +12,8 @@ mod folder;
 pub mod grid;
 mod idx;
 mod load;
+pub mod png_meta;
+pub mod provenance;
 
 use candle_core::{Device, Tensor};
 use rand::Rng;

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{Conditioner, DiffusionRunConfig, noised};
 use crate::data::images::grid::write_grid;
+use crate::data::images::provenance::Provenance;
 use crate::data::images::{ImageDataset, Scale, chunks};
 use crate::error::Result;
 use crate::models::diffusion::UNet;
@@ -117,15 +118,23 @@ pub(super) fn write_samples(
         ),
         Conditioning::None => String::new(),
     };
-    write_grid(
-        &path,
-        &out.images,
-        s.nrow,
-        Some(&format!(
+    let family = if cfg.model.text_conditional() {
+        "text-to-image"
+    } else {
+        "diffusion"
+    };
+    let prov = Provenance {
+        seed: Some(cfg.train.seed),
+        sampler: Some("ddim".into()),
+        steps: Some(s.steps),
+        guidance: (!matches!(condition, Conditioning::None)).then_some(s.guidance),
+        training_step: Some(step),
+        ..Provenance::of(run.root(), family).caption(format!(
             "DDPM samples (DDIM {} steps, EMA weights{what}), training step {step}",
             s.steps
-        )),
-    )?;
+        ))
+    };
+    write_grid(&path, &out.images, s.nrow, &prov)?;
     Ok(path)
 }
 

@@ -10,6 +10,7 @@ use super::step::{GanTrainer, StepStats, noise};
 use super::{GanQuality, GanTrainJob};
 use crate::data::images::ImageDataset;
 use crate::data::images::grid::write_grid as write_png_grid;
+use crate::data::images::provenance::Provenance;
 use crate::error::Result;
 use crate::models::classifier::{Classifier, class_coverage};
 use crate::models::gan::parameter_counts;
@@ -56,7 +57,12 @@ pub fn write_grid(
         "GAN ({}) samples at training step {step}",
         cfg.gan.loss.as_str()
     );
-    write_png_grid(&path, &images, 8, Some(&caption))?;
+    let prov = Provenance {
+        seed: Some(cfg.train.seed),
+        training_step: Some(step),
+        ..Provenance::of(run.root(), "gan").caption(caption)
+    };
+    write_png_grid(&path, &images, 8, &prov)?;
     Ok(path)
 }
 

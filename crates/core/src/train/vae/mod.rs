@@ -115,6 +115,7 @@ pub fn train_vae(job: VaeTrainJob) -> Result<VaeReport> {
     l.sample(total)?;
     let last_loss = l.last_loss;
     write_reconstructions(
+        &r.run,
         &r.run.samples().join("reconstructions.png"),
         &r.frozen,
         &test,

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::VaeRunConfig;
 use crate::data::images::grid::{write_grid, write_strip};
+use crate::data::images::provenance::Provenance;
 use crate::data::images::{ImageDataset, Scale, chunks};
 use crate::error::Result;
 use crate::models::vae::Vae;
@@ -114,13 +115,18 @@ pub(super) fn write_samples(
         &run.samples().join(format!("step_{step:06}.png")),
         &images,
         nrow,
-        Some(&format!("VAE samples from the prior, training step {step}")),
+        &Provenance {
+            training_step: Some(step),
+            ..Provenance::of(run.root(), "vae")
+                .caption(format!("VAE samples from the prior, training step {step}"))
+        },
     )
 }
 
 /// A two-row strip: the first `n` images of `ds` above their reconstructions (decoded
-/// posterior means).
+/// posterior means), written with the provenance of the run at `run`.
 pub fn write_reconstructions(
+    run: &RunDir,
     path: &Path,
     model: &Vae,
     ds: &ImageDataset,
@@ -134,7 +140,7 @@ pub fn write_reconstructions(
     write_strip(
         path,
         &[x, recon],
-        Some("top: test images; bottom: VAE reconstructions"),
+        &Provenance::of(run.root(), "vae").caption("top: test images; bottom: VAE reconstructions"),
     )
 }
 
