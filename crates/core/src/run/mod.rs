@@ -21,11 +21,15 @@ pub use sample::{
 };
 pub mod eval;
 mod eval_diffusion;
+mod eval_files;
 pub use eval::{EvalReport, EvalRequest, eval};
+pub use eval_files::eval_files;
 pub mod bench;
 pub use bench::{BenchRequest, bench};
 pub mod chat;
 pub use chat::{ChatRequest, ChatSession, open_chat};
+pub mod pairs;
+pub use pairs::{SplitReport, SplitRequest, split_corpus};
 pub mod score;
 pub mod watermark;
 pub use score::{ScoreRequest, score};
