@@ -92,12 +92,12 @@ impl BleuStats {
         }
         // Exponential smoothing: the k-th order without a match gets precision 1 / (2^k total).
         let mut smooth = 1.0;
-        for n in 0..MAX_ORDER {
+        for (n, precision) in precisions.iter_mut().enumerate() {
             if self.totals[n] == 0 {
                 // No n-grams this long at all: this and higher orders stay at 0, so BLEU is 0.
                 break;
             }
-            precisions[n] = if self.counts[n] == 0 {
+            *precision = if self.counts[n] == 0 {
                 smooth *= 2.0;
                 100.0 / (smooth * self.totals[n] as f64)
             } else {
