@@ -183,7 +183,10 @@ fn eng_fra_split_sizes_and_disjoint_sources() {
     );
     // The documented split (docs/translation.md): a change of generator or grouping shows here.
     assert_eq!(s.duplicates, 5);
-    assert_eq!((s.train.len(), s.valid.len(), s.test.len()), (136_282, 1_500, 5_000));
+    assert_eq!(
+        (s.train.len(), s.valid.len(), s.test.len()),
+        (136_282, 1_500, 5_000)
+    );
     assert_eq!(s.test[0].source, "Be cool.");
     // `muse data list` shows the split; docs/translation.md documents it.
     let shown = format!(
