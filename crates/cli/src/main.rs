@@ -41,7 +41,8 @@ enum Command {
     Train(commands::train::Args),
     /// Generate from a trained run (text streams to stdout).
     Sample(Box<commands::sample::Args>),
-    /// Evaluate a trained run (loss, perplexity, bits per character).
+    /// Evaluate a trained run (loss, perplexity, bits per character), or score translations
+    /// against references (BLEU, chrF).
     Eval(commands::eval::Args),
     /// Measure training and sampling speed; prints one JSON line.
     Bench(commands::bench::Args),

@@ -1,4 +1,5 @@
-//! `muse data`: list the dataset registry, download, locate and verify datasets.
+//! `muse data`: list the dataset registry, download, locate and verify datasets; split
+//! sentence pairs for translation.
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
@@ -37,6 +38,25 @@ enum DataCommand {
         #[arg(long)]
         fetch: bool,
     },
+    /// Deal sentence pairs (eng-fra, or a TSV / JSONL file) into the fixed train / valid / test
+    /// split: print the sizes, and with --out write train.tsv, valid.tsv and test.tsv.
+    Split {
+        /// eng-fra, or a file of pairs: TSV (source TAB target) or JSONL ({"source": ...,
+        /// "target": ...}, named .jsonl).
+        data: String,
+        /// Swap source and target (French to English for eng-fra); the split stays the same.
+        #[arg(long)]
+        reverse: bool,
+        /// Seed of the split; 13 is the documented one.
+        #[arg(long, default_value_t = muse_core::run::pairs::DEFAULT_SEED)]
+        seed: u64,
+        /// Folder to write train.tsv, valid.tsv and test.tsv into (source TAB target).
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+        /// Print the sizes as one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
     /// Recompute the sha256 of every file of the datasets and compare with the registry.
     Verify {
         /// Dataset names, as shown by `muse data list`.
@@ -51,6 +71,29 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         DataCommand::Fetch { names } => fetch(&names),
         DataCommand::Path { name, fetch } => path(&name, fetch),
         DataCommand::Verify { names } => verify(&names),
+        DataCommand::Split {
+            data,
+            reverse,
+            seed,
+            out,
+            json,
+        } => {
+            let req = muse_core::run::SplitRequest {
+                data,
+                reverse,
+                seed,
+                out,
+            };
+            let report = muse_core::run::split_corpus(&req)?;
+            if json {
+                println!("{}", report.json);
+            } else {
+                for line in &report.lines {
+                    println!("{line}");
+                }
+            }
+            Ok(())
+        }
     }
 }
 

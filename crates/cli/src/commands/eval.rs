@@ -1,18 +1,39 @@
 //! `muse eval MODEL`: parse, call `run::eval`, print the figures (or one JSON object).
+//! `muse eval --hyp FILE --ref FILE`: BLEU and chrF of two text files (`run::eval_files`).
 
 use std::path::PathBuf;
 
-use muse_core::run::{ClassifierChoice, EvalRequest};
+use muse_core::run::{ClassifierChoice, EvalReport, EvalRequest};
 
 use super::common::DeviceArgs;
 
 /// Evaluate a model as its family is judged: a language model's loss, perplexity and bits per
 /// character on its validation split (or --data); a VAE's test loss and importance-sampled
-/// NLL; FID and class coverage of generated images through the reference classifier.
+/// NLL; FID and class coverage of generated images through the reference classifier. With
+/// --hyp and --ref instead of a model: corpus BLEU and chrF of any translation (sacreBLEU's
+/// defaults and signatures).
 #[derive(clap::Args)]
 pub struct Args {
-    /// The run directory or model folder to evaluate.
-    run: PathBuf,
+    /// The run directory or model folder to evaluate (not with --hyp/--ref).
+    #[arg(required_unless_present = "hyp", conflicts_with = "hyp")]
+    run: Option<PathBuf>,
+    /// Translations to score, one sentence a line (with --ref): prints corpus BLEU (13a
+    /// tokens, exponential smoothing) and chrF (character order 6, beta 2) as sacreBLEU does.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "reference",
+        help_heading = "Translations"
+    )]
+    hyp: Option<PathBuf>,
+    /// The reference translations, line by line with --hyp (one reference per line).
+    #[arg(
+        long = "ref",
+        value_name = "FILE",
+        requires = "hyp",
+        help_heading = "Translations"
+    )]
+    reference: Option<PathBuf>,
     /// Text: a UTF-8 file or dataset name instead of the validation split (needed for a
     /// Hugging Face folder). Images: NAME[:split] or a folder instead of the run's test split.
     #[arg(long)]
@@ -55,8 +76,16 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    if let (Some(hyp), Some(reference)) = (&a.hyp, &a.reference) {
+        let report = muse_core::run::eval_files(hyp, reference)?;
+        print(&report, a.json);
+        return Ok(());
+    }
+    let Some(model) = a.run else {
+        anyhow::bail!("give a run directory to evaluate, or --hyp FILE --ref FILE");
+    };
     let req = EvalRequest {
-        model: a.run,
+        model,
         data: a.data,
         batch_size: a.batch_size,
         classifier: match (a.classifier, a.no_classifier) {
@@ -73,12 +102,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         device: a.device.device()?,
     };
     let report = muse_core::run::eval(&req)?;
-    if a.json {
+    print(&report, a.json);
+    Ok(())
+}
+
+fn print(report: &EvalReport, json: bool) {
+    if json {
         println!("{}", report.json);
     } else {
         for line in &report.lines {
             println!("{line}");
         }
     }
-    Ok(())
 }

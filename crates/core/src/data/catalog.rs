@@ -124,7 +124,8 @@ pub(super) static DATASETS: &[DatasetSpec] = &[
     },
     DatasetSpec {
         name: "eng-fra",
-        description: "English-French sentence pairs (Tatoeba via manythings.org), 142787 pairs, tab-separated",
+        description: "English-French sentence pairs (Tatoeba via manythings.org), 142787 pairs, tab-separated; \
+                      fixed split (seed 13): 136282 train / 1500 valid / 5000 test",
         license: "CC BY 2.0 FR (Tatoeba)",
         kind: DatasetKind::Pairs,
         files: &[

@@ -28,6 +28,8 @@ pub mod captions;
 // Fine-tuning and alignment data: instruction and preference JSONL files.
 pub mod instructions;
 pub mod jsonl;
+// Sentence pairs for translation and their fixed split.
+pub mod parallel;
 pub mod preferences;
 
 pub use fetch::{fetch, fetch_into};

@@ -21,12 +21,16 @@ pub use sample::{
 };
 pub mod eval;
 mod eval_diffusion;
+mod eval_files;
 pub use eval::{EvalReport, EvalRequest, eval};
+pub use eval_files::eval_files;
 pub mod bench;
 pub use bench::{BenchRequest, WatermarkBenchOptions, bench, bench_watermark};
 pub mod chat;
 pub use chat::{ChatRequest, ChatSession, open_chat};
 pub mod inspect;
+pub mod pairs;
+pub use pairs::{SplitReport, SplitRequest, split_corpus};
 pub mod score;
 pub mod watermark;
 pub use inspect::{ImageProvenance, InspectRequest, Inspection, TextProvenance, inspect};
