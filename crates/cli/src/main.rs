@@ -61,6 +61,8 @@ enum Command {
     Serve(commands::serve::Args),
     /// Check whether a text carries the watermark of a key (`muse sample --watermark-key`).
     Detect(commands::detect::Args),
+    /// Measure what a model copies from its training data (spans of text, nearest images).
+    Audit(commands::audit::Args),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +88,7 @@ fn main() -> ExitCode {
         Command::Embed(a) => commands::embed::run(a),
         Command::Serve(a) => commands::serve::run(a),
         Command::Detect(a) => commands::detect::run(a),
+        Command::Audit(a) => commands::audit::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
