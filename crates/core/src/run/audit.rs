@@ -205,7 +205,11 @@ fn text_audit(req: &AuditRequest) -> Result<AuditReport> {
             "training text: {} ({} bytes, suffix array {} in {:.2} s)",
             data.name,
             info.bytes,
-            if info.cached { "read from the cache" } else { "built" },
+            if info.cached {
+                "read from the cache"
+            } else {
+                "built"
+            },
             info.seconds
         ),
         format!("generated:  {how}"),
@@ -213,7 +217,12 @@ fn text_audit(req: &AuditRequest) -> Result<AuditReport> {
     lines.extend(span_lines("generated", &generated));
     lines.extend(span_lines("validation", &baseline));
     for (k, e) in generated.examples.iter().enumerate() {
-        lines.push(format!("example {}: {} chars: {:?}", k + 1, e.chars, e.text));
+        lines.push(format!(
+            "example {}: {} chars: {:?}",
+            k + 1,
+            e.chars,
+            e.text
+        ));
     }
     let card = text_card(&data.name, &how, req.span, &generated, &baseline);
     Ok(AuditReport {

@@ -87,7 +87,9 @@ fn generate(req: &AuditRequest, family: Family, n: usize) -> Result<(Tensor, Str
             for (i, start) in (0..n).step_by(BATCH).enumerate() {
                 let m = BATCH.min(n - start);
                 let seed = req.seed.wrapping_add(i as u64);
-                out.push(crate::sample::vae::prior_samples(&vae.model, m, seed, device)?);
+                out.push(crate::sample::vae::prior_samples(
+                    &vae.model, m, seed, device,
+                )?);
             }
             "VAE prior".to_string()
         }
@@ -95,7 +97,13 @@ fn generate(req: &AuditRequest, family: Family, n: usize) -> Result<(Tensor, Str
             use crate::sample::gan::{Labels, generate_images, labels_for, open_gan};
             let gan = open_gan(&req.model, device)?;
             let labels = labels_for(&gan, n, Labels::Any)?;
-            out.push(generate_images(&gan, n, labels.as_deref(), req.seed, device)?);
+            out.push(generate_images(
+                &gan,
+                n,
+                labels.as_deref(),
+                req.seed,
+                device,
+            )?);
             if labels.is_some() {
                 "GAN, classes in turn".to_string()
             } else {
@@ -140,7 +148,8 @@ fn diffusion_samples(req: &AuditRequest, n: usize) -> Result<(Tensor, String)> {
     for (i, start) in (0..n).step_by(100).enumerate() {
         let m = 100.min(n - start);
         let mut opts = SampleOptions::ddim(steps, req.seed.wrapping_add(i as u64));
-        opts.condition = Conditioning::labels(labels.as_ref().map(|l| l[start..start + m].to_vec()));
+        opts.condition =
+            Conditioning::labels(labels.as_ref().map(|l| l[start..start + m].to_vec()));
         opts.guidance = guidance;
         out.push(sample(&run.model, &run.schedule, m, &opts, device)?.images);
     }
@@ -175,7 +184,12 @@ pub fn pixel_audit(
     Ok(judge("pixels", &s, &t))
 }
 
-fn features(clf: &Classifier, pixels: &[f32], shape: (usize, usize, usize), device: &Device) -> Result<Vec<f32>> {
+fn features(
+    clf: &Classifier,
+    pixels: &[f32],
+    shape: (usize, usize, usize),
+    device: &Device,
+) -> Result<Vec<f32>> {
     let (c, h, w) = shape;
     let cc = clf.config();
     if (c, h, w) != (cc.channels, cc.image_size, cc.image_size) {
@@ -204,8 +218,18 @@ fn feature_audit(
     let shape = train.shape();
     let reference = features(clf, &pixels(train), shape, device)?;
     let dim = clf.config().hidden;
-    let s = nearest(&features(clf, samples, shape, device)?, &reference, dim, device)?;
-    let t = nearest(&features(clf, &pixels(test), shape, device)?, &reference, dim, device)?;
+    let s = nearest(
+        &features(clf, samples, shape, device)?,
+        &reference,
+        dim,
+        device,
+    )?;
+    let t = nearest(
+        &features(clf, &pixels(test), shape, device)?,
+        &reference,
+        dim,
+        device,
+    )?;
     Ok(judge("features", &s, &t))
 }
 

@@ -247,11 +247,7 @@ mod tests {
         );
         let twice = with_section(&once, "Memorisation audit", "share 2%\n");
         assert_eq!(twice, once.replace("1%", "2%"));
-        let middle = with_section(
-            "# r\n\n## A\n\na\n\n## B\n\nb\n",
-            "A",
-            "new a",
-        );
+        let middle = with_section("# r\n\n## A\n\na\n\n## B\n\nb\n", "A", "new a");
         assert_eq!(middle, "# r\n\n## A\n\nnew a\n\n## B\n\nb\n");
     }
 

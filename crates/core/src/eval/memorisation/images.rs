@@ -35,9 +35,7 @@ pub fn nearest(
         let rows = CHUNK.min(m - start);
         let r = Tensor::from_slice(&refs[start * d..(start + rows) * d], (rows, d), device)?;
         let rn = r.sqr()?.sum_keepdim(1)?.t()?; // (1, rows)
-        let d2 = qn
-            .broadcast_add(&rn)?
-            .sub(&(q.matmul(&r.t()?)? * 2.0)?)?; // (n, rows)
+        let d2 = qn.broadcast_add(&rn)?.sub(&(q.matmul(&r.t()?)? * 2.0)?)?; // (n, rows)
         let min = d2.min(D::Minus1)?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         let arg = d2.argmin(D::Minus1)?.to_vec1::<u32>()?;
         for (i, (v, a)) in min.into_iter().zip(arg).enumerate() {
@@ -52,11 +50,7 @@ pub fn nearest(
         .map(|(i, (_, j))| {
             let a = &queries[i * d..(i + 1) * d];
             let b = &refs[j * d..(j + 1) * d];
-            let s: f64 = a
-                .iter()
-                .zip(b)
-                .map(|(x, y)| ((x - y) as f64).powi(2))
-                .sum();
+            let s: f64 = a.iter().zip(b).map(|(x, y)| ((x - y) as f64).powi(2)).sum();
             (s.sqrt(), j)
         })
         .collect())

@@ -137,7 +137,13 @@ mod tests {
 
     #[test]
     fn sorted_like_a_naive_sort() {
-        for text in [&b"banana"[..], b"mississippi", b"aaaaaaa", b"abcabcabcab", b"x"] {
+        for text in [
+            &b"banana"[..],
+            b"mississippi",
+            b"aaaaaaa",
+            b"abcabcabcab",
+            b"x",
+        ] {
             let sa = SuffixArray::new(text);
             let mut naive: Vec<u32> = (0..text.len() as u32).collect();
             naive.sort_by_key(|&i| &text[i as usize..]);
@@ -160,13 +166,21 @@ mod tests {
             b"bear or not to be",
         ] {
             let (len, at) = sa.longest_prefix(q);
-            assert_eq!(len, naive_longest(text, q), "{}", String::from_utf8_lossy(q));
+            assert_eq!(
+                len,
+                naive_longest(text, q),
+                "{}",
+                String::from_utf8_lossy(q)
+            );
             if let Some(at) = at {
                 assert_eq!(&text[at..at + len], &q[..len]);
             } else {
                 assert_eq!(len, 0);
             }
-            assert_eq!(sa.contains(q), text.windows(q.len().max(1)).any(|w| w == q) || q.is_empty());
+            assert_eq!(
+                sa.contains(q),
+                text.windows(q.len().max(1)).any(|w| w == q) || q.is_empty()
+            );
         }
         let q = b"that is the quest for not to bear";
         let stats = sa.matching_statistics(q);
@@ -202,6 +216,10 @@ mod timing {
         let text = std::fs::read("/work/shared/data/tinyshakespeare/input.txt").unwrap();
         let t = std::time::Instant::now();
         let sa = super::SuffixArray::new(&text);
-        eprintln!("built {} suffixes in {:.2} s", sa.len(), t.elapsed().as_secs_f64());
+        eprintln!(
+            "built {} suffixes in {:.2} s",
+            sa.len(),
+            t.elapsed().as_secs_f64()
+        );
     }
 }
