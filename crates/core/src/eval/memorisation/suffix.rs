@@ -25,7 +25,13 @@ impl SuffixArray {
         let mut rank: Vec<u32> = text.iter().map(|&b| b as u32 + 1).collect();
         let mut k = 1;
         let mut next = vec![0u32; n];
-        while n > 1 {
+        if n <= 1 {
+            return Self {
+                text: text.to_vec(),
+                sa,
+            };
+        }
+        loop {
             let key = |i: u32| -> u64 {
                 let i = i as usize;
                 let second = if i + k < n { rank[i + k] } else { 0 };

@@ -98,7 +98,7 @@ pub fn span_stats(index: &SuffixArray, texts: &[&str], span_chars: usize) -> Spa
     } else {
         s.copied as f64 / s.spans as f64
     };
-    stretches.sort_by(|a, b| b.chars.cmp(&a.chars));
+    stretches.sort_by_key(|s| std::cmp::Reverse(s.chars));
     stretches.truncate(EXAMPLES);
     s.examples = stretches;
     s
