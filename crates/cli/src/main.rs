@@ -65,6 +65,8 @@ enum Command {
     /// Show what a PNG or text carries: AI-generated notice, digital source type, generation
     /// parameters; for a text the label line and (with --key) the watermark test.
     Inspect(commands::inspect::Args),
+    /// Measure what a model copies from its training data (spans of text, nearest images).
+    Audit(commands::audit::Args),
 }
 
 fn main() -> ExitCode {
@@ -91,6 +93,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => commands::serve::run(a),
         Command::Detect(a) => commands::detect::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
+        Command::Audit(a) => commands::audit::run(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

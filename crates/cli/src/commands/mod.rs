@@ -1,6 +1,7 @@
 //! One file per subcommand: an `Args` struct (clap) and a `run` function.
 
 pub mod align;
+pub mod audit;
 pub mod bench;
 pub mod chat;
 pub mod common;

@@ -4,6 +4,7 @@
 pub mod diffusion;
 pub mod gan;
 pub mod image;
+pub mod memorisation;
 pub mod text;
 pub mod translation;
 pub mod vae;

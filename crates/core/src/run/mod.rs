@@ -5,12 +5,15 @@
 //! its figures in `eval/`; then a [`Family`] variant, its line in [`family::TRAINABLE`] and its
 //! arm in [`train::train`] (plus `sample`/`eval` arms here). The CLI only gains its flags.
 
+pub mod audit;
+mod audit_images;
 pub mod diffusion;
 pub mod family;
 pub mod resolve;
 pub mod train;
 pub mod tune;
 
+pub use audit::{AuditReport, AuditRequest, audit};
 pub use family::{Family, detect};
 pub use resolve::{ConfigRequest, FlagSet, StartMode};
 pub use train::{ClassifierChoice, TrainOutcome, TrainRequest, TrainSummary, train};

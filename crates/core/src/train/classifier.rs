@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::models::classifier::{Classifier, ClassifierConfig};
 use crate::nn::Dropout;
 use crate::run_dir::{OnExisting, RunDir};
+use crate::train::card::{ModelCard, Outputs};
 use crate::train::checkpoint::TrainState;
 use crate::train::config::ScheduleKind;
 use crate::train::metrics::{MetricsLog, read_metrics, series};
@@ -336,33 +337,10 @@ fn write_model_card(
     ev: &ClassifierEval,
 ) -> Result<()> {
     let m = &cfg.model;
-    let card = format!(
-        "# {name}\n\n\
-         A small convolutional image classifier trained with Muse (preset `{preset}`). Muse uses \
-         it as the yardstick of generated images: FID on its {hidden}-wide penultimate features, \
-         class coverage and conditional accuracy (`muse eval RUN --classifier {dir}`).\n\n\
-         It generates nothing; the figures it produces about generated images describe \
-         AI-generated content.\n\n\
-         ## Model\n\n\
-         - {params} parameters: conv 3x3 ({c1}) -> ReLU -> maxpool -> conv 3x3 ({c2}) -> ReLU -> \
-         maxpool -> linear ({hidden}) -> ReLU -> dropout {drop} -> linear ({k})\n\
-         - input {ch}x{size}x{size} in [0, 1]; PyTorch tensor names in `model.safetensors`\n\n\
-         ## Data\n\n\
-         - `{data}` ({path}), sha256 `{sha}`: {ntrain} training and {ntest} test images, {k} \
-         classes\n\n\
-         ## Training\n\n\
-         - {steps} steps of batch {batch}, Adam lr {lr:e} ({sched:?} decay), seed {seed}, \
-         {secs:.0} s\n\n\
-         ## Metrics (test split)\n\n\
-         | loss (nats) | accuracy |\n|---|---|\n| {loss:.4} | {acc:.2}% |\n\n\
-         ## Limits\n\n\
-         Trained on one small dataset; it only knows its {k} classes and assigns one of them to \
-         any input, however unlike the training images.\n",
-        name = run
-            .root()
-            .file_name()
-            .map_or("muse run".into(), |n| n.to_string_lossy()),
-        dir = run.root().display(),
+    let model = format!(
+        "- {params} parameters: conv 3x3 ({c1}) -> ReLU -> maxpool -> conv 3x3 ({c2}) -> ReLU \
+         -> maxpool -> linear ({hidden}) -> ReLU -> dropout {drop} -> linear ({k})\n\
+         - input {ch}x{size}x{size} in [0, 1]; PyTorch tensor names in `model.safetensors`",
         params = m.parameter_count(),
         c1 = m.conv1,
         c2 = m.conv2,
@@ -371,19 +349,55 @@ fn write_model_card(
         k = m.n_classes,
         ch = m.channels,
         size = m.image_size,
-        data = train.record.name,
-        path = train.record.path,
-        sha = train.record.sha256,
-        ntrain = train.len(),
-        ntest = test.len(),
-        steps = state.step,
-        batch = cfg.train.batch_size,
-        lr = cfg.train.lr,
-        sched = cfg.train.schedule,
-        seed = cfg.train.seed,
-        secs = state.train_seconds,
-        loss = ev.loss,
-        acc = ev.accuracy * 100.0,
     );
-    crate::io::write_atomic(&run.model_card(), card.as_bytes())
+    ModelCard::new(
+        run,
+        format!(
+            "A small convolutional image classifier trained with Muse (preset `{preset}`). \
+             Muse uses it as the yardstick of generated images: FID on its {}-wide penultimate \
+             features, class coverage and conditional accuracy (`muse eval RUN --classifier \
+             {dir}`), and feature distances in `muse audit RUN --classifier {dir}`.",
+            m.hidden,
+            dir = run.root().display()
+        ),
+        Outputs::Judge,
+        preset,
+    )
+    .section("Model", model)
+    .data(
+        &train.record,
+        &format!(
+            "{} training and {} test images, {} classes",
+            train.len(),
+            test.len(),
+            m.n_classes
+        ),
+    )
+    .config(cfg)
+    .section(
+        "Training",
+        format!(
+            "- {} steps of batch {}, Adam lr {:e} ({:?} decay), seed {}, {:.0} s",
+            state.step,
+            cfg.train.batch_size,
+            cfg.train.lr,
+            cfg.train.schedule,
+            cfg.train.seed,
+            state.train_seconds
+        ),
+    )
+    .section(
+        "Metrics",
+        format!(
+            "Test split:\n\n| loss (nats) | accuracy |\n|---|---|\n| {:.4} | {:.2}% |",
+            ev.loss,
+            ev.accuracy * 100.0
+        ),
+    )
+    .limits(format!(
+        "Trained on one small dataset; it only knows its {} classes and assigns one of them to \
+         any input, however unlike the training images.",
+        m.n_classes
+    ))
+    .write(run)
 }

@@ -2,6 +2,7 @@
 //! checkpoints, metrics, plots, progress, Ctrl-C) and the loops themselves.
 
 pub mod cadence;
+pub mod card;
 pub mod checkpoint;
 pub mod classifier;
 pub mod config;

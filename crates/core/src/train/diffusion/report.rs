@@ -14,6 +14,7 @@ use crate::models::diffusion::UNet;
 use crate::run_dir::RunDir;
 use crate::sample::diffusion::{Conditioning, NoiseSchedule, SampleOptions, sample_from};
 use crate::train::cadence::EvalLog;
+use crate::train::card::{ModelCard, Outputs};
 use crate::train::checkpoint::TrainState;
 use crate::train::images::step_seed;
 use crate::train::metrics::{read_metrics, series};
@@ -157,36 +158,12 @@ pub(super) fn write_model_card(
     } else {
         "unconditional".to_string()
     };
-    let card = format!(
-        "# {name}\n\n\
-         A denoising diffusion probabilistic model (DDPM, Ho, Jain & Abbeel 2020), {cond}, \
-         trained with Muse (preset `{preset}`).\n\n\
-         **Every image this model produces is AI-generated.** Sample grids carry the notice in \
-         their PNG metadata.\n\n\
-         ## Model\n\n\
-         - U-Net with {c0}/{c1}/{c2} channels at {s}/{s2}/{s4}, two residual blocks per level, \
+    let model = format!(
+        "- U-Net with {c0}/{c1}/{c2} channels at {s}/{s2}/{s4}, two residual blocks per level, \
          GroupNorm({g}), SiLU, self-attention ({h} heads) at the lowest resolution and in the \
          middle; {params} parameters\n\
          - T = {tt} steps, {sched:?} noise schedule, epsilon prediction, MSE\n\
-         - sampling uses an exponential moving average of the weights (decay {ema})\n\n\
-         ## Data\n\n\
-         - `{data}` ({path}), sha256 `{sha}`: {ntrain} training images, {ntest} test images \
-         for the test loss; images scaled to [-1, 1]\n\n\
-         ## Training\n\n\
-         - {steps} steps of batch {batch}, AdamW lr {lr:e} (weight decay {wd}), seed {seed}, \
-         {secs:.0} s\n\n\
-         ## Metrics\n\n\
-         | test noise-prediction MSE (EMA weights) |\n|---|\n| {loss:.4} |\n\n\
-         Sample with `muse sample {dir} --sampler ddim --steps 50 -o grid.png` (or \
-         `--sampler ddpm` for the full ancestral chain, `--trajectory strip.png` to see the \
-         denoising steps).\n\n\
-         ## Limits\n\n\
-         Trained on one small dataset of 28x28 images; samples can reproduce features of \
-         training images. Do not present its output as real images.\n",
-        name = run
-            .root()
-            .file_name()
-            .map_or("muse run".into(), |n| n.to_string_lossy()),
+         - sampling uses an exponential moving average of the weights (decay {ema})",
         c0 = m.channels[0],
         c1 = m.channels[1],
         c2 = m.channels[2],
@@ -199,19 +176,51 @@ pub(super) fn write_model_card(
         tt = cfg.timesteps,
         sched = cfg.schedule,
         ema = cfg.ema_decay,
-        data = train.record.name,
-        path = train.record.path,
-        sha = train.record.sha256,
-        ntrain = train.len(),
-        ntest = test.len(),
-        steps = state.step,
-        batch = cfg.train.batch_size,
-        lr = cfg.train.lr,
-        wd = cfg.train.weight_decay,
-        seed = cfg.train.seed,
-        secs = state.train_seconds,
-        loss = ev.loss,
+    );
+    let metrics = format!(
+        "| test noise-prediction MSE (EMA weights) |\n|---|\n| {:.4} |\n\n\
+         Sample with `muse sample {dir} --sampler ddim --steps 50 -o grid.png` (or \
+         `--sampler ddpm` for the full ancestral chain, `--trajectory strip.png` to see the \
+         denoising steps); `muse audit {dir}` compares samples with their nearest training \
+         images.",
+        ev.loss,
         dir = run.root().display(),
     );
-    crate::io::write_atomic(&run.model_card(), card.as_bytes())
+    ModelCard::new(
+        run,
+        format!(
+            "A denoising diffusion probabilistic model (DDPM, Ho, Jain & Abbeel 2020), {cond}, \
+             trained with Muse (preset `{preset}`)."
+        ),
+        Outputs::Images,
+        preset,
+    )
+    .section("Model", model)
+    .data(
+        &train.record,
+        &format!(
+            "{} training images, {} test images for the test loss; images scaled to [-1, 1]",
+            train.len(),
+            test.len()
+        ),
+    )
+    .config(cfg)
+    .section(
+        "Training",
+        format!(
+            "- {} steps of batch {}, AdamW lr {:e} (weight decay {}), seed {}, {:.0} s",
+            state.step,
+            cfg.train.batch_size,
+            cfg.train.lr,
+            cfg.train.weight_decay,
+            cfg.train.seed,
+            state.train_seconds
+        ),
+    )
+    .section("Metrics", metrics)
+    .limits(
+        "Trained on one small dataset of small images; samples can reproduce features of \
+         training images. Do not present its output as real images.",
+    )
+    .write(run)
 }

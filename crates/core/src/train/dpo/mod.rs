@@ -347,6 +347,9 @@ fn write_card(run: &RunDir, cfg: &AlignConfig, state: &TrainState, c: &DpoCard) 
     report::write_card(
         run,
         &report::Card {
+            dataset: set.source.name.clone(),
+            method: "dpo",
+            config: serde_json::to_value(cfg).unwrap_or_default(),
             what: format!(
                 "A {} language model aligned by Muse to preference pairs with Direct \
                  Preference Optimization (beta {}{}), against a frozen reference copy of its \

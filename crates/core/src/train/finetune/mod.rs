@@ -447,6 +447,9 @@ fn write_card(run: &RunDir, cfg: &FinetuneConfig, state: &TrainState, c: &SftCar
     report::write_card(
         run,
         &report::Card {
+            dataset: set.source.name.clone(),
+            method: "sft",
+            config: serde_json::to_value(cfg).unwrap_or_default(),
             what: format!(
                 "A {} language model fine-tuned by Muse on instructions (supervised \
                  fine-tuning{}, loss on response tokens only).",

@@ -16,6 +16,7 @@ use crate::models::classifier::{Classifier, class_coverage};
 use crate::models::gan::parameter_counts;
 use crate::nn::NormMode;
 use crate::run_dir::RunDir;
+use crate::train::card::{ModelCard, Outputs};
 use crate::train::checkpoint::TrainState;
 use crate::train::images::per_second;
 use crate::train::metrics::{read_metrics, series};
@@ -213,34 +214,11 @@ pub fn write_model_card(
             run.root().display()
         ),
     };
-    let card = format!(
-        "# {name}\n\n\
-         A {kind} image generator trained with Muse (preset `{preset}`, loss `{loss}`).\n\n\
-         **Every image this model produces is AI-generated.** It imitates its training images \
-         and depicts nothing real; generated PNGs carry an \"{notice}\" text chunk.\n\n\
-         ## Model\n\n\
-         - generator: {pg} parameters, z = {z}{cond} -> {g}x{s}x{s} -> {g2}x{s2}x{s2} -> \
+    let model = format!(
+        "- generator: {pg} parameters, z = {z}{cond} -> {g}x{s}x{s} -> {g2}x{s2}x{s2} -> \
          {c}x{size}x{size}, tanh\n\
          - discriminator: {pd} parameters, {d} and {d2} channels, {norm}\n\
-         - weights: `model.safetensors` (`g.*`, `d.*`, PyTorch layouts), config: `config.json`\n\n\
-         ## Data\n\n\
-         - `{dataset}` ({path}), sha256 `{sha}`, {n} training images\n\n\
-         ## Training\n\n\
-         - {steps} generator steps, {critic} discriminator step(s) each, batch {batch}, Adam \
-         lr {lr:e} betas ({b1}, {b2}), {secs:.0} s of training, seed {seed}\n\
-         - last step: D loss {ld:.4}, G loss {lg:.4}\n\n\
-         ## Quality\n\n{quality}\n\n\
-         ## Limits\n\n\
-         A small model trained on one dataset: samples can be blurry or malformed, some \
-         classes may be under-represented (mode collapse), and it reproduces the biases of its \
-         data. Do not present its images as real or human-made.\n",
-        name = run
-            .root()
-            .file_name()
-            .map_or("muse run".into(), |n| n.to_string_lossy()),
-        preset = job.preset,
-        loss = cfg.gan.loss.as_str(),
-        notice = crate::AI_GENERATED_NOTICE,
+         - weights: `model.safetensors` (`g.*`, `d.*`, PyTorch layouts), config: `config.json`",
         z = m.z_dim,
         cond = if m.conditional() {
             " + one-hot label"
@@ -259,20 +237,48 @@ pub fn write_model_card(
             crate::models::gan::DNorm::Batch => "batch norm",
             crate::models::gan::DNorm::None => "no normalisation (WGAN-GP critic)",
         },
-        dataset = data.record.name,
-        path = data.record.path,
-        sha = data.record.sha256,
-        n = data.len(),
-        steps = state.step,
-        critic = cfg.gan.n_critic,
-        batch = cfg.train.batch_size,
-        lr = cfg.train.lr,
-        b1 = cfg.train.beta1,
-        b2 = cfg.train.beta2,
-        secs = state.train_seconds,
-        seed = cfg.train.seed,
-        ld = last.loss_d,
-        lg = last.loss_g,
     );
-    crate::io::write_atomic(&run.model_card(), card.as_bytes())
+    let training = format!(
+        "- {} generator steps, {} discriminator step(s) each, batch {}, Adam lr {:e} betas \
+         ({}, {}), {:.0} s of training, seed {}\n\
+         - last step: D loss {:.4}, G loss {:.4}",
+        state.step,
+        cfg.gan.n_critic,
+        cfg.train.batch_size,
+        cfg.train.lr,
+        cfg.train.beta1,
+        cfg.train.beta2,
+        state.train_seconds,
+        cfg.train.seed,
+        last.loss_d,
+        last.loss_g,
+    );
+    ModelCard::new(
+        run,
+        format!(
+            "A {kind} image generator trained with Muse (preset `{}`, loss `{}`).",
+            job.preset,
+            cfg.gan.loss.as_str()
+        ),
+        Outputs::Images,
+        &job.preset,
+    )
+    .section("Model", model)
+    .data(&data.record, &format!("{} training images", data.len()))
+    .config(cfg)
+    .section("Training", training)
+    .section(
+        "Quality",
+        format!(
+            "{quality} `muse audit {}` compares samples with their nearest training images.",
+            run.root().display()
+        ),
+    )
+    .limits(
+        "A small model trained on one dataset: samples can be blurry or malformed, some \
+         classes may be under-represented (mode collapse), it can give back near-copies of \
+         training images, and it reproduces the biases of its data. Do not present its images \
+         as real or human-made.",
+    )
+    .write(run)
 }

@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::models::gpt::{Gpt, GptConfig, parameter_count};
 use crate::nn::Dropout;
 use crate::run_dir::RunDir;
+use crate::train::card::{ModelCard, Outputs};
 use crate::train::checkpoint::TrainState;
 use crate::train::config::TrainConfig;
 use crate::train::metrics::{read_metrics, series};
@@ -75,7 +76,7 @@ pub fn write_sample(run: &RunDir, text: String, step: u64) -> Result<()> {
     crate::io::write_atomic(&path, body.as_bytes())
 }
 
-/// Writes `MODEL_CARD.md`: what the model is, its data, metrics and limits.
+/// Writes `MODEL_CARD.md`: what the model is, its data, configuration, metrics and limits.
 pub fn write_model_card(
     run: &RunDir,
     job: &GptTrainJob,
@@ -85,35 +86,11 @@ pub fn write_model_card(
     train_loss: f64,
     val_loss: f64,
 ) -> Result<()> {
-    let card = format!(
-        "# {name}\n\n\
-         A GPT-style decoder-only transformer language model trained with Muse \
-         (preset `{preset}`).\n\n\
-         **Everything this model writes is AI-generated.** It imitates the style of its \
-         training text, knows nothing beyond it, and states no facts.\n\n\
-         ## Model\n\n\
-         - {params} parameters: {n_layer} layers, {n_head} heads, width {n_embd}, context {ctx} tokens\n\
+    let model = format!(
+        "- {params} parameters: {n_layer} layers, {n_head} heads, width {n_embd}, context {ctx} \
+         tokens\n\
          - tokenizer: `{tok}` ({vocab} tokens), saved as `tokenizer.json`\n\
-         - weights: `model.safetensors` (Hugging Face GPT-2 tensor names), config: `config.json`\n\n\
-         ## Data\n\n\
-         - `{dataset}` ({path}), sha256 `{sha}`\n\
-         - split by characters: last {valp:.0}% for validation; {ntrain} training and {nval} \
-         validation tokens\n\n\
-         ## Training\n\n\
-         - {steps} steps, {examples} tokens seen, {secs:.0} s of training, seed {seed}\n\n\
-         ## Metrics (random-window estimates at the end of training)\n\n\
-         | split | loss (nats/token) | perplexity |\n|---|---|---|\n\
-         | train | {train_loss:.4} | {train_ppl:.2} |\n| validation | {val_loss:.4} | {val_ppl:.2} |\n\n\
-         `muse eval {dir}` measures the whole validation split.\n\n\
-         ## Limits\n\n\
-         A small model trained on one corpus: it produces plausible-looking but often \
-         meaningless text, repeats itself, and reproduces the biases of its data. Do not use \
-         its output as fact or present it as human-written.\n",
-        name = run
-            .root()
-            .file_name()
-            .map_or("muse run".into(), |n| n.to_string_lossy()),
-        preset = job.preset,
+         - weights: `model.safetensors` (Hugging Face GPT-2 tensor names), config: `config.json`",
         params = parameter_count(cfg),
         n_layer = cfg.n_layer,
         n_head = cfg.n_head,
@@ -121,21 +98,52 @@ pub fn write_model_card(
         ctx = cfg.n_positions,
         tok = job.config.data.tokenizer,
         vocab = splits.tokenizer.vocab_size(),
-        dataset = splits.dataset.name,
-        path = splits.dataset.path,
-        sha = splits.dataset.sha256,
-        valp = job.config.data.val_fraction * 100.0,
-        ntrain = splits.train.len(),
-        nval = splits.val.len(),
-        steps = state.step,
-        examples = state.examples_seen,
-        secs = state.train_seconds,
-        seed = job.config.train.seed,
-        train_ppl = train_loss.exp(),
-        val_ppl = val_loss.exp(),
+    );
+    let detail = format!(
+        "split by characters: last {:.0}% for validation; {} training and {} validation tokens",
+        job.config.data.val_fraction * 100.0,
+        splits.train.len(),
+        splits.val.len()
+    );
+    let metrics = format!(
+        "Random-window estimates at the end of training:\n\n\
+         | split | loss (nats/token) | perplexity |\n|---|---|---|\n\
+         | train | {train_loss:.4} | {:.2} |\n| validation | {val_loss:.4} | {:.2} |\n\n\
+         `muse eval {dir}` measures the whole validation split; `muse audit {dir}` measures how \
+         much of its output the model copies from the training text.",
+        train_loss.exp(),
+        val_loss.exp(),
         dir = run.root().display(),
     );
-    crate::io::write_atomic(&run.model_card(), card.as_bytes())
+    ModelCard::new(
+        run,
+        format!(
+            "A GPT-style decoder-only transformer language model trained with Muse (preset \
+             `{}`). It imitates the style of its training text, knows nothing beyond it, and \
+             states no facts.",
+            job.preset
+        ),
+        Outputs::Text,
+        &job.preset,
+    )
+    .section("Model", model)
+    .data(&splits.dataset, &detail)
+    .config(&job.config)
+    .section(
+        "Training",
+        format!(
+            "- {} steps, {} tokens seen, {:.0} s of training, seed {}",
+            state.step, state.examples_seen, state.train_seconds, job.config.train.seed
+        ),
+    )
+    .section("Metrics", metrics)
+    .limits(
+        "A small model trained on one corpus: it produces plausible-looking but often \
+         meaningless text, repeats itself, can repeat passages of its training text, and \
+         reproduces the biases of its data. Do not use its output as fact or present it as \
+         human-written.",
+    )
+    .write(run)
 }
 
 /// 18734.2 -> "18.7k".

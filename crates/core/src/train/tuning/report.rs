@@ -11,6 +11,7 @@ use crate::models::pretrained::TextLm;
 use crate::nn::Dropout;
 use crate::run_dir::RunDir;
 use crate::tokenizer::TextTokenizer;
+use crate::train::card::{ModelCard, Outputs, licence_of};
 use crate::train::metrics::{read_metrics, series};
 use crate::train::plot::{Series, line_chart};
 
@@ -133,14 +134,15 @@ pub struct Card<'a> {
     /// Markdown table rows `| metric | before | after |`.
     pub metrics: Vec<String>,
     pub lora: bool,
+    /// The name of the fine-tuning data, for its licence.
+    pub dataset: String,
+    /// `sft` or `dpo`, and the resolved configuration.
+    pub method: &'a str,
+    pub config: serde_json::Value,
 }
 
 /// Writes `MODEL_CARD.md`.
 pub fn write_card(run: &RunDir, card: &Card) -> Result<()> {
-    let name = run
-        .root()
-        .file_name()
-        .map_or("muse run".into(), |n| n.to_string_lossy().into_owned());
     let weights = if card.lora {
         "`model.safetensors` holds the frozen base weights, `adapter.safetensors` + \
          `adapter_config.json` the LoRA adapter (PEFT names; `muse sample` applies it, \
@@ -148,33 +150,52 @@ pub fn write_card(run: &RunDir, card: &Card) -> Result<()> {
     } else {
         "`model.safetensors` (Hugging Face tensor names), config: `config.json`"
     };
-    let text = format!(
-        "# {name}\n\n{what}\n\n\
-         **Everything this model writes is AI-generated.** It follows the style of its training \
-         data, knows nothing beyond it, and states no facts.\n\n\
-         ## Model\n\n\
-         - base: `{base}` ({family}, {params} parameters)\n\
-         - trained parameters: {trainable} ({share:.2}% of the model)\n\
+    let model = format!(
+        "- base: `{}` ({}, {} parameters)\n\
+         - trained parameters: {} ({:.2}% of the model)\n\
          - weights: {weights}\n\
-         - chat template: `chat_template.json` (`muse chat {dir}`)\n\n\
-         ## Data\n\n{data}\n\n## Training\n\n{training}\n\n\
-         ## Metrics (held-out split)\n\n| metric | start | end |\n|---|---|---|\n{metrics}\n\n\
-         ## Limits\n\n\
-         A small model fine-tuned on a small dataset: its replies imitate the form of the \
-         training data and are often wrong or meaningless, and it reproduces the biases of its \
-         data. Do not use its output as fact or present it as human-written.\n",
-        what = card.what,
-        base = card.base,
-        family = card.family,
-        params = card.params,
-        trainable = card.trainable,
-        share = 100.0 * card.trainable as f64 / card.params.max(1) as f64,
-        dir = run.root().display(),
-        data = card.data.join("\n"),
-        training = card.training.join("\n"),
-        metrics = card.metrics.join("\n"),
+         - chat template: `chat_template.json` (`muse chat {}`)",
+        card.base,
+        card.family,
+        card.params,
+        card.trainable,
+        100.0 * card.trainable as f64 / card.params.max(1) as f64,
+        run.root().display(),
     );
-    crate::io::write_atomic(&run.model_card(), text.as_bytes())
+    let mut mc = ModelCard::new(
+        run,
+        format!(
+            "{} It follows the style of its training data, knows nothing beyond it, and states \
+             no facts.",
+            card.what
+        ),
+        Outputs::Text,
+        card.method,
+    )
+    .section("Model", model);
+    for line in &card.data {
+        mc = mc.data_line(line.clone());
+    }
+    mc.data_line(format!("- licence: {}", licence_of(&card.dataset)))
+        .data_line(format!(
+            "- the base model's own data and licence: see `{}` (its MODEL_CARD.md or model page)",
+            card.base
+        ))
+        .config(&card.config)
+        .section("Training", card.training.join("\n"))
+        .section(
+            "Metrics",
+            format!(
+                "Held-out split:\n\n| metric | start | end |\n|---|---|---|\n{}",
+                card.metrics.join("\n")
+            ),
+        )
+        .limits(
+            "A small model fine-tuned on a small dataset: its replies imitate the form of the \
+             training data and are often wrong or meaningless, and it reproduces the biases of \
+             its data. Do not use its output as fact or present it as human-written.",
+        )
+        .write(run)
 }
 
 /// 18734.2 -> "18.7k".

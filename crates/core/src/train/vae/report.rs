@@ -15,6 +15,7 @@ use crate::models::vae::Vae;
 use crate::nn::noise::standard_normal;
 use crate::run_dir::RunDir;
 use crate::train::cadence::EvalLog;
+use crate::train::card::{ModelCard, Outputs};
 use crate::train::checkpoint::TrainState;
 use crate::train::images::step_seed;
 use crate::train::metrics::{read_metrics, series};
@@ -166,54 +167,56 @@ pub(super) fn write_model_card(
             cfg.objective.beta, cfg.objective.train_noise
         ),
     };
-    let card = format!(
-        "# {name}\n\n\
-         {kind} trained with Muse (preset `{preset}`), after Kingma & Welling, \"Auto-Encoding \
-         Variational Bayes\" (2013).\n\n\
-         **Every image this model produces is AI-generated.** Sample grids carry the notice in \
-         their PNG metadata.\n\n\
-         ## Model\n\n\
-         - {arch:?} encoder/decoder, {params} parameters, hidden width {hidden}, latent \
-         dimension {latent}\n\
+    let model = format!(
+        "- {:?} encoder/decoder, {} parameters, hidden width {}, latent dimension {}\n\
          - Bernoulli (sigmoid) outputs on {c}x{s}x{s} images in [0, 1]\n\
-         - loss per image: BCE summed over pixels + {beta} x KL(q(z|x) || N(0, I))\n\n\
-         ## Data\n\n\
-         - `{data}` ({path}), sha256 `{sha}`: {ntrain} training and {ntest} test images\n\n\
-         ## Training\n\n\
-         - {steps} steps of batch {batch}, Adam lr {lr:e}, seed {seed}, {secs:.0} s\n\n\
-         ## Metrics (test split, one posterior sample per image)\n\n\
-         | loss (BCE + KL, nats/image) | BCE | KL |\n|---|---|---|\n\
-         | {loss:.2} | {bce:.2} | {kl:.2} |\n\n\
-         `muse eval {dir}` adds an importance-sampled NLL estimate and, with a classifier, FID \
-         and class coverage of samples.\n\n\
-         ## Limits\n\n\
-         Trained on one small dataset; samples are blurry averages of what it saw and can \
-         reproduce features of training images. Do not present its output as real images.\n",
-        name = run
-            .root()
-            .file_name()
-            .map_or("muse run".into(), |n| n.to_string_lossy()),
-        arch = m.arch,
-        params = m.parameter_count(),
-        hidden = m.hidden,
-        latent = m.latent,
+         - loss per image: BCE summed over pixels + {} x KL(q(z|x) || N(0, I))",
+        m.arch,
+        m.parameter_count(),
+        m.hidden,
+        m.latent,
+        cfg.objective.beta,
         c = m.channels,
         s = m.image_size,
-        beta = cfg.objective.beta,
-        data = train.record.name,
-        path = train.record.path,
-        sha = train.record.sha256,
-        ntrain = train.len(),
-        ntest = test.len(),
-        steps = state.step,
-        batch = cfg.train.batch_size,
-        lr = cfg.train.lr,
-        seed = cfg.train.seed,
-        secs = state.train_seconds,
-        loss = ev.loss,
-        bce = ev.bce,
-        kl = ev.kl,
+    );
+    let metrics = format!(
+        "Test split, one posterior sample per image:\n\n\
+         | loss (BCE + KL, nats/image) | BCE | KL |\n|---|---|---|\n\
+         | {:.2} | {:.2} | {:.2} |\n\n\
+         `muse eval {dir}` adds an importance-sampled NLL estimate and, with a classifier, FID \
+         and class coverage of samples; `muse audit {dir}` compares samples with their nearest \
+         training images.",
+        ev.loss,
+        ev.bce,
+        ev.kl,
         dir = run.root().display(),
     );
-    crate::io::write_atomic(&run.model_card(), card.as_bytes())
+    ModelCard::new(
+        run,
+        format!(
+            "{kind} trained with Muse (preset `{preset}`), after Kingma & Welling, \
+             \"Auto-Encoding Variational Bayes\" (2013)."
+        ),
+        Outputs::Images,
+        preset,
+    )
+    .section("Model", model)
+    .data(
+        &train.record,
+        &format!("{} training and {} test images", train.len(), test.len()),
+    )
+    .config(cfg)
+    .section(
+        "Training",
+        format!(
+            "- {} steps of batch {}, Adam lr {:e}, seed {}, {:.0} s",
+            state.step, cfg.train.batch_size, cfg.train.lr, cfg.train.seed, state.train_seconds
+        ),
+    )
+    .section("Metrics", metrics)
+    .limits(
+        "Trained on one small dataset; samples are blurry averages of what it saw and can \
+         reproduce features of training images. Do not present its output as real images.",
+    )
+    .write(run)
 }
