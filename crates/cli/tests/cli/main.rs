@@ -1,5 +1,6 @@
 //! End-to-end tests of the `muse` binary: exit codes, messages, files written.
 
+mod audit;
 mod chat;
 mod common;
 mod crash_safety;
