@@ -7,6 +7,23 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+/// A buffered reader over the file's text, gunzipped when the name ends in `.gz`; a file
+/// that cannot be opened is an [`Error::Input`] asking for an existing `what` file.
+pub(crate) fn open_lines(path: &Path, what: &str) -> Result<BufReader<Box<dyn Read>>> {
+    let file = std::fs::File::open(path).map_err(|e| {
+        Error::input(format!(
+            "cannot open {}: {e}; pass an existing {what} file",
+            path.display()
+        ))
+    })?;
+    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    Ok(BufReader::new(reader))
+}
+
 /// One parsed line: its 1-based number and value.
 #[derive(Clone, Debug)]
 pub struct Line {
@@ -18,19 +35,8 @@ pub struct Line {
 /// is not JSON is an [`Error::Input`] naming the file and line; a file without any line is one
 /// too.
 pub fn read_jsonl(path: &Path) -> Result<Vec<Line>> {
-    let file = std::fs::File::open(path).map_err(|e| {
-        Error::input(format!(
-            "cannot open {}: {e}; pass an existing JSONL file",
-            path.display()
-        ))
-    })?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
     let mut lines = Vec::new();
-    for (i, line) in BufReader::new(reader).lines().enumerate() {
+    for (i, line) in open_lines(path, "JSONL")?.lines().enumerate() {
         let number = i + 1;
         let line = line.map_err(|e| {
             Error::input(format!(

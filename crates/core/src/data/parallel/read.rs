@@ -3,10 +3,10 @@
 //! ...}` per line, `.jsonl` or `.jsonl.gz`). Every malformed line is an error naming the file
 //! and line.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use crate::data::jsonl::{read_jsonl, str_field};
+use crate::data::jsonl::{open_lines, read_jsonl, str_field};
 use crate::data::registry::{DatasetKind, spec};
 use crate::data::{dataset_dir, sha256_file};
 use crate::error::{Error, Result};
@@ -143,19 +143,8 @@ fn pair(at: &str, source: &str, target: &str) -> Result<Pair> {
 /// Reads `source TAB target` lines (gzip when the name ends in `.gz`); blank lines are
 /// skipped, extra columns ignored.
 pub fn read_tsv(path: &Path) -> Result<Vec<Pair>> {
-    let file = std::fs::File::open(path).map_err(|e| {
-        Error::input(format!(
-            "cannot open {}: {e}; pass an existing TSV or JSONL file",
-            path.display()
-        ))
-    })?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
-    } else {
-        Box::new(file)
-    };
     let mut pairs = Vec::new();
-    for (i, line) in BufReader::new(reader).lines().enumerate() {
+    for (i, line) in open_lines(path, "TSV or JSONL")?.lines().enumerate() {
         let at = format!("{}:{}", path.display(), i + 1);
         let line = line.map_err(|e| {
             Error::input(format!(

@@ -213,19 +213,3 @@ mod tests {
         }
     }
 }
-
-#[cfg(test)]
-mod timing {
-    #[test]
-    #[ignore]
-    fn build_tinyshakespeare() {
-        let text = std::fs::read("/work/shared/data/tinyshakespeare/input.txt").unwrap();
-        let t = std::time::Instant::now();
-        let sa = super::SuffixArray::new(&text);
-        eprintln!(
-            "built {} suffixes in {:.2} s",
-            sa.len(),
-            t.elapsed().as_secs_f64()
-        );
-    }
-}
