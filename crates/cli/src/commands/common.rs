@@ -68,3 +68,18 @@ impl WatermarkArgs {
         Ok(Some(w))
     }
 }
+
+/// How a text was watermarked and when to call it so (`muse detect`, `muse inspect --key`).
+#[derive(clap::Args)]
+pub struct DetectorArgs {
+    /// Green share the text was generated with (--watermark-gamma).
+    #[arg(long, default_value_t = 0.25)]
+    pub gamma: f64,
+    /// Seeding the text was generated with: prev-token or self-hash (--watermark-scheme).
+    #[arg(long, default_value = "prev-token")]
+    pub scheme: String,
+    /// z-score above which the text counts as watermarked (4: a false alarm about once in
+    /// 30,000 texts).
+    #[arg(long, default_value_t = 4.0)]
+    pub threshold: f64,
+}

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use muse_core::run::generation::Scheme;
 use muse_core::run::{DetectReport, DetectRequest, Verdict};
 
+use super::common::DetectorArgs;
+
 /// Check whether a text carries Muse's watermark (`muse sample --watermark-key`): counts the
 /// tokens on the key's green lists and tests them against chance. Needs the key and the
 /// tokenizer of the model that wrote the text, not its weights.
@@ -20,16 +22,8 @@ pub struct Args {
     /// or gpt2.
     #[arg(long, visible_alias = "model")]
     tokenizer: PathBuf,
-    /// Green share the text was generated with (--watermark-gamma).
-    #[arg(long, default_value_t = 0.25)]
-    gamma: f64,
-    /// Seeding the text was generated with: prev-token or self-hash (--watermark-scheme).
-    #[arg(long, default_value = "prev-token")]
-    scheme: String,
-    /// z-score above which the text counts as watermarked (4: a false alarm about once in
-    /// 30,000 texts).
-    #[arg(long, default_value_t = 4.0)]
-    threshold: f64,
+    #[command(flatten)]
+    detector: DetectorArgs,
     /// Score a repeated (context, token) pair every time it occurs (by default once, so a
     /// repeated phrase cannot inflate the count).
     #[arg(long)]
@@ -51,16 +45,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         text,
         key: a.key,
         tokenizer: a.tokenizer,
-        gamma: a.gamma,
-        scheme: Scheme::parse(&a.scheme)?,
-        threshold: a.threshold,
+        gamma: a.detector.gamma,
+        scheme: Scheme::parse(&a.detector.scheme)?,
+        threshold: a.detector.threshold,
         count_repeats: a.count_repeats,
     })?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
-    print_report(&report, a.gamma);
+    print_report(&report, a.detector.gamma);
     Ok(())
 }
 

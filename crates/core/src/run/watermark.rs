@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Result};
 pub use crate::sample::watermark::MIN_SCORED_TOKENS;
-use crate::sample::watermark::{Detection, Scheme, Watermark};
+use crate::sample::watermark::{Detection, Retokenized, Scheme, Watermark, retokenize};
 use crate::tokenizer::TextTokenizer;
 
 /// What `muse detect` was asked.
@@ -65,17 +65,12 @@ pub fn detect_watermark(req: &DetectRequest) -> Result<DetectReport> {
     let label = format!("[{}]\n", crate::AI_GENERATED_NOTICE);
     let text = req.text.strip_prefix(&label).unwrap_or(&req.text);
     let tokenizer = open_tokenizer(&req.tokenizer)?;
-    let ids = match tokenizer.encode(text) {
-        Ok(ids) => ids,
-        Err(e) => return Ok(cannot_judge(req, 0, not_this_tokenizer(&e.to_string()))),
+    let ids = match retokenize(&tokenizer, text) {
+        Retokenized::Ids(ids) => ids,
+        Retokenized::Foreign { tokens, why } => {
+            return Ok(cannot_judge(req, tokens, not_this_tokenizer(&why)));
+        }
     };
-    if tokenizer.decode(&ids).ok().as_deref() != Some(text) {
-        return Ok(cannot_judge(
-            req,
-            ids.len(),
-            not_this_tokenizer("its tokens do not decode back to the text"),
-        ));
-    }
     let detection = w.detect(&ids, !req.count_repeats);
     let verdict = if detection.scored_tokens < MIN_SCORED_TOKENS {
         Verdict::CannotJudge(format!(

@@ -20,10 +20,42 @@ use std::collections::HashSet;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::tokenizer::TextTokenizer;
 
 /// Fewer scored tokens than this and the test says it cannot judge (the paper's figures start
 /// around 50 tokens; at 25 a fully green text already reaches z = 8.7).
 pub const MIN_SCORED_TOKENS: usize = 25;
+
+/// A text as the detector sees it: re-tokenized by the tokenizer of the model that may have
+/// written it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Retokenized {
+    /// The ids the tokenizer gives the text; they decode back to it.
+    Ids(Vec<u32>),
+    /// The tokenizer cannot have written the text: the ids it got and why.
+    Foreign { tokens: usize, why: String },
+}
+
+/// The ids `tokenizer` writes `text` with, or why that tokenizer cannot have written it
+/// (characters outside its vocabulary, or ids that do not decode back to the text).
+pub fn retokenize(tokenizer: &TextTokenizer, text: &str) -> Retokenized {
+    let ids = match tokenizer.encode(text) {
+        Ok(ids) => ids,
+        Err(e) => {
+            return Retokenized::Foreign {
+                tokens: 0,
+                why: e.to_string(),
+            };
+        }
+    };
+    if tokenizer.decode(&ids).ok().as_deref() != Some(text) {
+        return Retokenized::Foreign {
+            tokens: ids.len(),
+            why: "its tokens do not decode back to the text".into(),
+        };
+    }
+    Retokenized::Ids(ids)
+}
 
 /// How the green list is seeded.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::sample::logits::{Sampler, SamplingParams};
 use crate::sample::open::{TextModel, open_text_model};
-use crate::sample::watermark::{MIN_SCORED_TOKENS, Watermark};
+use crate::sample::watermark::{MIN_SCORED_TOKENS, Retokenized, Watermark, retokenize};
 use crate::train::progress::Progress;
 
 /// What to measure.
@@ -250,10 +250,9 @@ fn score(tm: &TextModel, opts: &WatermarkBenchOptions, ids: &[u32]) -> Result<Op
 
 /// The detector's z for a text; `None` when it cannot judge.
 fn score_text(tm: &TextModel, opts: &WatermarkBenchOptions, text: &str) -> Result<Option<f64>> {
-    let ids = tm.tokenizer.encode(text)?;
-    if tm.tokenizer.decode(&ids)? != text {
+    let Retokenized::Ids(ids) = retokenize(&tm.tokenizer, text) else {
         return Ok(None);
-    }
+    };
     let d = opts.watermark.detect(&ids, true);
     Ok((d.scored_tokens >= MIN_SCORED_TOKENS).then_some(d.z))
 }
