@@ -78,6 +78,19 @@ fn main() -> ExitCode {
         install_ctrl_c();
     }
     let result = match cli.command {
+        // The server's engine thread runs its own models; the rest run on the kernel pool.
+        Command::Serve(a) => commands::serve::run(a),
+        command => muse_core::device::on_kernel_pool(|| run(command)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => report(&err),
+    }
+}
+
+/// Runs one command other than `serve`.
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Data(a) => commands::data::run(a),
         Command::Tokenizer(a) => commands::tokenizer::run(a),
         Command::Train(a) => commands::train::run(a),
@@ -94,10 +107,6 @@ fn main() -> ExitCode {
         Command::Detect(a) => commands::detect::run(a),
         Command::Inspect(a) => commands::inspect::run(a),
         Command::Audit(a) => commands::audit::run(a),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => report(&err),
     }
 }
 

@@ -56,6 +56,40 @@ pub fn set_cpu_threads(n: Option<usize>) {
     }
 }
 
+/// Stack of each kernel-pool worker: the command itself runs on one of them (see
+/// [`on_kernel_pool`]), and candle's backward walks the graph recursively, so a long graph
+/// needs more than the 2 MiB a spawned thread gets by default. Only touched pages cost memory.
+const WORKER_STACK_BYTES: usize = 64 << 20;
+
+/// Runs `f` on a worker of the kernels' thread pool (rayon's global pool) and returns its
+/// result.
+///
+/// A parallel kernel called from outside the pool hands its work to the workers and puts the
+/// calling thread to sleep until they finish: two thread wake-ups per kernel, hundreds per
+/// training step. Called from a worker, the kernel runs its first part on the calling thread
+/// and the idle worker, still spinning from the last kernel, takes the rest. Call once, from
+/// `main`, after [`set_cpu_threads`]; `f` must not wait on other rayon work it started
+/// outside the pool.
+pub fn on_kernel_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    // Fails only when the pool already exists (a second call); then it is reused as it is.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(WORKER_STACK_BYTES)
+        .build_global();
+    rayon::scope(|_| f())
+}
+
+/// As [`on_kernel_pool`], on a new pool of its own (threads as [`set_cpu_threads`] said), for
+/// a long-lived loop such as the server's engine: it holds its worker for as long as it runs,
+/// so it must not take one of the shared pool's.
+pub fn on_own_kernel_pool<R: Send>(f: impl FnOnce() -> R + Send) -> Result<R> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .stack_size(WORKER_STACK_BYTES)
+        .thread_name(|i| format!("muse-kernels-{i}"))
+        .build()
+        .map_err(|e| Error::input(format!("could not start the kernel threads: {e}")))?;
+    Ok(pool.install(f))
+}
+
 /// The number of CPU threads the kernels use.
 pub fn cpu_threads() -> usize {
     candle_core::utils::get_num_threads()

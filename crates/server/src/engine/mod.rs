@@ -143,7 +143,17 @@ pub fn start(
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("muse-engine".into())
-        .spawn(move || worker::run(paths, device, jobs, ready_tx, metrics, watermark))
+        .spawn(move || {
+            // The engine loop runs on a kernel worker, so each kernel it calls starts on this
+            // thread instead of waking the pool and sleeping until it is done.
+            let fallback = ready_tx.clone();
+            let started = muse_core::device::on_own_kernel_pool(move || {
+                worker::run(paths, device, jobs, ready_tx, metrics, watermark)
+            });
+            if let Err(e) = started {
+                let _ = fallback.send(Err(e));
+            }
+        })
         .map_err(muse_core::Error::io("the engine thread"))?;
     let infos = ready_rx.recv().map_err(|_| {
         muse_core::Error::input("the engine thread stopped while opening the models")
