@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Muse vs the PyTorch reference workloads in ../shared/bench/pytorch, alternated ROUNDS times at
 # the same thread count on the same machine, printing each round's times and their ratio
-# (Muse time / PyTorch time: below 1 means Muse is faster) and the median ratio.
+# (Muse time / PyTorch time: below 1 means Muse is faster) and the median ratio, under a header
+# line naming the CPU and the thread count.
 #
 # usage: scripts/bench/vs_pytorch.sh WORKLOAD [THREADS=2] [ROUNDS=3]
 #   gpt     muse bench gpt --preset char-baby          vs gpt_char.py   (ms per training step)
@@ -41,6 +42,12 @@ case "$workload" in
     echo "unknown workload '$workload': use gpt, vae, gan or gpt2" >&2
     exit 2 ;;
 esac
+
+# The machine, so that every figure is quoted with the CPU it came from.
+cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//') (family $(grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2 | tr -d ' '), model $(grep -m1 '^model\s*:' /proc/cpuinfo | cut -d: -f2 | tr -d ' '))"
+flags=$(grep -m1 '^flags' /proc/cpuinfo)
+simd=avx2; [[ $flags == *avx512f* ]] && simd=avx512
+echo "# $workload on $cpu ($(nproc) cores, $simd), $threads threads, $(date -u +%Y-%m-%dT%H:%MZ)"
 
 # The value of a Python expression over `d`, the last JSON line on stdin.
 field() { "$py" -c "import json,sys; d = json.loads(sys.stdin.read().strip().splitlines()[-1]); print(round($1, 3))"; }

@@ -92,10 +92,19 @@ pub fn bench_gpt(opts: &BenchOptions) -> Result<Value> {
             if ctx < model_cfg.n_positions {
                 let ms = ms_per_token_at(&frozen, ctx, 16, &opts.device)?;
                 report[format!("ms_per_token_at_{ctx}")] = json!(round(ms));
+                if ctx == 64 {
+                    report["weights_gb_per_s_at_64"] =
+                        json!(round(decode_bytes_per_token(model_cfg) / ms / 1e6));
+                }
             }
         }
     }
     report["peak_rss_mb"] = json!(peak_rss_mb());
+    if opts.generate_only {
+        // After the peak memory is read: the probe's buffer would count in it.
+        report["weights_mb_per_token"] = json!(round(decode_bytes_per_token(model_cfg) / 1e6));
+        report["memory_read_gb_per_s"] = json!(round(super::memory::read_bandwidth_gb_per_s()));
+    }
     Ok(report)
 }
 
@@ -174,6 +183,13 @@ fn ms_per_token_at(model: &Gpt, ctx: usize, n: usize, dev: &Device) -> Result<f6
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     Ok(median(&mut times))
+}
+
+/// Bytes of weights one decoded token reads: every parameter once (the tied token embedding
+/// as the output head), except the position table, of which it reads one row.
+fn decode_bytes_per_token(cfg: &GptConfig) -> f64 {
+    let positions = cfg.n_positions * cfg.n_embd;
+    ((parameter_count(cfg) - positions) * DTYPE.size_in_bytes()) as f64
 }
 
 fn median(v: &mut [f64]) -> f64 {
