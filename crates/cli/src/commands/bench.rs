@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use std::path::PathBuf;
 
-use muse_core::run::{BenchRequest, Family, WatermarkBenchOptions};
+use muse_core::run::{BenchRequest, Family, GenerateBenchOptions, WatermarkBenchOptions};
 
 use super::common::{DeviceArgs, WatermarkArgs};
 
@@ -59,10 +59,47 @@ enum FamilyArgs {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Prompt processing and generation speed of any text model (GGUF file, model folder,
+    /// run), as llama.cpp's llama-bench measures them: `pp` runs --prompt-tokens random tokens
+    /// as one batch, `tg` decodes --gen-tokens tokens one at a time, each from an empty cache
+    /// and timed alone; prints tokens/s of each (median of --reps) and peak memory.
+    Generate(GenerateBench),
     /// The text watermark on a real model: each prompt answered with and without it, human
     /// text of the same length, all scored as `muse detect` would; prints detection rates,
     /// the perplexity cost and robustness to random token replacement.
     Watermark(WatermarkBench),
+}
+
+/// Flags of `muse bench generate`.
+#[derive(clap::Args)]
+struct GenerateBench {
+    /// The model: a GGUF file, a model folder or a run.
+    model: PathBuf,
+    /// Tokens of the prompt-processing test (llama-bench's pp512); 0 skips it.
+    #[arg(long, default_value_t = 512)]
+    prompt_tokens: usize,
+    /// Tokens of the generation test (llama-bench's tg128); 0 skips it.
+    #[arg(long, default_value_t = 128)]
+    gen_tokens: usize,
+    /// Timed repetitions of each test, after one untimed warm-up.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+impl GenerateBench {
+    fn run(self) -> anyhow::Result<()> {
+        let report = muse_core::run::bench_generate(&GenerateBenchOptions {
+            model: self.model,
+            prompt_tokens: self.prompt_tokens,
+            gen_tokens: self.gen_tokens,
+            reps: self.reps,
+            device: self.device.device()?,
+        })?;
+        println!("{}", serde_json::to_string(&report)?);
+        Ok(())
+    }
 }
 
 /// Flags of `muse bench watermark`.
@@ -191,6 +228,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 (ddim_steps, sample_batch, sample_reps);
             req
         }
+        FamilyArgs::Generate(g) => return g.run(),
         FamilyArgs::Watermark(w) => return w.run(),
     };
     println!("{}", serde_json::to_string(&muse_core::run::bench(req)?)?);

@@ -3,12 +3,15 @@
 
 pub mod diffusion;
 pub mod gan;
+pub mod generate;
 pub mod gpt;
+pub mod memory;
 pub mod vae;
 pub mod watermark;
 
 pub use diffusion::{DiffusionBenchOptions, bench_diffusion};
 pub use gan::{GanBenchOptions, bench_gan};
+pub use generate::{GenerateBenchOptions, bench_generate};
 pub use gpt::{BenchOptions, bench_gpt, peak_rss_mb};
 pub use vae::{VaeBenchOptions, bench_vae};
 pub use watermark::{WatermarkBenchOptions, bench_watermark};

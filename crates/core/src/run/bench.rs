@@ -11,7 +11,9 @@ use crate::config::resolve;
 use crate::device::Device;
 use crate::error::{Error, Result};
 
-pub use crate::bench::{WatermarkBenchOptions, bench_watermark};
+pub use crate::bench::{
+    GenerateBenchOptions, WatermarkBenchOptions, bench_generate, bench_watermark,
+};
 
 /// What `muse bench FAMILY` was asked.
 #[derive(Clone, Debug)]

@@ -28,7 +28,10 @@ mod eval_files;
 pub use eval::{EvalReport, EvalRequest, eval};
 pub use eval_files::eval_files;
 pub mod bench;
-pub use bench::{BenchRequest, WatermarkBenchOptions, bench, bench_watermark};
+pub use bench::{
+    BenchRequest, GenerateBenchOptions, WatermarkBenchOptions, bench, bench_generate,
+    bench_watermark,
+};
 pub mod chat;
 pub use chat::{ChatRequest, ChatSession, open_chat};
 pub mod inspect;
