@@ -278,6 +278,25 @@ fn gelu_matches_composed_ops() {
 }
 
 #[test]
+fn swiglu_matches_composed_ops() {
+    for (i, dims) in [&[1][..], &[7, 13], &[3, 1000], &[512, 1536]]
+        .iter()
+        .enumerate()
+    {
+        let gate = rand_tensor(dims, 8.0, 90 + i as u64);
+        let up = rand_tensor(dims, 2.0, 95 + i as u64);
+        check(
+            &format!("swiglu {dims:?}"),
+            &[gate, up],
+            1e-5,
+            Some(3),
+            |t| ops::swiglu(&t[0], &t[1]),
+            |t| reference::swiglu(&t[0], &t[1]),
+        );
+    }
+}
+
+#[test]
 fn cross_entropy_matches_composed_ops() {
     for (i, &(n, v, every)) in [
         (1, 1, 0),

@@ -18,7 +18,7 @@ use crate::models::CausalLm;
 use crate::models::llama::LlamaConfig;
 use crate::nn::attention::causal_attention;
 use crate::nn::ops::q4_1::Q4_1Matrix;
-use crate::nn::ops::rms_norm;
+use crate::nn::ops::{rms_norm, swiglu};
 use crate::nn::{Dropout, KvCache};
 
 /// Reads the Llama architecture from `llama.*` metadata, in Hugging Face field names.
@@ -255,9 +255,9 @@ impl QLlama {
             let y = self.attention(blk, &h, &cos, &sin, cache.as_deref_mut().map(|c| (c, i)))?;
             x = (x + y)?;
             let h = rms_norm(&x, &blk.ffn_norm, eps)?;
-            let gate = blk.ffn_gate.forward(&h)?.silu()?; // (B, T, H)
+            let gate = blk.ffn_gate.forward(&h)?; // (B, T, H)
             let up = blk.ffn_up.forward(&h)?; // (B, T, H)
-            x = (x + blk.ffn_down.forward(&(gate * up)?)?)?;
+            x = (x + blk.ffn_down.forward(&swiglu(&gate, &up)?)?)?;
         }
         Ok(x)
     }

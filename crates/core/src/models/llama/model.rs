@@ -148,8 +148,8 @@ impl Mlp {
     /// # Shapes
     /// `x`: (B, T, C) -> (B, T, C).
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?.silu()?; // (B, T, H)
-        let h = (gate * self.up_proj.forward(x)?)?; // (B, T, H)
+        let gate = self.gate_proj.forward(x)?; // (B, T, H)
+        let h = ops::swiglu(&gate, &self.up_proj.forward(x)?)?; // (B, T, H)
         self.down_proj.forward(&h)
     }
 }

@@ -28,8 +28,10 @@ mod lora_linear;
 mod math;
 mod matmul;
 pub mod q4_1;
+pub(crate) mod q4_1_panels;
 pub mod reference;
 mod rms_norm;
+mod swiglu;
 pub mod vae_loss;
 pub mod vae_mlp;
 
@@ -46,6 +48,7 @@ pub use layer_norm::layer_norm;
 pub use linear::{WeightLayout, linear};
 pub use lora_linear::{LoraUpdate, lora_linear};
 pub use rms_norm::rms_norm;
+pub use swiglu::swiglu;
 
 /// True when every tensor is F32 on the CPU, i.e. the fused kernels apply.
 fn fast_path(tensors: &[&Tensor]) -> bool {

@@ -75,6 +75,12 @@ impl Q4_1Matrix {
         }
         let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
         let n = xs.len() / cols;
+        let mut shape = lead.to_vec();
+        shape.push(self.rows);
+        if n >= super::q4_1_panels::MIN_BATCH {
+            let out = super::q4_1_panels::forward(self, &xs, n);
+            return Tensor::from_vec(out, shape, x.device());
+        }
         let nb = cols / BLOCK;
         // Activations to 8 bits per block: codes, scale, scale * sum of codes.
         let mut qx = vec![0i8; n * cols];
@@ -122,11 +128,45 @@ impl Q4_1Matrix {
             }
             out
         };
-        let mut shape = lead.to_vec();
-        shape.push(self.rows);
         Tensor::from_vec(out, shape, x.device())
     }
+
+    /// (rows, cols).
+    pub fn dims(&self) -> (usize, usize) {
+        (self.rows, self.cols)
+    }
+
+    /// Rows `rows` of the weights as f32, row-major, into `out` (`rows.len() * cols` long).
+    pub(crate) fn dequantize_rows(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+        let nb = self.cols / BLOCK;
+        let blocks = rows.start * nb..rows.end * nb;
+        dequantize_simd(
+            &self.codes[blocks.start * 16..blocks.end * 16],
+            &self.d[blocks.clone()],
+            &self.m[blocks],
+            out,
+        );
+    }
 }
+
+/// `w = d * q + m` for each block: codes (n, 16), d and m (n) -> w (n, 32).
+#[inline(always)]
+fn dequantize_impl<F: super::math::Fma>(codes: &[u8], d: &[f32], m: &[f32], out: &mut [f32]) {
+    for (((w, c), &d), &m) in out
+        .chunks_exact_mut(BLOCK)
+        .zip(codes.chunks_exact(16))
+        .zip(d)
+        .zip(m)
+    {
+        // Byte j holds weight j (low nibble) and weight j + 16 (high nibble).
+        let (lo, hi) = w.split_at_mut(16);
+        for ((l, h), &b) in lo.iter_mut().zip(hi.iter_mut()).zip(c) {
+            *l = F::fma(d, (b & 15) as f32, m);
+            *h = F::fma(d, (b >> 4) as f32, m);
+        }
+    }
+}
+simd_dispatch!(fn dequantize_simd(codes: &[u8], d: &[f32], m: &[f32], out: &mut [f32]) = dequantize_impl);
 
 /// Rounds 32 values to `d * q` with q in [-127, 127]; returns d and d * sum(q).
 fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32) {
@@ -205,11 +245,10 @@ unsafe fn row_dot_avx2(
 ) -> f32 {
     use std::arch::x86_64::*;
     let nb = d.len();
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_m = 0f32;
     let low = _mm256_set1_epi8(0x0F);
     let ones = _mm256_set1_epi16(1);
-    for b in 0..nb {
+    // The 8 i32 partial sums of block b's code products, scaled by d * dx.
+    let block = |b: usize| {
         // SAFETY (all loads): block b lies within the slices (checked by the caller).
         let c = unsafe { _mm_loadu_si128(codes.as_ptr().add(b * 16) as *const __m128i) };
         // Lanes 0..16: low nibbles (weights 0..16); lanes 16..32: high nibbles (16..32).
@@ -217,21 +256,30 @@ unsafe fn row_dot_avx2(
         let q = unsafe { _mm256_loadu_si256(qx.as_ptr().add(b * BLOCK) as *const __m256i) };
         // u8 x i8 pairs summed to i16 (at most 2 * 15 * 127), then pairs to i32.
         let p = _mm256_madd_epi16(_mm256_maddubs_epi16(c, q), ones);
-        let (db, mb, dxb, sxb) = unsafe {
-            (
-                *d.get_unchecked(b),
-                *m.get_unchecked(b),
-                *dx.get_unchecked(b),
-                *sx.get_unchecked(b),
-            )
-        };
-        acc = _mm256_fmadd_ps(_mm256_set1_ps(db * dxb), _mm256_cvtepi32_ps(p), acc);
-        acc_m = mb.mul_add(sxb, acc_m);
+        let scale = unsafe { *d.get_unchecked(b) * *dx.get_unchecked(b) };
+        (_mm256_set1_ps(scale), _mm256_cvtepi32_ps(p))
+    };
+    // Two accumulators, even and odd blocks: one chain of dependent FMAs (4 cycles each) was
+    // the bound, not the loads.
+    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+    let mut b = 0;
+    while b + 1 < nb {
+        let (s0, p0) = block(b);
+        let (s1, p1) = block(b + 1);
+        acc0 = _mm256_fmadd_ps(s0, p0, acc0);
+        acc1 = _mm256_fmadd_ps(s1, p1, acc1);
+        b += 2;
     }
+    if b < nb {
+        let (s0, p0) = block(b);
+        acc0 = _mm256_fmadd_ps(s0, p0, acc0);
+    }
+    let acc = _mm256_add_ps(acc0, acc1);
     let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     let h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    _mm_cvtss_f32(h) + acc_m
+    // The minima's share, sum_b m_b * sx_b, as one vectorised dot product.
+    _mm_cvtss_f32(h) + super::math::sum_map2(&m[..nb], &sx[..nb], |a, b| a * b)
 }
 
 #[cfg(test)]
@@ -275,6 +323,28 @@ mod tests {
         assert!(e < 2e-3, "vs candle: {e}");
         let e = scaled_err(&got, &exact);
         assert!(e < 1e-2, "vs the dequantised product: {e}");
+    }
+
+    /// A batch of activations (a prompt) takes the f32 panel path: the product by the
+    /// dequantised weights, to f32 rounding, with rows spanning several panels.
+    #[test]
+    fn batched_product_equals_the_dequantised_product() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (150, 96), &dev).unwrap();
+        let x = Tensor::randn(0f32, 1.0, (2, 9, 96), &dev).unwrap();
+        assert!(18 >= crate::nn::ops::q4_1_panels::MIN_BATCH);
+        let q = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
+        let bytes = q.data().unwrap().to_vec();
+        let exact = x
+            .broadcast_matmul(&q.dequantize(&dev).unwrap().t().unwrap())
+            .unwrap();
+        let got = Q4_1Matrix::from_ggml(&bytes, 150, 96)
+            .unwrap()
+            .forward(&x)
+            .unwrap();
+        assert_eq!(got.dims(), &[2, 9, 150]);
+        let e = scaled_err(&got, &exact);
+        assert!(e < 1e-5, "vs the dequantised product: {e}");
     }
 
     /// The portable loop and the AVX2 one give the same sums.

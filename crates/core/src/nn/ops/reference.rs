@@ -152,6 +152,14 @@ pub fn gelu(x: &Tensor, kind: GeluKind) -> Result<Tensor> {
     }
 }
 
+/// See [`super::swiglu()`]: SiLU of the gate times the up projection.
+///
+/// # Shapes
+/// `gate`, `up`: the same shape -> that shape.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    gate.silu()? * up
+}
+
 /// See [`super::cross_entropy()`]: log-softmax, gather, masked mean.
 ///
 /// # Shapes
