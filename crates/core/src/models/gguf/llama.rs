@@ -18,6 +18,7 @@ use crate::models::CausalLm;
 use crate::models::llama::LlamaConfig;
 use crate::nn::attention::causal_attention;
 use crate::nn::ops::q4_1::Q4_1Matrix;
+use crate::nn::ops::q8_0::Q8_0Matrix;
 use crate::nn::ops::{rms_norm, swiglu};
 use crate::nn::{Dropout, KvCache};
 
@@ -64,19 +65,29 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<LlamaConfig> {
     Ok(cfg)
 }
 
-/// A weight matrix as it multiplies: candle's quantised matmul, or Muse's Q4_1 kernel on the
-/// CPU (candle's Q4_1 is its scalar fallback; see [`crate::nn::ops::q4_1`]).
+/// A weight matrix as it multiplies: candle's quantised matmul, or Muse's Q4_1 and Q8_0
+/// kernels on the CPU (candle's Q4_1 is its scalar fallback; see [`crate::nn::ops::q4_1`] and
+/// [`crate::nn::ops::q8_0`]).
 #[derive(Debug)]
 enum QLinear {
     Candle(QMatMul),
     Q4_1(Q4_1Matrix),
+    Q8_0(Q8_0Matrix),
 }
 
 impl QLinear {
     fn new(t: QTensor) -> Result<Self> {
-        if t.dtype() == GgmlDType::Q4_1 && t.device().is_cpu() {
+        if t.device().is_cpu() {
             let (rows, cols) = t.shape().dims2()?;
-            return Ok(Self::Q4_1(Q4_1Matrix::from_ggml(&t.data()?, rows, cols)?));
+            match t.dtype() {
+                GgmlDType::Q4_1 => {
+                    return Ok(Self::Q4_1(Q4_1Matrix::from_ggml(&t.data()?, rows, cols)?));
+                }
+                GgmlDType::Q8_0 => {
+                    return Ok(Self::Q8_0(Q8_0Matrix::from_ggml(&t.data()?, rows, cols)?));
+                }
+                _ => {}
+            }
         }
         QMatMul::from_qtensor(t).map(Self::Candle)
     }
@@ -87,6 +98,7 @@ impl QLinear {
         match self {
             Self::Candle(m) => m.forward(x),
             Self::Q4_1(m) => m.forward(x),
+            Self::Q8_0(m) => m.forward(x),
         }
     }
 }

@@ -8,12 +8,9 @@
 //! written to vectorise (AVX2 via [`super::math`]'s dispatch) and split over rayon threads.
 
 use candle_core::{DType, Device, Result, Tensor};
-use rayon::prelude::*;
 
 use super::math::simd_dispatch;
-
-/// Weights per block.
-pub const BLOCK: usize = 32;
+use super::quant_rows::{self, Activations, BLOCK, QuantRows};
 /// Bytes per block in the file: f16 d, f16 m, 16 bytes of codes.
 const BLOCK_BYTES: usize = 20;
 
@@ -58,86 +55,21 @@ impl Q4_1Matrix {
         })
     }
 
-    /// `x @ W^T`.
+    /// `x @ W^T` (see [`super::quant_rows`] for how).
     ///
     /// # Shapes
     /// `x`: (..., cols) f32 on the CPU -> (..., rows).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dims = x.dims().to_vec();
-        let Some((&cols, lead)) = dims.split_last() else {
-            candle_core::bail!("q4_1 matmul of a scalar");
-        };
-        if cols != self.cols {
-            candle_core::bail!(
-                "q4_1 matmul: input width {cols}, weights take {}",
-                self.cols
-            );
-        }
-        let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
-        let n = xs.len() / cols;
-        let mut shape = lead.to_vec();
-        shape.push(self.rows);
-        if n >= super::q4_1_panels::MIN_BATCH {
-            let out = super::q4_1_panels::forward(self, &xs, n);
-            return Tensor::from_vec(out, shape, x.device());
-        }
-        let nb = cols / BLOCK;
-        // Activations to 8 bits per block: codes, scale, scale * sum of codes.
-        let mut qx = vec![0i8; n * cols];
-        let mut dx = vec![0f32; n * nb];
-        let mut sx = vec![0f32; n * nb];
-        for (((xb, qb), d), s) in xs
-            .chunks_exact(BLOCK)
-            .zip(qx.chunks_exact_mut(BLOCK))
-            .zip(dx.iter_mut())
-            .zip(sx.iter_mut())
-        {
-            (*d, *s) = quantize_block(xb, qb);
-        }
-        // Output rows split over threads; (rows, n) then transposed.
-        let mut out_t = vec![0f32; self.rows * n];
-        let per_task = (self.rows / (rayon::current_num_threads() * 4)).max(1);
-        out_t
-            .par_chunks_mut(per_task * n)
-            .enumerate()
-            .for_each(|(task, chunk)| {
-                let r0 = task * per_task;
-                for (k, out_r) in chunk.chunks_exact_mut(n).enumerate() {
-                    let r = r0 + k;
-                    let codes = &self.codes[r * nb * 16..(r + 1) * nb * 16];
-                    let d = &self.d[r * nb..(r + 1) * nb];
-                    let m = &self.m[r * nb..(r + 1) * nb];
-                    for (i, o) in out_r.iter_mut().enumerate() {
-                        let (q, dxi, sxi) = (
-                            &qx[i * cols..(i + 1) * cols],
-                            &dx[i * nb..(i + 1) * nb],
-                            &sx[i * nb..(i + 1) * nb],
-                        );
-                        *o = row_dot(codes, d, m, q, dxi, sxi);
-                    }
-                }
-            });
-        let out = if n == 1 {
-            out_t
-        } else {
-            let mut out = vec![0f32; n * self.rows];
-            for (r, row) in out_t.chunks_exact(n).enumerate() {
-                for (i, &v) in row.iter().enumerate() {
-                    out[i * self.rows + r] = v;
-                }
-            }
-            out
-        };
-        Tensor::from_vec(out, shape, x.device())
+        quant_rows::forward(self, x)
     }
+}
 
-    /// (rows, cols).
-    pub fn dims(&self) -> (usize, usize) {
+impl QuantRows for Q4_1Matrix {
+    fn dims(&self) -> (usize, usize) {
         (self.rows, self.cols)
     }
 
-    /// Rows `rows` of the weights as f32, row-major, into `out` (`rows.len() * cols` long).
-    pub(crate) fn dequantize_rows(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
+    fn widen_rows(&self, rows: std::ops::Range<usize>, out: &mut [f32]) {
         let nb = self.cols / BLOCK;
         let blocks = rows.start * nb..rows.end * nb;
         dequantize_simd(
@@ -146,6 +78,23 @@ impl Q4_1Matrix {
             &self.m[blocks],
             out,
         );
+    }
+
+    fn dot(&self, r: usize, x: &Activations, i: usize) -> f32 {
+        let nb = self.cols / BLOCK;
+        let (q, dx, sx) = x.row(i);
+        row_dot(
+            &self.codes[r * nb * 16..(r + 1) * nb * 16],
+            &self.d[r * nb..(r + 1) * nb],
+            &self.m[r * nb..(r + 1) * nb],
+            q,
+            dx,
+            sx,
+        )
+    }
+
+    fn name(&self) -> &'static str {
+        "q4_1"
     }
 }
 
@@ -167,20 +116,6 @@ fn dequantize_impl<F: super::math::Fma>(codes: &[u8], d: &[f32], m: &[f32], out:
     }
 }
 simd_dispatch!(fn dequantize_simd(codes: &[u8], d: &[f32], m: &[f32], out: &mut [f32]) = dequantize_impl);
-
-/// Rounds 32 values to `d * q` with q in [-127, 127]; returns d and d * sum(q).
-fn quantize_block(x: &[f32], q: &mut [i8]) -> (f32, f32) {
-    let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));
-    let d = amax / 127.0;
-    let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-    let mut sum = 0i32;
-    for (qi, &v) in q.iter_mut().zip(x) {
-        let c = (v * inv).round() as i32;
-        *qi = c as i8;
-        sum += c;
-    }
-    (d, d * sum as f32)
-}
 
 /// One output: the dot product of a weight row and an activation row, block by block.
 #[inline(always)]
@@ -332,7 +267,7 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (150, 96), &dev).unwrap();
         let x = Tensor::randn(0f32, 1.0, (2, 9, 96), &dev).unwrap();
-        assert!(18 >= crate::nn::ops::q4_1_panels::MIN_BATCH);
+        assert!(18 >= quant_rows::MIN_BATCH);
         let q = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
         let bytes = q.data().unwrap().to_vec();
         let exact = x
