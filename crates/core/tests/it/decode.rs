@@ -41,7 +41,16 @@ fn composed(q: &Tensor, k: &Tensor, v: &Tensor, nh: usize, nkv: usize) -> Tensor
 fn decode_attention_matches_the_composed_path() {
     let (b, hs, cap) = (2, 16, 48);
     for (nh, nkv) in [(4, 4), (4, 2), (6, 1)] {
-        for (tq, tk) in [(1, 1), (1, 7), (3, 3), (3, 40), (16, 45)] {
+        // Single tokens, short continuations and whole prompts (tq == tk).
+        for (tq, tk) in [
+            (1, 1),
+            (1, 7),
+            (3, 3),
+            (3, 40),
+            (16, 45),
+            (40, 40),
+            (41, 48),
+        ] {
             let seed = (nh * 100 + nkv * 10 + tq * 1000 + tk) as u64;
             // Queries as a narrow of a packed projection (row stride wider than the row).
             let packed = randn(&[b, tq, 3 * nh * hs], seed);
@@ -51,7 +60,7 @@ fn decode_attention_matches_the_composed_path() {
             let vbuf = randn(&[b, cap, nkv * hs], seed + 2);
             let k = kbuf.narrow(1, 0, tk).unwrap();
             let v = vbuf.narrow(1, 0, tk).unwrap();
-            assert!(applies(&q, &k, &v) == (tq <= 16));
+            assert!(applies(&q, &k, &v));
             let fused = decode_attention(&q, &k, &v, nh, nkv).unwrap();
             let want = composed(&q, &k, &v, nh, nkv);
             let d = max_abs_diff(&fused, &want);
