@@ -1,5 +1,6 @@
 //! Sampling from trained models: logit processing and token-by-token generation.
 
+pub mod beam;
 pub mod chat;
 pub mod diffusion;
 pub mod gan;
@@ -7,6 +8,7 @@ pub mod generate;
 pub mod gguf;
 pub mod logits;
 pub mod open;
+pub mod translate;
 pub mod vae;
 pub mod watermark;
 
