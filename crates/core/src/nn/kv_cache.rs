@@ -87,7 +87,7 @@ impl KvCache {
         let (len, spare) = (self.len, self.capacity - self.len);
         for buf in self.keys.iter_mut().chain(self.values.iter_mut()) {
             // Only the stored positions are gathered; the rest of the buffer is fresh zeros.
-            let kept = buf.narrow(1, 0, len)?.index_select(rows, 0)?; // (N, len, dim)
+            let kept = buf.narrow(1, 0, len)?.contiguous()?.index_select(rows, 0)?; // (N, len, dim)
             *buf = kept.pad_with_zeros(1, 0, spare)?.contiguous()?; // (N, capacity, dim)
         }
         Ok(())
