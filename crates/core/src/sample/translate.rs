@@ -60,7 +60,15 @@ impl StepDecoder for ModelDecoder<'_> {
         let ids = Tensor::from_slice(tokens, (tokens.len(), 1), self.model.device())?;
         let logits = self.model.decode_step(&ids, &self.memory, &mut self.cache)?; // (N, V)
         let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        Ok(lp.flatten_all()?.to_vec1::<f32>()?)
+        let mut lp = lp.flatten_all()?.to_vec1::<f32>()?;
+        // Padding and BOS are never outputs.
+        let cfg = self.model.config();
+        let vocab = cfg.vocab_size;
+        for row in lp.chunks_mut(vocab) {
+            row[cfg.pad_token_id as usize] = f32::NEG_INFINITY;
+            row[cfg.bos_token_id as usize] = f32::NEG_INFINITY;
+        }
+        Ok(lp)
     }
 
     fn keep_rows(&mut self, rows: &[usize]) -> Result<()> {
