@@ -289,3 +289,18 @@ fn beam_finds_the_most_likely_sequence_where_greedy_does_not() {
     let lp = muse_core::sample::beam::length_penalty;
     assert!((lp(1, 0.6) - 1.0).abs() < 1e-12 && lp(10, 0.6) > lp(5, 0.6));
 }
+
+#[test]
+fn the_preset_file_in_configs_matches_the_preset() {
+    use muse_core::train::seq2seq::Seq2SeqRunConfig;
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../configs/seq2seq-tatoeba-en-fr.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let from_file: Seq2SeqRunConfig = toml::from_str(&text).unwrap();
+    assert_eq!(
+        from_file,
+        Seq2SeqRunConfig::tatoeba_en_fr(),
+        "{} is stale: regenerate it with --print-config",
+        path.display()
+    );
+}
