@@ -20,8 +20,20 @@ fn write_corpus(dir: &Path) -> String {
 
 fn train(dir: &Path, data: &str, out: &str, steps: &str, extra: &[&str]) -> String {
     let mut args = vec![
-        "train", "seq2seq", "--preset", "tiny", "--data", data, "--out", out, "--max-steps",
-        steps, "--set", "eval_interval=10", "--set", "sample_interval=0",
+        "train",
+        "seq2seq",
+        "--preset",
+        "tiny",
+        "--data",
+        data,
+        "--out",
+        out,
+        "--max-steps",
+        steps,
+        "--set",
+        "eval_interval=10",
+        "--set",
+        "sample_interval=0",
     ];
     args.extend_from_slice(extra);
     ok(&muse(dir, &args))
@@ -55,7 +67,16 @@ fn trains_translates_evaluates_and_resumes_exactly() {
     std::fs::write(dir.join("in.txt"), "a1 b2\n\na4 b4\n").unwrap();
     ok(&muse(
         dir,
-        &["translate", "run", "--file", "in.txt", "-o", "out.txt", "--beam", "2"],
+        &[
+            "translate",
+            "run",
+            "--file",
+            "in.txt",
+            "-o",
+            "out.txt",
+            "--beam",
+            "2",
+        ],
     ));
     let written = std::fs::read_to_string(dir.join("out.txt")).unwrap();
     let lines: Vec<&str> = written.lines().collect();
@@ -65,7 +86,12 @@ fn trains_translates_evaluates_and_resumes_exactly() {
     // muse eval: greedy and beam BLEU / chrF lines as `muse eval --hyp --ref` prints them.
     let eval = ok(&muse(dir, &["eval", "run", "--limit", "2", "--beam", "2"]));
     assert!(eval.contains(": 2 sentences"), "{eval}");
-    assert_eq!(eval.matches("BLEU|nrefs:1|case:mixed|eff:no|tok:13a").count(), 2, "{eval}");
+    assert_eq!(
+        eval.matches("BLEU|nrefs:1|case:mixed|eff:no|tok:13a")
+            .count(),
+        2,
+        "{eval}"
+    );
     assert_eq!(eval.matches("chrF2|nrefs:1").count(), 2, "{eval}");
     assert!(eval.contains("sentences/s"), "{eval}");
 

@@ -588,7 +588,10 @@ fn seq2seq(req: TrainRequest) -> Result<TrainOutcome> {
             report.steps, report.train_seconds, report.train_loss, report.val_loss
         ),
         output: vec![
-            format!("--- greedy translations of validation sentences ({}) ---", crate::AI_GENERATED_NOTICE),
+            format!(
+                "--- greedy translations of validation sentences ({}) ---",
+                crate::AI_GENERATED_NOTICE
+            ),
             report.sample.trim_end().to_string(),
         ],
         next: format!("muse translate {dir} \"How are you?\"   |   muse eval {dir}"),

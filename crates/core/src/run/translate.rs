@@ -218,7 +218,8 @@ pub fn eval_translation(req: &EvalRequest) -> Result<EvalReport> {
         if cfg.data.reverse { " (reversed)" } else { "" },
         test.len()
     )];
-    let mut json = json!({ "data": data, "sentences": test.len(), "sacrebleu_version": SACREBLEU_VERSION });
+    let mut json =
+        json!({ "data": data, "sentences": test.len(), "sacrebleu_version": SACREBLEU_VERSION });
     let mut searches = vec![("greedy".to_string(), 1)];
     if req.beam > 1 {
         searches.push((format!("beam {}", req.beam), req.beam));

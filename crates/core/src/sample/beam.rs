@@ -51,7 +51,9 @@ pub fn length_penalty(len: usize, alpha: f64) -> f64 {
 /// The best output of `n` sentences, without BOS and EOS.
 pub fn search(dec: &mut dyn StepDecoder, n: usize, opts: &SearchOptions) -> Result<Vec<Vec<u32>>> {
     if opts.beam == 0 {
-        return Err(Error::usage("the beam size must be at least 1 (1 is greedy search)"));
+        return Err(Error::usage(
+            "the beam size must be at least 1 (1 is greedy search)",
+        ));
     }
     if opts.beam == 1 {
         greedy(dec, n, opts)

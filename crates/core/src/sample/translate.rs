@@ -58,7 +58,9 @@ impl<'a> ModelDecoder<'a> {
 impl StepDecoder for ModelDecoder<'_> {
     fn step(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
         let ids = Tensor::from_slice(tokens, (tokens.len(), 1), self.model.device())?;
-        let logits = self.model.decode_step(&ids, &self.memory, &mut self.cache)?; // (N, V)
+        let logits = self
+            .model
+            .decode_step(&ids, &self.memory, &mut self.cache)?; // (N, V)
         let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let mut lp = lp.flatten_all()?.to_vec1::<f32>()?;
         // Padding and BOS are never outputs.

@@ -37,10 +37,9 @@ fn forward_loss_and_gradients_match_pytorch_nn_transformer() {
     let tensors: HashMap<String, Tensor> =
         candle_core::safetensors::load(fixture("seq2seq_golden.safetensors"), &Device::Cpu)
             .unwrap();
-    let meta: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(fixture("seq2seq_golden.json")).unwrap(),
-    )
-    .unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("seq2seq_golden.json")).unwrap())
+            .unwrap();
     let cfg: Seq2SeqConfig = serde_json::from_value(meta["config"].clone()).unwrap();
     let varmap = VarMap::new();
     let model = Seq2Seq::new(
@@ -53,7 +52,11 @@ fn forward_loss_and_gradients_match_pytorch_nn_transformer() {
         var.set(&tensors[&format!("init.{name}")]).unwrap();
     }
     let n_init = tensors.keys().filter(|k| k.starts_with("init.")).count();
-    assert_eq!(vars.len(), n_init, "every PyTorch parameter has a Muse variable");
+    assert_eq!(
+        vars.len(),
+        n_init,
+        "every PyTorch parameter has a Muse variable"
+    );
 
     let (src, tin, tout) = (
         ids(&tensors["src"]),
@@ -73,7 +76,10 @@ fn forward_loss_and_gradients_match_pytorch_nn_transformer() {
         .unwrap();
     let expect = meta["loss"].as_f64().unwrap();
     let got = loss.to_scalar::<f32>().unwrap() as f64;
-    assert!((got - expect).abs() < 1e-4, "loss {got} vs PyTorch {expect}");
+    assert!(
+        (got - expect).abs() < 1e-4,
+        "loss {got} vs PyTorch {expect}"
+    );
 
     let grads = loss.backward().unwrap();
     for (name, var) in &vars {
@@ -167,9 +173,18 @@ fn a_tiny_model_overfits_a_handful_of_pairs_and_greedy_reproduces_them() {
     let (model, varmap) = fresh(&cfg, 11);
     let dev = Device::Cpu;
     let pairs = toy_pairs();
-    let srcs: Vec<Vec<u32>> = pairs.iter().map(|(s, _)| [s.as_slice(), &[2]].concat()).collect();
-    let tin: Vec<Vec<u32>> = pairs.iter().map(|(_, t)| [&[1], t.as_slice()].concat()).collect();
-    let tout: Vec<Vec<u32>> = pairs.iter().map(|(_, t)| [t.as_slice(), &[2]].concat()).collect();
+    let srcs: Vec<Vec<u32>> = pairs
+        .iter()
+        .map(|(s, _)| [s.as_slice(), &[2]].concat())
+        .collect();
+    let tin: Vec<Vec<u32>> = pairs
+        .iter()
+        .map(|(_, t)| [&[1], t.as_slice()].concat())
+        .collect();
+    let tout: Vec<Vec<u32>> = pairs
+        .iter()
+        .map(|(_, t)| [t.as_slice(), &[2]].concat())
+        .collect();
     let src = pad_batch(&as_refs(&srcs), 0, &dev).unwrap();
     let tgt_in = pad_batch(&as_refs(&tin), 0, &dev).unwrap();
     let tgt_out = pad_batch(&as_refs(&tout), 0, &dev).unwrap();
@@ -196,7 +211,10 @@ fn a_tiny_model_overfits_a_handful_of_pairs_and_greedy_reproduces_them() {
         beam: 3,
         ..Default::default()
     };
-    assert_eq!(translate_batch(&model, &as_refs(&srcs), &beam).unwrap(), expect);
+    assert_eq!(
+        translate_batch(&model, &as_refs(&srcs), &beam).unwrap(),
+        expect
+    );
 }
 
 #[test]

@@ -63,8 +63,16 @@ pub fn make_batch(
     sp: Specials,
     device: &Device,
 ) -> Result<PairBatch> {
-    let ts = idx.iter().map(|&i| pairs[i].source.len() + 1).max().unwrap_or(1);
-    let tt = idx.iter().map(|&i| pairs[i].target.len() + 1).max().unwrap_or(1);
+    let ts = idx
+        .iter()
+        .map(|&i| pairs[i].source.len() + 1)
+        .max()
+        .unwrap_or(1);
+    let tt = idx
+        .iter()
+        .map(|&i| pairs[i].target.len() + 1)
+        .max()
+        .unwrap_or(1);
     let (mut src, mut tin, mut tout) = (Vec::new(), Vec::new(), Vec::new());
     let mut target_tokens = 0;
     for &i in idx {
@@ -118,7 +126,9 @@ pub fn batches_per_epoch(pairs: usize, batch_size: usize) -> usize {
 
 /// Batches of `idx` in their given order (evaluation: sort `idx` by length first).
 pub fn sequential_batches(idx: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
-    idx.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
+    idx.chunks(batch_size.max(1))
+        .map(<[usize]>::to_vec)
+        .collect()
 }
 
 #[cfg(test)]
@@ -140,14 +150,30 @@ mod tests {
     #[test]
     fn batches_are_padded_with_bos_and_eos_in_place() {
         let pairs = vec![
-            TokenPair { source: vec![5, 6], target: vec![7] },
-            TokenPair { source: vec![8], target: vec![9, 10, 11] },
+            TokenPair {
+                source: vec![5, 6],
+                target: vec![7],
+            },
+            TokenPair {
+                source: vec![8],
+                target: vec![9, 10, 11],
+            },
         ];
-        let sp = Specials { pad: 0, bos: 1, eos: 2 };
+        let sp = Specials {
+            pad: 0,
+            bos: 1,
+            eos: 2,
+        };
         let b = make_batch(&pairs, &[0, 1], sp, &Device::Cpu).unwrap();
         assert_eq!(b.src.to_vec2::<u32>().unwrap(), [[5, 6, 2], [8, 2, 0]]);
-        assert_eq!(b.tgt_in.to_vec2::<u32>().unwrap(), [[1, 7, 0, 0], [1, 9, 10, 11]]);
-        assert_eq!(b.tgt_out.to_vec2::<u32>().unwrap(), [[7, 2, 0, 0], [9, 10, 11, 2]]);
+        assert_eq!(
+            b.tgt_in.to_vec2::<u32>().unwrap(),
+            [[1, 7, 0, 0], [1, 9, 10, 11]]
+        );
+        assert_eq!(
+            b.tgt_out.to_vec2::<u32>().unwrap(),
+            [[7, 2, 0, 0], [9, 10, 11, 2]]
+        );
         assert_eq!(b.target_tokens, 6);
     }
 }

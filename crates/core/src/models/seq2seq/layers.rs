@@ -87,7 +87,12 @@ impl Attention {
     ///
     /// # Shapes
     /// `x`: (B, T_new, C) -> (B, T_new, C).
-    pub fn self_attend_cached(&self, x: &Tensor, layer: usize, cache: &mut KvCache) -> Result<Tensor> {
+    pub fn self_attend_cached(
+        &self,
+        x: &Tensor,
+        layer: usize,
+        cache: &mut KvCache,
+    ) -> Result<Tensor> {
         let q = self.q_proj.forward(x)?;
         let (k, v) = self.keys_values(x)?;
         let (k, v) = cache.append(layer, &k, &v)?; // (B, len + T_new, C) each
@@ -192,7 +197,9 @@ impl EncoderLayer {
         let h = self.self_attn_layer_norm.forward(x)?;
         let h = self.self_attn.self_attend(&h, Some(src_bias), dropout)?;
         let x = (x + dropout.apply(&h)?)?;
-        let h = self.ffn.forward(&self.final_layer_norm.forward(&x)?, dropout)?;
+        let h = self
+            .ffn
+            .forward(&self.final_layer_norm.forward(&x)?, dropout)?;
         &x + dropout.apply(&h)?
     }
 }
@@ -266,9 +273,13 @@ impl DecoderLayer {
         dropout: &mut Dropout,
     ) -> Result<Tensor> {
         let h = self.encoder_attn_layer_norm.forward(x)?;
-        let h = self.encoder_attn.attend(&h, k, v, Some(src_bias), dropout)?;
+        let h = self
+            .encoder_attn
+            .attend(&h, k, v, Some(src_bias), dropout)?;
         let x = (x + dropout.apply(&h)?)?;
-        let h = self.ffn.forward(&self.final_layer_norm.forward(&x)?, dropout)?;
+        let h = self
+            .ffn
+            .forward(&self.final_layer_norm.forward(&x)?, dropout)?;
         &x + dropout.apply(&h)?
     }
 }

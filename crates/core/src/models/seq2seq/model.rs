@@ -271,7 +271,11 @@ pub fn label_smoothed_cross_entropy(
         return Ok(nll);
     }
     let keep = keep.to_dtype(logits.dtype())?; // (N)
-    let count = keep.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?.max(1.0);
+    let count = keep
+        .sum_all()?
+        .to_dtype(DType::F64)?
+        .to_scalar::<f64>()?
+        .max(1.0);
     let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?; // (N, V)
     let smooth = (logp.mean(D::Minus1)?.neg()? * keep)?.sum_all()?; // ()
     (nll * (1.0 - eps))? + (smooth * (eps / count))?

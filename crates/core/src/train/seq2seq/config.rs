@@ -93,7 +93,12 @@ impl Seq2SeqRunConfig {
         let t = &mut cfg.train;
         (t.max_iters, t.lr_decay_iters, t.warmup_iters) = (200, 200, 20);
         (t.batch_size, t.lr) = (16, 3e-3);
-        (t.eval_interval, t.eval_iters, t.log_interval, t.sample_interval) = (50, 4, 10, 100);
+        (
+            t.eval_interval,
+            t.eval_iters,
+            t.log_interval,
+            t.sample_interval,
+        ) = (50, 4, 10, 100);
         cfg
     }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 
-pub use config::{ParallelDataConfig, PRESETS, Seq2SeqRunConfig};
+pub use config::{PRESETS, ParallelDataConfig, Seq2SeqRunConfig};
 pub use data::{PairData, SPECIALS, prepare_pairs, specials_of};
 
 use crate::data::parallel::batch::{batches_per_epoch, epoch_batches, make_batch};
@@ -189,7 +189,10 @@ impl Seq2SeqLoop<'_> {
             let batches = epoch_batches(&self.lengths, t.batch_size, t.seed, epoch);
             self.plan = Some((epoch, batches));
         }
-        self.plan.as_ref().map(|(_, p)| p[i].clone()).unwrap_or_default()
+        self.plan
+            .as_ref()
+            .map(|(_, p)| p[i].clone())
+            .unwrap_or_default()
     }
 }
 

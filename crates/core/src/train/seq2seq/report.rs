@@ -62,7 +62,10 @@ pub fn translate_samples(model: &Seq2Seq, data: &PairData) -> Result<String> {
     )?;
     let mut out = String::new();
     for (p, h) in pairs.iter().zip(hyps) {
-        out.push_str(&format!("{}\n  -> {h}\n  (reference: {})\n", p.source, p.target));
+        out.push_str(&format!(
+            "{}\n  -> {h}\n  (reference: {})\n",
+            p.source, p.target
+        ));
     }
     Ok(out)
 }
