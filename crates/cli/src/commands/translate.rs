@@ -23,6 +23,11 @@ pub struct Args {
     /// Write the translations here, one a line, instead of printing them.
     #[arg(short, long, value_name = "FILE")]
     output: Option<PathBuf>,
+    /// Draw the cross-attention of the translation (one sentence only): a PNG heat map, or an
+    /// SVG with the tokens along its axes when FILE ends in .svg. Rows are output tokens,
+    /// columns source tokens; darker is more attention (last decoder layer, mean of heads).
+    #[arg(long, value_name = "FILE", conflicts_with = "file")]
+    attention: Option<PathBuf>,
     /// Beam size: 1 is greedy search.
     #[arg(long, default_value_t = 1)]
     beam: usize,
@@ -47,6 +52,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         model: a.run,
         input,
         output: a.output,
+        attention: a.attention,
         options: TranslateOptions {
             beam: a.beam,
             length_penalty: a.length_penalty,
@@ -55,6 +61,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         device: a.device.device()?,
     };
     let report = muse_core::run::translate(&req)?;
+    if let Some((path, map)) = &report.attention {
+        eprintln!(
+            "cross-attention written to {}: rows {:?}, columns {:?}",
+            path.display(),
+            map.output,
+            map.source
+        );
+    }
     match &report.written {
         Some(path) => eprintln!(
             "{} translations in {:.1} s written to {} ({})",

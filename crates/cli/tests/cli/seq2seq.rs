@@ -83,6 +83,29 @@ fn trains_translates_evaluates_and_resumes_exactly() {
     assert_eq!(lines.len(), 3, "{written}");
     assert_eq!(lines[1], "", "an empty line stays empty");
 
+    // The cross-attention map: a PNG, or an SVG with the tokens; not with --file.
+    ok(&muse(
+        dir,
+        &["translate", "run", "a3 b5", "--attention", "att.png"],
+    ));
+    let png = std::fs::read(dir.join("att.png")).unwrap();
+    assert!(png.starts_with(b"\x89PNG"), "a PNG is written");
+    ok(&muse(
+        dir,
+        &[
+            "translate",
+            "run",
+            "a3 b5",
+            "--attention",
+            "att.svg",
+            "--beam",
+            "2",
+        ],
+    ));
+    let svg = std::fs::read_to_string(dir.join("att.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("&lt;/s&gt;"), "{svg}");
+    fails(&muse(dir, &["sample", "run"]), 2, "muse translate");
+
     // muse eval: greedy and beam BLEU / chrF lines as `muse eval --hyp --ref` prints them.
     let eval = ok(&muse(dir, &["eval", "run", "--limit", "2", "--beam", "2"]));
     assert!(eval.contains(": 2 sentences"), "{eval}");
@@ -98,9 +121,20 @@ fn trains_translates_evaluates_and_resumes_exactly() {
     // Stop at 12 and resume to 20: the same weights as the uninterrupted run.
     train(dir, &data, "split", "12", &[]);
     train(dir, &data, "split", "20", &["--resume"]);
-    let a = std::fs::read(dir.join("run/model.safetensors")).unwrap();
-    let b = std::fs::read(dir.join("split/model.safetensors")).unwrap();
-    assert!(a == b, "resumed weights differ from the uninterrupted run");
+    assert_eq!(
+        weights(&dir.join("run/model.safetensors")),
+        weights(&dir.join("split/model.safetensors")),
+        "resumed weights differ from the uninterrupted run"
+    );
+}
+
+/// A safetensors file as (header, tensor bytes); the header's metadata is a map whose key
+/// order may change from write to write, so it is compared parsed.
+fn weights(path: &Path) -> (serde_json::Value, Vec<u8>) {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    (header, bytes[8 + n..].to_vec())
 }
 
 #[test]

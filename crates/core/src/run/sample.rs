@@ -106,6 +106,14 @@ pub fn sample(req: SampleRequest) -> Result<SamplePlan> {
         return text_session(&req.model, &req.text, req.seed, &req.device)
             .map(|s| SamplePlan::Text(Box::new(s)));
     }
+    if family == Family::Seq2seq {
+        return Err(Error::usage(format!(
+            "{} holds {}: translate with `muse translate {} \"a sentence\"` (or --file)",
+            req.model.display(),
+            family.describe(),
+            req.model.display()
+        )));
+    }
     let mut text = text_flags(&req.text);
     if family == Family::Diffusion {
         // A text-to-image model takes a prompt; run::diffusion checks the model does.

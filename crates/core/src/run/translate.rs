@@ -14,7 +14,8 @@ use crate::error::{Error, Result};
 use crate::eval::translation::{SACREBLEU_VERSION, score_corpus, tok13a::py_rstrip};
 use crate::models::seq2seq::{Seq2Seq, load_seq2seq};
 use crate::run_dir::RunDir;
-use crate::sample::translate::translate_texts;
+use crate::sample::attention_map::{AttentionMap, attention_map};
+use crate::sample::translate::{source_ids, translate_batch, translate_texts};
 use crate::tokenizer::TextTokenizer;
 use crate::train::progress::Progress;
 use crate::train::seq2seq::{Seq2SeqRunConfig, specials_of};
@@ -37,6 +38,9 @@ pub struct TranslateRequest {
     pub input: TranslateInput,
     /// `-o`: write the translations here, one a line (else they are returned to print).
     pub output: Option<PathBuf>,
+    /// `--attention`: draw the cross-attention of the translation of a single sentence here
+    /// (PNG; `.svg` for one with the tokens written along the axes).
+    pub attention: Option<PathBuf>,
     pub options: TranslateOptions,
     pub device: Device,
 }
@@ -47,6 +51,8 @@ pub struct TranslateReport {
     pub translations: Vec<String>,
     /// Where they were written, with `-o`.
     pub written: Option<PathBuf>,
+    /// The attention map written with `--attention`: its path and the tokens of its axes.
+    pub attention: Option<(PathBuf, AttentionMap)>,
     pub seconds: f64,
 }
 
@@ -88,6 +94,14 @@ impl Translator {
         })
     }
 
+    /// The cross-attention map of the translation of `text`.
+    pub fn attention(&self, text: &str, opts: &TranslateOptions) -> Result<AttentionMap> {
+        let src = source_ids(&self.model, &self.tokenizer, text.trim())?;
+        let out = translate_batch(&self.model, &[&src], opts)?;
+        let out = out.into_iter().next().unwrap_or_default();
+        attention_map(&self.model, &self.tokenizer, &src, &out)
+    }
+
     /// Translates `texts` (empty lines stay empty), with a progress bar when `progress`.
     pub fn translate(
         &self,
@@ -126,7 +140,24 @@ pub fn translate(req: &TranslateRequest) -> Result<TranslateReport> {
         TranslateInput::Text(t) => vec![t.clone()],
         TranslateInput::File(path) => read_sentences(path)?,
     };
+    if req.attention.is_some() && !matches!(req.input, TranslateInput::Text(_)) {
+        return Err(Error::usage(
+            "--attention draws the translation of one sentence: give the sentence, not --file",
+        ));
+    }
     let translator = Translator::open(&req.model, &req.device)?;
+    let attention = match (&req.attention, &req.input) {
+        (Some(path), TranslateInput::Text(text)) => {
+            let map = translator.attention(text, &req.options)?;
+            let bytes = match path.extension().and_then(|e| e.to_str()) {
+                Some(e) if e.eq_ignore_ascii_case("svg") => map.to_svg().into_bytes(),
+                _ => map.to_png()?,
+            };
+            crate::io::write_atomic(path, &bytes)?;
+            Some((path.clone(), map))
+        }
+        _ => None,
+    };
     let t0 = Instant::now();
     let translations = translator.translate(&texts, &req.options, texts.len() > 1)?;
     let seconds = t0.elapsed().as_secs_f64();
@@ -138,6 +169,7 @@ pub fn translate(req: &TranslateRequest) -> Result<TranslateReport> {
     Ok(TranslateReport {
         translations,
         written: req.output.clone(),
+        attention,
         seconds,
     })
 }

@@ -1,5 +1,6 @@
 //! Sampling from trained models: logit processing and token-by-token generation.
 
+pub mod attention_map;
 pub mod beam;
 pub mod chat;
 pub mod diffusion;

@@ -139,6 +139,17 @@ fn cached_decoding_equals_full_recompute_with_padded_sources() {
         let err = max_err(&step, &full.narrow(1, t, 1).unwrap().squeeze(1).unwrap());
         assert!(err < 1e-5, "position {t} differs by {err}");
     }
+    // The cross-attention of the padded source: rows sum to 1, padding gets nothing.
+    let mut cache = model.new_cache(2, 4).unwrap();
+    let (_, att) = model
+        .decode_step_attention(&tgt.narrow(1, 0, 1).unwrap(), &memory, &mut cache)
+        .unwrap();
+    let att = att.to_vec2::<f32>().unwrap();
+    assert!(
+        att.iter()
+            .all(|r| (r.iter().sum::<f32>() - 1.0).abs() < 1e-5)
+    );
+    assert!(att[1][3] < 1e-6 && att[1][4] < 1e-6, "{att:?}");
     // Padding of a source changes nothing: the short source alone gives the same logits.
     let alone = model
         .forward(
@@ -321,4 +332,20 @@ fn the_preset_file_in_configs_matches_the_preset() {
         "{} is stale: regenerate it with --print-config",
         path.display()
     );
+}
+
+#[test]
+fn the_inverse_square_root_schedule_peaks_at_the_end_of_warm_up() {
+    use muse_core::train::{LrSchedule, ScheduleKind};
+    let s = LrSchedule {
+        lr: 1e-3,
+        min_lr: 0.0,
+        warmup_iters: 100,
+        decay_iters: 0,
+        kind: ScheduleKind::InverseSqrt,
+    };
+    assert!((s.at(0) - 1e-5).abs() < 1e-12);
+    assert!((s.at(99) - 1e-3).abs() < 1e-12);
+    assert!((s.at(399) - 5e-4).abs() < 1e-12, "lr * sqrt(100 / 400)");
+    assert!(s.at(150) < s.at(99));
 }

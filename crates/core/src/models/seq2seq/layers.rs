@@ -64,9 +64,21 @@ impl Attention {
         bias: Option<&Tensor>,
         dropout: &mut Dropout,
     ) -> Result<Tensor> {
+        Ok(self.attend_weights(x, k, v, bias, dropout)?.0)
+    }
+
+    /// [`Attention::attend`], also returning the attention weights. (B, nh, Tq, Tk).
+    pub fn attend_weights(
+        &self,
+        x: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        bias: Option<&Tensor>,
+        dropout: &mut Dropout,
+    ) -> Result<(Tensor, Tensor)> {
         let q = self.q_proj.forward(x)?;
-        let y = attend(&q, k, v, self.n_head, bias, dropout)?;
-        self.out_proj.forward(&y)
+        let (y, att) = attend_with_weights(&q, k, v, self.n_head, bias, dropout)?;
+        Ok((self.out_proj.forward(&y)?, att))
     }
 
     /// Self-attention over `x` itself.
@@ -101,19 +113,20 @@ impl Attention {
     }
 }
 
-/// Scaled dot-product attention with an additive bias.
+/// Scaled dot-product attention with an additive bias, returning the output and the
+/// attention weights (before dropout).
 ///
 /// # Shapes
 /// `q`: (B, Tq, C); `k`, `v`: (B, Tk, C); `bias`: broadcastable to (B, nh, Tq, Tk)
-/// -> (B, Tq, C).
-pub fn attend(
+/// -> ((B, Tq, C), (B, nh, Tq, Tk)).
+pub fn attend_with_weights(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
     n_head: usize,
     bias: Option<&Tensor>,
     dropout: &mut Dropout,
-) -> Result<Tensor> {
+) -> Result<(Tensor, Tensor)> {
     let (b, tq, c) = q.dims3()?;
     let tk = k.dim(1)?;
     let hs = c / n_head;
@@ -131,9 +144,8 @@ pub fn attend(
     } else {
         candle_nn::ops::softmax(&att, D::Minus1)?
     };
-    let att = dropout.apply(&att)?;
-    let y = att.matmul(&v)?; // (B, nh, Tq, hs)
-    y.transpose(1, 2)?.reshape((b, tq, c)) // (B, Tq, C)
+    let y = dropout.apply(&att)?.matmul(&v)?; // (B, nh, Tq, hs)
+    Ok((y.transpose(1, 2)?.reshape((b, tq, c))?, att)) // (B, Tq, C)
 }
 
 /// The causal mask of `t` positions as an additive bias.
@@ -244,13 +256,14 @@ impl DecoderLayer {
         let h = self.self_attn_layer_norm.forward(x)?;
         let h = self.self_attn.self_attend(&h, Some(causal), dropout)?;
         let x = (x + dropout.apply(&h)?)?;
-        self.cross_and_ffn(&x, cross_kv, src_bias, dropout)
+        Ok(self.cross_and_ffn(&x, cross_kv, src_bias, dropout)?.0)
     }
 
-    /// The decoding forward of new positions after those in `cache`.
+    /// The decoding forward of new positions after those in `cache`, with the
+    /// cross-attention weights.
     ///
     /// # Shapes
-    /// `x`: (B, T_new, C) -> (B, T_new, C).
+    /// `x`: (B, T_new, C) -> ((B, T_new, C), (B, nh, T_new, Ts)).
     pub fn forward_cached(
         &self,
         x: &Tensor,
@@ -258,28 +271,29 @@ impl DecoderLayer {
         cache: &mut KvCache,
         cross_kv: (&Tensor, &Tensor),
         src_bias: &Tensor,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, Tensor)> {
         let h = self.self_attn_layer_norm.forward(x)?;
         let h = self.self_attn.self_attend_cached(&h, layer, cache)?;
         let x = (x + h)?;
         self.cross_and_ffn(&x, cross_kv, src_bias, &mut Dropout::eval())
     }
 
+    /// The output and the cross-attention weights, (B, nh, T, Ts).
     fn cross_and_ffn(
         &self,
         x: &Tensor,
         (k, v): (&Tensor, &Tensor),
         src_bias: &Tensor,
         dropout: &mut Dropout,
-    ) -> Result<Tensor> {
+    ) -> Result<(Tensor, Tensor)> {
         let h = self.encoder_attn_layer_norm.forward(x)?;
-        let h = self
+        let (h, att) = self
             .encoder_attn
-            .attend(&h, k, v, Some(src_bias), dropout)?;
+            .attend_weights(&h, k, v, Some(src_bias), dropout)?;
         let x = (x + dropout.apply(&h)?)?;
         let h = self
             .ffn
             .forward(&self.final_layer_norm.forward(&x)?, dropout)?;
-        &x + dropout.apply(&h)?
+        Ok(((&x + dropout.apply(&h)?)?, att))
     }
 }

@@ -216,15 +216,37 @@ impl Seq2Seq {
         memory: &EncoderMemory,
         cache: &mut KvCache,
     ) -> Result<Tensor> {
+        Ok(self.decode_step_attention(ids, memory, cache)?.0)
+    }
+
+    /// [`Seq2Seq::decode_step`], also returning the last decoder layer's cross-attention
+    /// weights of the last new position, averaged over heads: where in the source the
+    /// prediction looked.
+    ///
+    /// # Shapes
+    /// `ids`: (B, T_new) u32 -> ((B, vocab), (B, Ts)).
+    pub fn decode_step_attention(
+        &self,
+        ids: &Tensor,
+        memory: &EncoderMemory,
+        cache: &mut KvCache,
+    ) -> Result<(Tensor, Tensor)> {
         let t = ids.dim(1)?;
         let mut x = self.embed(ids, cache.len())?; // (B, T_new, C)
+        let mut att = None;
         for (i, layer) in self.decoder.iter().enumerate() {
             let (k, v) = &memory.cross_kv[i];
-            x = layer.forward_cached(&x, i, cache, (k, v), &memory.bias)?;
+            let (y, a) = layer.forward_cached(&x, i, cache, (k, v), &memory.bias)?;
+            (x, att) = (y, Some(a));
         }
         cache.advance(t);
+        let Some(att) = att else {
+            candle_core::bail!("a seq2seq model needs at least one decoder layer")
+        }; // (B, nh, T_new, Ts)
+        let att = att.narrow(2, t - 1, 1)?.squeeze(2)?.mean(1)?; // (B, Ts)
         let last = x.narrow(1, t - 1, 1)?.squeeze(1)?; // (B, C)
-        self.project(&self.decoder_norm.forward(&last)?) // (B, V)
+        let logits = self.project(&self.decoder_norm.forward(&last)?)?; // (B, V)
+        Ok((logits, att))
     }
 
     /// The output projection, tied to the shared embedding.
