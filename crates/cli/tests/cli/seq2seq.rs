@@ -160,6 +160,11 @@ fn bad_translate_requests_are_clear_errors() {
         "--beam must be at least 1",
     );
     fails(
+        &muse(dir, &["sample", "gpt", "--beam", "0"]),
+        2,
+        "--beam must be at least 1",
+    );
+    fails(
         &muse(dir, &["translate", "gpt", "--file", "missing.txt"]),
         1,
         "cannot read --file missing.txt",

@@ -2,6 +2,7 @@
 
 pub mod attention_map;
 pub mod beam;
+pub mod beam_lm;
 pub mod chat;
 pub mod diffusion;
 pub mod gan;

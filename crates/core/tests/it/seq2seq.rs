@@ -349,3 +349,81 @@ fn the_inverse_square_root_schedule_peaks_at_the_end_of_warm_up() {
     assert!((s.at(399) - 5e-4).abs() < 1e-12, "lr * sqrt(100 / 400)");
     assert!(s.at(150) < s.at(99));
 }
+
+/// GPT beam search: beam 1 is greedy decoding, and here a wider beam finds a continuation at
+/// least as likely as greedy's (not a theorem: beam search can prune the greedy path, but not
+/// on this fixed model).
+#[test]
+fn gpt_beam_of_one_is_greedy_and_a_wider_beam_does_no_worse_here() {
+    use muse_core::models::CausalLm;
+    use muse_core::models::gpt::{Gpt, GptConfig};
+    use muse_core::sample::beam::length_penalty;
+    use muse_core::sample::beam_lm::beam_continue;
+    let cfg = GptConfig {
+        vocab_size: 17,
+        n_positions: 24,
+        n_embd: 32,
+        n_layer: 2,
+        n_head: 4,
+        ..GptConfig::char_baby()
+    };
+    let varmap = VarMap::new();
+    let model = Gpt::new(
+        &cfg,
+        VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+    )
+    .unwrap();
+    init_varmap(&varmap, 9, |_, dims| {
+        if dims.len() < 2 {
+            muse_core::nn::Init::Const(1.0)
+        } else {
+            muse_core::nn::Init::Normal(0.5)
+        }
+    })
+    .unwrap();
+    let prompt = [3u32, 7, 1];
+    // Greedy by hand: argmax after the prompt, one token at a time.
+    let mut cache = model.new_cache(1).unwrap();
+    let mut ids = prompt.to_vec();
+    let mut greedy = Vec::new();
+    let mut logp = 0.0f64;
+    for _ in 0..8 {
+        let input = &ids[ids.len() - if greedy.is_empty() { 3 } else { 1 }..];
+        let x = Tensor::from_slice(input, (1, input.len()), &Device::Cpu).unwrap();
+        let logits = model.forward_cached(&x, &mut cache).unwrap();
+        let lp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let best = (0..lp.len()).fold(0, |b, i| if lp[i] > lp[b] { i } else { b });
+        logp += lp[best] as f64;
+        greedy.push(best as u32);
+        ids.push(best as u32);
+    }
+    assert_eq!(
+        beam_continue(&model, &prompt, 1, 0.6, 8, None).unwrap(),
+        greedy
+    );
+    // Without EOS every hypothesis has the same length, so raw log-probabilities compare.
+    let wide = beam_continue(&model, &prompt, 4, 0.0, 8, None).unwrap();
+    assert_eq!(wide.len(), 8);
+    let score = |out: &[u32]| {
+        let x: Vec<u32> = prompt.iter().chain(out).copied().collect();
+        let t = Tensor::from_slice(&x, (1, x.len()), &Device::Cpu).unwrap();
+        let lp = candle_nn::ops::log_softmax(
+            &model.forward(&t, &mut Dropout::eval()).unwrap(),
+            candle_core::D::Minus1,
+        )
+        .unwrap()
+        .to_vec2::<f32>()
+        .unwrap();
+        (0..out.len())
+            .map(|i| lp[prompt.len() - 1 + i][out[i] as usize] as f64)
+            .sum::<f64>()
+    };
+    assert!((score(&greedy) - logp).abs() < 1e-3);
+    assert!(score(&wide) >= logp - 1e-4, "{} < {logp}", score(&wide));
+    assert!(length_penalty(8, 0.0) == 1.0);
+}
