@@ -36,6 +36,7 @@ pub struct Args {
     reference: Option<PathBuf>,
     /// Text: a UTF-8 file or dataset name instead of the validation split (needed for a
     /// Hugging Face folder). Images: NAME[:split] or a folder instead of the run's test split.
+    /// Translation: a pair file (TSV / JSONL) whose fixed split's test part is translated.
     #[arg(long)]
     data: Option<String>,
     /// Text: windows per batch. Translation: sentences translated together.
