@@ -39,6 +39,8 @@ enum Command {
     Tokenizer(commands::tokenizer::Args),
     /// Train a model into a run directory.
     Train(commands::train::Args),
+    /// Translate a sentence or a file with a translation run (greedy or beam search).
+    Translate(commands::translate::Args),
     /// Generate from a trained run (text streams to stdout).
     Sample(Box<commands::sample::Args>),
     /// Evaluate a trained run (loss, perplexity, bits per character), or score translations
@@ -94,6 +96,7 @@ fn run(command: Command) -> anyhow::Result<()> {
         Command::Data(a) => commands::data::run(a),
         Command::Tokenizer(a) => commands::tokenizer::run(a),
         Command::Train(a) => commands::train::run(a),
+        Command::Translate(a) => commands::translate::run(a),
         Command::Sample(a) => commands::sample::run(*a),
         Command::Eval(a) => commands::eval::run(a),
         Command::Bench(a) => commands::bench::run(a),

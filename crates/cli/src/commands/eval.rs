@@ -36,9 +36,10 @@ pub struct Args {
     reference: Option<PathBuf>,
     /// Text: a UTF-8 file or dataset name instead of the validation split (needed for a
     /// Hugging Face folder). Images: NAME[:split] or a folder instead of the run's test split.
+    /// Translation: a pair file (TSV / JSONL) whose fixed split's test part is translated.
     #[arg(long)]
     data: Option<String>,
-    /// Text: windows per batch.
+    /// Text: windows per batch. Translation: sentences translated together.
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
     /// Print the figures as one JSON object.
@@ -68,6 +69,12 @@ pub struct Args {
     /// VAE: test images for the NLL estimate (0: all).
     #[arg(long, default_value_t = 0, help_heading = "Image models")]
     iwae_images: usize,
+    /// Translation: translate only the first N sentences of the test split.
+    #[arg(long, value_name = "N", help_heading = "Translation models")]
+    limit: Option<usize>,
+    /// Translation: beam size of the second pass after greedy search (1: greedy only).
+    #[arg(long, default_value_t = 4, help_heading = "Translation models")]
+    beam: usize,
     /// Seed of the generated samples and the evaluation noise.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -98,6 +105,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         guidance: a.guidance,
         iwae_k: a.iwae_k,
         iwae_images: a.iwae_images,
+        limit: a.limit,
+        beam: a.beam,
         seed: a.seed,
         device: a.device.device()?,
     };

@@ -17,4 +17,5 @@ pub mod score;
 pub mod serve;
 pub mod tokenizer;
 pub mod train;
+pub mod translate;
 pub mod tuning;

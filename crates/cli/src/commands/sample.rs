@@ -100,6 +100,14 @@ struct TextArgs {
     /// Independent samples to draw, one after another [default: 1].
     #[arg(long)]
     num_samples: Option<usize>,
+    /// Instead of sampling, print the most likely continuation by beam search with N
+    /// hypotheses (1: greedy); finished ones are ranked by log-probability over GNMT's
+    /// length penalty ((5 + length) / 6)^alpha. Temperature, top-k and top-p do not apply.
+    #[arg(long, value_name = "N")]
+    beam: Option<usize>,
+    /// The length-penalty exponent alpha of --beam [default: 0.6].
+    #[arg(long, value_name = "ALPHA", requires = "beam")]
+    length_penalty: Option<f64>,
     /// After each generated token, print the 5 likeliest candidates with their probabilities
     /// (softmax at the sampling temperature, before top-k/top-p), one token per line.
     #[arg(long)]
@@ -174,6 +182,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             show_probs: t.show_probs,
             tokenizer: t.tokenizer,
             adapter: t.adapter,
+            beam: t.beam,
+            length_penalty: t.length_penalty,
         },
         image: ImageRequest {
             n: i.n,
@@ -214,6 +224,18 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
 /// Streams each sample to stdout, or a table of candidates with `--show-probs`.
 fn stream_text(s: &TextSession, watermark: Option<Watermark>) -> anyhow::Result<()> {
+    if s.beam.is_some() {
+        if watermark.is_some() {
+            anyhow::bail!(muse_core::Error::usage(
+                "--beam decodes deterministically, so it carries no watermark: drop \
+                 --watermark-key or --beam"
+            ));
+        }
+        let text = muse_core::run::sample::beam_text(s)?;
+        println!("[{}]", muse_core::AI_GENERATED_NOTICE);
+        println!("{}{text}", s.prompt);
+        return Ok(());
+    }
     let show_probs = s.options.candidates > 0;
     if watermark.is_some() {
         eprintln!("note: watermarked; `muse detect --key ... --tokenizer MODEL` finds it");

@@ -17,6 +17,7 @@ mod inspect;
 mod pairs;
 mod readme;
 mod run_api;
+mod seq2seq;
 mod serve;
 mod text_to_image;
 mod tokenizer;

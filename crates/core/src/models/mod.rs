@@ -10,6 +10,7 @@ pub mod gpt;
 pub mod llama;
 pub mod llama2c;
 pub mod pretrained;
+pub mod seq2seq;
 pub mod vae;
 
 use candle_core::{Device, Result, Tensor};

@@ -78,6 +78,21 @@ impl KvCache {
         ))
     }
 
+    /// Keeps rows `rows` of the batch (indices, repeats allowed) in that order: how beam search
+    /// follows its hypotheses from step to step. The batch becomes `rows.len()`.
+    ///
+    /// # Shapes
+    /// `rows`: (N) u32.
+    pub fn select_rows(&mut self, rows: &Tensor) -> Result<()> {
+        let (len, spare) = (self.len, self.capacity - self.len);
+        for buf in self.keys.iter_mut().chain(self.values.iter_mut()) {
+            // Only the stored positions are gathered; the rest of the buffer is fresh zeros.
+            let kept = buf.narrow(1, 0, len)?.contiguous()?.index_select(rows, 0)?; // (N, len, dim)
+            *buf = kept.pad_with_zeros(1, 0, spare)?.contiguous()?; // (N, capacity, dim)
+        }
+        Ok(())
+    }
+
     /// Marks `t_new` positions as stored, after every layer appended them.
     pub fn advance(&mut self, t_new: usize) {
         self.len += t_new;

@@ -37,6 +37,10 @@ pub struct EvalRequest {
     /// VAE: importance samples per image for the NLL (0: skip) and images (0: all).
     pub iwae_k: usize,
     pub iwae_images: usize,
+    /// Translation: sentences of the test split to translate (`None`: all).
+    pub limit: Option<usize>,
+    /// Translation: beam size of the second pass (1: greedy only).
+    pub beam: usize,
     pub seed: u64,
     pub device: Device,
 }
@@ -56,9 +60,10 @@ pub fn eval(req: &EvalRequest) -> Result<EvalReport> {
         Family::Gan => gan(req),
         Family::Classifier => classifier(req),
         Family::Diffusion => super::eval_diffusion::diffusion(req),
+        Family::Seq2seq => super::translate::eval_translation(req),
         other => Err(Error::usage(format!(
             "{} holds {}; `muse eval` measures GPT runs, gpt2 folders, GGUF files, VAEs, GANs, \
-             diffusion models and classifiers (this one loads for sample and chat)",
+             diffusion models, translation models and classifiers (this one loads for sample and chat)",
             req.model.display(),
             other.describe()
         ))),

@@ -25,6 +25,8 @@ pub enum Family {
     Gan,
     /// A DDPM diffusion model (U-Net noise predictor; class-conditional presets).
     Diffusion,
+    /// An encoder-decoder transformer that translates (`muse translate`).
+    Seq2seq,
 }
 
 /// Every family `muse train` can start, with its presets and the preset it uses by default.
@@ -42,6 +44,11 @@ pub const TRAINABLE: &[(Family, &[&str], &str)] = &[
         crate::train::diffusion::PRESETS,
         "ddpm-mnist",
     ),
+    (
+        Family::Seq2seq,
+        crate::train::seq2seq::PRESETS,
+        "tatoeba-en-fr",
+    ),
 ];
 
 impl Family {
@@ -57,6 +64,7 @@ impl Family {
             Family::Vae => "vae",
             Family::Gan => "gan",
             Family::Diffusion => "diffusion",
+            Family::Seq2seq => "seq2seq",
         }
     }
 
@@ -72,6 +80,7 @@ impl Family {
             "vae" => Family::Vae,
             "gan" => Family::Gan,
             "diffusion" => Family::Diffusion,
+            "seq2seq" => Family::Seq2seq,
             _ => return None,
         })
     }
@@ -100,6 +109,7 @@ impl Family {
             Family::Vae => "a VAE (image model)",
             Family::Gan => "a GAN (image model)",
             Family::Diffusion => "a diffusion model (image model)",
+            Family::Seq2seq => "an encoder-decoder translation model",
         }
     }
 }

@@ -11,12 +11,16 @@ pub mod diffusion;
 pub mod family;
 pub mod resolve;
 pub mod train;
+pub mod translate;
 pub mod tune;
 
 pub use audit::{AuditReport, AuditRequest, audit};
 pub use family::{Family, detect};
 pub use resolve::{ConfigRequest, FlagSet, StartMode};
 pub use train::{ClassifierChoice, TrainOutcome, TrainRequest, TrainSummary, train};
+pub use translate::{
+    TranslateInput, TranslateOptions, TranslateReport, TranslateRequest, Translator, translate,
+};
 pub use tune::{Method, TuneRequest, tune};
 pub mod sample;
 pub use sample::{

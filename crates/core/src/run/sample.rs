@@ -26,6 +26,10 @@ pub struct TextRequest {
     pub show_probs: bool,
     pub tokenizer: Option<PathBuf>,
     pub adapter: Option<PathBuf>,
+    /// `--beam N`: the most likely continuation by beam search instead of a sample.
+    pub beam: Option<usize>,
+    /// GNMT length-penalty exponent of `--beam` [default: 0.6].
+    pub length_penalty: Option<f64>,
 }
 
 /// Image flags; `None` where the user gave none.
@@ -85,6 +89,8 @@ pub enum SamplePlan {
 
 /// A loaded language model with the settings to generate from it.
 pub struct TextSession {
+    /// `--beam`: (beam size, length penalty); `None`: sampling.
+    pub beam: Option<(usize, f64)>,
     pub model: TextModel,
     pub prompt: String,
     pub prompt_ids: Vec<u32>,
@@ -105,6 +111,14 @@ pub fn sample(req: SampleRequest) -> Result<SamplePlan> {
         refuse_flags(family, &image_flags(&req.image))?;
         return text_session(&req.model, &req.text, req.seed, &req.device)
             .map(|s| SamplePlan::Text(Box::new(s)));
+    }
+    if family == Family::Seq2seq {
+        return Err(Error::usage(format!(
+            "{} holds {}: translate with `muse translate {} \"a sentence\"` (or --file)",
+            req.model.display(),
+            family.describe(),
+            req.model.display()
+        )));
     }
     let mut text = text_flags(&req.text);
     if family == Family::Diffusion {
@@ -141,6 +155,8 @@ fn text_flags(t: &TextRequest) -> Vec<&'static str> {
         ("--show-probs", t.show_probs),
         ("--tokenizer", t.tokenizer.is_some()),
         ("--adapter", t.adapter.is_some()),
+        ("--beam", t.beam.is_some()),
+        ("--length-penalty", t.length_penalty.is_some()),
     ];
     given.iter().filter(|(_, g)| *g).map(|(f, _)| *f).collect()
 }
@@ -235,9 +251,25 @@ pub fn text_session(
             "--prompt is empty: give some text to continue (the default is a newline)",
         ));
     }
+    let beam = match t.beam {
+        None => None,
+        Some(0) => {
+            return Err(Error::usage(
+                "--beam must be at least 1 (1 is greedy decoding; leave it out to sample)",
+            ));
+        }
+        Some(_) if t.show_probs || num_samples > 1 => {
+            return Err(Error::usage(
+                "--beam finds the one most likely continuation: drop --show-probs and \
+                 --num-samples",
+            ));
+        }
+        Some(b) => Some((b, t.length_penalty.unwrap_or(0.6))),
+    };
     let tm = open_text_model_adapted(model, t.tokenizer.as_deref(), t.adapter.as_deref(), device)?;
     let prompt_ids = tm.encode_prompt(&prompt)?;
     Ok(TextSession {
+        beam,
         model: tm,
         prompt,
         prompt_ids,
@@ -500,4 +532,37 @@ pub(super) fn warn_not_finite(images: &candle_core::Tensor, model: &Path) -> Res
         )));
     }
     Ok(())
+}
+
+/// The continuation a `--beam` session asks for: the most likely one by beam search (stop
+/// strings cut it as they cut a sample).
+pub fn beam_text(s: &TextSession) -> Result<String> {
+    let Some((beam, alpha)) = s.beam else {
+        return Err(Error::usage("this session samples; it has no --beam"));
+    };
+    let tok = &s.model.tokenizer;
+    let eos = if s.options.stop_at_eos {
+        tok.eos_id()
+    } else {
+        None
+    };
+    let ids = crate::sample::beam_lm::beam_continue(
+        s.model.model.as_ref(),
+        &s.prompt_ids,
+        beam,
+        alpha,
+        s.options.max_tokens,
+        eos,
+    )?;
+    let mut text = tok.decode(&ids)?;
+    if let Some(cut) = s
+        .options
+        .stop
+        .iter()
+        .filter_map(|stop| text.find(stop.as_str()))
+        .min()
+    {
+        text.truncate(cut);
+    }
+    Ok(text)
 }

@@ -97,6 +97,7 @@ pub fn train(req: TrainRequest) -> Result<TrainOutcome> {
         Family::Vae => vae(req),
         Family::Gan => gan(req),
         Family::Diffusion => diffusion(req),
+        Family::Seq2seq => seq2seq(req),
         other => Err(Error::usage(format!(
             "`muse train` does not train {}: start from a Muse GPT run with `muse train gpt \
              --init`, or fine-tune it with `muse finetune`",
@@ -554,6 +555,46 @@ fn diffusion(req: TrainRequest) -> Result<TrainOutcome> {
         next: format!(
             "muse sample {dir}{ask} --sampler ddim --steps 50 -o grid.png --trajectory strip.png"
         ),
+        run_dir: report.run_dir,
+    }))
+}
+
+fn seq2seq(req: TrainRequest) -> Result<TrainOutcome> {
+    use crate::train::seq2seq::{Seq2SeqRunConfig, Seq2SeqTrainJob, train_seq2seq};
+    let out = out_dir(&req, "tatoeba-en-fr");
+    let r = match prepare(
+        &req,
+        &out,
+        "train.max_iters",
+        "tatoeba-en-fr",
+        Seq2SeqRunConfig::preset,
+        |c: &Seq2SeqRunConfig| c.validate(),
+    )? {
+        Prepared::Run(r) => r,
+        Prepared::PrintConfig(toml) => return Ok(TrainOutcome::Config(toml)),
+        Prepared::Complete(done) => return Ok(TrainOutcome::Trained(done)),
+    };
+    let report = train_seq2seq(Seq2SeqTrainJob {
+        out,
+        preset: r.preset,
+        config: r.config,
+        on_existing: r.on_existing,
+        device: req.device.clone(),
+    })?;
+    let dir = report.run_dir.display().to_string();
+    Ok(TrainOutcome::Trained(TrainSummary {
+        done: format!(
+            "done: {} steps in {:.0} s | loss {:.4} | val {:.4} | run in {dir}",
+            report.steps, report.train_seconds, report.train_loss, report.val_loss
+        ),
+        output: vec![
+            format!(
+                "--- greedy translations of validation sentences ({}) ---",
+                crate::AI_GENERATED_NOTICE
+            ),
+            report.sample.trim_end().to_string(),
+        ],
+        next: format!("muse translate {dir} \"How are you?\"   |   muse eval {dir}"),
         run_dir: report.run_dir,
     }))
 }

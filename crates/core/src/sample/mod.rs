@@ -1,5 +1,8 @@
 //! Sampling from trained models: logit processing and token-by-token generation.
 
+pub mod attention_map;
+pub mod beam;
+pub mod beam_lm;
 pub mod chat;
 pub mod diffusion;
 pub mod gan;
@@ -7,6 +10,7 @@ pub mod generate;
 pub mod gguf;
 pub mod logits;
 pub mod open;
+pub mod translate;
 pub mod vae;
 pub mod watermark;
 

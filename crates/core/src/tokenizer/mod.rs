@@ -101,6 +101,12 @@ impl TextTokenizer {
         }
     }
 
+    /// Byte-level BPE (as [`TokenizerKind::Bpe`]) whose first ids are `specials`, in order:
+    /// `["<pad>", "<s>", "</s>"]` gives a translation model padding 0, BOS 1 and EOS 2.
+    pub fn bpe_with_specials(corpus: &str, vocab_size: usize, specials: &[&str]) -> Result<Self> {
+        train::byte_level_bpe_with(corpus, vocab_size, specials)
+    }
+
     /// nanoGPT's character tokenizer: ids are the sorted distinct characters of `corpus`.
     pub fn char_level(corpus: &str) -> Result<Self> {
         char_level::build(corpus).map(Self::from_hf)

@@ -37,15 +37,28 @@ const FEED_BYTES: usize = 16 * 1024;
 
 /// GPT-2 style byte-level BPE with `<|endoftext|>`.
 pub(super) fn byte_level_bpe(corpus: &str, vocab_size: usize) -> Result<TextTokenizer> {
+    byte_level_bpe_with(corpus, vocab_size, &[END_OF_TEXT])
+}
+
+/// Byte-level BPE whose first ids are the special tokens `specials`, in order.
+pub(super) fn byte_level_bpe_with(
+    corpus: &str,
+    vocab_size: usize,
+    specials: &[&str],
+) -> Result<TextTokenizer> {
     check_corpus(corpus)?;
-    let min = ByteLevel::alphabet().len() + 1;
+    let min = ByteLevel::alphabet().len() + specials.len();
     if vocab_size < min {
         return Err(Error::usage(format!(
             "vocab size {vocab_size} is too small for byte-level BPE: it needs at least {min} \
-             (256 byte tokens + {END_OF_TEXT}); try 512 or more"
+             (256 byte tokens + {}); try 512 or more",
+            specials.join(" ")
         )));
     }
-    let specials = vec![AddedToken::from(END_OF_TEXT, true)];
+    let specials: Vec<AddedToken> = specials
+        .iter()
+        .map(|s| AddedToken::from(*s, true))
+        .collect();
     let mut base = Tokenizer::new(BPE::default());
     byte_level_pipeline(&mut base);
     add_specials(&mut base, specials.clone())?;

@@ -12,6 +12,10 @@ pub enum ScheduleKind {
     Linear,
     /// `lr` throughout (after warm-up).
     Constant,
+    /// Linear warm-up to `lr` at `warmup_iters`, then `lr * sqrt(warmup_iters / step)`: the
+    /// schedule of "Attention Is All You Need" (section 5.3), with `lr` as its peak.
+    #[serde(rename = "inverse_sqrt")]
+    InverseSqrt,
 }
 
 /// The loop's knobs: steps, batch, optimizer, schedule, evaluation and logging cadence.

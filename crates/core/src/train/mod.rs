@@ -20,6 +20,7 @@ pub mod plot;
 pub mod progress;
 pub mod schedule;
 pub mod seeds;
+pub mod seq2seq;
 pub mod tuning;
 pub mod vae;
 

@@ -28,6 +28,10 @@ impl LrSchedule {
 
     /// The learning rate for step `it` (0-based).
     pub fn at(&self, it: usize) -> f64 {
+        if self.kind == ScheduleKind::InverseSqrt {
+            let (s, w) = ((it + 1) as f64, self.warmup_iters.max(1) as f64);
+            return self.lr * (s / w).min((w / s).sqrt());
+        }
         if it < self.warmup_iters {
             return self.lr * (it + 1) as f64 / (self.warmup_iters + 1) as f64;
         }
@@ -41,7 +45,7 @@ impl LrSchedule {
         let coeff = match self.kind {
             ScheduleKind::Cosine => 0.5 * (1.0 + (std::f64::consts::PI * ratio).cos()),
             ScheduleKind::Linear => 1.0 - ratio,
-            ScheduleKind::Constant => 1.0,
+            ScheduleKind::Constant | ScheduleKind::InverseSqrt => 1.0,
         };
         self.min_lr + coeff * (self.lr - self.min_lr)
     }

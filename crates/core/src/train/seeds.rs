@@ -5,6 +5,7 @@
 pub const GPT_DROPOUT_STREAM: u64 = 0xD5;
 pub const SFT_DROPOUT_STREAM: u64 = 0x5F7;
 pub const DPO_DROPOUT_STREAM: u64 = 0xD90;
+pub const SEQ2SEQ_DROPOUT_STREAM: u64 = 0x525;
 
 /// The dropout seed of micro-batch `micro` of `step`.
 pub fn dropout_seed(seed: u64, step: u64, micro: u64, stream: u64) -> u64 {

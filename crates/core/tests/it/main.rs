@@ -25,6 +25,7 @@ mod lora_op;
 mod ops;
 mod parallel;
 mod sampling;
+mod seq2seq;
 mod text_to_image;
 mod tokenizer;
 mod translation_metrics;

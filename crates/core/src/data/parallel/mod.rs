@@ -1,6 +1,7 @@
 //! Parallel text for translation: sentence pairs read from `eng-fra` or a user's TSV / JSONL
 //! file, optionally reversed, and dealt into a fixed train / valid / test split.
 
+pub mod batch;
 mod read;
 mod split;
 
