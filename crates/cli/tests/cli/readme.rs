@@ -65,6 +65,10 @@ fn shorten(words: &mut Vec<String>) {
                 words.extend(["--max-steps".into(), "2".into()]);
             }
         }
+        Some("bench") if words.get(1).is_some_and(|w| w == "generate") => {
+            let short = ["--prompt-tokens", "16", "--gen-tokens", "4", "--reps", "1"];
+            words.extend(short.map(String::from));
+        }
         Some("bench") => {
             words.extend(["--steps", "2", "--warmup", "1"].map(String::from));
             if words.get(1).is_some_and(|w| w == "diffusion") {
