@@ -194,47 +194,18 @@ unsafe fn row_dot_avx2(
         let scale = unsafe { *d.get_unchecked(b) * *dx.get_unchecked(b) };
         (_mm256_set1_ps(scale), _mm256_cvtepi32_ps(p))
     };
-    // Two accumulators, even and odd blocks: one chain of dependent FMAs (4 cycles each) was
-    // the bound, not the loads.
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut b = 0;
-    while b + 1 < nb {
-        let (s0, p0) = block(b);
-        let (s1, p1) = block(b + 1);
-        acc0 = _mm256_fmadd_ps(s0, p0, acc0);
-        acc1 = _mm256_fmadd_ps(s1, p1, acc1);
-        b += 2;
-    }
-    if b < nb {
-        let (s0, p0) = block(b);
-        acc0 = _mm256_fmadd_ps(s0, p0, acc0);
-    }
-    let acc = _mm256_add_ps(acc0, acc1);
-    let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    let h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+    // SAFETY: the caller checked the CPU features and the slice lengths.
+    let sum = unsafe { quant_rows::sum_scaled_blocks(nb, block) };
     // The minima's share, sum_b m_b * sx_b, as one vectorised dot product.
-    _mm_cvtss_f32(h) + super::math::sum_map2(&m[..nb], &sx[..nb], |a, b| a * b)
+    sum + super::math::sum_map2(&m[..nb], &sx[..nb], |a, b| a * b)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::ops::quant_rows::scaled_err;
     use candle_core::Module;
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-
-    /// Largest |a - b| over the largest |b|.
-    fn scaled_err(a: &Tensor, b: &Tensor) -> f32 {
-        let max = |t: &Tensor| {
-            t.abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        max(&(a - b).unwrap()) / max(b)
-    }
 
     /// The kernel agrees with candle's own Q4_1 matmul (the same maths, except that candle
     /// stores the activation scales as f16: a relative error of up to 2^-11 each), and with
@@ -267,7 +238,7 @@ mod tests {
         let dev = Device::Cpu;
         let w = Tensor::randn(0f32, 1.0, (150, 96), &dev).unwrap();
         let x = Tensor::randn(0f32, 1.0, (2, 9, 96), &dev).unwrap();
-        assert!(18 >= quant_rows::MIN_BATCH);
+        const { assert!(18 >= quant_rows::MIN_BATCH) };
         let q = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
         let bytes = q.data().unwrap().to_vec();
         let exact = x

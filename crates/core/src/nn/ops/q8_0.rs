@@ -152,45 +152,16 @@ unsafe fn row_dot_avx2(codes: &[i8], d: &[f32], qx: &[i8], dx: &[f32]) -> f32 {
         let scale = unsafe { *d.get_unchecked(b) * *dx.get_unchecked(b) };
         (_mm256_set1_ps(scale), _mm256_cvtepi32_ps(p))
     };
-    // Two accumulators, even and odd blocks, so the FMA latency chain does not bound the loop.
-    let (mut acc0, mut acc1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
-    let mut b = 0;
-    while b + 1 < nb {
-        let (s0, p0) = block(b);
-        let (s1, p1) = block(b + 1);
-        acc0 = _mm256_fmadd_ps(s0, p0, acc0);
-        acc1 = _mm256_fmadd_ps(s1, p1, acc1);
-        b += 2;
-    }
-    if b < nb {
-        let (s0, p0) = block(b);
-        acc0 = _mm256_fmadd_ps(s0, p0, acc0);
-    }
-    let acc = _mm256_add_ps(acc0, acc1);
-    let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    let h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    _mm_cvtss_f32(h)
+    // SAFETY: the caller checked the CPU features and the slice lengths.
+    unsafe { quant_rows::sum_scaled_blocks(nb, block) }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::ops::quant_rows::scaled_err;
     use candle_core::Module;
     use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-
-    /// Largest |a - b| over the largest |b|.
-    fn scaled_err(a: &Tensor, b: &Tensor) -> f32 {
-        let max = |t: &Tensor| {
-            t.abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap()
-        };
-        max(&(a - b).unwrap()) / max(b)
-    }
 
     /// Decoding-sized and prompt-sized inputs agree with candle's own Q8_0 matmul and with the
     /// f32 product by the dequantised weights.
