@@ -107,6 +107,36 @@ impl AdamW {
         Ok(())
     }
 
+    /// The gradients of the mean loss over `t.grad_accum` micro-batches: each
+    /// `micro_loss(micro)` is scaled by `1 / grad_accum` before its backward pass and the
+    /// gradients are summed, then clipped at `t.grad_clip` (0: off). Returns the gradients, the
+    /// sum of the unscaled micro-batch losses and the norm before clipping (NaN when off); the
+    /// caller applies them with [`AdamW::step`].
+    pub fn accumulate_grads(
+        &self,
+        t: &TrainConfig,
+        mut micro_loss: impl FnMut(u64) -> Result<Tensor>,
+    ) -> Result<(Grads, f64, f64)> {
+        let mut grads = Grads(vec![None; self.params.len()]);
+        let mut loss_sum = 0.0;
+        for micro in 0..t.grad_accum as u64 {
+            let loss = micro_loss(micro)?;
+            let scaled = if t.grad_accum > 1 {
+                (&loss / t.grad_accum as f64)?
+            } else {
+                loss.clone()
+            };
+            self.accumulate(&mut grads, &scaled.backward()?)?;
+            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        }
+        let grad_norm = if t.grad_clip > 0.0 {
+            grads.clip(t.grad_clip)?
+        } else {
+            f64::NAN
+        };
+        Ok((grads, loss_sum, grad_norm))
+    }
+
     /// One AdamW step at learning rate `lr`. Parameters without a gradient are left alone.
     pub fn step(&mut self, grads: &Grads, lr: f64) -> Result<()> {
         self.step += 1;

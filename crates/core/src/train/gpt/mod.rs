@@ -9,7 +9,7 @@ mod report;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 
 pub use crate::data::text_splits::{TextSplits, prepare_text};
@@ -302,35 +302,15 @@ pub fn train_step(
     device: &Device,
 ) -> Result<(f64, f64)> {
     let cfg = model.config();
-    let mut grads = None;
-    let mut loss_sum = 0.0;
-    for micro in 0..t.grad_accum as u64 {
+    let (grads, loss_sum, grad_norm) = opt.accumulate_grads(t, |micro| {
         let mut rng = step_rng(t.seed, step, micro);
         let batch = random_windows(ids, cfg.n_positions, t.batch_size, &mut rng, device)?;
         let mut dropout = Dropout::train(
             cfg.dropout,
             dropout_seed(t.seed, step, micro, GPT_DROPOUT_STREAM),
         );
-        let loss = model.loss(&batch.inputs, &batch.targets, &mut dropout)?;
-        // Scale so the accumulated gradient is that of the mean over micro-batches.
-        let scaled = if t.grad_accum > 1 {
-            (&loss / t.grad_accum as f64)?
-        } else {
-            loss.clone()
-        };
-        let store = scaled.backward()?;
-        loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        match grads.as_mut() {
-            None => grads = Some(opt.grads(&store)),
-            Some(g) => opt.accumulate(g, &store)?,
-        }
-    }
-    let mut grads = grads.expect("grad_accum >= 1");
-    let grad_norm = if t.grad_clip > 0.0 {
-        grads.clip(t.grad_clip)?
-    } else {
-        f64::NAN
-    };
+        Ok(model.loss(&batch.inputs, &batch.targets, &mut dropout)?)
+    })?;
     opt.step(&grads, lr)?;
     Ok((loss_sum / t.grad_accum as f64, grad_norm))
 }

@@ -10,7 +10,7 @@ mod report;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::{DType, Device};
+use candle_core::Device;
 use candle_nn::{VarBuilder, VarMap};
 
 pub use config::{PRESETS, ParallelDataConfig, Seq2SeqRunConfig};
@@ -221,43 +221,29 @@ impl TrainingLoop for Seq2SeqLoop<'_> {
     /// One optimizer step over `grad_accum` batches.
     fn step(&mut self, step: u64) -> Result<StepLog> {
         let t0 = Instant::now();
-        let t = self.cfg.train.clone();
+        let accum = self.cfg.train.grad_accum as u64;
+        let batches: Vec<Vec<usize>> = (0..accum)
+            .map(|micro| self.batch(step * accum + micro))
+            .collect();
+        let t = &self.cfg.train;
         let lr = self.schedule.at(step as usize);
-        let mut grads = None;
-        let (mut loss_sum, mut tokens) = (0.0, 0);
-        for micro in 0..t.grad_accum as u64 {
-            let idx = self.batch(step * t.grad_accum as u64 + micro);
-            let b = make_batch(&self.data.train, &idx, self.data.specials, self.device)?;
+        let mut tokens = 0;
+        let (grads, loss_sum, grad_norm) = self.opt.accumulate_grads(t, |micro| {
+            let idx = &batches[micro as usize];
+            let b = make_batch(&self.data.train, idx, self.data.specials, self.device)?;
             tokens += b.target_tokens;
             let mut dropout = Dropout::train(
                 self.cfg.model.dropout,
                 dropout_seed(t.seed, step, micro, SEQ2SEQ_DROPOUT_STREAM),
             );
-            let loss = self.model.loss(
+            Ok(self.model.loss(
                 &b.src,
                 &b.tgt_in,
                 &b.tgt_out,
                 self.cfg.label_smoothing,
                 &mut dropout,
-            )?;
-            let scaled = if t.grad_accum > 1 {
-                (&loss / t.grad_accum as f64)?
-            } else {
-                loss.clone()
-            };
-            let store = scaled.backward()?;
-            loss_sum += loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            match grads.as_mut() {
-                None => grads = Some(self.opt.grads(&store)),
-                Some(g) => self.opt.accumulate(g, &store)?,
-            }
-        }
-        let mut grads = grads.expect("grad_accum >= 1");
-        let grad_norm = if t.grad_clip > 0.0 {
-            grads.clip(t.grad_clip)?
-        } else {
-            f64::NAN
-        };
+            )?)
+        })?;
         let loss = loss_sum / t.grad_accum as f64;
         checkpoint::check_finite(step, "loss", loss)?;
         if t.grad_clip > 0.0 {

@@ -31,32 +31,15 @@ impl Policy {
         lr: f64,
         mut micro_loss: impl FnMut(u64, &mut Dropout) -> Result<Tensor>,
     ) -> Result<f64> {
-        let mut grads = None;
-        for micro in 0..t.grad_accum as u64 {
+        let (grads, _, grad_norm) = opt.accumulate_grads(t, |micro| {
             let seed = dropout_seed(t.seed, step, micro, stream);
             if let Some((l, _)) = &self.lora {
                 self.lora_dropout.train(l.dropout, seed ^ LORA_DROPOUT_SALT);
             }
             let loss = micro_loss(micro, &mut Dropout::train(model_dropout, seed));
             self.lora_dropout.eval();
-            let loss = loss?;
-            let scaled = if t.grad_accum > 1 {
-                (&loss / t.grad_accum as f64)?
-            } else {
-                loss
-            };
-            let store = scaled.backward()?;
-            match grads.as_mut() {
-                None => grads = Some(opt.grads(&store)),
-                Some(g) => opt.accumulate(g, &store)?,
-            }
-        }
-        let mut grads = grads.expect("grad_accum >= 1");
-        let grad_norm = if t.grad_clip > 0.0 {
-            grads.clip(t.grad_clip)?
-        } else {
-            f64::NAN
-        };
+            loss
+        })?;
         opt.step(&grads, lr)?;
         Ok(grad_norm)
     }
