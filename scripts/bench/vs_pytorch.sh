@@ -9,10 +9,12 @@
 #   vae     muse bench vae --preset mnist-mlp          vs vae_mlp.py    (ms per training step)
 #   gan     muse bench gan --preset dcgan-mnist        vs dcgan28.py    (ms per D+G step)
 #   gpt2    muse bench gpt --preset gpt2-small --generate vs gpt2_infer.py (ms per greedy token)
+#   diffusion       muse bench diffusion --preset ddpm-mnist vs ddpm_unet28.py (ms per training step)
+#   diffusion-ddim  the same runs' DDIM-50 sampling of 16 images (ms)
 # needs: a release build (cargo build --release), MUSE_DATA_DIR with the datasets, and the
 # PyTorch venv of ../shared/bench/setup.sh at $PYTHON (default ~/.cache/muse-bench-venv).
 set -euo pipefail
-workload=${1:?usage: vs_pytorch.sh gpt|vae|gan|gpt2 [THREADS] [ROUNDS]}
+workload=${1:?usage: vs_pytorch.sh gpt|vae|gan|gpt2|diffusion|diffusion-ddim [THREADS] [ROUNDS]}
 threads=${2:-2}
 rounds=${3:-3}
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,8 +40,13 @@ case "$workload" in
     muse_cmd=("${muse[@]}" bench gpt --preset gpt2-small --generate)
     ref_cmd=("$py" "$refs/gpt2_infer.py" --threads "$threads" --config gpt2-124m --reps 3)
     muse_key="1e3 / d['generate_tokens_per_s_median']"; ref_key="d['ms_per_token_median']" ;;
+  diffusion|diffusion-ddim)
+    muse_cmd=("${muse[@]}" bench diffusion --preset ddpm-mnist --steps 10 --warmup 2 --sample-reps 1)
+    ref_cmd=("$py" "$refs/ddpm_unet28.py" --threads "$threads" --steps 10 --warmup 2 --sample_reps 1)
+    key=ms_per_step_median; [[ $workload == diffusion-ddim ]] && key=ddim_sample_ms_median
+    muse_key="d['$key']"; ref_key="d['$key']" ;;
   *)
-    echo "unknown workload '$workload': use gpt, vae, gan or gpt2" >&2
+    echo "unknown workload '$workload': use gpt, vae, gan, gpt2, diffusion or diffusion-ddim" >&2
     exit 2 ;;
 esac
 

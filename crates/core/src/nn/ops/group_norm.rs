@@ -7,11 +7,13 @@
 //! The forward is one pass for the statistics and one for the output; the backward recomputes
 //! the statistics (and the pre-activation) from `x` instead of saving them.
 
+use std::mem::MaybeUninit;
+
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 
 use super::cpu::{CpuRead, f32_slice, new_filled, rows_per_task, run_tasks, tensor};
 use super::fast_path;
-use super::math::sum_map;
+use super::math::{Fma, LANES, exp, simd_dispatch, sum_map};
 
 /// `act(group_norm(x) * weight + bias)` with `act` SiLU when `silu`, else the identity;
 /// biased variance, as PyTorch.
@@ -93,10 +95,83 @@ struct GroupNormOp {
 
 const NAME: &str = "muse-group-norm";
 
-#[inline(always)]
-fn sigmoid(z: f32) -> f32 {
-    1.0 / (1.0 + (-z).exp())
+/// One channel's affine map `z = x * a + c` (the normalisation and the weight and bias in
+/// one), and the statistics that the backward needs alongside.
+#[derive(Clone, Copy)]
+struct Affine {
+    a: f32,
+    c: f32,
+    mean: f32,
+    rstd: f32,
 }
+
+#[inline(always)]
+fn sigmoid<F: Fma>(z: f32) -> f32 {
+    1.0 / (1.0 + exp::<F>(-z))
+}
+
+/// `y = act(x * a + c)` over one channel of one sample.
+#[inline(always)]
+fn affine_act<F: Fma>(x: &[f32], a: f32, c: f32, silu: bool, y: &mut [MaybeUninit<f32>]) {
+    if silu {
+        for (y, &x) in y.iter_mut().zip(x) {
+            let z = F::fma(x, a, c);
+            y.write(z * sigmoid::<F>(z));
+        }
+    } else {
+        for (y, &x) in y.iter_mut().zip(x) {
+            y.write(F::fma(x, a, c));
+        }
+    }
+}
+
+simd_dispatch!(fn affine_act_simd(x: &[f32], a: f32, c: f32, silu: bool, y: &mut [MaybeUninit<f32>]) = affine_act);
+
+/// Over one channel of one sample: `dz = dy * act'(z)` (the gradient before the activation,
+/// `z` recomputed from `x`), returning the channel's sums of `dz * xhat` and of `dz` (its
+/// weight and bias gradients), accumulated in [`LANES`] lanes so that the loop vectorises.
+#[inline(always)]
+fn pre_activation_grad<F: Fma>(
+    x: &[f32],
+    dy: &[f32],
+    f: Affine,
+    silu: bool,
+    dz: &mut [f32],
+) -> (f32, f32) {
+    let grad = |x: f32, gy: f32| -> f32 {
+        if silu {
+            let z = F::fma(x, f.a, f.c);
+            let sg = sigmoid::<F>(z);
+            gy * sg * F::fma(z, 1.0 - sg, 1.0)
+        } else {
+            gy
+        }
+    };
+    let n = x.len().min(dy.len()).min(dz.len());
+    let full = n - n % LANES;
+    let (mut sw, mut sb) = ([0f32; LANES], [0f32; LANES]);
+    let lanes = x[..full]
+        .chunks_exact(LANES)
+        .zip(dy[..full].chunks_exact(LANES));
+    for ((xs, gs), ds) in lanes.zip(dz[..full].chunks_exact_mut(LANES)) {
+        for l in 0..LANES {
+            let g = grad(xs[l], gs[l]);
+            ds[l] = g;
+            sw[l] = F::fma(g, (xs[l] - f.mean) * f.rstd, sw[l]);
+            sb[l] += g;
+        }
+    }
+    let (mut tw, mut tb) = (0f32, 0f32);
+    for i in full..n {
+        let g = grad(x[i], dy[i]);
+        dz[i] = g;
+        tw += g * (x[i] - f.mean) * f.rstd;
+        tb += g;
+    }
+    (tw + sw.iter().sum::<f32>(), tb + sb.iter().sum::<f32>())
+}
+
+simd_dispatch!(fn pre_activation_grad_simd(x: &[f32], dy: &[f32], f: Affine, silu: bool, dz: &mut [f32]) -> (f32, f32) = pre_activation_grad);
 
 impl GroupNormOp {
     /// Values per (sample, group) row.
@@ -138,16 +213,7 @@ impl GroupNormOp {
                             let ch = g * cpg + j;
                             let (a, c) = (rstd * w[ch], b[ch] - mean * rstd * w[ch]);
                             let (xc, yc) = (&xr[j * s..(j + 1) * s], &mut yr[j * s..(j + 1) * s]);
-                            if self.silu {
-                                for (y, &x) in yc.iter_mut().zip(xc) {
-                                    let z = x * a + c;
-                                    y.write(z * sigmoid(z));
-                                }
-                            } else {
-                                for (y, &x) in yc.iter_mut().zip(xc) {
-                                    y.write(x * a + c);
-                                }
-                            }
+                            affine_act_simd(xc, a, c, self.silu, yc);
                         }
                     }
                 });
@@ -207,25 +273,20 @@ impl GroupNormOp {
                         for j in 0..cpg {
                             let ch = g * cpg + j;
                             let (a, cc) = (rstd * w[ch], b[ch] - mean * rstd * w[ch]);
-                            let (mut sw, mut sb) = (0f32, 0f32);
                             let range = j * s..(j + 1) * s;
-                            for ((d, &x), &gy) in dz[range.clone()]
-                                .iter_mut()
-                                .zip(&xr[range.clone()])
-                                .zip(&dyr[range])
-                            {
-                                let g = if self.silu {
-                                    let z = x * a + cc;
-                                    let sg = sigmoid(z);
-                                    gy * sg * (1.0 + z * (1.0 - sg))
-                                } else {
-                                    gy
-                                };
-                                *d = g;
-                                let xhat = (x - mean) * rstd;
-                                sw += g * xhat;
-                                sb += g;
-                            }
+                            let affine = Affine {
+                                a,
+                                c: cc,
+                                mean,
+                                rstd,
+                            };
+                            let (sw, sb) = pre_activation_grad_simd(
+                                &xr[range.clone()],
+                                &dyr[range.clone()],
+                                affine,
+                                self.silu,
+                                &mut dz[range],
+                            );
                             dw[ch] += sw;
                             db[ch] += sb;
                             s1 += sb * w[ch];
