@@ -18,8 +18,11 @@ python3 -m venv "$WORK/venv"
 
 GGUF="$MUSE_DATA_DIR/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"
 "$MUSE" train vae --preset mnist-mlp --set train.max_steps=300 --out "$WORK/vae" >/dev/null 2>&1
+# A diffusion run of a few steps: enough for the page's denoising strip, not for digits.
+"$MUSE" train diffusion --preset ddpm-mnist --max-steps 3 --set sample.n=4 --out "$WORK/ddpm" \
+  >/dev/null 2>&1
 PORT=$((20000 + RANDOM % 20000))
-"$MUSE" serve "$GGUF" "$MUSE_DATA_DIR/all-minilm-l6-v2" "$WORK/vae" --port "$PORT" \
+"$MUSE" serve "$GGUF" "$MUSE_DATA_DIR/all-minilm-l6-v2" "$WORK/vae" "$WORK/ddpm" --port "$PORT" \
   >"$WORK/serve.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 60); do
@@ -32,5 +35,5 @@ TEXT=SmolLM2-135M-Instruct.Q4_1
 "$WORK/venv/bin/python" scripts/ci/openai_client.py "http://127.0.0.1:$PORT/v1" \
   "$TEXT" all-minilm-l6-v2 vae
 mkdir -p "$WORK/shots"
-node scripts/browser/check_page.mjs "http://127.0.0.1:$PORT" "$TEXT" vae "$WORK/shots"
+node scripts/browser/check_page.mjs "http://127.0.0.1:$PORT" "$TEXT" vae "$WORK/shots" ddpm
 echo "serve clients: ok"

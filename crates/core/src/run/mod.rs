@@ -49,8 +49,8 @@ pub use watermark::{DetectReport, DetectRequest, Verdict, detect_watermark};
 pub mod serve_api;
 mod serve_images;
 pub use serve_api::{
-    ChatPrompt, ChatRole, ImageJob, ServedKind, ServedModel, TextJob, TokenOut, TokenProbs,
-    finish_reason, open_served,
+    ChatPrompt, ChatRole, GeneratedImages, ImageJob, ServedKind, ServedModel, TextJob, TokenOut,
+    TokenProbs, finish_reason, open_served,
 };
 
 /// Ctrl-C: the binary's handler asks the running loop to checkpoint and stop.

@@ -15,7 +15,7 @@ use crate::sample::{GenerateOptions, Generated, Sampler, SamplingParams, StopRea
 use crate::tokenizer::chat::{ChatMessage, Role};
 use crate::tokenizer::jinja::ChatFormat;
 
-pub use super::serve_images::ImageJob;
+pub use super::serve_images::{GeneratedImages, ImageJob};
 
 /// What a served model answers: `/v1/completions` and `/v1/chat/completions`,
 /// `/v1/embeddings`, or `/v1/images/generations`.
@@ -312,8 +312,9 @@ impl ServedModel {
         Ok((vectors, tokens))
     }
 
-    /// PNG images (each labelled AI-generated) for one images request.
-    pub fn images(&self, job: &ImageJob) -> Result<Vec<Vec<u8>>> {
+    /// PNG images (each labelled AI-generated) for one images request, and the denoising
+    /// strip when asked.
+    pub fn images(&self, job: &ImageJob) -> Result<GeneratedImages> {
         let Loaded::Images(m) = &self.loaded else {
             return Err(self.wrong_kind(ServedKind::Images));
         };

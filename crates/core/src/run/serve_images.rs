@@ -16,6 +16,8 @@ use crate::data::images::provenance::Provenance;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::models::gan::Gan;
+use crate::models::vae::Vae;
+use crate::nn::noise::standard_normal;
 use crate::sample::gan::{Labels, generate_images, labels_for, open_gan};
 use crate::sample::vae::{VaeRun, open_vae, prior_samples};
 
@@ -33,6 +35,29 @@ pub struct ImageJob {
     /// What to draw, for a text-to-image diffusion model (other models ignore it: OpenAI
     /// clients always send one).
     pub prompt: Option<String>,
+    /// Diffusion: also draw the denoising chain (x_t and the predicted x_0 at ten points) as
+    /// one strip.
+    pub trajectory: bool,
+    /// VAE: the `n` images walk the latent space from the prior sample of `seed` to that of
+    /// `seed + 1` instead of being drawn independently.
+    pub walk: bool,
+}
+
+/// What an images request produced: one labelled PNG per image, and the denoising strip when
+/// it was asked.
+#[derive(Clone, Debug, Default)]
+pub struct GeneratedImages {
+    pub images: Vec<Vec<u8>>,
+    pub trajectory: Option<Vec<u8>>,
+}
+
+impl From<Vec<Vec<u8>>> for GeneratedImages {
+    fn from(images: Vec<Vec<u8>>) -> Self {
+        GeneratedImages {
+            images,
+            trajectory: None,
+        }
+    }
 }
 
 pub(super) enum ImageModel {
@@ -75,7 +100,7 @@ impl ImageModel {
         })
     }
 
-    pub(super) fn generate(&self, job: &ImageJob) -> Result<Vec<Vec<u8>>> {
+    pub(super) fn generate(&self, job: &ImageJob) -> Result<GeneratedImages> {
         if job.n == 0 {
             return Err(Error::usage("n must be at least 1"));
         }
@@ -84,14 +109,23 @@ impl ImageModel {
                 "{what} is for diffusion models; this model samples in one pass from noise"
             )))
         };
+        let diffusion_only = [
+            ("steps", job.steps.is_some()),
+            ("guidance", job.guidance.is_some()),
+            ("trajectory", job.trajectory),
+        ];
+        if !matches!(self, ImageModel::Diffusion(..))
+            && let Some((what, _)) = diffusion_only.iter().find(|(_, asked)| *asked)
+        {
+            return not_diffusion(what);
+        }
+        if job.walk && !matches!(self, ImageModel::Vae(..)) {
+            return Err(Error::usage(
+                "walk is for VAE models: it moves through their latent space",
+            ));
+        }
         match self {
             ImageModel::Gan(gan, device, path) => {
-                if job.steps.is_some() {
-                    return not_diffusion("steps");
-                }
-                if job.guidance.is_some() {
-                    return not_diffusion("guidance");
-                }
                 let wanted = job.label.map_or(Labels::Any, Labels::Class);
                 let labels = labels_for(gan, job.n, wanted)?;
                 let images = generate_images(gan, job.n, labels.as_deref(), job.seed, device)?;
@@ -100,7 +134,7 @@ impl ImageModel {
                     label: job.label,
                     ..Provenance::of(path, "gan").caption(format!("GAN, seed {}", job.seed))
                 };
-                split_png(&images, &prov)
+                split_png(&images, &prov).map(Into::into)
             }
             ImageModel::Vae(vae, device, path) => {
                 if job.label.is_some() {
@@ -109,23 +143,65 @@ impl ImageModel {
                          labels",
                     ));
                 }
-                if job.steps.is_some() {
-                    return not_diffusion("steps");
-                }
-                if job.guidance.is_some() {
-                    return not_diffusion("guidance");
-                }
-                let images = prior_samples(&vae.model, job.n, job.seed, device)?;
+                let (images, caption) = if job.walk {
+                    let caption = format!(
+                        "VAE latent walk from the prior sample of seed {} to that of seed {}",
+                        job.seed,
+                        job.seed.wrapping_add(1)
+                    );
+                    (latent_walk(&vae.model, job.n, job.seed, device)?, caption)
+                } else {
+                    let caption = format!("VAE prior sample, seed {}", job.seed);
+                    (prior_samples(&vae.model, job.n, job.seed, device)?, caption)
+                };
                 let prov = Provenance {
                     seed: Some(job.seed),
-                    ..Provenance::of(path, "vae")
-                        .caption(format!("VAE prior sample, seed {}", job.seed))
+                    ..Provenance::of(path, "vae").caption(caption)
                 };
-                split_png(&images, &prov)
+                split_png(&images, &prov).map(Into::into)
             }
             ImageModel::Diffusion(path, device) => diffusion(path, device, job),
         }
     }
+}
+
+/// `n` decoded points on the great circle from the prior sample of `seed` to that of
+/// `seed + 1`, both ends included. Spherical rather than straight: halfway along a straight
+/// line between two Gaussian draws the latent has about 0.7 of their norm, where the prior
+/// puts almost no mass, so the middle images wash out (White 2016, "Sampling generative
+/// networks").
+///
+/// # Shapes
+/// -> (n, C, H, W) in `[0, 1]`.
+fn latent_walk(model: &Vae, n: usize, seed: u64, device: &Device) -> Result<Tensor> {
+    if n < 2 {
+        return Err(Error::usage(
+            "a latent walk needs n >= 2 images (its two ends)",
+        ));
+    }
+    let latent = model.config().latent;
+    let a = standard_normal((1, latent), seed, 0, device)?;
+    let b = standard_normal((1, latent), seed.wrapping_add(1), 0, device)?;
+    let (va, vb): (Vec<f32>, Vec<f32>) = (a.flatten_all()?.to_vec1()?, b.flatten_all()?.to_vec1()?);
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let cos = va.iter().zip(&vb).map(|(x, y)| x * y).sum::<f32>() / (norm(&va) * norm(&vb));
+    let omega = cos.clamp(-1.0, 1.0).acos();
+    let mut points = Vec::with_capacity(n * latent);
+    for i in 0..n {
+        let t = i as f32 / (n - 1) as f32;
+        // slerp; nearly parallel ends fall back to the straight line.
+        let (wa, wb) = if omega.sin().abs() < 1e-6 {
+            (1.0 - t, t)
+        } else {
+            (
+                ((1.0 - t) * omega).sin() / omega.sin(),
+                (t * omega).sin() / omega.sin(),
+            )
+        };
+        points.extend(va.iter().zip(&vb).map(|(x, y)| wa * x + wb * y));
+    }
+    let z = Tensor::from_vec(points, (n, latent), a.device())?;
+    Ok(model.decode(&z)?)
 }
 
 /// Each image of (N, C, H, W) in `[0, 1]` as its own labelled PNG.
@@ -166,14 +242,18 @@ fn split_png(images: &Tensor, prov: &Provenance) -> Result<Vec<Vec<u8>>> {
 }
 
 /// Diffusion through `muse sample`'s path: one grid of `n` columns in a temporary file, cut
-/// into its cells.
-fn diffusion(path: &Path, device: &Device, job: &ImageJob) -> Result<Vec<Vec<u8>>> {
+/// into its cells (and the trajectory strip, read back whole).
+fn diffusion(path: &Path, device: &Device, job: &ImageJob) -> Result<GeneratedImages> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let tmp = std::env::temp_dir().join(format!(
-        "muse-serve-{}-{}.png",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
+    let temp = |what: &str| {
+        std::env::temp_dir().join(format!(
+            "muse-serve-{}-{}-{what}.png",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ))
+    };
+    let tmp = temp("grid");
+    let strip = job.trajectory.then(|| temp("trajectory"));
     let reads_text = crate::models::diffusion::read_config(&path.join("config.json"))
         .is_ok_and(|c| c.text_conditional());
     let req = SampleRequest {
@@ -193,6 +273,7 @@ fn diffusion(path: &Path, device: &Device, job: &ImageJob) -> Result<Vec<Vec<u8>
         },
         diffusion: DiffusionRequest {
             guidance: job.guidance,
+            trajectory: strip.clone(),
             ..Default::default()
         },
         device: device.clone(),
@@ -201,10 +282,18 @@ fn diffusion(path: &Path, device: &Device, job: &ImageJob) -> Result<Vec<Vec<u8>
         SamplePlan::Images { path, .. } => std::fs::read(&path).map_err(Error::io(&path)),
         SamplePlan::Text(_) => Err(Error::input("a diffusion run sampled text")),
     });
-    let _ = std::fs::remove_file(&tmp);
+    let strip_png = strip
+        .as_ref()
+        .map(|p| std::fs::read(p).map_err(Error::io(p)));
+    for p in std::iter::once(&tmp).chain(&strip) {
+        let _ = std::fs::remove_file(p);
+    }
     let grid = result?;
     let prov = grid_provenance(&grid, path, job);
-    cut_grid(&grid, job.n, &prov)
+    Ok(GeneratedImages {
+        images: cut_grid(&grid, job.n, &prov)?,
+        trajectory: strip_png.transpose()?,
+    })
 }
 
 /// The provenance `muse sample` wrote into the grid (sampler and steps as resolved), with the

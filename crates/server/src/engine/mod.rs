@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use muse_core::device::Device;
-use muse_core::run::{ChatRole, ImageJob, ServedKind};
+use muse_core::run::{ChatRole, GeneratedImages, ImageJob, ServedKind};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::ApiError;
@@ -91,7 +91,7 @@ pub enum Job {
     Images {
         model: usize,
         job: ImageJob,
-        reply: oneshot::Sender<Result<Vec<Vec<u8>>, ApiError>>,
+        reply: oneshot::Sender<Result<GeneratedImages, ApiError>>,
     },
 }
 

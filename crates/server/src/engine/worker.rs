@@ -102,7 +102,7 @@ fn run_job(
                 .map_err(panicked)
                 .and_then(|r| r.map_err(ApiError::from));
             if let Ok(images) = &out {
-                metrics.add_images(images.len());
+                metrics.add_images(images.images.len());
             }
             let _ = reply.send(out);
         }

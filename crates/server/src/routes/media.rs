@@ -144,18 +144,22 @@ pub async fn images(
         guidance: req.guidance,
         steps,
         prompt: req.prompt.clone(),
+        trajectory: req.trajectory.unwrap_or(false),
+        walk: req.walk.unwrap_or(false),
     };
     let (reply, answer) = oneshot::channel();
     state.engine.submit(Job::Images { model, job, reply })?;
-    let pngs = answer.await.map_err(|_| ApiError::unavailable())??;
+    let out = answer.await.map_err(|_| ApiError::unavailable())??;
     let b64 = base64::engine::general_purpose::STANDARD;
     Ok(Json(ImagesResponse {
         created: now(),
-        data: pngs
+        data: out
+            .images
             .iter()
             .map(|png| ImageData {
                 b64_json: b64.encode(png),
             })
             .collect(),
+        trajectory_b64_json: out.trajectory.map(|png| b64.encode(png)),
     }))
 }

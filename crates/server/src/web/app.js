@@ -57,6 +57,9 @@ function showMode() {
   $("text-mode").hidden = kind !== "text";
   $("image-mode").hidden = kind !== "images";
   $("embed-mode").hidden = kind !== "embeddings";
+  const family = m ? m.family : "";
+  $("trajectory-box").hidden = family !== "diffusion";
+  $("walk-box").hidden = family !== "vae";
 }
 
 // ---- text ----
@@ -214,6 +217,8 @@ async function draw() {
   };
   const prompt = $("image-prompt").value.trim();
   if (prompt) body.prompt = prompt;
+  if (m.family === "diffusion" && $("trajectory").checked) body.trajectory = true;
+  if (m.family === "vae" && $("walk").checked) body.walk = true;
   $("draw").disabled = true;
   status("drawing...", false);
   try {
@@ -221,7 +226,9 @@ async function draw() {
       method: "POST", headers: headers(), body: JSON.stringify(body),
     });
     if (!res.ok) throw await failure(res);
-    const data = (await res.json()).data;
+    const answer = await res.json();
+    const data = answer.data;
+    showTrajectory(answer.trajectory_b64_json);
     $("image-output").replaceChildren(...data.map((d, i) => {
       const f = document.createElement("figure");
       const img = document.createElement("img");
@@ -238,6 +245,17 @@ async function draw() {
   } finally {
     $("draw").disabled = false;
   }
+}
+
+// The denoising strip under the images: for each of (up to four) images, x_t above the
+// predicted x_0, from pure noise on the left to the image on the right.
+function showTrajectory(b64) {
+  const box = $("trajectory-output");
+  box.hidden = !b64;
+  if (!b64) return;
+  $("trajectory-img").src = "data:image/png;base64," + b64;
+  box.querySelector("figcaption").textContent =
+    AI_LABEL + ": denoising, noise (left) to image (right); upper rows x_t, lower rows the predicted x_0";
 }
 
 $("model").addEventListener("change", showMode);

@@ -1,4 +1,5 @@
-//! `POST /v1/images/generations`, with Muse's extensions `label`, `guidance`, `steps`, `seed`.
+//! `POST /v1/images/generations`, with Muse's extensions `label`, `guidance`, `steps`, `seed`,
+//! `trajectory` (diffusion) and `walk` (VAE).
 
 use serde::{Deserialize, Serialize};
 
@@ -24,12 +25,21 @@ pub struct ImagesRequest {
     /// Denoising steps (diffusion).
     pub steps: Option<i64>,
     pub seed: Option<i64>,
+    /// Diffusion: also return the denoising chain as one strip (`trajectory_b64_json`).
+    pub trajectory: Option<bool>,
+    /// VAE: the `n` images walk the latent space between the prior samples of `seed` and
+    /// `seed + 1`.
+    pub walk: Option<bool>,
 }
 
 #[derive(Serialize)]
 pub struct ImagesResponse {
     pub created: u64,
     pub data: Vec<ImageData>,
+    /// The denoising strip (a PNG labelled AI-generated, base64) when `trajectory` was asked:
+    /// for up to four of the images, x_t above the predicted x_0 at ten points of the chain.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trajectory_b64_json: Option<String>,
 }
 
 #[derive(Serialize)]

@@ -207,6 +207,107 @@ async fn diffusion_images_take_label_steps_and_guidance() {
 }
 
 #[tokio::test]
+async fn diffusion_returns_its_denoising_strip_on_request() {
+    let req = json!({"model": "ddpm-tiny", "prompt": "", "n": 2, "seed": 3, "label": 0,
+                     "steps": 10, "trajectory": true});
+    let (status, v) = call("/v1/images/generations", req.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(v["data"].as_array().unwrap().len(), 2);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let strip = b64
+        .decode(v["trajectory_b64_json"].as_str().expect("a strip"))
+        .unwrap();
+    let img = image::load_from_memory(&strip).unwrap();
+    // Two rows (x_t above the predicted x_0) per image, one column per recorded step: wider
+    // than tall, and more than one 8x8 image in each direction.
+    assert!(
+        img.width() > img.height() && img.height() > 2 * 8,
+        "{}x{}",
+        img.width(),
+        img.height()
+    );
+    let xmp = xmp_packet(&strip);
+    for want in [
+        "trainedAlgorithmicMedia",
+        "<muse:Family>diffusion</muse:Family>",
+        "trajectory",
+    ] {
+        assert!(xmp.contains(want), "no {want} in\n{xmp}");
+    }
+    // Without the flag there is no strip, and the images are the same.
+    let mut plain = req;
+    plain["trajectory"] = json!(false);
+    let (_, w) = call("/v1/images/generations", plain).await;
+    assert!(w.get("trajectory_b64_json").is_none(), "{w}");
+    let pixels = |v: &serde_json::Value| -> Vec<Vec<u8>> {
+        let data = v["data"].as_array().unwrap();
+        data.iter()
+            .map(|d| {
+                let png = b64.decode(d["b64_json"].as_str().unwrap()).unwrap();
+                image::load_from_memory(&png).unwrap().to_luma8().into_raw()
+            })
+            .collect()
+    };
+    assert_eq!(pixels(&v), pixels(&w));
+    // Other families say what the flag is for.
+    let got = call(
+        "/v1/images/generations",
+        json!({"model": "vae-tiny", "prompt": "", "trajectory": true}),
+    )
+    .await;
+    assert_error(&got, StatusCode::BAD_REQUEST, "diffusion");
+}
+
+#[tokio::test]
+async fn vae_walk_runs_between_the_prior_samples_of_two_seeds() {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let images = |v: &serde_json::Value| -> Vec<Vec<u8>> {
+        let data = v["data"].as_array().unwrap();
+        data.iter()
+            .map(|d| {
+                let png = b64.decode(d["b64_json"].as_str().unwrap()).unwrap();
+                image::load_from_memory(&png).unwrap().to_luma8().into_raw()
+            })
+            .collect()
+    };
+    let walk = json!({"model": "vae-tiny", "prompt": "", "n": 5, "seed": 7, "walk": true});
+    let (status, v) = call("/v1/images/generations", walk).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    let steps = images(&v);
+    assert_eq!(steps.len(), 5);
+    // Its ends are the prior samples of seed 7 and seed 8 (decoded in a batch of one, so a
+    // pixel may round the other way).
+    for (seed, end) in [(7, &steps[0]), (8, &steps[4])] {
+        let one = json!({"model": "vae-tiny", "prompt": "", "n": 1, "seed": seed});
+        let (_, v) = call("/v1/images/generations", one).await;
+        let alone = &images(&v)[0];
+        let most = alone.iter().zip(end).map(|(a, b)| a.abs_diff(*b)).max();
+        assert!(most <= Some(1), "seed {seed}: pixels differ by {most:?}");
+    }
+    // and it moves between them.
+    assert_ne!(steps[1], steps[0]);
+    assert_ne!(steps[3], steps[4]);
+    let caption = xmp_packet(
+        &b64.decode(v["data"][2]["b64_json"].as_str().unwrap())
+            .unwrap(),
+    );
+    assert!(caption.contains("latent walk"), "{caption}");
+    for (req, needle) in [
+        (
+            json!({"model": "vae-tiny", "prompt": "", "n": 1, "walk": true}),
+            "n >= 2",
+        ),
+        (
+            json!({"model": "cgan-tiny", "prompt": "", "n": 3, "walk": true}),
+            "VAE",
+        ),
+    ] {
+        let got = call("/v1/images/generations", req).await;
+        assert_error(&got, StatusCode::BAD_REQUEST, needle);
+    }
+}
+
+#[tokio::test]
 async fn gan_images_take_a_label_in_range() {
     let req = json!({"model": "cgan-tiny", "prompt": "", "n": 2, "seed": 4, "label": 1});
     let (status, v) = call("/v1/images/generations", req).await;
