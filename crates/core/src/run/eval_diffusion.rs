@@ -79,7 +79,13 @@ pub(super) fn diffusion(req: &EvalRequest) -> Result<EvalReport> {
         batch: 100,
     };
     if !run.tint {
-        let reference = data.load(Split::Test)?;
+        // FID's reference is the whole test split (the protocol of docs/images.md), not the
+        // part the training loop scores its test loss on (`test_limit`).
+        let whole = ImageDataConfig {
+            test_limit: 0,
+            ..data.clone()
+        };
+        let reference = whole.load(Split::Test)?;
         let m = diffusion_image_metrics(&run, &clf, &clf_dir, &reference, &opts, device)?;
         lines.extend(image_metric_lines(&m, req.seed));
         return Ok(EvalReport {
