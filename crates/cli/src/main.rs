@@ -72,7 +72,8 @@ enum Command {
     Bench(commands::bench::Args),
     /// Score images with a VAE (negative ELBO per image, CSV; AUROC against --ood images).
     Score(commands::score::Args),
-    /// Export a run or model folder for other tools (Hugging Face transformers).
+    /// Export a run or model for other tools (a Hugging Face transformers folder, a llama.cpp
+    /// GGUF file).
     Export(commands::export::Args),
     /// Chat with a language model in the terminal (replies are AI-generated).
     Chat(commands::chat::Args),

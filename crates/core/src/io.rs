@@ -5,13 +5,22 @@
 //! sees either the old file or the new one, never a torn write.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
 
 /// Writes `bytes` to `path` atomically (temp file + fsync + rename + fsync of the folder).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |f| f.write_all(bytes).map_err(Error::io(path)))
+}
+
+/// [`write_atomic`] for a file written piece by piece: `fill` writes into the temporary file
+/// (buffered, seekable), which then replaces `path` only if it succeeded.
+pub fn write_atomic_with(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> Result<()>,
+) -> Result<()> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -25,8 +34,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
         std::process::id()
     ));
     let result = (|| {
-        let mut f = File::create(&tmp).map_err(Error::io(&tmp))?;
-        f.write_all(bytes).map_err(Error::io(&tmp))?;
+        let mut w = BufWriter::new(File::create(&tmp).map_err(Error::io(&tmp))?);
+        fill(&mut w)?;
+        let f = w
+            .into_inner()
+            .map_err(|e| Error::io(&tmp)(e.into_error()))?;
         f.sync_all().map_err(Error::io(&tmp))?;
         fs::rename(&tmp, path).map_err(Error::io(path))?;
         // Make the rename itself durable.

@@ -175,3 +175,96 @@ fn train_init_starts_from_the_pretrained_weights() {
     assert_eq!(out.status.code(), Some(2), "{:?}", text(&out));
     assert!(text(&out).1.contains("GPT-2-family"), "{:?}", text(&out));
 }
+
+fn fixture(name: &str) -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../core/tests/fixtures")
+        .join(name)
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// `--format gguf`: a Hugging Face Llama folder becomes one GGUF file that `muse sample`
+/// continues as it continues the folder.
+#[test]
+fn a_llama_folder_exports_to_gguf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let llama = fixture("hf/llama_gqa");
+    let args = ["export", &llama, "--format", "gguf", "--quant", "f32", "-o"];
+    let out = muse(tmp.path(), &[&args[..], &["m.gguf"]].concat());
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("(llama, f32)") && stderr.contains("llama-cli -m m.gguf"));
+    assert_eq!(greedy(tmp.path(), "m.gguf"), greedy(tmp.path(), &llama));
+    // q8_0: ffn_down's rows (88 wide) do not split into blocks of 32 and stay f16.
+    let out = muse(
+        tmp.path(),
+        &[
+            "export", &llama, "--format", "gguf", "--quant", "q8_0", "-o", "q.gguf",
+        ],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert!(text(&out).1.contains("written as f16"), "{:?}", text(&out));
+}
+
+/// Bad requests for `--format gguf` are usage errors (exit 2) that say what to do.
+#[test]
+fn gguf_export_errors_are_clear() {
+    let tmp = tempfile::tempdir().unwrap();
+    let llama = fixture("hf/llama_gqa");
+    let expect = |args: &[&str], code: i32, says: &[&str]| {
+        let out = muse(tmp.path(), args);
+        let err = text(&out).1;
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        for s in says {
+            assert!(err.contains(s), "{args:?}: {err}");
+        }
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
+    };
+    expect(
+        &[
+            "export", &llama, "--format", "gguf", "--quant", "q3", "-o", "a.gguf",
+        ],
+        2,
+        &["unknown GGUF type 'q3'", "q8_0, q4_0"],
+    );
+    expect(
+        &["export", &llama, "--format", "gguf", "-o", "."],
+        2,
+        &["is a folder", "model.gguf"],
+    );
+    expect(
+        &[
+            "export",
+            &fixture("hf/gpt2"),
+            "--format",
+            "gguf",
+            "-o",
+            "g.gguf",
+        ],
+        2,
+        &["GPT", "--format hf"],
+    );
+    expect(
+        &[
+            "export", &llama, "--format", "hf", "--quant", "q8_0", "-o", "hf",
+        ],
+        2,
+        &["--quant applies to --format gguf"],
+    );
+    expect(
+        &["export", "missing", "--format", "gguf", "-o", "m.gguf"],
+        1,
+        &["nothing at missing"],
+    );
+    std::fs::write(tmp.path().join("old.gguf"), b"x").unwrap();
+    expect(
+        &["export", &llama, "--format", "gguf", "-o", "old.gguf"],
+        2,
+        &["--force"],
+    );
+}

@@ -177,7 +177,7 @@ pub fn export_hf_with(
 
 /// Folds the LoRA adapter of `src` into `tensors` when asked; refuses to export a run with an
 /// adapter without it, or to merge what is not there. Returns a note for the user.
-fn merge_adapter(
+pub(super) fn merge_adapter(
     src: &Path,
     merge_lora: bool,
     tensors: &mut HashMap<String, Tensor>,

@@ -1,9 +1,10 @@
-//! `muse export`: a language model written for other tools (Hugging Face `transformers`).
+//! `muse export`: a language model written for other tools (Hugging Face `transformers`,
+//! llama.cpp).
 
 use std::path::Path;
 
 use crate::error::{Error, Result};
-pub use crate::export::HfExport;
+pub use crate::export::{GgufExport, GgufQuant, HfExport};
 
 /// Writes the language model at `src` as a Hugging Face folder at `out`; other families are
 /// refused with what the folder holds.
@@ -18,6 +19,37 @@ pub fn export_hf(
         require_text_model(src, "`muse export --format hf` writes language models")?;
     }
     crate::export::export_hf_with(src, tokenizer, out, overwrite, merge_lora)
+}
+
+/// Writes the Llama-architecture model at `src` (run, folder, llama2.c file or GGUF file) as
+/// the GGUF file `out`; other families are refused with what the source holds.
+pub fn export_gguf(
+    src: &Path,
+    tokenizer: Option<&Path>,
+    out: &Path,
+    quant: GgufQuant,
+    overwrite: bool,
+    merge_lora: bool,
+) -> Result<GgufExport> {
+    if src.exists() {
+        use super::family::Family;
+        let family = super::family::detect(src)?;
+        if !matches!(family, Family::Llama | Family::Llama2c | Family::Gguf) {
+            return Err(Error::usage(format!(
+                "{} holds {}: `muse export --format gguf` writes Llama-architecture language \
+                 models (Muse llama runs, Hugging Face llama folders, llama2.c files, GGUF llama \
+                 files){}",
+                src.display(),
+                family.describe(),
+                if family == Family::Gpt {
+                    "; export a GPT with --format hf"
+                } else {
+                    ""
+                }
+            )));
+        }
+    }
+    crate::export::export_gguf(src, tokenizer, out, quant, overwrite, merge_lora)
 }
 
 /// An error naming what `path` holds when it is not a language model.

@@ -75,7 +75,7 @@ pub mod data {
     };
 }
 pub mod export;
-pub use export::export_hf;
+pub use export::{export_gguf, export_hf};
 
 /// Sentence embeddings (`muse embed`, the server's `/v1/embeddings`).
 pub mod embed {

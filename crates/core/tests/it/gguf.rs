@@ -127,6 +127,34 @@ fn check(name: &str, tol: f32) {
     }
 }
 
+/// The token embedding stays in the file's type and widens only the rows looked up: equal to
+/// the rows of the whole table dequantised to f32, for a tied Q8_0 and Q4_1 table (where the
+/// same matrix is also the head) and an F16 one.
+#[test]
+fn gguf_embedding_lookup_equals_the_dequantised_table() {
+    use muse_core::models::gguf::GgufFile;
+    let ids = Tensor::new(&[[0u32, 5, 299, 5], [42, 7, 1, 250]], &Device::Cpu).unwrap();
+    for name in ["q8_0", "q4_1", "f16"] {
+        let path = file(&format!("tiny_llama_{name}.gguf"));
+        let g = load_gguf(&path, None, &Device::Cpu).unwrap();
+        let got = g.model.embed(&ids).unwrap(); // (2, 4, C)
+        let table = GgufFile::open(&path)
+            .unwrap()
+            .tensor("token_embd.weight", &Device::Cpu)
+            .unwrap()
+            .dequantize(&Device::Cpu)
+            .unwrap(); // (V, C)
+        let c = table.dim(1).unwrap();
+        let want = table
+            .index_select(&ids.flatten_all().unwrap(), 0)
+            .unwrap()
+            .reshape((2, 4, c))
+            .unwrap();
+        let err = scaled_err(&got, &want, 1.0);
+        assert!(err < 1e-6, "{name}: embedding rows differ by {err}");
+    }
+}
+
 #[test]
 fn gguf_f32_matches_transformers() {
     check("f32", 1e-4);

@@ -14,6 +14,7 @@ mod export;
 mod finetune;
 mod gan;
 mod gguf;
+mod gguf_export;
 mod gpt;
 mod gpt_golden;
 mod hf_parity;

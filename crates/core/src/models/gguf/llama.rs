@@ -8,8 +8,6 @@
 //! rotary layout, so rotation here pairs neighbouring dimensions (`rope_i`), not the two halves
 //! of a head as transformers does.
 
-use std::sync::Arc;
-
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Result, Tensor};
 
@@ -101,6 +99,18 @@ impl QLinear {
             Self::Q8_0(m) => m.forward(x),
         }
     }
+
+    /// Rows `ids` as f32: the matrix as a token embedding, left quantised.
+    ///
+    /// # Shapes
+    /// `ids`: (...) u32 -> (..., in).
+    fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Candle(m) => m.embedding(ids),
+            Self::Q4_1(m) => m.embedding(ids),
+            Self::Q8_0(m) => m.embedding(ids),
+        }
+    }
 }
 
 /// One block's weights.
@@ -121,11 +131,13 @@ struct Block {
 #[derive(Debug)]
 pub struct QLlama {
     cfg: LlamaConfig,
-    /// (vocab, C), dequantised: a lookup table, not a matmul.
-    token_embd: Tensor,
+    /// (vocab, C), kept in the file's type: rows are widened as tokens are looked up, so a
+    /// Q8_0 table is not held as f32 too (SmolLM2: 30 MB, not 113).
+    token_embd: QLinear,
     blocks: Vec<Block>,
     output_norm: Tensor,
-    output: QLinear,
+    /// The head; `None` when it is tied to `token_embd`, which then multiplies as well.
+    output: Option<QLinear>,
     /// (max_positions, head_dim / 2) each.
     cos: Tensor,
     sin: Tensor,
@@ -153,24 +165,18 @@ impl QLlama {
             candle_core::bail!("architecture '{arch}' is not a Llama");
         }
         let cfg = config_from_gguf(f)?;
-        let embd = Arc::new(f.tensor("token_embd.weight", device)?);
-        let token_embd = embd.dequantize(device)?; // (V, C)
-        if token_embd.dims() != [cfg.vocab_size, cfg.hidden_size] {
-            return Err(candle_core::Error::Msg(format!(
-                "{}: token_embd.weight has shape {:?}, the metadata says ({}, {})",
-                f.path.display(),
-                token_embd.dims(),
-                cfg.vocab_size,
-                cfg.hidden_size
-            )));
-        }
+        let embd = f.tensor("token_embd.weight", device)?; // (V, C)
+        check_shape(
+            f,
+            "token_embd.weight",
+            embd.shape().dims(),
+            (cfg.vocab_size, cfg.hidden_size),
+        )?;
+        let token_embd = QLinear::new(embd)?;
         let output = if cfg.tie_word_embeddings {
-            match Arc::try_unwrap(embd) {
-                Ok(t) => QLinear::new(t)?,
-                Err(shared) => QLinear::Candle(QMatMul::from_arc(shared)?),
-            }
+            None
         } else {
-            QLinear::new(f.tensor("output.weight", device)?)?
+            Some(QLinear::new(f.tensor("output.weight", device)?)?)
         };
         let mut blocks = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
@@ -222,6 +228,19 @@ impl QLlama {
         })
     }
 
+    /// The output head: its own matrix, or the token embedding when they are tied.
+    fn head(&self) -> &QLinear {
+        self.output.as_ref().unwrap_or(&self.token_embd)
+    }
+
+    /// The token embeddings of `idx` (the input of the first block).
+    ///
+    /// # Shapes
+    /// `idx`: (B, T) u32 -> (B, T, C).
+    pub fn embed(&self, idx: &Tensor) -> Result<Tensor> {
+        self.token_embd.embedding(idx)
+    }
+
     /// The architecture, in Hugging Face field names.
     pub fn config(&self) -> &LlamaConfig {
         &self.cfg
@@ -234,7 +253,7 @@ impl QLlama {
     pub fn forward(&self, idx: &Tensor) -> Result<Tensor> {
         let x = self.hidden(idx, 0, None)?; // (B, T, C)
         let x = rms_norm(&x, &self.output_norm, self.cfg.rms_norm_eps)?.flatten_to(1)?; // (B * T, C)
-        self.output.forward(&x)
+        self.head().forward(&x)
     }
 
     /// The residual stream after every block, for `idx` whose first position is `offset`.
@@ -247,7 +266,7 @@ impl QLlama {
         offset: usize,
         mut cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        let (b, t) = idx.dims2()?;
+        let (_b, t) = idx.dims2()?;
         if offset + t > self.cfg.max_position_embeddings {
             candle_core::bail!(
                 "sequence of {} positions exceeds the context of {}",
@@ -255,10 +274,7 @@ impl QLlama {
                 self.cfg.max_position_embeddings
             );
         }
-        let mut x = self
-            .token_embd
-            .index_select(&idx.flatten_all()?, 0)?
-            .reshape((b, t, self.cfg.hidden_size))?; // (B, T, C)
+        let mut x = self.embed(idx)?; // (B, T, C)
         let cos = self.cos.narrow(0, offset, t)?; // (T, hs/2)
         let sin = self.sin.narrow(0, offset, t)?; // (T, hs/2)
         let eps = self.cfg.rms_norm_eps;
@@ -369,6 +385,6 @@ impl CausalLm for QLlama {
         cache.advance(t);
         let last = x.narrow(1, t - 1, 1)?.squeeze(1)?; // (B, C)
         let last = rms_norm(&last, &self.output_norm, self.cfg.rms_norm_eps)?;
-        self.output.forward(&last) // (B, V)
+        self.head().forward(&last) // (B, V)
     }
 }

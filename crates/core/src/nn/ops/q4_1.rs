@@ -62,6 +62,14 @@ impl Q4_1Matrix {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         quant_rows::forward(self, x)
     }
+
+    /// Rows `ids` as f32, for a token embedding kept in this format.
+    ///
+    /// # Shapes
+    /// `ids`: (...) u32 -> (..., cols).
+    pub fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
+        quant_rows::gather_rows(self, ids)
+    }
 }
 
 impl QuantRows for Q4_1Matrix {
@@ -251,6 +259,32 @@ mod tests {
         assert_eq!(got.dims(), &[2, 9, 150]);
         let e = scaled_err(&got, &exact);
         assert!(e < 1e-5, "vs the dequantised product: {e}");
+    }
+
+    /// A row lookup (the token embedding) equals the rows of the dequantised matrix; an id
+    /// past the end is an error.
+    #[test]
+    fn embedding_equals_the_dequantised_rows() {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 1.0, (40, 64), &dev).unwrap();
+        let q = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
+        let ours = Q4_1Matrix::from_ggml(&q.data().unwrap(), 40, 64).unwrap();
+        let ids = Tensor::new(&[[3u32, 39, 0], [3, 17, 8]], &dev).unwrap();
+        let got = ours.embedding(&ids).unwrap();
+        assert_eq!(got.dims(), &[2, 3, 64]);
+        let want = q
+            .dequantize(&dev)
+            .unwrap()
+            .index_select(&ids.flatten_all().unwrap(), 0)
+            .unwrap()
+            .reshape((2, 3, 64))
+            .unwrap();
+        let e = scaled_err(&got, &want);
+        assert!(e < 1e-6, "vs the dequantised rows: {e}");
+        assert!(
+            ours.embedding(&Tensor::new(&[40u32], &dev).unwrap())
+                .is_err()
+        );
     }
 
     /// The portable loop and the AVX2 one give the same sums.
