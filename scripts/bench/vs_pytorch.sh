@@ -9,10 +9,19 @@
 #   vae     muse bench vae --preset mnist-mlp          vs vae_mlp.py    (ms per training step)
 #   gan     muse bench gan --preset dcgan-mnist        vs dcgan28.py    (ms per D+G step)
 #   gpt2    muse bench gpt --preset gpt2-small --generate vs gpt2_infer.py (ms per greedy token)
+#   seq2seq muse bench seq2seq --preset tatoeba-en-fr   vs scripts/bench/seq2seq_ref.py
+#           (ms per training step, the same 30 batches of 64 eng-fra pairs on both sides)
 # needs: a release build (cargo build --release), MUSE_DATA_DIR with the datasets, and the
 # PyTorch venv of ../shared/bench/setup.sh at $PYTHON (default ~/.cache/muse-bench-venv).
+#   seq2seq-translate  muse eval RUN --limit 300 --beam 1 vs seq2seq_ref.py --load W --translate
+#           (ms per sentence of greedy translation of the first 300 test sentences, batches of 32)
+# seq2seq also needs a translation run's tokenizer.json at $SEQ2SEQ_TOKENIZER (default
+# runs/en-fr/tokenizer.json) so both sides tokenise alike, and writes eng-fra's split once
+# into target/bench/eng-fra-split (muse data split) for the reference to read;
+# seq2seq-translate needs that run at $SEQ2SEQ_RUN (default runs/en-fr) and the reference's
+# weights trained to the same step at $SEQ2SEQ_REF_WEIGHTS (seq2seq_ref.py --save).
 set -euo pipefail
-workload=${1:?usage: vs_pytorch.sh gpt|vae|gan|gpt2 [THREADS] [ROUNDS]}
+workload=${1:?usage: vs_pytorch.sh gpt|vae|gan|gpt2|seq2seq|seq2seq-translate [THREADS] [ROUNDS]}
 threads=${2:-2}
 rounds=${3:-3}
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -38,8 +47,25 @@ case "$workload" in
     muse_cmd=("${muse[@]}" bench gpt --preset gpt2-small --generate)
     ref_cmd=("$py" "$refs/gpt2_infer.py" --threads "$threads" --config gpt2-124m --reps 3)
     muse_key="1e3 / d['generate_tokens_per_s_median']"; ref_key="d['ms_per_token_median']" ;;
+  seq2seq|seq2seq-translate)
+    run=${SEQ2SEQ_RUN:-$root/runs/en-fr}
+    tokenizer=${SEQ2SEQ_TOKENIZER:-$run/tokenizer.json}
+    [[ -f $tokenizer ]] || { echo "no tokenizer at $tokenizer: set SEQ2SEQ_TOKENIZER to a translation run's tokenizer.json" >&2; exit 2; }
+    split=$root/target/bench/eng-fra-split
+    [[ -f $split/test.tsv ]] || "${muse[@]}" data split eng-fra --out "$split" >&2
+    ref=("$py" "$root/scripts/bench/seq2seq_ref.py" --threads "$threads" --split "$split" --tokenizer "$tokenizer")
+    if [[ $workload == seq2seq ]]; then
+      muse_cmd=("${muse[@]}" bench seq2seq --preset tatoeba-en-fr --tokenizer "$tokenizer" --steps 30 --warmup 5)
+      ref_cmd=("${ref[@]}" --steps 30 --warmup 5)
+      muse_key="d['ms_per_step_median']"; ref_key="d['ms_per_step_median']"
+    else
+      head -300 "$split/test.tsv" | cut -f1 > "$split/test300.src"
+      muse_cmd=("${muse[@]}" eval "$run" --limit 300 --beam 1 --json)
+      ref_cmd=("${ref[@]}" --load "${SEQ2SEQ_REF_WEIGHTS:?set SEQ2SEQ_REF_WEIGHTS}" --translate "$split/test300.src" --out "$split/test300.ref-hyp")
+      muse_key="1e3 / d['greedy']['sentences_per_s']"; ref_key="1e3 / d['sentences_per_s']"
+    fi ;;
   *)
-    echo "unknown workload '$workload': use gpt, vae, gan or gpt2" >&2
+    echo "unknown workload '$workload': use gpt, vae, gan, gpt2, seq2seq or seq2seq-translate" >&2
     exit 2 ;;
 esac
 
