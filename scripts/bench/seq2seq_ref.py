@@ -91,19 +91,21 @@ def train_step(idx, lr):
 
 if args.steps:
     model.train()
-    ms, tokens, loss = [], 0, float("nan")
+    ms, cpu_ms, tokens, loss = [], [], 0, float("nan")
     for phase, n in (("warmup", args.warmup), ("timed", args.steps)):
         for idx in S.quantile_batches(lengths, n):
-            t0 = time.perf_counter()
+            t0, cpu0 = time.perf_counter(), time.process_time()
             loss, tok_count = train_step(idx, S.LR)
             if phase == "timed":
                 ms.append((time.perf_counter() - t0) * 1e3)
+                cpu_ms.append((time.process_time() - cpu0) * 1e3)
                 tokens += tok_count
     q = sorted(ms)
     emit(bench="seq2seq", preset="tatoeba-en-fr", batch=S.BATCH, params=params,
          timed_steps=len(ms), ms_per_step_median=round(statistics.median(ms), 3),
          ms_per_step_p10=round(q[int(0.1 * (len(q) - 1) + 0.5)], 3),
          ms_per_step_p90=round(q[int(0.9 * (len(q) - 1) + 0.5)], 3),
+         cpu_ms_per_step_median=round(statistics.median(cpu_ms), 3),  # all threads' CPU time
          timed_tgt_tokens=tokens, tgt_tokens_per_s=round(tokens / (sum(ms) / 1e3), 1),
          final_loss=round(loss, 4))
 

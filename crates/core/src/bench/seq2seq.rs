@@ -72,13 +72,14 @@ pub fn bench_seq2seq(opts: &Seq2SeqBenchOptions) -> Result<Value> {
     let warmup = quantile_batches(&lengths, t.batch_size, opts.warmup * accum);
     let timed = quantile_batches(&lengths, t.batch_size, opts.steps * accum);
     let progress = Progress::new("bench", 0, (opts.warmup + opts.steps) as u64);
-    let (mut times, mut tokens, mut loss) = (Vec::with_capacity(opts.steps), 0, f64::NAN);
+    let (mut times, mut cpu_times) = (Vec::with_capacity(opts.steps), Vec::new());
+    let (mut tokens, mut loss) = (0, f64::NAN);
     let steps = warmup.chunks(accum).map(|b| (false, b));
     for (step, (is_timed, batches)) in steps
         .chain(timed.chunks(accum).map(|b| (true, b)))
         .enumerate()
     {
-        let t0 = Instant::now();
+        let (t0, cpu0) = (Instant::now(), process_cpu_ms());
         let out = train_step(
             &model,
             &mut opt,
@@ -90,6 +91,7 @@ pub fn bench_seq2seq(opts: &Seq2SeqBenchOptions) -> Result<Value> {
         )?;
         if is_timed {
             times.push(t0.elapsed().as_secs_f64() * 1e3);
+            cpu_times.extend(process_cpu_ms().zip(cpu0).map(|(c1, c0)| c1 - c0));
             tokens += out.target_tokens;
         }
         loss = out.loss;
@@ -106,12 +108,26 @@ pub fn bench_seq2seq(opts: &Seq2SeqBenchOptions) -> Result<Value> {
         "ms_per_step_median": round(percentile(&times, 0.5)),
         "ms_per_step_p10": round(percentile(&times, 0.1)),
         "ms_per_step_p90": round(percentile(&times, 0.9)),
+        // CPU time of every thread: the cost of a step even when other work takes the cores.
+        "cpu_ms_per_step_median": (cpu_times.len() == times.len())
+            .then(|| round(percentile(&cpu_times, 0.5))),
         // The same count in seq2seq_ref.py's line shows that both timed the same batches.
         "timed_tgt_tokens": tokens,
         "tgt_tokens_per_s": round(tokens as f64 / total_s),
         "final_loss": round(loss),
         "peak_rss_mb": super::gpt::peak_rss_mb(),
     }))
+}
+
+/// CPU time used so far by all of this process's threads, in milliseconds (Linux: the
+/// nanosecond counters of /proc/self/task/*/schedstat; None elsewhere).
+fn process_cpu_ms() -> Option<f64> {
+    let mut ns = 0u64;
+    for task in std::fs::read_dir("/proc/self/task").ok()? {
+        let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+        ns += stat.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(ns as f64 / 1e6)
 }
 
 fn percentile(v: &[f64], q: f64) -> f64 {
