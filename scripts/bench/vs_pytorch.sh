@@ -10,7 +10,8 @@
 #   gan     muse bench gan --preset dcgan-mnist        vs dcgan28.py    (ms per D+G step)
 #   gpt2    muse bench gpt --preset gpt2-small --generate vs gpt2_infer.py (ms per greedy token)
 #   seq2seq muse bench seq2seq --preset tatoeba-en-fr   vs scripts/bench/seq2seq_ref.py
-#           (ms per training step, the same 30 batches of 64 eng-fra pairs on both sides)
+#           (ms per training step, the same $SEQ2SEQ_STEPS (30) batches of 64 eng-fra pairs on
+#           both sides, and CPU time per step)
 # needs: a release build (cargo build --release), MUSE_DATA_DIR with the datasets, and the
 # PyTorch venv of ../shared/bench/setup.sh at $PYTHON (default ~/.cache/muse-bench-venv).
 #   seq2seq-translate  muse eval RUN --limit 300 --beam 1 vs seq2seq_ref.py --load W --translate
@@ -55,9 +56,13 @@ case "$workload" in
     [[ -f $split/test.tsv ]] || "${muse[@]}" data split eng-fra --out "$split" >&2
     ref=("$py" "$root/scripts/bench/seq2seq_ref.py" --threads "$threads" --split "$split" --tokenizer "$tokenizer")
     if [[ $workload == seq2seq ]]; then
-      muse_cmd=("${muse[@]}" bench seq2seq --preset tatoeba-en-fr --tokenizer "$tokenizer" --steps 30 --warmup 5)
-      ref_cmd=("${ref[@]}" --steps 30 --warmup 5)
+      steps=${SEQ2SEQ_STEPS:-30}; warmup=$(( (steps + 5) / 6 ))  # timed steps, a sixth as many first
+      muse_cmd=("${muse[@]}" bench seq2seq --preset tatoeba-en-fr --tokenizer "$tokenizer" --steps "$steps" --warmup "$warmup")
+      ref_cmd=("${ref[@]}" --steps "$steps" --warmup "$warmup")
       muse_key="d['ms_per_step_median']"; ref_key="d['ms_per_step_median']"
+      # CPU time of all threads per step too: on a busy machine the wall time mostly says how
+      # long each side waited for a core.
+      cpu_key="d['cpu_ms_per_step_median']"
     else
       head -300 "$split/test.tsv" | cut -f1 > "$split/test300.src"
       muse_cmd=("${muse[@]}" eval "$run" --limit 300 --beam 1 --json)
@@ -77,13 +82,23 @@ echo "# $workload on $cpu ($(nproc) cores, $simd), $threads threads, $(date -u +
 
 # The value of a Python expression over `d`, the last JSON line on stdin.
 field() { "$py" -c "import json,sys; d = json.loads(sys.stdin.read().strip().splitlines()[-1]); print(round($1, 3))"; }
-ratios=()
+ratios=(); cpu_ratios=()
 for r in $(seq "$rounds"); do
-  m=$("${muse_cmd[@]}" 2>/dev/null | field "$muse_key")
-  t=$("${ref_cmd[@]}" 2>/dev/null | field "$ref_key")
+  muse_out=$("${muse_cmd[@]}" 2>/dev/null); ref_out=$("${ref_cmd[@]}" 2>/dev/null)
+  m=$(field "$muse_key" <<<"$muse_out"); t=$(field "$ref_key" <<<"$ref_out")
   ratio=$("$py" -c "print(round($m / $t, 3))")
   ratios+=("$ratio")
-  echo "round $r: muse $m ms, pytorch $t ms, ratio $ratio"
+  line="round $r: muse $m ms, pytorch $t ms, ratio $ratio"
+  if [[ -n ${cpu_key:-} ]]; then
+    mc=$(field "$cpu_key" <<<"$muse_out"); tc=$(field "$cpu_key" <<<"$ref_out")
+    cpu_ratios+=("$("$py" -c "print(round($mc / $tc, 3))")")
+    line+="; cpu time muse $mc ms, pytorch $tc ms, ratio ${cpu_ratios[-1]}"
+  fi
+  echo "$line"
 done
 joined=$(IFS=,; echo "${ratios[*]}")
 "$py" -c "import statistics; print('$workload, $threads threads: median ratio (muse/pytorch time)', statistics.median([$joined]))"
+if [[ -n ${cpu_key:-} ]]; then
+  joined=$(IFS=,; echo "${cpu_ratios[*]}")
+  "$py" -c "import statistics; print('$workload, $threads threads: median ratio of cpu time', statistics.median([$joined]))"
+fi
