@@ -11,10 +11,20 @@
 #   gpt2    muse bench gpt --preset gpt2-small --generate vs gpt2_infer.py (ms per greedy token)
 #   diffusion       muse bench diffusion --preset ddpm-mnist vs ddpm_unet28.py (ms per training step)
 #   diffusion-ddim  the same runs' DDIM-50 sampling of 16 images (ms)
+#   seq2seq muse bench seq2seq --preset tatoeba-en-fr   vs scripts/bench/seq2seq_ref.py
+#           (ms per training step, the same $SEQ2SEQ_STEPS (30) batches of 64 eng-fra pairs on
+#           both sides, and CPU time per step)
+#   seq2seq-translate  muse eval RUN --limit 300 --beam 1 vs seq2seq_ref.py --load W --translate
+#           (ms per sentence of greedy translation of the first 300 test sentences, batches of 32)
 # needs: a release build (cargo build --release), MUSE_DATA_DIR with the datasets, and the
 # PyTorch venv of ../shared/bench/setup.sh at $PYTHON (default ~/.cache/muse-bench-venv).
+# seq2seq also needs a translation run's tokenizer.json at $SEQ2SEQ_TOKENIZER (default
+# runs/en-fr/tokenizer.json) so both sides tokenise alike, and writes eng-fra's split once
+# into target/bench/eng-fra-split (muse data split) for the reference to read;
+# seq2seq-translate needs that run at $SEQ2SEQ_RUN (default runs/en-fr) and the reference's
+# weights trained to the same step at $SEQ2SEQ_REF_WEIGHTS (seq2seq_ref.py --save).
 set -euo pipefail
-workload=${1:?usage: vs_pytorch.sh gpt|vae|gan|gpt2|diffusion|diffusion-ddim [THREADS] [ROUNDS]}
+workload=${1:?usage: vs_pytorch.sh gpt|vae|gan|gpt2|diffusion|diffusion-ddim|seq2seq|seq2seq-translate [THREADS] [ROUNDS]}
 threads=${2:-2}
 rounds=${3:-3}
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -45,8 +55,29 @@ case "$workload" in
     ref_cmd=("$py" "$refs/ddpm_unet28.py" --threads "$threads" --steps 10 --warmup 2 --sample_reps 1)
     key=ms_per_step_median; [[ $workload == diffusion-ddim ]] && key=ddim_sample_ms_median
     muse_key="d['$key']"; ref_key="d['$key']" ;;
+  seq2seq|seq2seq-translate)
+    run=${SEQ2SEQ_RUN:-$root/runs/en-fr}
+    tokenizer=${SEQ2SEQ_TOKENIZER:-$run/tokenizer.json}
+    [[ -f $tokenizer ]] || { echo "no tokenizer at $tokenizer: set SEQ2SEQ_TOKENIZER to a translation run's tokenizer.json" >&2; exit 2; }
+    split=$root/target/bench/eng-fra-split
+    [[ -f $split/test.tsv ]] || "${muse[@]}" data split eng-fra --out "$split" >&2
+    ref=("$py" "$root/scripts/bench/seq2seq_ref.py" --threads "$threads" --split "$split" --tokenizer "$tokenizer")
+    if [[ $workload == seq2seq ]]; then
+      steps=${SEQ2SEQ_STEPS:-30}; warmup=$(( (steps + 5) / 6 ))  # timed steps, a sixth as many first
+      muse_cmd=("${muse[@]}" bench seq2seq --preset tatoeba-en-fr --tokenizer "$tokenizer" --steps "$steps" --warmup "$warmup")
+      ref_cmd=("${ref[@]}" --steps "$steps" --warmup "$warmup")
+      muse_key="d['ms_per_step_median']"; ref_key="d['ms_per_step_median']"
+      # CPU time of all threads per step too: on a busy machine the wall time mostly says how
+      # long each side waited for a core.
+      cpu_key="d['cpu_ms_per_step_median']"
+    else
+      head -300 "$split/test.tsv" | cut -f1 > "$split/test300.src"
+      muse_cmd=("${muse[@]}" eval "$run" --limit 300 --beam 1 --json)
+      ref_cmd=("${ref[@]}" --load "${SEQ2SEQ_REF_WEIGHTS:?set SEQ2SEQ_REF_WEIGHTS}" --translate "$split/test300.src" --out "$split/test300.ref-hyp")
+      muse_key="1e3 / d['greedy']['sentences_per_s']"; ref_key="1e3 / d['sentences_per_s']"
+    fi ;;
   *)
-    echo "unknown workload '$workload': use gpt, vae, gan, gpt2, diffusion or diffusion-ddim" >&2
+    echo "unknown workload '$workload': use gpt, vae, gan, gpt2, diffusion, diffusion-ddim, seq2seq or seq2seq-translate" >&2
     exit 2 ;;
 esac
 
@@ -58,13 +89,23 @@ echo "# $workload on $cpu ($(nproc) cores, $simd), $threads threads, $(date -u +
 
 # The value of a Python expression over `d`, the last JSON line on stdin.
 field() { "$py" -c "import json,sys; d = json.loads(sys.stdin.read().strip().splitlines()[-1]); print(round($1, 3))"; }
-ratios=()
+ratios=(); cpu_ratios=()
 for r in $(seq "$rounds"); do
-  m=$("${muse_cmd[@]}" 2>/dev/null | field "$muse_key")
-  t=$("${ref_cmd[@]}" 2>/dev/null | field "$ref_key")
+  muse_out=$("${muse_cmd[@]}" 2>/dev/null); ref_out=$("${ref_cmd[@]}" 2>/dev/null)
+  m=$(field "$muse_key" <<<"$muse_out"); t=$(field "$ref_key" <<<"$ref_out")
   ratio=$("$py" -c "print(round($m / $t, 3))")
   ratios+=("$ratio")
-  echo "round $r: muse $m ms, pytorch $t ms, ratio $ratio"
+  line="round $r: muse $m ms, pytorch $t ms, ratio $ratio"
+  if [[ -n ${cpu_key:-} ]]; then
+    mc=$(field "$cpu_key" <<<"$muse_out"); tc=$(field "$cpu_key" <<<"$ref_out")
+    cpu_ratios+=("$("$py" -c "print(round($mc / $tc, 3))")")
+    line+="; cpu time muse $mc ms, pytorch $tc ms, ratio ${cpu_ratios[-1]}"
+  fi
+  echo "$line"
 done
 joined=$(IFS=,; echo "${ratios[*]}")
 "$py" -c "import statistics; print('$workload, $threads threads: median ratio (muse/pytorch time)', statistics.median([$joined]))"
+if [[ -n ${cpu_key:-} ]]; then
+  joined=$(IFS=,; echo "${cpu_ratios[*]}")
+  "$py" -c "import statistics; print('$workload, $threads threads: median ratio of cpu time', statistics.median([$joined]))"
+fi

@@ -59,6 +59,16 @@ enum FamilyArgs {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// Encoder-decoder training steps on eng-fra pairs (batch, forward, backward, clip, Adam),
+    /// as scripts/bench/seq2seq_ref.py, on batches spread over the length distribution.
+    Seq2seq {
+        /// Use this joint tokenizer (a translation run's tokenizer.json) instead of training
+        /// one on the training pairs first.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// Prompt processing and generation speed of any text model (GGUF file, model folder,
     /// run), as llama.cpp's llama-bench measures them: `pp` runs --prompt-tokens random tokens
     /// as one batch, `tg` decodes --gen-tokens tokens one at a time, each from an empty cache
@@ -167,16 +177,16 @@ impl WatermarkBench {
 #[derive(clap::Args)]
 struct CommonArgs {
     /// The preset to measure [default: the family's default preset: char-baby, dcgan-mnist,
-    /// mnist-mlp, ddpm-mnist].
+    /// mnist-mlp, ddpm-mnist, tatoeba-en-fr].
     #[arg(long)]
     preset: Option<String>,
     /// Override a config key, as for `muse train`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
-    /// Timed steps [default: gpt 50, gan 100, vae 200, diffusion 30].
+    /// Timed steps [default: gpt 50, gan 100, vae 200, diffusion 30, seq2seq 30].
     #[arg(long)]
     steps: Option<usize>,
-    /// Untimed warm-up steps first [default: gpt 10, gan 10, vae 20, diffusion 5].
+    /// Untimed warm-up steps first [default: gpt 10, gan 10, vae 20, diffusion 5, seq2seq 5].
     #[arg(long)]
     warmup: Option<usize>,
     #[command(flatten)]
@@ -226,6 +236,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let mut req = common.request(Family::Diffusion)?;
             (req.ddim_steps, req.sample_batch, req.sample_reps) =
                 (ddim_steps, sample_batch, sample_reps);
+            req
+        }
+        FamilyArgs::Seq2seq { tokenizer, common } => {
+            let mut req = common.request(Family::Seq2seq)?;
+            req.tokenizer = tokenizer;
             req
         }
         FamilyArgs::Generate(g) => return g.run(),

@@ -1,6 +1,7 @@
 //! `muse train seq2seq`, `muse translate` and `muse eval` on a translation run, end to end on a
 //! tiny TSV corpus: files written, translations printed and written, resume equal to an
-//! uninterrupted run, and clear errors (--beam 0, a run of another family, a missing file).
+//! uninterrupted run, `muse bench seq2seq`, and clear errors (--beam 0, a run of another
+//! family, a missing file).
 
 use std::path::Path;
 
@@ -135,6 +136,36 @@ fn weights(path: &Path) -> (serde_json::Value, Vec<u8>) {
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
     let header = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
     (header, bytes[8 + n..].to_vec())
+}
+
+#[test]
+fn bench_times_training_steps_with_a_given_tokenizer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let data = write_corpus(dir);
+    train(dir, &data, "run", "2", &[]);
+    let dataset = format!("data.dataset={data}");
+    let stdout = ok(&muse(
+        dir,
+        &[
+            "bench",
+            "seq2seq",
+            "--preset",
+            "tiny",
+            "--set",
+            &dataset,
+            "--tokenizer",
+            "run/tokenizer.json",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+        ],
+    ));
+    let report: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(report["timed_steps"], 3, "{report}");
+    assert!(report["ms_per_step_median"].as_f64().unwrap() > 0.0);
+    assert!(report["timed_tgt_tokens"].as_u64().unwrap() > 0);
 }
 
 #[test]

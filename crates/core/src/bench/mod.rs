@@ -6,6 +6,7 @@ pub mod gan;
 pub mod generate;
 pub mod gpt;
 pub mod memory;
+pub mod seq2seq;
 pub mod vae;
 pub mod watermark;
 
@@ -13,5 +14,6 @@ pub use diffusion::{DiffusionBenchOptions, bench_diffusion};
 pub use gan::{GanBenchOptions, bench_gan};
 pub use generate::{GenerateBenchOptions, bench_generate};
 pub use gpt::{BenchOptions, bench_gpt, peak_rss_mb};
+pub use seq2seq::{Seq2SeqBenchOptions, bench_seq2seq};
 pub use vae::{VaeBenchOptions, bench_vae};
 pub use watermark::{WatermarkBenchOptions, bench_watermark};

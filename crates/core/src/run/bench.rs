@@ -1,11 +1,13 @@
 //! `muse bench FAMILY`: one request for every family's speed measurement, one JSON object back.
 
+use std::path::PathBuf;
+
 use serde_json::Value;
 
 use super::family::Family;
 use crate::bench::{
-    BenchOptions, DiffusionBenchOptions, GanBenchOptions, VaeBenchOptions, bench_diffusion,
-    bench_gan, bench_gpt, bench_vae,
+    BenchOptions, DiffusionBenchOptions, GanBenchOptions, Seq2SeqBenchOptions, VaeBenchOptions,
+    bench_diffusion, bench_gan, bench_gpt, bench_seq2seq, bench_vae,
 };
 use crate::config::resolve;
 use crate::device::Device;
@@ -38,6 +40,8 @@ pub struct BenchRequest {
     pub ddim_steps: Option<usize>,
     pub sample_batch: Option<usize>,
     pub sample_reps: Option<usize>,
+    /// Seq2seq: a joint tokenizer.json to use instead of training one.
+    pub tokenizer: Option<PathBuf>,
     pub device: Device,
 }
 
@@ -56,6 +60,7 @@ impl BenchRequest {
             ddim_steps: None,
             sample_batch: None,
             sample_reps: None,
+            tokenizer: None,
             device,
         }
     }
@@ -131,6 +136,18 @@ pub fn bench(req: BenchRequest) -> Result<Value> {
                 ));
             }
             bench_diffusion(&opts)
+        }
+        Family::Seq2seq => {
+            use crate::train::seq2seq::Seq2SeqRunConfig;
+            let name = preset("tatoeba-en-fr");
+            bench_seq2seq(&Seq2SeqBenchOptions {
+                config: resolve(&Seq2SeqRunConfig::preset(&name)?, None, &req.sets)?,
+                preset: name,
+                steps: req.steps.unwrap_or(30),
+                warmup: req.warmup.unwrap_or(5),
+                tokenizer: req.tokenizer.clone(),
+                device: req.device.clone(),
+            })
         }
         other => Err(Error::usage(format!(
             "`muse bench` has no workload for {}",

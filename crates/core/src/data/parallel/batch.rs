@@ -124,6 +124,22 @@ pub fn batches_per_epoch(pairs: usize, batch_size: usize) -> usize {
     (pairs / pool) * POOL_BATCHES + (pairs % pool).div_ceil(batch_size)
 }
 
+/// `m` batches spread evenly over the length distribution, for timing training steps on
+/// representative work: batch `k` is the `batch_size` pairs starting at position
+/// `(k + 0.5) / m` of the pairs stably sorted by length. `scripts/bench/seq2seq_ref.py` picks
+/// the same batches, so Muse and PyTorch time the same work.
+pub fn quantile_batches(lengths: &[usize], batch_size: usize, m: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
+    let span = order.len().saturating_sub(batch_size) as f64;
+    (0..m)
+        .map(|k| {
+            let start = ((k as f64 + 0.5) / m as f64 * span) as usize;
+            order[start..(start + batch_size).min(order.len())].to_vec()
+        })
+        .collect()
+}
+
 /// Batches of `idx` in their given order (evaluation: sort `idx` by length first).
 pub fn sequential_batches(idx: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
     idx.chunks(batch_size.max(1))
@@ -145,6 +161,18 @@ mod tests {
         let mut all: Vec<usize> = a.concat();
         all.sort();
         assert_eq!(all, (0..1003).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn quantile_batches_span_the_lengths_in_order() {
+        let lengths = [5, 1, 4, 1, 3, 2, 9, 8, 7, 6];
+        // Sorted stably: 1 (1), 1 (3), 2 (5), 3 (4), 4 (2), 5 (0), 6 (9), 7 (8), 8 (7), 9 (6).
+        let b = quantile_batches(&lengths, 2, 4);
+        assert_eq!(b, [vec![3, 5], vec![4, 2], vec![0, 9], vec![8, 7]]);
+        assert_eq!(
+            quantile_batches(&lengths, 20, 1),
+            [vec![1, 3, 5, 4, 2, 0, 9, 8, 7, 6]]
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod config;
 mod data;
 mod report;
+mod step;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,11 +16,12 @@ use candle_nn::{VarBuilder, VarMap};
 
 pub use config::{PRESETS, ParallelDataConfig, Seq2SeqRunConfig};
 pub use data::{PairData, SPECIALS, prepare_pairs, specials_of};
+pub use step::{StepOutcome, train_step};
 
-use crate::data::parallel::batch::{batches_per_epoch, epoch_batches, make_batch};
+use crate::data::parallel::batch::{batches_per_epoch, epoch_batches};
 use crate::error::{Error, Result};
 use crate::models::seq2seq::{DTYPE, Seq2Seq, Seq2SeqConfig, save_config, seq2seq_init};
-use crate::nn::{Dropout, init_varmap};
+use crate::nn::init_varmap;
 use crate::run_dir::{OnExisting, RunDir};
 use crate::tokenizer::TextTokenizer;
 use crate::train::cadence::{Cadence, EvalLog, StepLog, TrainingLoop, finish, run_steps};
@@ -29,7 +31,6 @@ use crate::train::metrics::MetricsLog;
 use crate::train::optimizer::AdamW;
 use crate::train::progress::Progress;
 use crate::train::schedule::LrSchedule;
-use crate::train::seeds::{SEQ2SEQ_DROPOUT_STREAM, dropout_seed};
 
 /// What to train and where.
 pub struct Seq2SeqTrainJob {
@@ -225,31 +226,21 @@ impl TrainingLoop for Seq2SeqLoop<'_> {
         let batches: Vec<Vec<usize>> = (0..accum)
             .map(|micro| self.batch(step * accum + micro))
             .collect();
-        let t = &self.cfg.train;
         let lr = self.schedule.at(step as usize);
-        let mut tokens = 0;
-        let (grads, loss_sum, grad_norm) = self.opt.accumulate_grads(t, |micro| {
-            let idx = &batches[micro as usize];
-            let b = make_batch(&self.data.train, idx, self.data.specials, self.device)?;
-            tokens += b.target_tokens;
-            let mut dropout = Dropout::train(
-                self.cfg.model.dropout,
-                dropout_seed(t.seed, step, micro, SEQ2SEQ_DROPOUT_STREAM),
-            );
-            Ok(self.model.loss(
-                &b.src,
-                &b.tgt_in,
-                &b.tgt_out,
-                self.cfg.label_smoothing,
-                &mut dropout,
-            )?)
-        })?;
-        let loss = loss_sum / t.grad_accum as f64;
-        checkpoint::check_finite(step, "loss", loss)?;
-        if t.grad_clip > 0.0 {
-            checkpoint::check_finite(step, "gradient norm", grad_norm)?;
-        }
-        self.opt.step(&grads, lr)?;
+        let StepOutcome {
+            loss,
+            grad_norm,
+            target_tokens: tokens,
+        } = train_step(
+            self.model,
+            &mut self.opt,
+            self.data,
+            &batches,
+            self.cfg,
+            (step, lr),
+            self.device,
+        )?;
+        let t = &self.cfg.train;
         self.last_loss = loss;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         let tok_s = tokens as f64 / (ms / 1e3);
