@@ -14,12 +14,12 @@ use serde_json::{Value, json};
 
 use crate::data::parallel::batch::quantile_batches;
 use crate::error::{Error, Result};
-use crate::models::seq2seq::{DTYPE, Seq2Seq, Seq2SeqConfig, parameter_count, seq2seq_init};
+use crate::models::seq2seq::{DTYPE, Seq2Seq, parameter_count, seq2seq_init};
 use crate::nn::init_varmap;
 use crate::tokenizer::TextTokenizer;
 use crate::train::AdamW;
 use crate::train::progress::Progress;
-use crate::train::seq2seq::{Seq2SeqRunConfig, prepare_pairs, train_step};
+use crate::train::seq2seq::{Seq2SeqRunConfig, model_config_for, prepare_pairs, train_step};
 
 /// What to measure.
 pub struct Seq2SeqBenchOptions {
@@ -48,16 +48,7 @@ pub fn bench_seq2seq(opts: &Seq2SeqBenchOptions) -> Result<Value> {
         .map(TextTokenizer::from_file)
         .transpose()?;
     let data = prepare_pairs(&cfg.data, &cfg.model, tokenizer)?;
-    let model_cfg = Seq2SeqConfig {
-        vocab_size: data.tokenizer.vocab_size(),
-        pad_token_id: data.specials.pad,
-        bos_token_id: data.specials.bos,
-        eos_token_id: data.specials.eos,
-        ..cfg.model.clone()
-    };
-    model_cfg
-        .validate()
-        .map_err(|e| Error::usage(format!("model: {e}")))?;
+    let model_cfg = model_config_for(&cfg.model, &data)?;
     let t = &cfg.train;
     let varmap = VarMap::new();
     let model = Seq2Seq::new(

@@ -261,3 +261,32 @@ pub(crate) fn scaled_err(a: &Tensor, b: &Tensor) -> f32 {
     };
     max(&(a - b).unwrap()) / max(b)
 }
+
+/// The kernels' shared embedding test: the rows that `embedding` looks up in a (40, 64) matrix
+/// quantised as `dtype` (given its GGML bytes) equal the rows of the dequantised matrix, and an
+/// id past the end is an error.
+#[cfg(test)]
+pub(crate) fn check_embedding(
+    dtype: candle_core::quantized::GgmlDType,
+    embedding: impl Fn(&[u8], &Tensor) -> candle_core::Result<Tensor>,
+) {
+    use candle_core::Device;
+    use candle_core::quantized::QTensor;
+    let dev = Device::Cpu;
+    let w = Tensor::randn(0f32, 1.0, (40, 64), &dev).unwrap();
+    let q = QTensor::quantize(&w, dtype).unwrap();
+    let bytes = q.data().unwrap();
+    let ids = Tensor::new(&[[3u32, 39, 0], [3, 17, 8]], &dev).unwrap();
+    let got = embedding(&bytes, &ids).unwrap();
+    assert_eq!(got.dims(), &[2, 3, 64]);
+    let want = q
+        .dequantize(&dev)
+        .unwrap()
+        .index_select(&ids.flatten_all().unwrap(), 0)
+        .unwrap()
+        .reshape((2, 3, 64))
+        .unwrap();
+    let e = scaled_err(&got, &want);
+    assert!(e < 1e-6, "{dtype:?} vs the dequantised rows: {e}");
+    assert!(embedding(&bytes, &Tensor::new(&[40u32], &dev).unwrap()).is_err());
+}

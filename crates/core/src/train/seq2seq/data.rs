@@ -124,3 +124,18 @@ pub fn specials_of(tokenizer: &TextTokenizer) -> Result<Specials> {
         eos: id(SPECIALS[2])?,
     })
 }
+
+/// The model's configuration with the vocabulary and special ids the prepared data brings,
+/// checked.
+pub fn model_config_for(model: &Seq2SeqConfig, data: &PairData) -> Result<Seq2SeqConfig> {
+    let cfg = Seq2SeqConfig {
+        vocab_size: data.tokenizer.vocab_size(),
+        pad_token_id: data.specials.pad,
+        bos_token_id: data.specials.bos,
+        eos_token_id: data.specials.eos,
+        ..model.clone()
+    };
+    cfg.validate()
+        .map_err(|e| Error::usage(format!("model: {e}")))?;
+    Ok(cfg)
+}

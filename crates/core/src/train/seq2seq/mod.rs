@@ -15,12 +15,12 @@ use candle_core::Device;
 use candle_nn::{VarBuilder, VarMap};
 
 pub use config::{PRESETS, ParallelDataConfig, Seq2SeqRunConfig};
-pub use data::{PairData, SPECIALS, prepare_pairs, specials_of};
+pub use data::{PairData, SPECIALS, model_config_for, prepare_pairs, specials_of};
 pub use step::{StepOutcome, train_step};
 
 use crate::data::parallel::batch::{batches_per_epoch, epoch_batches};
 use crate::error::{Error, Result};
-use crate::models::seq2seq::{DTYPE, Seq2Seq, Seq2SeqConfig, save_config, seq2seq_init};
+use crate::models::seq2seq::{DTYPE, Seq2Seq, save_config, seq2seq_init};
 use crate::nn::init_varmap;
 use crate::run_dir::{OnExisting, RunDir};
 use crate::tokenizer::TextTokenizer;
@@ -71,16 +71,7 @@ pub fn train_seq2seq(job: Seq2SeqTrainJob) -> Result<Seq2SeqTrainReport> {
         .transpose()?;
     let data = prepare_pairs(&cfg.data, &cfg.model, tokenizer)?;
     let run = RunDir::prepare(&job.out, job.on_existing)?;
-    let model_cfg = Seq2SeqConfig {
-        vocab_size: data.tokenizer.vocab_size(),
-        pad_token_id: data.specials.pad,
-        bos_token_id: data.specials.bos,
-        eos_token_id: data.specials.eos,
-        ..cfg.model.clone()
-    };
-    model_cfg
-        .validate()
-        .map_err(|e| Error::usage(format!("model: {e}")))?;
+    let model_cfg = model_config_for(&cfg.model, &data)?;
     let t = &cfg.train;
 
     let mut varmap = VarMap::new();
