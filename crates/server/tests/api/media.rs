@@ -148,16 +148,7 @@ async fn images_come_back_as_labelled_pngs() {
     }
     // Same seed, same images (the files differ in their date).
     let (_, again) = call("/v1/images/generations", req).await;
-    let pixels = |v: &serde_json::Value| -> Vec<Vec<u8>> {
-        let data = v["data"].as_array().unwrap();
-        data.iter()
-            .map(|d| {
-                let png = b64.decode(d["b64_json"].as_str().unwrap()).unwrap();
-                image::load_from_memory(&png).unwrap().to_luma8().into_raw()
-            })
-            .collect()
-    };
-    assert_eq!(pixels(&v), pixels(&again));
+    assert_eq!(grey_pixels(&v), grey_pixels(&again));
     let bad = [
         (json!({"n": 11}), "n"),
         (json!({"label": 3}), "label"),
@@ -239,16 +230,7 @@ async fn diffusion_returns_its_denoising_strip_on_request() {
     plain["trajectory"] = json!(false);
     let (_, w) = call("/v1/images/generations", plain).await;
     assert!(w.get("trajectory_b64_json").is_none(), "{w}");
-    let pixels = |v: &serde_json::Value| -> Vec<Vec<u8>> {
-        let data = v["data"].as_array().unwrap();
-        data.iter()
-            .map(|d| {
-                let png = b64.decode(d["b64_json"].as_str().unwrap()).unwrap();
-                image::load_from_memory(&png).unwrap().to_luma8().into_raw()
-            })
-            .collect()
-    };
-    assert_eq!(pixels(&v), pixels(&w));
+    assert_eq!(grey_pixels(&v), grey_pixels(&w));
     // Other families say what the flag is for.
     let got = call(
         "/v1/images/generations",
@@ -261,26 +243,17 @@ async fn diffusion_returns_its_denoising_strip_on_request() {
 #[tokio::test]
 async fn vae_walk_runs_between_the_prior_samples_of_two_seeds() {
     let b64 = base64::engine::general_purpose::STANDARD;
-    let images = |v: &serde_json::Value| -> Vec<Vec<u8>> {
-        let data = v["data"].as_array().unwrap();
-        data.iter()
-            .map(|d| {
-                let png = b64.decode(d["b64_json"].as_str().unwrap()).unwrap();
-                image::load_from_memory(&png).unwrap().to_luma8().into_raw()
-            })
-            .collect()
-    };
     let walk = json!({"model": "vae-tiny", "prompt": "", "n": 5, "seed": 7, "walk": true});
     let (status, v) = call("/v1/images/generations", walk).await;
     assert_eq!(status, StatusCode::OK, "{v}");
-    let steps = images(&v);
+    let steps = grey_pixels(&v);
     assert_eq!(steps.len(), 5);
     // Its ends are the prior samples of seed 7 and seed 8 (decoded in a batch of one, so a
     // pixel may round the other way).
     for (seed, end) in [(7, &steps[0]), (8, &steps[4])] {
         let one = json!({"model": "vae-tiny", "prompt": "", "n": 1, "seed": seed});
         let (_, v) = call("/v1/images/generations", one).await;
-        let alone = &images(&v)[0];
+        let alone = &grey_pixels(&v)[0];
         let most = alone.iter().zip(end).map(|(a, b)| a.abs_diff(*b)).max();
         assert!(most <= Some(1), "seed {seed}: pixels differ by {most:?}");
     }
@@ -325,6 +298,18 @@ async fn gan_images_take_a_label_in_range() {
     )
     .await;
     assert_error(&got, StatusCode::BAD_REQUEST, "diffusion");
+}
+
+/// The grey pixels of each image of an images answer.
+fn grey_pixels(v: &serde_json::Value) -> Vec<Vec<u8>> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let data = v["data"].as_array().unwrap();
+    data.iter()
+        .map(|d| {
+            let png = b64.decode(d["b64_json"].as_str().unwrap()).unwrap();
+            image::load_from_memory(&png).unwrap().to_luma8().into_raw()
+        })
+        .collect()
 }
 
 /// The XMP packet of a PNG, read with the `png` crate.
