@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod body;
 pub mod engine;
 pub mod error;

@@ -15,6 +15,8 @@ pub const DEFAULT_HOST: &str = "127.0.0.1";
 pub const DEFAULT_PORT: u16 = 8080;
 /// Jobs that may wait for the engine before requests are answered 429.
 pub const DEFAULT_QUEUE: usize = 32;
+/// Text choices generated together (`--max-batch`).
+pub const DEFAULT_MAX_BATCH: usize = 8;
 
 /// What `muse serve` was asked.
 #[derive(Clone, Debug)]
@@ -24,6 +26,8 @@ pub struct ServeConfig {
     pub port: u16,
     pub api_keys: Vec<String>,
     pub queue: usize,
+    /// Text choices generated together (continuous batching).
+    pub max_batch: usize,
     pub device: Device,
     /// Watermark every generated text with this key (Kirchenbauer et al. 2023).
     pub watermark: Option<muse_core::run::generation::Watermark>,
@@ -93,13 +97,13 @@ pub fn run(
 ) -> Result<(), ServeError> {
     let named = model_names(&cfg.models)?;
     let metrics = Arc::new(Metrics::default());
-    let (engine, infos) = crate::engine::start(
-        named,
-        cfg.device.clone(),
-        cfg.queue,
-        metrics.clone(),
-        cfg.watermark.clone(),
-    )?;
+    let engine_cfg = crate::engine::EngineConfig {
+        device: cfg.device.clone(),
+        queue: cfg.queue,
+        max_batch: cfg.max_batch,
+        watermark: cfg.watermark.clone(),
+    };
+    let (engine, infos) = crate::engine::start(named, engine_cfg, metrics.clone())?;
     let listing: Vec<(String, &'static str)> = infos
         .iter()
         .map(|m| (m.name.clone(), m.kind.as_str()))

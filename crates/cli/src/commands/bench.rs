@@ -78,6 +78,47 @@ enum FamilyArgs {
     /// text of the same length, all scored as `muse detect` would; prints detection rates,
     /// the perplexity cost and robustness to random token replacement.
     Watermark(WatermarkBench),
+    /// `muse serve` under load: --clients concurrent clients each send --requests chat
+    /// requests (one user message) back to back, first one request at a time, then continuously batched (up
+    /// to --max-batch choices per forward pass); prints tokens/s, latency and the mean batch
+    /// of both, and their throughput ratio.
+    Serve(ServeBench),
+}
+
+/// Flags of `muse bench serve`.
+#[derive(clap::Args)]
+struct ServeBench {
+    /// A text model: a GGUF file, a model folder or a run.
+    model: PathBuf,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 8)]
+    clients: usize,
+    /// Chat requests each client sends, one after the other.
+    #[arg(long, default_value_t = 2)]
+    requests: usize,
+    /// Tokens per reply at most (fewer where the model ends its reply).
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Choices per forward pass in the batched run, as `muse serve --max-batch`.
+    #[arg(long, default_value_t = muse_server::serve::DEFAULT_MAX_BATCH)]
+    max_batch: usize,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+impl ServeBench {
+    fn run(self) -> anyhow::Result<()> {
+        let report = muse_server::bench::load_bench(&muse_server::bench::LoadOptions {
+            model: self.model,
+            device: self.device.device()?,
+            clients: self.clients,
+            requests: self.requests,
+            max_tokens: self.max_tokens,
+            max_batch: self.max_batch,
+        })?;
+        println!("{}", serde_json::to_string(&report)?);
+        Ok(())
+    }
 }
 
 /// Flags of `muse bench generate`.
@@ -245,6 +286,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         FamilyArgs::Generate(g) => return g.run(),
         FamilyArgs::Watermark(w) => return w.run(),
+        FamilyArgs::Serve(s) => return s.run(),
     };
     println!("{}", serde_json::to_string(&muse_core::run::bench(req)?)?);
     Ok(())

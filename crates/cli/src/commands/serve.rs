@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use muse_server::serve::{DEFAULT_HOST, DEFAULT_PORT, DEFAULT_QUEUE};
+use muse_server::serve::{DEFAULT_HOST, DEFAULT_MAX_BATCH, DEFAULT_PORT, DEFAULT_QUEUE};
 use muse_server::{ServeConfig, ServeError};
 
 use super::common::{DeviceArgs, WatermarkArgs};
@@ -39,6 +39,11 @@ pub struct Args {
     /// Requests that may wait for the engine; more are answered 429 (busy).
     #[arg(long, default_value_t = DEFAULT_QUEUE)]
     queue: usize,
+    /// Text choices generated together: requests that arrive while others are generating join
+    /// them, and each token step runs one forward pass for all (continuous batching); more
+    /// wait in the queue.
+    #[arg(long, default_value_t = DEFAULT_MAX_BATCH)]
+    max_batch: usize,
     #[command(flatten)]
     device: DeviceArgs,
     #[command(flatten)]
@@ -48,6 +53,9 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     if a.queue == 0 {
         anyhow::bail!(muse_core::Error::usage("--queue must be at least 1"));
+    }
+    if a.max_batch == 0 {
+        anyhow::bail!(muse_core::Error::usage("--max-batch must be at least 1"));
     }
     let api_keys: Vec<String> = a
         .api_keys
@@ -62,6 +70,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         port: a.port,
         api_keys,
         queue: a.queue,
+        max_batch: a.max_batch,
         device: a.device.device()?,
         watermark: a.watermark.watermark()?,
     };

@@ -69,6 +69,10 @@ fn shorten(words: &mut Vec<String>) {
             let short = ["--prompt-tokens", "16", "--gen-tokens", "4", "--reps", "1"];
             words.extend(short.map(String::from));
         }
+        Some("bench") if words.get(1).is_some_and(|w| w == "serve") => {
+            let short = ["--clients", "3", "--requests", "1", "--max-tokens", "4"];
+            words.extend(short.map(String::from));
+        }
         Some("bench") => {
             words.extend(["--steps", "2", "--warmup", "1"].map(String::from));
             if words.get(1).is_some_and(|w| w == "diffusion") {

@@ -37,4 +37,25 @@ pub trait CausalLm {
     /// # Shapes
     /// `ids`: (B, T_new) u32 -> (B, vocab).
     fn forward_cached(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor>;
+
+    /// One new token for each of several sequences, each after the positions in its own cache
+    /// (which may differ): the decode step of continuous batching. Appends to every cache and
+    /// returns the logits of each new token. This default runs the sequences one by one; a
+    /// model that overrides it multiplies each weight matrix once for all of them, which is
+    /// what makes a batch cheaper than its sequences apart (decoding reads every weight per
+    /// step).
+    ///
+    /// # Shapes
+    /// `ids`: n tokens, one per cache -> (n, vocab).
+    fn forward_step_many(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        if ids.len() != caches.len() {
+            candle_core::bail!("{} tokens for {} caches", ids.len(), caches.len());
+        }
+        let rows = ids
+            .iter()
+            .zip(caches.iter_mut())
+            .map(|(&id, cache)| self.forward_cached(&Tensor::new(&[[id]], self.device())?, cache))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&rows, 0)
+    }
 }

@@ -48,9 +48,10 @@ pub use score::{ScoreRequest, score};
 pub use watermark::{DetectReport, DetectRequest, Verdict, detect_watermark};
 pub mod serve_api;
 mod serve_images;
+mod serve_text;
 pub use serve_api::{
-    ChatPrompt, ChatRole, GeneratedImages, ImageJob, ServedKind, ServedModel, TextJob, TokenOut,
-    TokenProbs, finish_reason, open_served,
+    ChatPrompt, ChatRole, GeneratedImages, ImageJob, ServedKind, ServedModel, TextGeneration,
+    TextJob, TokenOut, TokenProbs, finish_reason, open_served,
 };
 
 /// Ctrl-C: the binary's handler asks the running loop to checkpoint and stop.

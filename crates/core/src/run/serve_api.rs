@@ -10,12 +10,13 @@ use super::family::detect;
 use crate::device::Device;
 use crate::embed::SentenceEncoder;
 use crate::error::{Error, Result};
+use crate::sample::SamplingParams;
 use crate::sample::open::TextModel;
-use crate::sample::{GenerateOptions, Generated, Sampler, SamplingParams, StopReason, generate};
 use crate::tokenizer::chat::{ChatMessage, Role};
 use crate::tokenizer::jinja::ChatFormat;
 
 pub use super::serve_images::{GeneratedImages, ImageJob};
+pub use super::serve_text::{TextGeneration, TextJob, TokenOut, TokenProbs, finish_reason};
 
 /// What a served model answers: `/v1/completions` and `/v1/chat/completions`,
 /// `/v1/embeddings`, or `/v1/images/generations`.
@@ -69,47 +70,6 @@ pub struct ChatPrompt {
     pub ids: Vec<u32>,
     /// Strings that end the reply under this template (added to the request's own).
     pub stop: Vec<String>,
-}
-
-/// One text generation's settings (one choice of a request).
-#[derive(Clone, Debug)]
-pub struct TextJob {
-    pub prompt_ids: Vec<u32>,
-    pub params: SamplingParams,
-    pub seed: u64,
-    pub max_tokens: usize,
-    /// Stop strings (not returned in the text).
-    pub stop: Vec<String>,
-    /// Report the chosen token's probability and this many likeliest alternatives (`None`:
-    /// no probabilities).
-    pub top_logprobs: Option<usize>,
-    /// Watermark the text (`muse serve --watermark-key`).
-    pub watermark: Option<crate::sample::watermark::Watermark>,
-}
-
-/// One generated token, as it streams out.
-pub struct TokenOut<'a> {
-    /// The text this token releases (may be empty: inside a character, or held back while it
-    /// could begin a stop string).
-    pub text: &'a str,
-    /// With `top_logprobs`: the token's own text, its probability and the alternatives.
-    pub probs: Option<TokenProbs<'a>>,
-}
-
-/// Probabilities of one generated token.
-pub struct TokenProbs<'a> {
-    pub token: String,
-    pub prob: f32,
-    /// (token text, probability), likeliest first.
-    pub top: &'a [(String, f32)],
-}
-
-/// How a generation ended, in OpenAI's words.
-pub fn finish_reason(g: &Generated) -> &'static str {
-    match g.reason {
-        StopReason::MaxTokens => "length",
-        StopReason::EndOfText | StopReason::StopString => "stop",
-    }
 }
 
 /// Opens the model at `path` for serving: a text model (run folder, Hugging Face folder, GGUF
@@ -195,7 +155,7 @@ impl ServedModel {
         }
     }
 
-    fn text(&self) -> Result<&TextModel> {
+    pub(super) fn text(&self) -> Result<&TextModel> {
         match &self.loaded {
             Loaded::Text { model, .. } => Ok(model),
             _ => Err(self.wrong_kind(ServedKind::Text)),
@@ -243,59 +203,6 @@ impl ServedModel {
             ids: model.encode_prompt(&text)?,
             stop: template.stop(),
         })
-    }
-
-    /// Generates one choice, calling `on_token` for every new token; an error from `on_token`
-    /// (the client went away) stops generation and is returned.
-    pub fn generate(
-        &self,
-        job: &TextJob,
-        on_token: &mut dyn FnMut(TokenOut) -> Result<()>,
-    ) -> Result<Generated> {
-        let tm = self.text()?;
-        job.params.validate()?;
-        let context = tm.model.context_len();
-        if job.prompt_ids.len() + job.max_tokens > context {
-            return Err(Error::usage(format!(
-                "the prompt has {} tokens and max_tokens is {}: together more than the model's \
-                 context of {context} tokens; shorten the prompt or ask for at most {} tokens",
-                job.prompt_ids.len(),
-                job.max_tokens,
-                context.saturating_sub(job.prompt_ids.len())
-            )));
-        }
-        let opts = GenerateOptions {
-            max_tokens: job.max_tokens,
-            stop: job.stop.clone(),
-            stop_at_eos: true,
-            // The chosen token's probability comes with the candidates: ask for one at least.
-            candidates: job.top_logprobs.map_or(0, |k| k.max(1)),
-        };
-        let shown = job.top_logprobs.unwrap_or(0);
-        let mut sampler =
-            Sampler::new(job.params.clone(), job.seed).with_watermark(job.watermark.clone());
-        let tokenizer = &tm.tokenizer;
-        generate(
-            tm.model.as_ref(),
-            tokenizer,
-            &job.prompt_ids,
-            &opts,
-            &mut sampler,
-            &mut |ev| {
-                let probs = match ev.prob {
-                    Some(prob) => Some(TokenProbs {
-                        token: tokenizer.decode(&[ev.id])?,
-                        prob,
-                        top: &ev.candidates[..shown.min(ev.candidates.len())],
-                    }),
-                    None => None,
-                };
-                on_token(TokenOut {
-                    text: ev.text,
-                    probs,
-                })
-            },
-        )
     }
 
     /// Embeddings of `texts` and the tokens they held (each truncated to the encoder's

@@ -5,6 +5,7 @@
 //! cache is cleared and the last `T` tokens are run afresh, so the logits always equal a full
 //! recomputation over the cropped context.
 
+use std::borrow::BorrowMut;
 use std::time::Instant;
 
 use candle_core::{DType, Tensor};
@@ -12,7 +13,8 @@ use candle_core::{DType, Tensor};
 use super::logits::{Sampler, top_n};
 use crate::error::{Error, Result};
 use crate::models::CausalLm;
-use crate::tokenizer::TextTokenizer;
+use crate::nn::KvCache;
+use crate::tokenizer::{TextTokenizer, TokenStream};
 
 /// Limits and extras of one generation.
 #[derive(Clone, Debug, Default)]
@@ -67,95 +69,213 @@ pub fn generate(
     sampler: &mut Sampler,
     on_token: &mut dyn FnMut(TokenEvent) -> Result<()>,
 ) -> Result<Generated> {
-    if prompt.is_empty() {
-        return Err(Error::usage(
-            "the prompt is empty: give at least one character with --prompt",
-        ));
+    let mut g = Generation::new(model, tokenizer, prompt, opts.clone(), sampler)?;
+    while !g.is_finished() {
+        let logits = g.forward_alone()?;
+        g.accept(&logits, on_token)?;
     }
-    if opts.max_tokens == 0 {
-        return Err(Error::usage("--max-tokens must be at least 1"));
-    }
-    let start = Instant::now();
-    let ctx_len = model.context_len();
-    let mut context: Vec<u32> = prompt.to_vec();
-    let mut cache = model.new_cache(1)?;
-    let mut pending: &[u32] = crop(&context, ctx_len);
-    let mut cropped;
-    let mut stream = tokenizer.stream();
-    let mut text = String::new();
-    let mut emitted = 0;
-    let mut ids = Vec::new();
-    let mut reason = StopReason::MaxTokens;
-    let device = model.device().clone();
+    Ok(g.finish())
+}
 
-    for _ in 0..opts.max_tokens {
-        let input = Tensor::new(pending, &device)?.unsqueeze(0)?; // (1, T_new)
-        let logits: Vec<f32> = model
-            .forward_cached(&input, &mut cache)?
-            .squeeze(0)?
-            .to_dtype(DType::F32)?
-            .to_vec1()?;
+/// One generation, a token at a time: [`Generation::accept`] takes the logits of the next
+/// token, samples it, streams its text and sets up the input of the next forward. The forward
+/// itself is the caller's: alone ([`Generation::forward_alone`]) or batched with other
+/// generations of the same model ([`step_together`], the server's continuous batching).
+///
+/// `S` is the sampler, owned (the server) or borrowed (callers that reuse it afterwards).
+pub struct Generation<'m, S: BorrowMut<Sampler> = Sampler> {
+    model: &'m dyn CausalLm,
+    tokenizer: &'m TextTokenizer,
+    opts: GenerateOptions,
+    sampler: S,
+    /// Prompt and generated ids so far.
+    context: Vec<u32>,
+    cache: KvCache,
+    /// What the next forward runs: the (cropped) prompt, the last token against the cache, or
+    /// the cropped window afresh once the cache is full.
+    pending: Vec<u32>,
+    stream: TokenStream<'m>,
+    text: String,
+    /// Bytes of `text` already handed to `on_token`.
+    emitted: usize,
+    ids: Vec<u32>,
+    /// Set once generation has ended.
+    reason: Option<StopReason>,
+    prompt_tokens: usize,
+    start: Instant,
+}
+
+impl<'m, S: BorrowMut<Sampler>> Generation<'m, S> {
+    pub fn new(
+        model: &'m dyn CausalLm,
+        tokenizer: &'m TextTokenizer,
+        prompt: &[u32],
+        opts: GenerateOptions,
+        sampler: S,
+    ) -> Result<Self> {
+        if prompt.is_empty() {
+            return Err(Error::usage(
+                "the prompt is empty: give at least one character with --prompt",
+            ));
+        }
+        if opts.max_tokens == 0 {
+            return Err(Error::usage("--max-tokens must be at least 1"));
+        }
+        Ok(Self {
+            model,
+            tokenizer,
+            sampler,
+            context: prompt.to_vec(),
+            cache: model.new_cache(1)?,
+            pending: crop(prompt, model.context_len()).to_vec(),
+            stream: tokenizer.stream(),
+            text: String::new(),
+            emitted: 0,
+            ids: Vec::new(),
+            reason: None,
+            prompt_tokens: prompt.len(),
+            start: Instant::now(),
+            opts,
+        })
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.reason.is_some()
+    }
+
+    /// Whether the next forward is one token after a non-empty cache, the step that
+    /// [`CausalLm::forward_step_many`] batches.
+    fn is_single_step(&self) -> bool {
+        self.pending.len() == 1 && !self.cache.is_empty()
+    }
+
+    /// Runs the pending ids through the model alone: the logits of the next token.
+    pub fn forward_alone(&mut self) -> Result<Vec<f32>> {
+        let input = Tensor::new(self.pending.as_slice(), self.model.device())?.unsqueeze(0)?; // (1, T_new)
+        let logits = self.model.forward_cached(&input, &mut self.cache)?; // (1, V)
+        Ok(logits.squeeze(0)?.to_dtype(DType::F32)?.to_vec1()?)
+    }
+
+    /// Takes the logits of the next token: samples it, streams what it releases through
+    /// `on_token`, and either ends the generation or prepares the next forward's input.
+    pub fn accept(
+        &mut self,
+        logits: &[f32],
+        on_token: &mut dyn FnMut(TokenEvent) -> Result<()>,
+    ) -> Result<()> {
+        if self.is_finished() {
+            return Ok(());
+        }
         if logits.iter().any(|l| l.is_nan() || *l == f32::INFINITY) {
             return Err(Error::input(
                 "the model's outputs are not numbers (NaN or +inf logits): its weights are \
                  damaged or its training diverged; retrain it or resume from a good checkpoint",
             ));
         }
-        let id = sampler.sample(&logits, &context);
-        let (candidates, prob) = if opts.candidates > 0 {
-            let probs = sampler.shown_distribution(&logits, &context);
-            let top = top_n(&probs, opts.candidates)
+        let sampler = self.sampler.borrow_mut();
+        let id = sampler.sample(logits, &self.context);
+        let (candidates, prob) = if self.opts.candidates > 0 {
+            let probs = sampler.shown_distribution(logits, &self.context);
+            let top = top_n(&probs, self.opts.candidates)
                 .into_iter()
-                .map(|(c, p)| Ok((tokenizer.decode(&[c])?, p)))
+                .map(|(c, p)| Ok((self.tokenizer.decode(&[c])?, p)))
                 .collect::<Result<Vec<_>>>()?;
             (top, probs.get(id as usize).copied())
         } else {
             (Vec::new(), None)
         };
-        context.push(id);
-        ids.push(id);
-        if opts.stop_at_eos && tokenizer.is_eos(id) {
-            reason = StopReason::EndOfText;
-            on_token(TokenEvent {
+        self.context.push(id);
+        self.ids.push(id);
+        if self.opts.stop_at_eos && self.tokenizer.is_eos(id) {
+            self.reason = Some(StopReason::EndOfText);
+            return on_token(TokenEvent {
                 id,
                 text: "",
                 candidates: &candidates,
                 prob,
-            })?;
-            break;
+            });
         }
-        if let Some(piece) = stream.step(id)? {
-            text.push_str(&piece);
+        if let Some(piece) = self.stream.step(id)? {
+            self.text.push_str(&piece);
         }
-        let (release, stopped) = releasable(&text, emitted, &opts.stop);
-        on_token(TokenEvent {
-            id,
-            text: &text[emitted..release],
-            candidates: &candidates,
-            prob,
-        })?;
-        emitted = release;
+        let (release, stopped) = releasable(&self.text, self.emitted, &self.opts.stop);
+        let shown = self.text[self.emitted..release].to_string();
+        self.emitted = release;
         if let Some(at) = stopped {
-            text.truncate(at);
-            reason = StopReason::StopString;
-            break;
+            self.text.truncate(at);
+            self.reason = Some(StopReason::StopString);
+        } else if self.ids.len() == self.opts.max_tokens {
+            self.reason = Some(StopReason::MaxTokens);
         }
         // Next input: one token against the cache, or the cropped window afresh.
-        if cache.len() < ctx_len {
-            cropped = [id];
-            pending = &cropped;
+        let ctx_len = self.model.context_len();
+        if self.cache.len() < ctx_len {
+            self.pending = vec![id];
         } else {
-            cache.clear();
-            pending = crop(&context, ctx_len);
+            self.cache.clear();
+            self.pending = crop(&self.context, ctx_len).to_vec();
+        }
+        on_token(TokenEvent {
+            id,
+            text: &shown,
+            candidates: &candidates,
+            prob,
+        })
+    }
+
+    /// What was generated (the text without its stop string).
+    pub fn finish(self) -> Generated {
+        Generated {
+            ids: self.ids,
+            text: self.text,
+            reason: self.reason.unwrap_or(StopReason::MaxTokens),
+            prompt_tokens: self.prompt_tokens,
+            seconds: self.start.elapsed().as_secs_f64(),
         }
     }
-    Ok(Generated {
-        ids,
-        text,
-        reason,
-        prompt_tokens: prompt.len(),
-        seconds: start.elapsed().as_secs_f64(),
-    })
+}
+
+/// One token for each unfinished generation in `gens` (all of `model`): those whose next
+/// input is one token after their cache share a single batched forward
+/// ([`CausalLm::forward_step_many`]), which reads each weight once for all of them; the others
+/// (a prompt, a re-cropped window) run alone. `on_token(i, event)` streams generation `i`'s
+/// token. Returns each generation's own outcome (a failing `on_token`, NaN logits); a failing
+/// forward is an error for the whole step.
+pub fn step_together<S: BorrowMut<Sampler>>(
+    model: &dyn CausalLm,
+    gens: &mut [&mut Generation<'_, S>],
+    on_token: &mut dyn FnMut(usize, TokenEvent) -> Result<()>,
+) -> Result<Vec<Result<()>>> {
+    let mut logits: Vec<Option<Vec<f32>>> = vec![None; gens.len()];
+    let batched: Vec<usize> = (0..gens.len())
+        .filter(|&i| !gens[i].is_finished() && gens[i].is_single_step())
+        .collect();
+    if !batched.is_empty() {
+        let ids: Vec<u32> = batched.iter().map(|&i| gens[i].pending[0]).collect();
+        let mut caches: Vec<&mut KvCache> = gens
+            .iter_mut()
+            .enumerate()
+            .filter(|(i, _)| batched.contains(i))
+            .map(|(_, g)| &mut g.cache)
+            .collect();
+        let rows = model.forward_step_many(&ids, &mut caches)?; // (n, V)
+        for (&i, row) in batched.iter().zip(rows.to_dtype(DType::F32)?.to_vec2()?) {
+            logits[i] = Some(row);
+        }
+    }
+    let mut outcomes = Vec::with_capacity(gens.len());
+    for (i, g) in gens.iter_mut().enumerate() {
+        if g.is_finished() {
+            outcomes.push(Ok(()));
+            continue;
+        }
+        let row = match logits[i].take() {
+            Some(row) => row,
+            None => g.forward_alone()?,
+        };
+        outcomes.push(g.accept(&row, &mut |ev| on_token(i, ev)));
+    }
+    Ok(outcomes)
 }
 
 /// The last `n` ids.

@@ -14,7 +14,9 @@ pub mod translate;
 pub mod vae;
 pub mod watermark;
 
-pub use generate::{GenerateOptions, Generated, StopReason, TokenEvent, generate};
+pub use generate::{
+    GenerateOptions, Generated, Generation, StopReason, TokenEvent, generate, step_together,
+};
 pub use logits::{Sampler, SamplingParams, unescape};
 pub use open::{TextModel, open_text_model};
 

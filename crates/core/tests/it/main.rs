@@ -2,6 +2,7 @@
 //!
 //! Tests read datasets through `MUSE_DATA_DIR` (CI sets it to `../shared/data`).
 
+mod batched_decode;
 mod bert;
 mod classifier;
 mod common;

@@ -1,7 +1,7 @@
-//! The engine: one thread that owns every model and answers jobs in order. Handlers send a
-//! [`Job`] through a bounded queue (full: 429) and read the results from the job's own
-//! channel; a handler that goes away drops that channel, and the engine stops the job at the
-//! next token.
+//! The engine: one thread that owns every model. Handlers send a [`Job`] through a bounded
+//! queue (full: 429) and read the results from the job's own channel; a handler that goes
+//! away drops that channel, and the engine stops the job at the next token. Text requests are
+//! continuously batched (see [`worker`]).
 
 mod worker;
 
@@ -130,16 +130,39 @@ impl EngineHandle {
     }
 }
 
+/// How the engine runs.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    pub device: Device,
+    /// Jobs that may wait; more are answered 429.
+    pub queue: usize,
+    /// Text choices generated together, one forward pass per model per token; requests
+    /// beyond it wait in the queue.
+    pub max_batch: usize,
+    /// Watermark every generated text with this key (Kirchenbauer et al. 2023).
+    pub watermark: Option<muse_core::run::generation::Watermark>,
+}
+
+impl EngineConfig {
+    /// The defaults of `muse serve` on `device`.
+    pub fn new(device: Device) -> Self {
+        Self {
+            device,
+            queue: crate::serve::DEFAULT_QUEUE,
+            max_batch: crate::serve::DEFAULT_MAX_BATCH,
+            watermark: None,
+        }
+    }
+}
+
 /// Opens every model on the engine thread (models stay on the thread that made them) and
 /// starts answering jobs. Returns once all are open, or with the first that failed.
 pub fn start(
     paths: Vec<(String, PathBuf)>,
-    device: Device,
-    queue: usize,
+    cfg: EngineConfig,
     metrics: Arc<Metrics>,
-    watermark: Option<muse_core::run::generation::Watermark>,
 ) -> muse_core::Result<(EngineHandle, Vec<ModelInfo>)> {
-    let (handle, jobs) = EngineHandle::detached(queue);
+    let (handle, jobs) = EngineHandle::detached(cfg.queue);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("muse-engine".into())
@@ -148,7 +171,7 @@ pub fn start(
             // thread instead of waking the pool and sleeping until it is done.
             let fallback = ready_tx.clone();
             let started = muse_core::device::on_own_kernel_pool(move || {
-                worker::run(paths, device, jobs, ready_tx, metrics, watermark)
+                worker::run(paths, cfg, jobs, ready_tx, metrics)
             });
             if let Err(e) = started {
                 let _ = fallback.send(Err(e));

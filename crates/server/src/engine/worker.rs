@@ -1,16 +1,21 @@
-//! The engine thread's loop: open the models, then run one job at a time. A job whose client
-//! has gone is skipped or stopped at its next token; a panic inside one job fails that job
-//! only, and the engine goes on.
+//! The engine thread's loop: open the models, then answer jobs. Text requests are continuously
+//! batched: every request that arrives joins the running set at once (up to `max_batch`
+//! choices), and each turn of the loop gives every running choice one token, the choices of
+//! one model sharing a single forward pass. Embedding and image jobs run whole between two
+//! turns. A request whose client has gone is dropped at the next turn; a panic fails only the
+//! work it happened in, and the engine goes on.
 
+use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
-use muse_core::device::Device;
-use muse_core::run::{ServedModel, TextJob, finish_reason, open_served};
+use muse_core::run::generation::Watermark;
+use muse_core::run::{ServedModel, TextGeneration, TextJob, finish_reason, open_served};
 use tokio::sync::mpsc;
 
-use super::{Job, ModelInfo, Prompt, TextEvent, TextRequest, TokenLogprobs};
+use super::{EngineConfig, Job, ModelInfo, Prompt, TextEvent, TextRequest, TokenLogprobs};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 
@@ -21,16 +26,15 @@ type Ready = std::sync::mpsc::Sender<muse_core::Result<Vec<ModelInfo>>>;
 
 pub(super) fn run(
     paths: Vec<(String, PathBuf)>,
-    device: Device,
-    mut jobs: mpsc::Receiver<Job>,
+    cfg: EngineConfig,
+    jobs: mpsc::Receiver<Job>,
     ready: Ready,
     metrics: Arc<Metrics>,
-    watermark: Option<muse_core::run::generation::Watermark>,
 ) {
     let mut models = Vec::new();
     let mut infos = Vec::new();
     for (name, path) in paths {
-        match open_served(&path, &device) {
+        match open_served(&path, &cfg.device) {
             Ok(m) => {
                 tracing::info!(
                     "{name}: {} ({} model) from {}",
@@ -55,157 +59,316 @@ pub(super) fn run(
     if ready.send(Ok(infos)).is_err() {
         return;
     }
-    while let Some(job) = jobs.blocking_recv() {
-        run_job(&models, job, &metrics, watermark.as_ref());
+    Batcher {
+        models: &models,
+        metrics: &metrics,
+        watermark: cfg.watermark.as_ref(),
+        max_batch: cfg.max_batch.max(1),
+        requests: HashMap::new(),
+        running: Vec::new(),
+        next_id: 0,
     }
+    .serve(jobs);
 }
 
-fn run_job(
-    models: &[ServedModel],
-    job: Job,
-    metrics: &Metrics,
-    watermark: Option<&muse_core::run::generation::Watermark>,
-) {
-    match job {
-        Job::Text { req, events } => {
-            if events.is_closed() {
-                return;
-            }
-            let outcome = catch_unwind(AssertUnwindSafe(|| {
-                text(&models[req.model], &req, &events, metrics, watermark)
-            }));
-            let failed = match outcome {
-                Ok(Ok(())) | Ok(Err(muse_core::Error::Interrupted)) => return,
-                Ok(Err(e)) => ApiError::from(e),
-                Err(panic) => panicked(panic),
-            };
-            let _ = events.send(TextEvent::Failed(failed));
-        }
-        Job::Embed {
-            model,
-            texts,
-            reply,
-        } => {
-            if reply.is_closed() {
-                return;
-            }
-            let out = catch_unwind(AssertUnwindSafe(|| models[model].embed(&texts)))
-                .map_err(panicked)
-                .and_then(|r| r.map_err(ApiError::from));
-            let _ = reply.send(out);
-        }
-        Job::Images { model, job, reply } => {
-            if reply.is_closed() {
-                return;
-            }
-            let out = catch_unwind(AssertUnwindSafe(|| models[model].images(&job)))
-                .map_err(panicked)
-                .and_then(|r| r.map_err(ApiError::from));
-            if let Ok(images) = &out {
-                metrics.add_images(images.images.len());
-            }
-            let _ = reply.send(out);
-        }
-    }
+/// A text request being answered: where its events go and its token timing.
+struct Request {
+    events: mpsc::UnboundedSender<TextEvent>,
+    received: Instant,
+    last_token: Option<Instant>,
+    /// Its choices still running.
+    left: usize,
 }
 
-/// Runs every choice of a text request, streaming its events; `Interrupted` when the client
-/// went away.
-fn text(
-    model: &ServedModel,
-    req: &TextRequest,
-    events: &mpsc::UnboundedSender<TextEvent>,
-    metrics: &Metrics,
-    watermark: Option<&muse_core::run::generation::Watermark>,
-) -> muse_core::Result<()> {
-    let s = &req.settings;
-    let (prompt_ids, template_stop) = match &req.prompt {
-        Prompt::Text(text) => (model.encode_prompt(text)?, Vec::new()),
-        Prompt::Chat(messages) => {
-            let p = model.chat_prompt(messages)?;
-            (p.ids, p.stop)
-        }
-    };
-    let context = model.context_len().unwrap_or(0);
-    if prompt_ids.len() >= context {
-        return Err(muse_core::Error::usage(format!(
-            "the prompt has {} tokens and the model's context is {context}: no room is left for \
-             a reply; shorten the prompt",
-            prompt_ids.len()
-        )));
-    }
-    let room = context - prompt_ids.len();
-    let max_tokens = s.max_tokens.unwrap_or(match req.prompt {
-        Prompt::Text(_) => DEFAULT_COMPLETION_TOKENS.min(room),
-        Prompt::Chat(_) => room,
-    });
-    // Checked before `Started`, so that the client gets a 400 rather than a broken stream.
-    if max_tokens > room {
-        return Err(muse_core::Error::usage(format!(
-            "the prompt has {} tokens and max_tokens is {max_tokens}: together more than the \
-             model's context of {context} tokens; shorten the prompt or ask for at most {room} \
-             tokens",
-            prompt_ids.len()
-        )));
-    }
-    let mut stop = s.stop.clone();
-    stop.extend(template_stop);
-    let gone = || muse_core::Error::Interrupted;
-    metrics.add_prompt_tokens(prompt_ids.len() * s.n);
-    let mut last_token: Option<std::time::Instant> = None;
-    events
-        .send(TextEvent::Started {
-            prompt_tokens: prompt_ids.len(),
-        })
-        .map_err(|_| gone())?;
-    for choice in 0..s.n {
-        let job = TextJob {
-            prompt_ids: prompt_ids.clone(),
-            params: s.params.clone(),
-            seed: s.seed.wrapping_add(choice as u64),
-            max_tokens,
-            stop: stop.clone(),
-            top_logprobs: s.top_logprobs,
-            watermark: watermark.cloned(),
-        };
-        let generated = model.generate(&job, &mut |t| {
-            metrics.add_tokens(1);
-            let now = std::time::Instant::now();
-            match last_token {
-                None => metrics.first_token.observe(now - req.received),
-                Some(before) => metrics.per_token.observe(now - before),
+/// One choice of a request, generating.
+struct Choice<'m> {
+    request: u64,
+    index: usize,
+    model: usize,
+    generation: TextGeneration<'m>,
+}
+
+/// The continuous batch: requests by id, and their running choices.
+struct Batcher<'m> {
+    models: &'m [ServedModel],
+    metrics: &'m Metrics,
+    watermark: Option<&'m Watermark>,
+    max_batch: usize,
+    requests: HashMap<u64, Request>,
+    running: Vec<Choice<'m>>,
+    next_id: u64,
+}
+
+impl<'m> Batcher<'m> {
+    /// Until the queue closes (shutdown) and the last running choice is done.
+    fn serve(mut self, mut jobs: mpsc::Receiver<Job>) {
+        let mut open = true;
+        loop {
+            if self.running.is_empty() {
+                match jobs.blocking_recv() {
+                    Some(job) => self.admit(job),
+                    None => return,
+                }
             }
-            last_token = Some(now);
-            let probs = t.probs.map(|p| TokenLogprobs {
-                token: p.token,
-                prob: p.prob,
-                top: p.top.to_vec(),
-            });
-            if t.text.is_empty() && probs.is_none() {
-                // Nothing to send; still notice a client that has gone.
-                return if events.is_closed() {
-                    Err(gone())
-                } else {
-                    Ok(())
+            // Whatever else is queued joins now, while the batch has room; the rest waits in
+            // the bounded queue (full: 429).
+            while open && self.running.len() < self.max_batch {
+                match jobs.try_recv() {
+                    Ok(job) => self.admit(job),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => open = false,
+                }
+            }
+            if !open && self.running.is_empty() {
+                return;
+            }
+            self.turn();
+        }
+    }
+
+    /// Starts a text request (its choices join the batch) or runs any other job whole.
+    fn admit(&mut self, job: Job) {
+        match job {
+            Job::Text { req, events } => {
+                if events.is_closed() {
+                    return;
+                }
+                let started = catch_unwind(AssertUnwindSafe(|| self.start(&req)));
+                let choices = match started {
+                    Ok(Ok(choices)) => choices,
+                    Ok(Err(e)) => {
+                        let _ = events.send(TextEvent::Failed(ApiError::from(e)));
+                        return;
+                    }
+                    Err(panic) => {
+                        let _ = events.send(TextEvent::Failed(panicked(panic)));
+                        return;
+                    }
                 };
+                let id = self.next_id;
+                self.next_id += 1;
+                let prompt_tokens = choices[0].1;
+                self.metrics
+                    .add_prompt_tokens(prompt_tokens * choices.len());
+                if events.send(TextEvent::Started { prompt_tokens }).is_err() {
+                    return;
+                }
+                self.requests.insert(
+                    id,
+                    Request {
+                        events,
+                        received: req.received,
+                        last_token: None,
+                        left: choices.len(),
+                    },
+                );
+                for (index, (generation, _)) in choices.into_iter().enumerate() {
+                    self.running.push(Choice {
+                        request: id,
+                        index,
+                        model: req.model,
+                        generation,
+                    });
+                }
             }
-            events
-                .send(TextEvent::Token {
-                    choice,
-                    text: t.text.to_string(),
-                    probs,
+            Job::Embed {
+                model,
+                texts,
+                reply,
+            } => {
+                if reply.is_closed() {
+                    return;
+                }
+                let out = catch_unwind(AssertUnwindSafe(|| self.models[model].embed(&texts)))
+                    .map_err(panicked)
+                    .and_then(|r| r.map_err(ApiError::from));
+                let _ = reply.send(out);
+            }
+            Job::Images { model, job, reply } => {
+                if reply.is_closed() {
+                    return;
+                }
+                let out = catch_unwind(AssertUnwindSafe(|| self.models[model].images(&job)))
+                    .map_err(panicked)
+                    .and_then(|r| r.map_err(ApiError::from));
+                if let Ok(images) = &out {
+                    self.metrics.add_images(images.images.len());
+                }
+                let _ = reply.send(out);
+            }
+        }
+    }
+
+    /// The request's prompt as ids and a started generation per choice (with the prompt's
+    /// length), or why it cannot run: checked before `Started`, so that the client gets a
+    /// 400 rather than a broken stream.
+    fn start(&self, req: &TextRequest) -> muse_core::Result<Vec<(TextGeneration<'m>, usize)>> {
+        let model = &self.models[req.model];
+        let s = &req.settings;
+        let (prompt_ids, template_stop) = match &req.prompt {
+            Prompt::Text(text) => (model.encode_prompt(text)?, Vec::new()),
+            Prompt::Chat(messages) => {
+                let p = model.chat_prompt(messages)?;
+                (p.ids, p.stop)
+            }
+        };
+        let context = model.context_len().unwrap_or(0);
+        if prompt_ids.len() >= context {
+            return Err(muse_core::Error::usage(format!(
+                "the prompt has {} tokens and the model's context is {context}: no room is left \
+                 for a reply; shorten the prompt",
+                prompt_ids.len()
+            )));
+        }
+        let room = context - prompt_ids.len();
+        let max_tokens = s.max_tokens.unwrap_or(match req.prompt {
+            Prompt::Text(_) => DEFAULT_COMPLETION_TOKENS.min(room),
+            Prompt::Chat(_) => room,
+        });
+        if max_tokens > room {
+            return Err(muse_core::Error::usage(format!(
+                "the prompt has {} tokens and max_tokens is {max_tokens}: together more than the \
+                 model's context of {context} tokens; shorten the prompt or ask for at most \
+                 {room} tokens",
+                prompt_ids.len()
+            )));
+        }
+        let mut stop = s.stop.clone();
+        stop.extend(template_stop);
+        (0..s.n)
+            .map(|choice| {
+                let job = TextJob {
+                    prompt_ids: prompt_ids.clone(),
+                    params: s.params.clone(),
+                    seed: s.seed.wrapping_add(choice as u64),
+                    max_tokens,
+                    stop: stop.clone(),
+                    top_logprobs: s.top_logprobs,
+                    watermark: self.watermark.cloned(),
+                };
+                Ok((model.start_text(&job)?, prompt_ids.len()))
+            })
+            .collect()
+    }
+
+    /// One token for every running choice, one batched step per model; then the finished,
+    /// failed and abandoned choices leave the batch.
+    fn turn(&mut self) {
+        // A client that has gone takes its choices with it.
+        let requests = &self.requests;
+        self.running.retain(|c| {
+            requests
+                .get(&c.request)
+                .is_some_and(|r| !r.events.is_closed())
+        });
+        let mut failed: HashMap<u64, Option<ApiError>> = HashMap::new();
+        let mut served: Vec<usize> = self.running.iter().map(|c| c.model).collect();
+        served.sort_unstable();
+        served.dedup();
+        for model in served {
+            let (requests, metrics) = (&mut self.requests, self.metrics);
+            let mut batch: Vec<&mut Choice<'m>> = self
+                .running
+                .iter_mut()
+                .filter(|c| c.model == model)
+                .collect();
+            let owners: Vec<(u64, usize)> = batch.iter().map(|c| (c.request, c.index)).collect();
+            metrics.add_batch_step(owners.len());
+            let mut gens: Vec<&mut TextGeneration<'m>> =
+                batch.iter_mut().map(|c| &mut c.generation).collect();
+            let step = catch_unwind(AssertUnwindSafe(|| {
+                self.models[model].step_texts(&mut gens, &mut |i, t| {
+                    let (request, choice) = owners[i];
+                    let Some(r) = requests.get_mut(&request) else {
+                        return Err(muse_core::Error::Interrupted);
+                    };
+                    metrics.add_tokens(1);
+                    let now = Instant::now();
+                    match r.last_token {
+                        None => metrics.first_token.observe(now - r.received),
+                        Some(before) => metrics.per_token.observe(now - before),
+                    }
+                    r.last_token = Some(now);
+                    if t.text.is_empty() && t.probs.is_none() {
+                        return Ok(());
+                    }
+                    let probs = t.probs.map(|p| TokenLogprobs {
+                        token: p.token,
+                        prob: p.prob,
+                        top: p.top.to_vec(),
+                    });
+                    r.events
+                        .send(TextEvent::Token {
+                            choice,
+                            text: t.text.to_string(),
+                            probs,
+                        })
+                        .map_err(|_| muse_core::Error::Interrupted)
                 })
-                .map_err(|_| gone())
-        })?;
-        events
-            .send(TextEvent::Done {
-                choice,
+            }));
+            match step {
+                Ok(Ok(outcomes)) => {
+                    for ((request, _), outcome) in owners.iter().zip(outcomes) {
+                        match outcome {
+                            Ok(()) => {}
+                            Err(muse_core::Error::Interrupted) => {
+                                failed.entry(*request).or_insert(None);
+                            }
+                            Err(e) => {
+                                failed.insert(*request, Some(ApiError::from(e)));
+                            }
+                        }
+                    }
+                }
+                // The forward pass itself failed: every request in this batch fails with it.
+                Ok(Err(e)) => {
+                    let e = ApiError::from(e);
+                    for (request, _) in &owners {
+                        failed.insert(*request, Some(e.clone()));
+                    }
+                }
+                Err(panic) => {
+                    let e = panicked(panic);
+                    for (request, _) in &owners {
+                        failed.insert(*request, Some(e.clone()));
+                    }
+                }
+            }
+        }
+        self.settle(failed);
+    }
+
+    /// Sends `Failed` to the failed requests and drops all their choices; sends `Done` for
+    /// every finished choice; forgets requests with no choice left (closing their stream).
+    fn settle(&mut self, failed: HashMap<u64, Option<ApiError>>) {
+        for (request, error) in failed {
+            if let (Some(r), Some(e)) = (self.requests.get(&request), error) {
+                let _ = r.events.send(TextEvent::Failed(e));
+            }
+            self.requests.remove(&request);
+        }
+        let mut kept = Vec::with_capacity(self.running.len());
+        for c in self.running.drain(..) {
+            let Some(r) = self.requests.get_mut(&c.request) else {
+                continue;
+            };
+            if !c.generation.is_finished() {
+                kept.push(c);
+                continue;
+            }
+            let generated = c.generation.finish();
+            let _ = r.events.send(TextEvent::Done {
+                choice: c.index,
                 finish_reason: finish_reason(&generated),
                 completion_tokens: generated.ids.len(),
-            })
-            .map_err(|_| gone())?;
+            });
+            r.left -= 1;
+            if r.left == 0 {
+                self.requests.remove(&c.request);
+            }
+        }
+        self.running = kept;
     }
-    Ok(())
 }
 
 /// A panic inside a job, as a 500 (the panic message is already logged by the hook).

@@ -131,7 +131,11 @@ pub fn server() -> &'static Server {
         ];
         let named = muse_server::model_names(&paths).unwrap();
         let metrics = Arc::new(Metrics::default());
-        let (engine, infos) = engine::start(named, Device::Cpu, 8, metrics.clone(), None).unwrap();
+        let cfg = engine::EngineConfig {
+            queue: 8,
+            ..engine::EngineConfig::new(Device::Cpu)
+        };
+        let (engine, infos) = engine::start(named, cfg, metrics.clone()).unwrap();
         Server {
             state: AppState::new(infos, engine, Vec::new(), metrics),
             _tmp: tmp,

@@ -235,14 +235,12 @@ async fn a_keyed_server_watermarks_its_text() {
     let named = muse_server::model_names(&[crate::common::gpt2()]).unwrap();
     let metrics = Arc::new(Metrics::default());
     let key = Watermark::new("serve-key").unwrap();
-    let (engine, infos) = engine::start(
-        named,
-        muse_core::device::Device::Cpu,
-        4,
-        metrics.clone(),
-        Some(key),
-    )
-    .unwrap();
+    let cfg = engine::EngineConfig {
+        queue: 4,
+        watermark: Some(key),
+        ..engine::EngineConfig::new(muse_core::device::Device::Cpu)
+    };
+    let (engine, infos) = engine::start(named, cfg, metrics.clone()).unwrap();
     let keyed = router(muse_server::AppState::new(
         infos,
         engine,
@@ -271,4 +269,60 @@ async fn a_keyed_server_watermarks_its_text() {
     let (_, v) = call("/v1/completions", req).await;
     let plain = verdict(v["choices"][0]["text"].as_str().unwrap());
     assert_ne!(plain.verdict, Verdict::Watermarked, "{plain:?}");
+}
+
+/// Continuous batching: requests that arrive together are generated together (one forward
+/// pass per token for all of them, as the batch counters show), and each gets the text it
+/// gets alone.
+#[tokio::test]
+async fn concurrent_requests_share_steps_and_get_their_own_text() {
+    use muse_server::engine;
+    use muse_server::metrics::Metrics;
+    use std::sync::Arc;
+
+    let named = muse_server::model_names(&[crate::common::gpt2()]).unwrap();
+    let metrics = Arc::new(Metrics::default());
+    let cfg = engine::EngineConfig::new(muse_core::device::Device::Cpu);
+    let (engine, infos) = engine::start(named, cfg, metrics.clone()).unwrap();
+    let app = router(muse_server::AppState::new(
+        infos,
+        engine,
+        Vec::new(),
+        metrics.clone(),
+    ));
+    let requests: Vec<Value> = [
+        ("The meaning of life is", 12, 0.0),
+        ("Once upon a time, in a land far away,", 20, 1.0),
+        ("Paris is", 8, 0.8),
+        ("def fibonacci(n):", 16, 1.0),
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, (prompt, max_tokens, temperature))| {
+        json!({"model": "gpt2", "prompt": prompt, "max_tokens": max_tokens,
+               "temperature": temperature, "seed": 10 + i})
+    })
+    .collect();
+    let text = |v: Value| v["choices"][0]["text"].as_str().unwrap().to_string();
+    let one = |req: &Value| {
+        let app = app.clone();
+        let req = req.to_string();
+        async move { crate::common::json_of(send(app, post("/v1/completions", req)).await).await }
+    };
+    let handles: Vec<_> = requests.iter().map(|r| tokio::spawn(one(r))).collect();
+    let mut together = Vec::new();
+    for h in handles {
+        together.push(h.await.unwrap());
+    }
+    let (steps, choices) = metrics.batch_totals();
+    assert!(
+        choices > steps,
+        "{choices} choices in {steps} steps: the requests never shared a step"
+    );
+    for (req, (status, v)) in requests.iter().zip(together) {
+        assert_eq!(status, StatusCode::OK, "{v}");
+        let (status, alone) = one(req).await;
+        assert_eq!(status, StatusCode::OK, "{alone}");
+        assert_eq!(text(v), text(alone), "{req}");
+    }
 }

@@ -300,13 +300,34 @@ impl QLlama {
         sin: &Tensor,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Result<Tensor> {
-        let (b, t, _c) = x.dims3()?;
+        let q = blk.attn_q.forward(x)?; // (B, T, nh * hs)
+        let k = blk.attn_k.forward(x)?; // (B, T, nkv * hs)
+        let v = blk.attn_v.forward(x)?; // (B, T, nkv * hs)
+        let y = self.attend(&q, &k, &v, cos, sin, cache)?;
+        blk.attn_output.forward(&y)
+    }
+
+    /// Rotary positions on the projected queries and keys, the cache, and causal attention.
+    ///
+    /// # Shapes
+    /// `q`: (B, T, nh * hs), `k`, `v`: (B, T, nkv * hs), `cos`, `sin`: (T, hs / 2)
+    /// -> (B, T, nh * hs).
+    fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Result<Tensor> {
+        let (b, t, _) = q.dims3()?;
         let (nh, nkv, hs) = (
             self.cfg.num_attention_heads,
             self.cfg.num_key_value_heads,
             self.cfg.head_dim,
         );
-        let rope = |y: Tensor, heads: usize| -> Result<Tensor> {
+        let rope = |y: &Tensor, heads: usize| -> Result<Tensor> {
             let y = y
                 .reshape((b, t, heads, hs))?
                 .transpose(1, 2)?
@@ -315,15 +336,61 @@ impl QLlama {
                 .transpose(1, 2)? // (B, T, H, hs)
                 .reshape((b, t, heads * hs))
         };
-        let q = rope(blk.attn_q.forward(x)?, nh)?; // (B, T, nh * hs)
-        let k = rope(blk.attn_k.forward(x)?, nkv)?; // (B, T, nkv * hs)
-        let v = blk.attn_v.forward(x)?; // (B, T, nkv * hs)
+        let q = rope(q, nh)?;
+        let k = rope(k, nkv)?;
         let (k, v) = match cache {
-            Some((cache, layer)) => cache.append(layer, &k, &v)?, // (B, offset + T, nkv * hs)
-            None => (k, v),
+            Some((cache, layer)) => cache.append(layer, &k, v)?, // (B, offset + T, nkv * hs)
+            None => (k, v.clone()),
         };
-        let y = causal_attention(&q.contiguous()?, &k, &v, nh, nkv, &mut Dropout::eval())?; // (B, T, nh * hs)
-        blk.attn_output.forward(&y)
+        causal_attention(&q.contiguous()?, &k, &v, nh, nkv, &mut Dropout::eval())
+    }
+
+    /// [`CausalLm::forward_step_many`]: the projections, the MLP and the head take the n
+    /// tokens as one (n, 1, C) batch, so each quantised matrix is read once per step for all
+    /// of them; rotary positions, the cache and attention are each sequence's own.
+    fn step_many(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        let n = ids.len();
+        if n != caches.len() {
+            candle_core::bail!("{n} tokens for {} caches", caches.len());
+        }
+        if let Some(full) = caches
+            .iter()
+            .find(|c| c.len() >= self.cfg.max_position_embeddings)
+        {
+            candle_core::bail!(
+                "a sequence of {} positions has no room in the context of {}",
+                full.len(),
+                self.cfg.max_position_embeddings
+            );
+        }
+        let offsets: Vec<usize> = caches.iter().map(|c| c.len()).collect();
+        let mut x = self.embed(&Tensor::from_slice(ids, (n, 1), &self.device)?)?; // (n, 1, C)
+        let eps = self.cfg.rms_norm_eps;
+        for (layer, blk) in self.blocks.iter().enumerate() {
+            let h = rms_norm(&x, &blk.attn_norm, eps)?;
+            let q = blk.attn_q.forward(&h)?; // (n, 1, nh * hs)
+            let k = blk.attn_k.forward(&h)?; // (n, 1, nkv * hs)
+            let v = blk.attn_v.forward(&h)?; // (n, 1, nkv * hs)
+            let ys = (0..n)
+                .map(|s| {
+                    let cos = self.cos.narrow(0, offsets[s], 1)?;
+                    let sin = self.sin.narrow(0, offsets[s], 1)?;
+                    let one = |t: &Tensor| t.narrow(0, s, 1);
+                    let cache = Some((&mut *caches[s], layer));
+                    self.attend(&one(&q)?, &one(&k)?, &one(&v)?, &cos, &sin, cache)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            x = (x + blk.attn_output.forward(&Tensor::cat(&ys, 0)?)?)?;
+            let h = rms_norm(&x, &blk.ffn_norm, eps)?;
+            let gate = blk.ffn_gate.forward(&h)?; // (n, 1, H)
+            let up = blk.ffn_up.forward(&h)?; // (n, 1, H)
+            x = (x + blk.ffn_down.forward(&swiglu(&gate, &up)?)?)?;
+        }
+        for cache in caches.iter_mut() {
+            cache.advance(1);
+        }
+        let last = rms_norm(&x.squeeze(1)?, &self.output_norm, eps)?; // (n, C)
+        self.head().forward(&last) // (n, V)
     }
 }
 
@@ -386,5 +453,9 @@ impl CausalLm for QLlama {
         let last = x.narrow(1, t - 1, 1)?.squeeze(1)?; // (B, C)
         let last = rms_norm(&last, &self.output_norm, self.cfg.rms_norm_eps)?;
         self.head().forward(&last) // (B, V)
+    }
+
+    fn forward_step_many(&self, ids: &[u32], caches: &mut [&mut KvCache]) -> Result<Tensor> {
+        self.step_many(ids, caches)
     }
 }

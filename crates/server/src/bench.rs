@@ -1,0 +1,231 @@
+//! `muse bench serve`: the engine under load. `clients` concurrent clients each send
+//! `requests` chat requests (one user message) back to back; the same load runs twice in one call, with batching
+//! off (one choice per forward pass, requests in turn) and on (up to `max_batch` choices per
+//! pass), so that the ratio of the two is the batching's own effect on this machine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use muse_core::device::Device;
+use muse_core::run::ChatRole;
+use muse_core::run::generation::SamplingParams;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::engine::{self, EngineConfig, EngineHandle, Job, Prompt, TextEvent, TextRequest};
+use crate::metrics::Metrics;
+use crate::wire::sampling::TextSettings;
+
+/// User messages the clients cycle through (short, so that decoding dominates, as in chat).
+const PROMPTS: [&str; 8] = [
+    "The capital of France is",
+    "Here is a short story about a robot:",
+    "The three most important inventions are",
+    "Write a haiku about the sea.",
+    "To make bread, you first",
+    "The best way to learn a language is",
+    "Once upon a time",
+    "A good night's sleep helps because",
+];
+
+pub struct LoadOptions {
+    /// A text model: GGUF file, model folder or run.
+    pub model: PathBuf,
+    pub device: Device,
+    pub clients: usize,
+    /// Chat requests each client sends, one after the other.
+    pub requests: usize,
+    /// Tokens per reply (fewer when the model ends its reply).
+    pub max_tokens: usize,
+    /// The batched run's limit (the other runs with 1).
+    pub max_batch: usize,
+}
+
+/// One load run.
+#[derive(Debug, Serialize)]
+pub struct LoadRun {
+    pub max_batch: usize,
+    pub seconds: f64,
+    pub completions: usize,
+    pub tokens: usize,
+    pub tokens_per_s: f64,
+    /// From sending a request to its last token.
+    pub latency_ms_median: f64,
+    pub latency_ms_p90: f64,
+    /// From sending a request to its first token.
+    pub first_token_ms_median: f64,
+    /// Choices per forward pass, averaged over the passes.
+    pub mean_batch: f64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LoadReport {
+    pub bench: &'static str,
+    pub model: String,
+    pub clients: usize,
+    pub requests_per_client: usize,
+    pub max_tokens: usize,
+    pub threads: usize,
+    pub one_at_a_time: LoadRun,
+    pub batched: LoadRun,
+    /// Tokens per second batched over one at a time.
+    pub throughput_ratio: f64,
+}
+
+/// Runs the load with batching off, then on.
+pub fn load_bench(opts: &LoadOptions) -> muse_core::Result<LoadReport> {
+    if opts.clients == 0 || opts.requests == 0 || opts.max_tokens == 0 || opts.max_batch == 0 {
+        return Err(muse_core::Error::usage(
+            "--clients, --requests, --max-tokens and --max-batch must each be at least 1",
+        ));
+    }
+    let one_at_a_time = load_run(opts, 1)?;
+    let batched = load_run(opts, opts.max_batch)?;
+    Ok(LoadReport {
+        bench: "serve",
+        model: opts.model.display().to_string(),
+        clients: opts.clients,
+        requests_per_client: opts.requests,
+        max_tokens: opts.max_tokens,
+        threads: muse_core::device::cpu_threads(),
+        throughput_ratio: batched.tokens_per_s / one_at_a_time.tokens_per_s,
+        one_at_a_time,
+        batched,
+    })
+}
+
+/// What one client saw of one reply.
+struct Answered {
+    tokens: usize,
+    first_token: Duration,
+    latency: Duration,
+}
+
+fn load_run(opts: &LoadOptions, max_batch: usize) -> muse_core::Result<LoadRun> {
+    let named = crate::model_names(std::slice::from_ref(&opts.model))?;
+    let metrics = Arc::new(Metrics::default());
+    let cfg = EngineConfig {
+        queue: opts.clients + 1,
+        max_batch,
+        ..EngineConfig::new(opts.device.clone())
+    };
+    let (handle, infos) = engine::start(named, cfg, metrics.clone())?;
+    if infos[0].kind != muse_core::run::ServedKind::Text {
+        return Err(muse_core::Error::usage(format!(
+            "{}: a {} model; the serving benchmark needs a text model",
+            opts.model.display(),
+            infos[0].kind.as_str()
+        )));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(muse_core::Error::io("the benchmark's runtime"))?;
+    let start = Instant::now();
+    let answered: Vec<Answered> = runtime.block_on(async {
+        let clients: Vec<_> = (0..opts.clients)
+            .map(|c| tokio::spawn(client(handle.clone(), c, opts.requests, opts.max_tokens)))
+            .collect();
+        let mut all = Vec::new();
+        for c in clients {
+            all.extend(
+                c.await
+                    .map_err(|e| muse_core::Error::input(e.to_string()))??,
+            );
+        }
+        Ok::<_, muse_core::Error>(all)
+    })?;
+    let seconds = start.elapsed().as_secs_f64();
+    let tokens: usize = answered.iter().map(|a| a.tokens).sum();
+    let (steps, choices) = metrics.batch_totals();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let mut latency: Vec<f64> = answered.iter().map(|a| ms(a.latency)).collect();
+    let mut first: Vec<f64> = answered.iter().map(|a| ms(a.first_token)).collect();
+    Ok(LoadRun {
+        max_batch,
+        seconds,
+        completions: answered.len(),
+        tokens,
+        tokens_per_s: tokens as f64 / seconds,
+        latency_ms_median: quantile(&mut latency, 0.5),
+        latency_ms_p90: quantile(&mut latency, 0.9),
+        first_token_ms_median: quantile(&mut first, 0.5),
+        mean_batch: choices as f64 / steps.max(1) as f64,
+    })
+}
+
+/// One client: `requests` chat requests, each sent when the last has ended.
+async fn client(
+    engine: EngineHandle,
+    index: usize,
+    requests: usize,
+    max_tokens: usize,
+) -> muse_core::Result<Vec<Answered>> {
+    let mut out = Vec::with_capacity(requests);
+    for r in 0..requests {
+        let k = index * requests + r;
+        let (tx, mut events) = mpsc::unbounded_channel();
+        let sent = Instant::now();
+        let req = TextRequest {
+            received: sent,
+            model: 0,
+            prompt: Prompt::Chat(vec![(
+                ChatRole::User,
+                PROMPTS[k % PROMPTS.len()].to_string(),
+            )]),
+            settings: TextSettings {
+                params: SamplingParams {
+                    temperature: 0.8,
+                    ..Default::default()
+                },
+                seed: k as u64,
+                n: 1,
+                max_tokens: Some(max_tokens),
+                stop: Vec::new(),
+                top_logprobs: None,
+                stream: true,
+                include_usage: false,
+            },
+        };
+        engine
+            .submit(Job::Text { req, events: tx })
+            .map_err(|e| muse_core::Error::input(format!("the engine refused a request: {e}")))?;
+        let (mut tokens, mut first_token) = (0, None);
+        while let Some(event) = events.recv().await {
+            match event {
+                TextEvent::Token { .. } => {
+                    first_token.get_or_insert_with(|| sent.elapsed());
+                }
+                // A reply that is only its end-of-text token sends no text.
+                TextEvent::Done {
+                    completion_tokens, ..
+                } => {
+                    first_token.get_or_insert_with(|| sent.elapsed());
+                    tokens = completion_tokens;
+                }
+                TextEvent::Failed(e) => {
+                    return Err(muse_core::Error::input(format!("a request failed: {e}")));
+                }
+                TextEvent::Started { .. } => {}
+            }
+        }
+        let latency = sent.elapsed();
+        out.push(Answered {
+            tokens,
+            first_token: first_token.unwrap_or(latency),
+            latency,
+        });
+    }
+    Ok(out)
+}
+
+/// The `q` quantile (nearest rank) of `xs`.
+fn quantile(xs: &mut [f64], q: f64) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(f64::total_cmp);
+    let i = ((xs.len() as f64 * q).ceil() as usize).clamp(1, xs.len()) - 1;
+    xs[i]
+}
