@@ -11,24 +11,11 @@ use muse_core::sample::{
     GenerateOptions, Generation, Sampler, SamplingParams, TextModel, generate, step_together,
 };
 
-use crate::common::fixture;
+use crate::common::{fixture, scaled_err};
 
 fn tiny_llama(kind: &str) -> TextModel {
     let path = fixture(&format!("gguf/tiny_llama_{kind}.gguf"));
     open_text_model_with(&path, None, &Device::Cpu).unwrap()
-}
-
-/// Largest difference relative to the largest logit.
-fn scaled_err(a: &Tensor, b: &Tensor) -> f32 {
-    let max = |t: &Tensor| {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    max(&(a - b).unwrap()) / max(b)
 }
 
 /// Prompts of different lengths, so that the sequences sit at different positions.

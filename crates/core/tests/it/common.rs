@@ -37,3 +37,16 @@ pub fn fixture(name: &str) -> PathBuf {
         .join("tests/fixtures")
         .join(name)
 }
+
+/// Largest |a - b| over the largest |b|.
+pub fn scaled_err(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    let max = |t: &candle_core::Tensor| {
+        t.abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    };
+    max(&(a - b).unwrap()) / max(b)
+}

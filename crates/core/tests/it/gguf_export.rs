@@ -11,7 +11,7 @@ use muse_core::models::gguf::GgufFile;
 use muse_core::sample::open::open_text_model_with;
 use muse_core::sample::{GenerateOptions, Sampler, SamplingParams, TextModel, generate};
 
-use crate::common::fixture;
+use crate::common::{fixture, scaled_err};
 
 const PROMPT: &str = "ROMEO: But soft, what light";
 
@@ -48,19 +48,6 @@ fn greedy(m: &TextModel, prompt: &[u32], n: usize) -> Vec<u32> {
     )
     .unwrap()
     .ids
-}
-
-/// Largest |a - b| over the largest |b|.
-fn scaled_err(a: &Tensor, b: &Tensor) -> f32 {
-    let max = |t: &Tensor| {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    max(&(a - b).unwrap()) / max(b)
 }
 
 fn export(src: &Path, out: &Path, quant: GgufQuant) {
