@@ -13,7 +13,8 @@ use super::tuning::TuneArgs;
 #[derive(clap::Args)]
 pub struct Args {
     /// The model to align: a Muse run (often a `muse finetune` run), a Hugging Face gpt2/llama
-    /// folder, or a llama2.c .bin checkpoint (with --tokenizer).
+    /// folder, a GGUF Llama file (widened to f32), or a llama2.c .bin checkpoint (with
+    /// --tokenizer).
     run: PathBuf,
     /// Preference pairs: a JSONL file of {"prompt", "chosen", "rejected"} (the prompt goes
     /// through the chat template), of HH-RLHF {"chosen", "rejected"} dialogues (the shared

@@ -13,7 +13,8 @@ use super::tuning::TuneArgs;
 #[derive(clap::Args)]
 pub struct Args {
     /// The model to start from: a Muse run (`muse train --out`), a Hugging Face gpt2/llama
-    /// folder, or a llama2.c .bin checkpoint (with --tokenizer).
+    /// folder, a GGUF Llama file (widened to f32; its tokenizer and chat template come along),
+    /// or a llama2.c .bin checkpoint (with --tokenizer).
     run: PathBuf,
     /// Instruction data: a JSONL file, a folder of .jsonl files, or `instructions` (the
     /// alpaca-libre rows with status "ok" and the Self-Instruct seed tasks).

@@ -289,3 +289,72 @@ fn lora_finetune_samples_and_aligns() {
     assert!(stderr.contains("held-out preference accuracy"), "{stderr}");
     assert!(tmp.path().join("dpo/MODEL_CARD.md").is_file());
 }
+
+/// A GGUF file is a base like any other: LoRA over its weights widened to f32, with the
+/// tokenizer, BOS rule, EOS and chat template of its metadata written into the run, which
+/// `muse sample` and `muse align` then read back.
+#[test]
+fn lora_finetune_and_align_from_a_gguf_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../core/tests/fixtures/gguf/tiny_llama_q4_1.gguf");
+    write_lines(&tmp.path().join("sft.jsonl"), &instructions(20));
+    write_lines(&tmp.path().join("prefs.jsonl"), &preferences(10));
+    let short = [
+        "--set",
+        "max_iters=2",
+        "--set",
+        "eval_interval=2",
+        "--set",
+        "eval_iters=1",
+        "--set",
+        "batch_size=4",
+        "--set",
+        "val_fraction=0.2",
+    ];
+    let mut args = vec![
+        "finetune",
+        gguf.to_str().unwrap(),
+        "--data",
+        "sft.jsonl",
+        "--lora",
+        "r=4,alpha=8,dropout=0,targets=attn",
+        "--out",
+        "sft",
+    ];
+    args.extend(short);
+    let out = muse(tmp.path(), &args);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let run = tmp.path().join("sft");
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["model_type"], "llama");
+    let tok: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    assert!(tok["add_bos_token"].is_boolean(), "{tok}");
+    assert!(tok["chat_template"].is_string(), "{tok}");
+
+    let out = muse(
+        tmp.path(),
+        &[
+            "sample",
+            "sft",
+            "--temperature",
+            "0",
+            "--max-tokens",
+            "4",
+            "--prompt",
+            "Hi",
+        ],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    let mut args = vec!["align", "sft", "--dpo", "prefs.jsonl", "--out", "dpo"];
+    args.extend(short);
+    let out = muse(tmp.path(), &args);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("held-out preference accuracy"), "{stderr}");
+}

@@ -73,6 +73,14 @@ pub fn export_hf_with(
             src.display()
         )));
     }
+    if src.is_file() && crate::models::gguf::is_gguf(src) {
+        return Err(Error::input(format!(
+            "{} is a GGUF file: Muse samples, chats with, evaluates, serves, fine-tunes and \
+             aligns it as it is, and re-quantises it with --format gguf --quant, but does not \
+             write it out as a Hugging Face folder",
+            src.display()
+        )));
+    }
     let device = Device::Cpu;
     let (mut cfg, mut tensors) = load_tensors(src, &device).map_err(Error::model_load)?;
     let merged = merge_adapter(src, merge_lora, &mut tensors, &device)?;

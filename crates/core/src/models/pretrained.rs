@@ -1,5 +1,6 @@
 //! Pretrained text models from disk, whatever their family: Hugging Face folders
-//! (`model_type` gpt2 or llama), Muse runs (the same layout), and llama2.c checkpoints (`.bin`).
+//! (`model_type` gpt2 or llama), Muse runs (the same layout), llama2.c checkpoints (`.bin`)
+//! and, widened to f32, GGUF Llamas.
 //!
 //! Two ways in: [`load_pretrained`] for generation (weights as plain tensors), and
 //! [`load_trainable`] for further training (the weights become the variables of a `VarMap`,
@@ -227,11 +228,10 @@ pub fn load_tensors(
     device: &Device,
 ) -> Result<(ModelConfig, HashMap<String, Tensor>)> {
     if path.is_file() && super::gguf::is_gguf(path) {
-        return Err(msg(format!(
-            "{} is a GGUF file: Muse samples, chats with and evaluates GGUF models, but does not \
-             yet fine-tune, align or export them (the weights are quantised)",
-            path.display()
-        )));
+        // Widened to f32: fine-tuning, alignment and export take plain weights.
+        let mut f = super::gguf::GgufFile::open(path)?;
+        let (cfg, tensors) = super::gguf::dequantized::hf_tensors(&mut f, device)?;
+        return Ok((ModelConfig::Llama(cfg), tensors));
     }
     if path.is_file() {
         let (cfg, tensors) = llama2c::read_checkpoint(path, device)?;

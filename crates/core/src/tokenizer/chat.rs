@@ -246,12 +246,19 @@ impl ChatTemplate {
                     .and_then(|t| t.as_str())
                     .map(str::to_string)
             });
+        Ok(Self::from_jinja(jinja.as_deref()))
+    }
+
+    /// The template a model's Jinja chat template amounts to: ChatML when it writes
+    /// `<|im_start|>` and `<|im_end|>`, else plain. The flag is true when a Jinja template
+    /// was there but not recognised.
+    pub fn from_jinja(jinja: Option<&str>) -> (Self, bool) {
         match jinja {
             Some(j) if j.contains("<|im_start|>") && j.contains("<|im_end|>") => {
-                Ok((Self::chatml(), false))
+                (Self::chatml(), false)
             }
-            Some(_) => Ok((Self::plain(), true)),
-            None => Ok((Self::plain(), false)),
+            Some(_) => (Self::plain(), true),
+            None => (Self::plain(), false),
         }
     }
 }

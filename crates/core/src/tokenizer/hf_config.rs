@@ -58,6 +58,26 @@ impl TokenizerConfig {
         }
     }
 
+    /// These fields as a `tokenizer_config.json` (what a run writes, so that a model made from
+    /// a GGUF file or a Hugging Face folder keeps its BOS rule, EOS and chat template).
+    pub fn to_json(&self) -> Value {
+        let mut v = serde_json::Map::new();
+        if let Some(add) = self.add_bos_token {
+            v.insert("add_bos_token".into(), Value::Bool(add));
+        }
+        let fields = [
+            ("bos_token", &self.bos_token),
+            ("eos_token", &self.eos_token),
+            ("chat_template", &self.chat_template),
+        ];
+        for (key, value) in fields {
+            if let Some(text) = value {
+                v.insert(key.into(), Value::String(text.clone()));
+            }
+        }
+        Value::Object(v)
+    }
+
     /// The chat template, ready to render (`None` when the folder has none).
     pub fn jinja(&self, dir: &Path) -> Option<JinjaTemplate> {
         self.chat_template.as_ref().map(|src| {

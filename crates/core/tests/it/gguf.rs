@@ -155,6 +155,40 @@ fn gguf_embedding_lookup_equals_the_dequantised_table() {
     }
 }
 
+/// What fine-tuning, alignment and export start from: every tensor widened to f32 under
+/// Hugging Face names, queries and keys back in transformers' rotary layout, run by Muse's
+/// f32 Llama. Its logits equal transformers' on the file's weights for every type, without the
+/// quantised matmul's 8-bit activations: the same bound as the F32 file's.
+#[test]
+fn gguf_widened_for_training_matches_transformers() {
+    use muse_core::models::pretrained::{DTYPE, load_tensors};
+    let (t, _) = expected();
+    let ids = t["input_ids"].to_dtype(DType::U32).unwrap(); // (1, T)
+    for name in ["f32", "f16", "q8_0", "q4_1"] {
+        let path = file(&format!("tiny_llama_{name}.gguf"));
+        let (cfg, tensors) = load_tensors(&path, &Device::Cpu).unwrap();
+        assert_eq!(cfg.model_type(), "llama");
+        let vb = candle_nn::VarBuilder::from_tensors(tensors, DTYPE, &Device::Cpu);
+        let model = cfg.build(vb).unwrap();
+        let logits = model
+            .forward(&ids, &mut muse_core::nn::Dropout::eval())
+            .unwrap(); // (T, V)
+        let want = &t[&format!("logits_{name}")];
+        let scale = want
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let err = scaled_err(&logits, want, scale);
+        assert!(
+            err < 1e-4,
+            "{name}: widened logits differ from transformers by {err}"
+        );
+    }
+}
+
 #[test]
 fn gguf_f32_matches_transformers() {
     check("f32", 1e-4);

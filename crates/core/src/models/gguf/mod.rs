@@ -5,6 +5,7 @@
 //! [`QTensor`]s, so quantised weights stay quantised in memory. The models built from them live
 //! in [`llama`].
 
+pub mod dequantized;
 pub mod llama;
 
 use std::fs::File;

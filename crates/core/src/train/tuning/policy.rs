@@ -16,6 +16,7 @@ use crate::nn::lora::{self, Adapter, LoraConfig, LoraDropout, LoraReport, with_l
 use crate::run_dir::RunDir;
 use crate::tokenizer::TextTokenizer;
 use crate::tokenizer::chat::ChatTemplate;
+use crate::tokenizer::hf_config::TokenizerConfig;
 use crate::train::checkpoint;
 
 /// A pretrained model to start from, in memory.
@@ -24,6 +25,10 @@ pub struct Base {
     /// Weights under Muse's (Hugging Face) names, any LoRA adapter of the folder merged in.
     pub tensors: HashMap<String, Tensor>,
     pub tokenizer: TextTokenizer,
+    /// The folder's `tokenizer_config.json`, or what a GGUF file's metadata says in its
+    /// terms: written into the run, so that the tuned model keeps the BOS rule, EOS and
+    /// Jinja chat template of its base.
+    pub tokenizer_config: TokenizerConfig,
     /// The folder's chat template (plain when it has none).
     pub template: ChatTemplate,
     /// Prepended to every sequence (Llama's `<s>`).
@@ -37,8 +42,8 @@ pub struct Base {
 }
 
 impl Base {
-    /// Loads a Muse run, a Hugging Face gpt2/llama folder, or a llama2.c `.bin` (with
-    /// `tokenizer`). With `merge_adapter`, a folder's LoRA adapter (`adapter.safetensors`) is
+    /// Loads a Muse run, a Hugging Face gpt2/llama folder, a llama2.c `.bin` (with
+    /// `tokenizer`) or a GGUF Llama (widened to f32; tokenizer and template from its metadata). With `merge_adapter`, a folder's LoRA adapter (`adapter.safetensors`) is
     /// merged into the weights (a new run starts from the adapted model); without, the
     /// weights are taken as they are (a resumed LoRA run reopens its frozen base).
     pub fn load(
@@ -49,8 +54,8 @@ impl Base {
     ) -> Result<Self> {
         if !path.exists() {
             return Err(Error::input(format!(
-                "no model at {}: pass a Muse run folder, a Hugging Face gpt2/llama folder or a \
-                 llama2.c .bin checkpoint",
+                "no model at {}: pass a Muse run folder, a Hugging Face gpt2/llama folder, a \
+                 GGUF file or a llama2.c .bin checkpoint",
                 path.display()
             )));
         }
@@ -61,19 +66,28 @@ impl Base {
             let adapter = Adapter::load(path, device).map_err(fail)?;
             adapter.merge_into(&mut tensors).map_err(fail)?;
         }
-        let tokenizer = match tokenizer {
-            Some(t) => crate::tokenizer::files::load_file(t)?,
-            None if path.is_dir() => {
-                crate::tokenizer::files::find_in_dir(path)?.ok_or_else(|| {
+        let gguf = path.is_file() && crate::models::gguf::is_gguf(path);
+        let (file_tokenizer, tokenizer_config) = if gguf {
+            let (tok, config) = gguf_tokenizer(path)?;
+            (Some(tok), config)
+        } else if path.is_dir() {
+            (None, TokenizerConfig::read(path)?)
+        } else {
+            (None, TokenizerConfig::default())
+        };
+        let tokenizer = match (tokenizer, file_tokenizer) {
+            (Some(t), _) => crate::tokenizer::files::load_file(t)?,
+            (None, Some(t)) => t,
+            (None, None) if path.is_dir() => crate::tokenizer::files::find_in_dir(path)?
+                .ok_or_else(|| {
                     Error::input(format!(
                         "{} has no tokenizer.json (nor vocab.json + merges.txt): copy the \
                          tokenizer the model was trained with into the folder, or pass \
                          --tokenizer FILE",
                         path.display()
                     ))
-                })?
-            }
-            None => {
+                })?,
+            (None, None) => {
                 return Err(Error::usage(format!(
                     "{} is a llama2.c checkpoint, which carries no tokenizer: pass --tokenizer",
                     path.display()
@@ -90,16 +104,29 @@ impl Base {
         let template = if path.is_dir() {
             ChatTemplate::for_model_dir(path)?.0
         } else {
-            ChatTemplate::plain()
+            ChatTemplate::from_jinja(tokenizer_config.chat_template.as_deref()).0
         };
+        let eos_by_name = tokenizer_config
+            .eos_token
+            .as_deref()
+            .and_then(|t| tokenizer.token_to_id(t));
+        // BOS as the tokenizer adds it (sampling follows the same rule); a llama2.c
+        // checkpoint has no tokenizer files, so its config decides.
         let (bos, eos) = match &cfg {
-            ModelConfig::Llama(c) => (c.bos_token_id, c.eos_token_id.or(tokenizer.eos_id())),
+            ModelConfig::Llama(c) if path.is_file() && !gguf => {
+                (c.bos_token_id, c.eos_token_id.or(tokenizer.eos_id()))
+            }
+            ModelConfig::Llama(c) => (
+                tokenizer_config.bos_id(&tokenizer, c.bos_token_id)?,
+                eos_by_name.or(c.eos_token_id).or(tokenizer.eos_id()),
+            ),
             ModelConfig::Gpt(_) => (None, tokenizer.eos_id()),
         };
         Ok(Self {
             cfg,
             tensors,
             tokenizer,
+            tokenizer_config,
             template,
             bos,
             eos,
@@ -268,6 +295,10 @@ pub fn write_model_files(
 ) -> Result<()> {
     crate::io::write_json_atomic(&run.config(), &base.cfg.to_hf_json())?;
     base.tokenizer.save(&run.tokenizer())?;
+    if base.tokenizer_config != TokenizerConfig::default() {
+        let path = run.root().join("tokenizer_config.json");
+        crate::io::write_json_atomic(&path, &base.tokenizer_config.to_json())?;
+    }
     template.save(run.root())?;
     if let Some((cfg, report)) = &policy.lora {
         checkpoint::write_safetensors(&run.weights(), &base.tensors, 0)?;
@@ -302,4 +333,24 @@ pub fn resolve_template(spec: &str, base: &Base) -> Result<ChatTemplate> {
             Ok(t)
         }
     }
+}
+
+/// The tokenizer a GGUF file's metadata builds, and its special tokens, BOS rule and Jinja
+/// chat template in `tokenizer_config.json` terms.
+fn gguf_tokenizer(path: &Path) -> Result<(TextTokenizer, TokenizerConfig)> {
+    let file = crate::models::gguf::GgufFile::open(path).map_err(Error::model_load)?;
+    let (tokenizer, specials) = crate::tokenizer::gguf::from_gguf(&file.content)
+        .map_err(|e| Error::input(format!("{} {e}", path.display())))?;
+    let text = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
+    let chat_template = match file.get("tokenizer.chat_template") {
+        Some(candle_core::quantized::gguf_file::Value::String(src)) => Some(src.clone()),
+        _ => None,
+    };
+    let config = TokenizerConfig {
+        add_bos_token: Some(specials.add_bos),
+        bos_token: text(specials.bos),
+        eos_token: text(specials.eos),
+        chat_template,
+    };
+    Ok((tokenizer, config))
 }
