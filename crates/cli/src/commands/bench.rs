@@ -135,6 +135,10 @@ struct GenerateBench {
     /// Timed repetitions of each test, after one untimed warm-up.
     #[arg(long, default_value_t = 5)]
     reps: usize,
+    /// Sequences the generation test decodes together, one batched step per token, as
+    /// `muse serve` does with concurrent requests; tokens/s counts all of them.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     #[command(flatten)]
     device: DeviceArgs,
 }
@@ -146,6 +150,7 @@ impl GenerateBench {
             prompt_tokens: self.prompt_tokens,
             gen_tokens: self.gen_tokens,
             reps: self.reps,
+            batch: self.batch,
             device: self.device.device()?,
         })?;
         println!("{}", serde_json::to_string(&report)?);

@@ -2,6 +2,9 @@
 //! Hugging Face folder, run), measured as llama.cpp's `llama-bench` measures them, so the two
 //! compare side by side: `pp` is one batch of `prompt_tokens` tokens into an empty cache,
 //! `tg` is `gen_tokens` tokens decoded one at a time from an empty cache; each is timed alone.
+//! With `batch` above 1, `tg` decodes that many sequences together, one batched step per
+//! token (`CausalLm::forward_step_many`, what `muse serve` does with concurrent requests), and
+//! counts the tokens of all of them.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -28,15 +31,17 @@ pub struct GenerateBenchOptions {
     pub gen_tokens: usize,
     /// Timed repetitions of each test after one untimed warm-up (llama-bench's `-r`, 5).
     pub reps: usize,
+    /// Sequences the generation test decodes together (1: llama-bench's `tg`).
+    pub batch: usize,
     pub device: Device,
 }
 
 /// Runs both tests and returns the JSON report.
 pub fn bench_generate(opts: &GenerateBenchOptions) -> Result<Value> {
-    if opts.reps == 0 || (opts.prompt_tokens == 0 && opts.gen_tokens == 0) {
+    if opts.reps == 0 || opts.batch == 0 || (opts.prompt_tokens == 0 && opts.gen_tokens == 0) {
         return Err(Error::usage(
-            "nothing to measure: give --reps of at least 1 and a non-zero --prompt-tokens or \
-             --gen-tokens",
+            "nothing to measure: give --reps and --batch of at least 1 and a non-zero \
+             --prompt-tokens or --gen-tokens",
         ));
     }
     let tm = open_text_model(&opts.model, &opts.device)?;
@@ -65,9 +70,13 @@ pub fn bench_generate(opts: &GenerateBenchOptions) -> Result<Value> {
         }
         progress.set(2 * rep as u64 + 1);
         if opts.gen_tokens > 0 {
-            let s = time_generation(model, ids[0], opts.gen_tokens)?;
+            let s = if opts.batch == 1 {
+                time_generation(model, ids[0], opts.gen_tokens)?
+            } else {
+                time_batched_generation(model, &ids[..opts.batch.min(ids.len())], opts.gen_tokens)?
+            };
             if rep > 0 {
-                tg.push(opts.gen_tokens as f64 / s);
+                tg.push((opts.batch * opts.gen_tokens) as f64 / s);
             }
         }
         progress.set(2 * rep as u64 + 2);
@@ -81,6 +90,7 @@ pub fn bench_generate(opts: &GenerateBenchOptions) -> Result<Value> {
         "device": crate::device::device_name(&opts.device),
         "prompt_tokens": opts.prompt_tokens,
         "gen_tokens": opts.gen_tokens,
+        "batch": opts.batch,
         "reps": opts.reps,
         "prompt_tokens_per_s": median(&pp),
         "gen_tokens_per_s": median(&tg),
@@ -112,6 +122,27 @@ fn time_generation(model: &dyn CausalLm, first: u32, n: usize) -> Result<f64> {
             .squeeze(0)?
             .to_vec1()?;
         next = argmax(&logits);
+    }
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// Seconds to decode `n` tokens greedily for each of `firsts.len()` sequences, each from its
+/// first token into an empty cache, then one batched step per token for all of them.
+fn time_batched_generation(model: &dyn CausalLm, firsts: &[u32], n: usize) -> Result<f64> {
+    let mut caches = (0..firsts.len())
+        .map(|_| model.new_cache(1))
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let t0 = Instant::now();
+    let mut next = Vec::with_capacity(firsts.len());
+    for (&first, cache) in firsts.iter().zip(caches.iter_mut()) {
+        let input = Tensor::new(&[first], model.device())?.unsqueeze(0)?; // (1, 1)
+        let logits: Vec<f32> = model.forward_cached(&input, cache)?.squeeze(0)?.to_vec1()?;
+        next.push(argmax(&logits));
+    }
+    for _ in 1..n {
+        let mut refs: Vec<&mut crate::nn::KvCache> = caches.iter_mut().collect();
+        let logits: Vec<Vec<f32>> = model.forward_step_many(&next, &mut refs)?.to_vec2()?;
+        next = logits.iter().map(|row| argmax(row)).collect();
     }
     Ok(t0.elapsed().as_secs_f64())
 }

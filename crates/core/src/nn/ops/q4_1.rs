@@ -101,10 +101,40 @@ impl QuantRows for Q4_1Matrix {
         )
     }
 
+    fn dots(&self, r: usize, x: &Activations, out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if super::math::has_avx2_fma() {
+            let nb = self.cols / BLOCK;
+            let (codes, d, m) = (
+                &self.codes[r * nb * 16..(r + 1) * nb * 16],
+                &self.d[r * nb..(r + 1) * nb],
+                &self.m[r * nb..(r + 1) * nb],
+            );
+            let done = out.len() - out.len() % ROWS_AT_ONCE;
+            for (g, outs) in out[..done].chunks_exact_mut(ROWS_AT_ONCE).enumerate() {
+                let rows: [_; ROWS_AT_ONCE] = std::array::from_fn(|k| x.row(g * ROWS_AT_ONCE + k));
+                // SAFETY: the CPU has AVX2 and FMA; `row_dots_avx2` checks the lengths.
+                let sums = unsafe { row_dots_avx2(codes, d, m, &rows) };
+                outs.copy_from_slice(&sums);
+            }
+            for (i, o) in out.iter_mut().enumerate().skip(done) {
+                *o = self.dot(r, x, i);
+            }
+            return;
+        }
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.dot(r, x, i);
+        }
+    }
+
     fn name(&self) -> &'static str {
         "q4_1"
     }
 }
+
+/// Activation rows [`row_dots_avx2`] takes at once: each block's codes are unpacked once for
+/// all of them (a continuous batch of decode steps, a short prompt).
+const ROWS_AT_ONCE: usize = 4;
 
 /// `w = d * q + m` for each block: codes (n, 16), d and m (n) -> w (n, 32).
 #[inline(always)]
@@ -208,6 +238,49 @@ unsafe fn row_dot_avx2(
     sum + super::math::sum_map2(&m[..nb], &sx[..nb], |a, b| a * b)
 }
 
+/// [`row_dot_avx2`] for [`ROWS_AT_ONCE`] activation rows (codes, scales, `d * sum(q)`): the
+/// nibbles of each block are unpacked once, and each row's sum is the one-row kernel's, bit
+/// for bit.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn row_dots_avx2(
+    codes: &[u8],
+    d: &[f32],
+    m: &[f32],
+    rows: &[(&[i8], &[f32], &[f32]); ROWS_AT_ONCE],
+) -> [f32; ROWS_AT_ONCE] {
+    use std::arch::x86_64::*;
+    let nb = d.len();
+    assert!(codes.len() >= nb * 16 && m.len() >= nb);
+    for (qx, dx, sx) in rows {
+        assert!(qx.len() >= nb * BLOCK && dx.len() >= nb && sx.len() >= nb);
+    }
+    let low = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let block = |b: usize| {
+        // SAFETY (all loads): block b lies within the slices (checked above).
+        let c = unsafe { _mm_loadu_si128(codes.as_ptr().add(b * 16) as *const __m128i) };
+        let c = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(c, 4), c), low);
+        let db = unsafe { *d.get_unchecked(b) };
+        std::array::from_fn(|k| {
+            let (qx, dx, _) = rows[k];
+            let q = unsafe { _mm256_loadu_si256(qx.as_ptr().add(b * BLOCK) as *const __m256i) };
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(c, q), ones);
+            let scale = db * unsafe { *dx.get_unchecked(b) };
+            (_mm256_set1_ps(scale), _mm256_cvtepi32_ps(p))
+        })
+    };
+    // SAFETY: the CPU features are the caller's; the lengths are checked above.
+    let sums = unsafe { quant_rows::sum_scaled_blocks_rows::<ROWS_AT_ONCE>(nb, block) };
+    std::array::from_fn(|k| {
+        let sx = rows[k].2;
+        sums[k] + super::math::sum_map2(&m[..nb], &sx[..nb], |a, b| a * b)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -284,5 +357,32 @@ mod tests {
         let a = row_dot(&codes, &d, &m, &qx, &dx, &sx);
         let b = row_dot_portable(&codes, &d, &m, &qx, &dx, &sx);
         assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
+    }
+
+    /// Several activation rows at once give each row's one-row sum exactly, whatever the
+    /// count (groups of four and a remainder), with odd and even block counts.
+    #[test]
+    fn dots_of_several_rows_equal_each_row_bit_for_bit() {
+        let dev = Device::Cpu;
+        for cols in [96, 128] {
+            let w = Tensor::randn(0f32, 1.0, (3, cols), &dev).unwrap();
+            let q = QTensor::quantize(&w, GgmlDType::Q4_1).unwrap();
+            let m = Q4_1Matrix::from_ggml(&q.data().unwrap(), 3, cols).unwrap();
+            for n in 1..=9 {
+                let xs: Vec<f32> = Tensor::randn(0f32, 1.0, (n, cols), &dev)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let x = Activations::quantize(&xs, cols);
+                for r in 0..3 {
+                    let mut got = vec![0f32; n];
+                    m.dots(r, &x, &mut got);
+                    let want: Vec<f32> = (0..n).map(|i| m.dot(r, &x, i)).collect();
+                    assert_eq!(got, want, "cols {cols}, {n} rows, weight row {r}");
+                }
+            }
+        }
     }
 }

@@ -41,6 +41,16 @@ pub(crate) trait QuantRows: Sync {
     /// Weight row `r` dotted with activation row `i` of `x`.
     fn dot(&self, r: usize, x: &Activations, i: usize) -> f32;
 
+    /// Weight row `r` dotted with every activation row of `x`, into `out` (one per row). A
+    /// format may unpack each weight block once for several rows; the sums must equal
+    /// [`QuantRows::dot`]'s bit for bit, so that a sequence decodes the same alone or in a
+    /// batch.
+    fn dots(&self, r: usize, x: &Activations, out: &mut [f32]) {
+        for (i, o) in out.iter_mut().enumerate() {
+            *o = self.dot(r, x, i);
+        }
+    }
+
     /// The op's name in messages.
     fn name(&self) -> &'static str;
 }
@@ -164,10 +174,7 @@ fn forward_dots(w: &impl QuantRows, x: &Activations, n: usize) -> Vec<f32> {
     let tasks: Vec<_> = out_t.chunks_mut(per_task * n).enumerate().collect();
     run_tasks(tasks, |(task, chunk)| {
         for (k, out_r) in chunk.chunks_exact_mut(n).enumerate() {
-            let r = task * per_task + k;
-            for (i, o) in out_r.iter_mut().enumerate() {
-                *o = w.dot(r, x, i);
-            }
+            w.dots(task * per_task + k, x, out_r);
         }
     });
     if n == 1 {
@@ -249,6 +256,49 @@ pub(crate) unsafe fn sum_scaled_blocks(
     let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     let h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
     _mm_cvtss_f32(h)
+}
+
+/// [`sum_scaled_blocks`] for `R` activation rows at once: `block(b)` gives block b's scale
+/// and partial products for each row. Each row keeps its own even and odd accumulators and is
+/// reduced as there, so every sum equals the one-row kernel's bit for bit.
+///
+/// # Safety
+/// As [`sum_scaled_blocks`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+pub(crate) unsafe fn sum_scaled_blocks_rows<const R: usize>(
+    nb: usize,
+    block: impl Fn(usize) -> [(std::arch::x86_64::__m256, std::arch::x86_64::__m256); R],
+) -> [f32; R] {
+    use std::arch::x86_64::*;
+    let mut acc0 = [_mm256_setzero_ps(); R];
+    let mut acc1 = [_mm256_setzero_ps(); R];
+    let mut b = 0;
+    while b + 1 < nb {
+        let p0 = block(b);
+        let p1 = block(b + 1);
+        for k in 0..R {
+            acc0[k] = _mm256_fmadd_ps(p0[k].0, p0[k].1, acc0[k]);
+            acc1[k] = _mm256_fmadd_ps(p1[k].0, p1[k].1, acc1[k]);
+        }
+        b += 2;
+    }
+    if b < nb {
+        let p0 = block(b);
+        for k in 0..R {
+            acc0[k] = _mm256_fmadd_ps(p0[k].0, p0[k].1, acc0[k]);
+        }
+    }
+    let mut out = [0f32; R];
+    for k in 0..R {
+        let acc = _mm256_add_ps(acc0[k], acc1[k]);
+        let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+        let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+        let h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
+        out[k] = _mm_cvtss_f32(h);
+    }
+    out
 }
 
 /// Largest |a - b| over the largest |b|: how the kernels' tests compare products.
