@@ -423,6 +423,22 @@ fn sampling_is_deterministic_and_checks_labels() {
         vec(&c.images),
         vec(&sample(&net, &s, 3, &opts, &dev).unwrap().images)
     );
+    // Guidance 0 is the unconditional model (one call on the "no label" row): the labels
+    // asked make no difference, and the images are those of the two-call formula to rounding.
+    opts.sampler = Sampler::Ddim { eta: 0.0 };
+    opts.guidance = 0.0;
+    let u = vec(&sample(&net, &s, 3, &opts, &dev).unwrap().images);
+    opts.condition = muse_core::sample::diffusion::Conditioning::Labels(vec![2, 2, 0]);
+    assert_eq!(vec(&sample(&net, &s, 3, &opts, &dev).unwrap().images), u);
+    opts.guidance = 1e-12;
+    let near_zero = vec(&sample(&net, &s, 3, &opts, &dev).unwrap().images);
+    assert_close(
+        &near_zero,
+        &u,
+        1e-4,
+        "guidance 0 against the guided formula",
+    );
+    opts.guidance = 3.0;
     // Bad requests are errors, not panics.
     opts.condition = muse_core::sample::diffusion::Conditioning::Labels(vec![0, 3, 1]);
     assert!(

@@ -203,6 +203,11 @@ fn predict_eps(model: &UNet, x: &Tensor, t: usize, cond: &Ready, guidance: f64) 
         Ready::Labels(l) if guidance == 1.0 => {
             return Ok(model.forward_with(x, &ts(n)?, Condition::Labels(l))?);
         }
+        // w = 0 is the unconditional model alone: the "no label" row, one call.
+        Ready::Labels(_) if guidance == 0.0 => {
+            let null = Tensor::full(model.config().null_label() as u32, n, dev)?;
+            return Ok(model.forward_with(x, &ts(n)?, Condition::Labels(&null))?);
+        }
         Ready::Text { prompted, .. } if guidance == 1.0 => {
             return Ok(model.forward_with(x, &ts(n)?, Condition::Text(prompted))?);
         }
