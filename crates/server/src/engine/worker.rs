@@ -254,13 +254,10 @@ impl<'m> Batcher<'m> {
     /// One token for every running choice, one batched step per model; then the finished,
     /// failed and abandoned choices leave the batch.
     fn turn(&mut self) {
-        // A client that has gone takes its choices with it.
+        // A client that has gone takes its request and its choices with it.
+        self.requests.retain(|_, r| !r.events.is_closed());
         let requests = &self.requests;
-        self.running.retain(|c| {
-            requests
-                .get(&c.request)
-                .is_some_and(|r| !r.events.is_closed())
-        });
+        self.running.retain(|c| requests.contains_key(&c.request));
         let mut failed: HashMap<u64, Option<ApiError>> = HashMap::new();
         let mut served: Vec<usize> = self.running.iter().map(|c| c.model).collect();
         served.sort_unstable();
