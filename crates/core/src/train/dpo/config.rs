@@ -31,7 +31,8 @@ pub struct PrefDataConfig {
     pub raw: bool,
     /// Fraction of the pairs held out for evaluation.
     pub val_fraction: f64,
-    /// Longest sequence in tokens (0: the model's context + 1); longer ones are cut.
+    /// Longest sequence in tokens (0: the model's context + 1, at most
+    /// 1025); longer ones are cut.
     pub max_len: usize,
 }
 

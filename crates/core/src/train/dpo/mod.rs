@@ -95,6 +95,7 @@ pub fn align(job: AlignJob, replies: bool) -> Result<AlignReport> {
     let params = base.parameter_count();
     let trainable = policy.trainable_count();
     let tokenizer = base.tokenizer.clone();
+    let bos = base.bos;
     let base_path = base.path.display().to_string();
     let family = base.family();
     tracing::info!(
@@ -133,6 +134,7 @@ pub fn align(job: AlignJob, replies: bool) -> Result<AlignReport> {
         data: &data,
         template: &template,
         tokenizer: &tokenizer,
+        bos,
         order: EpochOrder::new(data.train.len(), t.seed),
         schedule: LrSchedule::from_config(t),
         pad,
@@ -218,6 +220,8 @@ struct DpoLoop<'a> {
     data: &'a DpoData,
     template: &'a ChatTemplate,
     tokenizer: &'a crate::tokenizer::TextTokenizer,
+    /// The base's beginning-of-sequence id, when its tokenizer adds one.
+    bos: Option<u32>,
     order: EpochOrder,
     schedule: LrSchedule,
     pad: u32,
@@ -318,7 +322,7 @@ impl TrainingLoop for DpoLoop<'_> {
         let prompts = self.data.val_prompts.iter().cloned();
         let seed = self.cfg.train.seed ^ step;
         let stop = &self.template.stop;
-        let replies = report::replies(self.frozen, self.tokenizer, prompts, stop, seed)?;
+        let replies = report::replies(self.frozen, self.tokenizer, self.bos, prompts, stop, seed)?;
         report::write_samples(self.run, step, &replies)?;
         self.replies = replies;
         Ok(())

@@ -30,7 +30,8 @@ pub struct SftDataConfig {
     pub template: String,
     /// Fraction of the examples held out for evaluation.
     pub val_fraction: f64,
-    /// Longest example in tokens (0: the model's context + 1); longer ones are cut.
+    /// Longest example in tokens (0: the model's context + 1, at most
+    /// 1025); longer ones are cut.
     pub max_len: usize,
 }
 

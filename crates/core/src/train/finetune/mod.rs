@@ -193,6 +193,7 @@ pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
 
     // Drop the base copy the policy no longer needs (full fine-tuning copied it).
     let tokenizer = base.tokenizer.clone();
+    let bos = base.bos;
     let base_path = base.path.display().to_string();
     let family = base.family();
     let base = if policy.lora.is_some() {
@@ -227,6 +228,7 @@ pub fn finetune(job: FinetuneJob, replies: bool) -> Result<FinetuneReport> {
         train_probe,
         template: &template,
         tokenizer: &tokenizer,
+        bos,
         order: EpochOrder::new(data.train.len(), t.seed),
         schedule: LrSchedule::from_config(t),
         pad,
@@ -301,6 +303,8 @@ struct SftLoop<'a> {
     train_probe: &'a [TokenizedExample],
     template: &'a ChatTemplate,
     tokenizer: &'a crate::tokenizer::TextTokenizer,
+    /// The base's beginning-of-sequence id, when its tokenizer adds one.
+    bos: Option<u32>,
     order: EpochOrder,
     schedule: LrSchedule,
     pad: u32,
@@ -417,7 +421,14 @@ impl TrainingLoop for SftLoop<'_> {
             .iter()
             .map(|c| template.render(c, true));
         let seed = self.cfg.train.seed ^ step;
-        let replies = report::replies(self.frozen, self.tokenizer, prompts, &template.stop, seed)?;
+        let replies = report::replies(
+            self.frozen,
+            self.tokenizer,
+            self.bos,
+            prompts,
+            &template.stop,
+            seed,
+        )?;
         report::write_samples(self.run, step, &replies)?;
         self.replies = replies;
         Ok(())

@@ -21,7 +21,6 @@ pub use dropped::{DropReason, Dropped, first_sentence};
 pub use policy::{Base, Policy, resolve_template, write_model_files};
 
 use crate::error::{Error, Result};
-use crate::models::pretrained::TextLm;
 use crate::run_dir::{DatasetRecord, OnExisting, RunDir};
 use crate::tokenizer::chat::ChatTemplate;
 use crate::train::checkpoint::TrainState;
@@ -42,20 +41,19 @@ pub struct TuneJob<C> {
     pub device: Device,
 }
 
-/// The beginning-of-sequence id a model's prompts start with.
-pub fn bos_of(model: &TextLm) -> Option<u32> {
-    match model.config() {
-        crate::models::pretrained::ModelConfig::Llama(c) => c.bos_token_id,
-        _ => None,
-    }
-}
+/// Positions an example may fill when `max_len` is 0. Attention memory grows with the square
+/// of a batch's length, and a model's whole context can be long: with SmolLM2's 8,192, the
+/// batches of `muse finetune` on `instructions` ran as long as its longest example (6,557
+/// characters) and the run's peak resident set was 22 GB, more than most laptops have.
+pub const DEFAULT_MAX_POSITIONS: usize = 1024;
 
-/// The longest example in tokens: the config's `max_len` (0: the model's context + 1), at most
-/// the context + 1 (inputs and targets are one token apart).
+/// The longest example in tokens: the config's `max_len` (0: the model's context + 1, at most
+/// [`DEFAULT_MAX_POSITIONS`] + 1), at most the context + 1 (inputs and targets are one token
+/// apart).
 pub fn example_length(max_len: usize, base: &Base) -> Result<usize> {
     let ctx = crate::models::pretrained::ModelConfig::context_len(&base.cfg);
     let len = match max_len {
-        0 => ctx + 1,
+        0 => ctx.min(DEFAULT_MAX_POSITIONS) + 1,
         m => m.min(ctx + 1),
     };
     if len < 2 {

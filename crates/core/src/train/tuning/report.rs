@@ -4,7 +4,6 @@
 use candle_core::{DType, Device};
 
 use super::batch::pad_batch;
-use super::bos_of;
 use crate::data::instructions::TokenizedExample;
 use crate::error::Result;
 use crate::models::pretrained::TextLm;
@@ -59,16 +58,17 @@ pub fn plot(run: &RunDir, title: &str, y_label: &str, keys: &[(&str, &str)]) -> 
 /// How many held-out prompts the loops answer when they write samples.
 const SAMPLE_PROMPTS: usize = 3;
 
-/// `model`'s replies to the first few `prompts` (text it continues, after its beginning-of-
-/// sequence token if it has one), sampled with seed `seed ^ i` for prompt `i` (see [`reply`]).
+/// `model`'s replies to the first few `prompts` (text it continues, after `bos` when its
+/// tokenizer adds one, as in training), sampled with seed `seed ^ i` for prompt `i` (see
+/// [`reply`]).
 pub fn replies(
     model: &TextLm,
     tokenizer: &TextTokenizer,
+    bos: Option<u32>,
     prompts: impl IntoIterator<Item = String>,
     stop: &[String],
     seed: u64,
 ) -> Result<Vec<(String, String)>> {
-    let bos = bos_of(model);
     prompts
         .into_iter()
         .take(SAMPLE_PROMPTS)
