@@ -56,6 +56,36 @@ fn preferences(n: usize) -> Vec<String> {
         .collect()
 }
 
+/// `--set` flags for a quick run of `max_iters` steps (e.g. "max_iters=4") on small batches.
+fn short_run(max_iters: &str) -> Vec<&str> {
+    let mut flags = vec!["--set", max_iters];
+    for kv in [
+        "eval_interval=2",
+        "eval_iters=1",
+        "batch_size=4",
+        "val_fraction=0.2",
+    ] {
+        flags.extend(["--set", kv]);
+    }
+    flags
+}
+
+/// `muse finetune MODEL --data sft.jsonl` with small LoRA adapters into `sft`, then `short`.
+fn lora_finetune<'a>(model: &'a str, short: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "finetune",
+        model,
+        "--data",
+        "sft.jsonl",
+        "--lora",
+        "r=4,alpha=8,dropout=0,targets=attn",
+        "--out",
+        "sft",
+    ];
+    args.extend_from_slice(short);
+    args
+}
+
 /// Every path under `dir`, relative and sorted.
 fn tree(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
@@ -223,30 +253,8 @@ fn lora_finetune_samples_and_aligns() {
     let model = model.to_str().unwrap();
     write_lines(&tmp.path().join("sft.jsonl"), &instructions(20));
     write_lines(&tmp.path().join("prefs.jsonl"), &preferences(10));
-    let short = [
-        "--set",
-        "max_iters=4",
-        "--set",
-        "eval_interval=2",
-        "--set",
-        "eval_iters=1",
-        "--set",
-        "batch_size=4",
-        "--set",
-        "val_fraction=0.2",
-    ];
-
-    let mut args = vec![
-        "finetune",
-        model,
-        "--data",
-        "sft.jsonl",
-        "--lora",
-        "r=4,alpha=8,dropout=0,targets=attn",
-        "--out",
-        "sft",
-    ];
-    args.extend(short);
+    let short = short_run("max_iters=4");
+    let args = lora_finetune(model, &short);
     let out = muse(tmp.path(), &args);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -282,7 +290,7 @@ fn lora_finetune_samples_and_aligns() {
     assert!(out.status.success(), "{:?}", text(&out));
 
     let mut args = vec!["align", "sft", "--dpo", "prefs.jsonl", "--out", "dpo"];
-    args.extend(short);
+    args.extend(&short);
     let out = muse(tmp.path(), &args);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -300,29 +308,8 @@ fn lora_finetune_and_align_from_a_gguf_file() {
         .join("../core/tests/fixtures/gguf/tiny_llama_q4_1.gguf");
     write_lines(&tmp.path().join("sft.jsonl"), &instructions(20));
     write_lines(&tmp.path().join("prefs.jsonl"), &preferences(10));
-    let short = [
-        "--set",
-        "max_iters=2",
-        "--set",
-        "eval_interval=2",
-        "--set",
-        "eval_iters=1",
-        "--set",
-        "batch_size=4",
-        "--set",
-        "val_fraction=0.2",
-    ];
-    let mut args = vec![
-        "finetune",
-        gguf.to_str().unwrap(),
-        "--data",
-        "sft.jsonl",
-        "--lora",
-        "r=4,alpha=8,dropout=0,targets=attn",
-        "--out",
-        "sft",
-    ];
-    args.extend(short);
+    let short = short_run("max_iters=2");
+    let args = lora_finetune(gguf.to_str().unwrap(), &short);
     let out = muse(tmp.path(), &args);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");
@@ -352,7 +339,7 @@ fn lora_finetune_and_align_from_a_gguf_file() {
     assert!(out.status.success(), "{:?}", text(&out));
 
     let mut args = vec!["align", "sft", "--dpo", "prefs.jsonl", "--out", "dpo"];
-    args.extend(short);
+    args.extend(&short);
     let out = muse(tmp.path(), &args);
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}\n{stderr}");

@@ -25,6 +25,16 @@ fn expected() -> (HashMap<String, Tensor>, serde_json::Value) {
     (t, serde_json::from_str(&meta).unwrap())
 }
 
+/// The largest |x| of `t`.
+fn largest(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// Largest |a - b| over `scale` (the largest reference logit of the sequence).
 fn scaled_err(a: &Tensor, b: &Tensor, scale: f32) -> f32 {
     let a = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
@@ -58,13 +68,7 @@ fn check(name: &str, tol: f32) {
         &Device::Cpu,
     )
     .unwrap();
-    let scale = want
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let scale = largest(want);
     let logits = g.model.forward(&ids).unwrap(); // (T, V)
     let err = scaled_err(&logits, want, scale);
     assert!(
@@ -174,14 +178,7 @@ fn gguf_widened_for_training_matches_transformers() {
             .forward(&ids, &mut muse_core::nn::Dropout::eval())
             .unwrap(); // (T, V)
         let want = &t[&format!("logits_{name}")];
-        let scale = want
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        let err = scaled_err(&logits, want, scale);
+        let err = scaled_err(&logits, want, largest(want));
         assert!(
             err < 1e-4,
             "{name}: widened logits differ from transformers by {err}"

@@ -59,17 +59,7 @@ pub(super) fn tensors(
     )];
     for i in 0..cfg.num_hidden_layers {
         let hf_name = |part: &str| format!("model.layers.{i}.{part}.weight");
-        for (gguf, part) in [
-            ("attn_norm", "input_layernorm"),
-            ("attn_q", "self_attn.q_proj"),
-            ("attn_k", "self_attn.k_proj"),
-            ("attn_v", "self_attn.v_proj"),
-            ("attn_output", "self_attn.o_proj"),
-            ("ffn_norm", "post_attention_layernorm"),
-            ("ffn_gate", "mlp.gate_proj"),
-            ("ffn_up", "mlp.up_proj"),
-            ("ffn_down", "mlp.down_proj"),
-        ] {
+        for (gguf, part) in crate::models::gguf::dequantized::BLOCK_TENSORS {
             let w = get(&hf_name(part))?;
             let w = match gguf {
                 "attn_q" => halves_to_interleaved(&w, cfg.num_attention_heads)?,

@@ -10,8 +10,9 @@ use candle_core::{Device, Result, Tensor};
 use super::{GgufFile, config_from_gguf};
 use crate::models::llama::LlamaConfig;
 
-/// llama.cpp's per-block tensor names and their Hugging Face parts.
-const BLOCK_TENSORS: [(&str, &str); 9] = [
+/// llama.cpp's per-block tensor names and their Hugging Face parts (also what `muse export
+/// --format gguf` writes).
+pub(crate) const BLOCK_TENSORS: [(&str, &str); 9] = [
     ("attn_norm", "input_layernorm"),
     ("attn_q", "self_attn.q_proj"),
     ("attn_k", "self_attn.k_proj"),
