@@ -49,19 +49,10 @@ pub fn load_gguf(
             tokenizer.vocab_size()
         )));
     }
-    let token_text = |id: Option<u32>| {
-        id.and_then(|i| tokenizer.id_to_token(i))
-            .unwrap_or_default()
-    };
-    let chat_template = match file.get("tokenizer.chat_template") {
-        Some(candle_core::quantized::gguf_file::Value::String(src)) => Some(JinjaTemplate::new(
-            src.clone(),
+    let chat_template =
+        crate::tokenizer::gguf::tokenizer_config(&file.content, &tokenizer, &specials).jinja_from(
             format!("{} (metadata tokenizer.chat_template)", path.display()),
-            token_text(specials.bos),
-            token_text(specials.eos),
-        )),
-        _ => None,
-    };
+        );
     Ok(GgufModel {
         model,
         bos_id: specials.bos.filter(|_| specials.add_bos),

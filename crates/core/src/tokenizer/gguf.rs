@@ -32,6 +32,27 @@ pub struct GgufSpecials {
     pub add_bos: bool,
 }
 
+/// What a GGUF file says beyond its vocabulary, in `tokenizer_config.json` terms: the BOS
+/// rule, the BOS and EOS tokens by their text in `tok`, and the Jinja chat template
+/// (`tokenizer.chat_template`). Sampling renders the template from it; a run tuned from the
+/// file stores it.
+pub fn tokenizer_config(
+    ct: &Content,
+    tok: &TextTokenizer,
+    specials: &GgufSpecials,
+) -> super::hf_config::TokenizerConfig {
+    let text = |id: Option<u32>| id.and_then(|i| tok.id_to_token(i));
+    super::hf_config::TokenizerConfig {
+        add_bos_token: Some(specials.add_bos),
+        bos_token: text(specials.bos),
+        eos_token: text(specials.eos),
+        chat_template: match ct.metadata.get("tokenizer.chat_template") {
+            Some(Value::String(src)) => Some(src.clone()),
+            _ => None,
+        },
+    }
+}
+
 /// The tokenizer and special tokens of a GGUF file. Errors are plain messages.
 pub fn from_gguf(ct: &Content) -> Result<(TextTokenizer, GgufSpecials), String> {
     let model = match ct.metadata.get("tokenizer.ggml.model") {

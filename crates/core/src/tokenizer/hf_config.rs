@@ -80,10 +80,16 @@ impl TokenizerConfig {
 
     /// The chat template, ready to render (`None` when the folder has none).
     pub fn jinja(&self, dir: &Path) -> Option<JinjaTemplate> {
+        self.jinja_from(dir.join("tokenizer_config.json").display().to_string())
+    }
+
+    /// [`TokenizerConfig::jinja`] with `source` naming where the template came from (in
+    /// messages).
+    pub fn jinja_from(&self, source: String) -> Option<JinjaTemplate> {
         self.chat_template.as_ref().map(|src| {
             JinjaTemplate::new(
                 src.clone(),
-                dir.join("tokenizer_config.json").display().to_string(),
+                source,
                 self.bos_token.clone().unwrap_or_default(),
                 self.eos_token.clone().unwrap_or_default(),
             )

@@ -282,12 +282,20 @@ impl QLlama {
             let h = rms_norm(&x, &blk.attn_norm, eps)?;
             let y = self.attention(blk, &h, &cos, &sin, cache.as_deref_mut().map(|c| (c, i)))?;
             x = (x + y)?;
-            let h = rms_norm(&x, &blk.ffn_norm, eps)?;
-            let gate = blk.ffn_gate.forward(&h)?; // (B, T, H)
-            let up = blk.ffn_up.forward(&h)?; // (B, T, H)
-            x = (x + blk.ffn_down.forward(&swiglu(&gate, &up)?)?)?;
+            x = (&x + self.mlp(blk, &x)?)?;
         }
         Ok(x)
+    }
+
+    /// The block's feed-forward half: RMSNorm, then the SwiGLU MLP.
+    ///
+    /// # Shapes
+    /// `x`: (..., C) -> (..., C).
+    fn mlp(&self, blk: &Block, x: &Tensor) -> Result<Tensor> {
+        let h = rms_norm(x, &blk.ffn_norm, self.cfg.rms_norm_eps)?;
+        let gate = blk.ffn_gate.forward(&h)?; // (..., H)
+        let up = blk.ffn_up.forward(&h)?; // (..., H)
+        blk.ffn_down.forward(&swiglu(&gate, &up)?)
     }
 
     /// # Shapes
@@ -381,10 +389,7 @@ impl QLlama {
                 })
                 .collect::<Result<Vec<_>>>()?;
             x = (x + blk.attn_output.forward(&Tensor::cat(&ys, 0)?)?)?;
-            let h = rms_norm(&x, &blk.ffn_norm, eps)?;
-            let gate = blk.ffn_gate.forward(&h)?; // (n, 1, H)
-            let up = blk.ffn_up.forward(&h)?; // (n, 1, H)
-            x = (x + blk.ffn_down.forward(&swiglu(&gate, &up)?)?)?;
+            x = (&x + self.mlp(blk, &x)?)?;
         }
         for cache in caches.iter_mut() {
             cache.advance(1);

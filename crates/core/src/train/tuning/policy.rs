@@ -341,16 +341,6 @@ fn gguf_tokenizer(path: &Path) -> Result<(TextTokenizer, TokenizerConfig)> {
     let file = crate::models::gguf::GgufFile::open(path).map_err(Error::model_load)?;
     let (tokenizer, specials) = crate::tokenizer::gguf::from_gguf(&file.content)
         .map_err(|e| Error::input(format!("{} {e}", path.display())))?;
-    let text = |id: Option<u32>| id.and_then(|i| tokenizer.id_to_token(i));
-    let chat_template = match file.get("tokenizer.chat_template") {
-        Some(candle_core::quantized::gguf_file::Value::String(src)) => Some(src.clone()),
-        _ => None,
-    };
-    let config = TokenizerConfig {
-        add_bos_token: Some(specials.add_bos),
-        bos_token: text(specials.bos),
-        eos_token: text(specials.eos),
-        chat_template,
-    };
+    let config = crate::tokenizer::gguf::tokenizer_config(&file.content, &tokenizer, &specials);
     Ok((tokenizer, config))
 }
