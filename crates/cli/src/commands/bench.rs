@@ -83,6 +83,12 @@ enum FamilyArgs {
     /// to --max-batch choices per forward pass); prints tokens/s, latency and the mean batch
     /// of both, and their throughput ratio.
     Serve(ServeBench),
+    /// `muse serve` over loopback HTTP, as users meet it: for each count in --clients, that
+    /// many clients stream chat requests back to back for --seconds; prints total tokens/s
+    /// (and its ratio to the first count), time to first token and per-token latency (median,
+    /// p99), errors, the mean decode batch and peak memory. --url loads another
+    /// OpenAI-compatible server (llama.cpp's llama-server, say) with the same clients.
+    Http(HttpBench),
 }
 
 /// Flags of `muse bench serve`.
@@ -115,6 +121,57 @@ impl ServeBench {
             requests: self.requests,
             max_tokens: self.max_tokens,
             max_batch: self.max_batch,
+        })?;
+        println!("{}", serde_json::to_string(&report)?);
+        Ok(())
+    }
+}
+
+/// Flags of `muse bench http`.
+#[derive(clap::Args)]
+struct HttpBench {
+    /// A text model: a GGUF file, a model folder or a run. With --url it is only named in the
+    /// requests (by its file or folder name, as `muse serve` names it).
+    model: PathBuf,
+    /// Client counts to run, one after the other, each against a freshly started server.
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 8, 32, 64])]
+    clients: Vec<usize>,
+    /// Seconds each count keeps starting requests (a request running at the end finishes).
+    #[arg(long, default_value_t = 30.0)]
+    seconds: f64,
+    /// Tokens per reply at most (fewer where the model ends its reply).
+    #[arg(long, default_value_t = 64)]
+    max_tokens: usize,
+    /// Choices per forward pass of Muse's server, as `muse serve --max-batch`.
+    #[arg(long, default_value_t = muse_server::serve::DEFAULT_MAX_BATCH)]
+    max_batch: usize,
+    /// Requests that may wait for Muse's server, as `muse serve --queue`; more are refused
+    /// (429) and count as errors.
+    #[arg(long, default_value_t = muse_server::serve::DEFAULT_QUEUE)]
+    queue: usize,
+    /// Load the OpenAI-compatible server at this address (HOST:PORT) instead of starting
+    /// Muse's own.
+    #[arg(long)]
+    url: Option<String>,
+    /// Bearer key for the server at --url.
+    #[arg(long, env = "MUSE_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+impl HttpBench {
+    fn run(self) -> anyhow::Result<()> {
+        let report = muse_server::bench::http_load_bench(&muse_server::bench::HttpLoadOptions {
+            model: self.model,
+            url: self.url,
+            api_key: self.api_key,
+            device: self.device.device()?,
+            clients: self.clients,
+            seconds: self.seconds,
+            max_tokens: self.max_tokens,
+            max_batch: self.max_batch,
+            queue: self.queue,
         })?;
         println!("{}", serde_json::to_string(&report)?);
         Ok(())
@@ -292,6 +349,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         FamilyArgs::Generate(g) => return g.run(),
         FamilyArgs::Watermark(w) => return w.run(),
         FamilyArgs::Serve(s) => return s.run(),
+        FamilyArgs::Http(h) => return h.run(),
     };
     println!("{}", serde_json::to_string(&muse_core::run::bench(req)?)?);
     Ok(())

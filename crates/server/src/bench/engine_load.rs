@@ -18,17 +18,7 @@ use crate::engine::{self, EngineConfig, EngineHandle, Job, Prompt, TextEvent, Te
 use crate::metrics::Metrics;
 use crate::wire::sampling::TextSettings;
 
-/// User messages the clients cycle through (short, so that decoding dominates, as in chat).
-const PROMPTS: [&str; 8] = [
-    "The capital of France is",
-    "Here is a short story about a robot:",
-    "The three most important inventions are",
-    "Write a haiku about the sea.",
-    "To make bread, you first",
-    "The best way to learn a language is",
-    "Once upon a time",
-    "A good night's sleep helps because",
-];
+use super::{PROMPTS, quantile};
 
 pub struct LoadOptions {
     /// A text model: GGUF file, model folder or run.
@@ -242,14 +232,4 @@ async fn client(
         }));
     }
     out
-}
-
-/// The `q` quantile (nearest rank) of `xs`.
-fn quantile(xs: &mut [f64], q: f64) -> f64 {
-    if xs.is_empty() {
-        return 0.0;
-    }
-    xs.sort_by(f64::total_cmp);
-    let i = ((xs.len() as f64 * q).ceil() as usize).clamp(1, xs.len()) - 1;
-    xs[i]
 }

@@ -1,0 +1,33 @@
+//! Serving benchmarks. [`engine_load`] (`muse bench serve`) drives the engine directly, one
+//! request at a time against batched, to isolate the batching; [`http_load`] (`muse bench
+//! http`) drives a server over loopback with N streaming clients for a fixed time, as users
+//! would, and can point the same clients at another OpenAI-compatible server.
+
+mod engine_load;
+mod http_load;
+mod sse_client;
+
+pub use engine_load::{LoadOptions, LoadReport, LoadRun, load_bench};
+pub use http_load::{HttpLoadOptions, HttpLoadReport, HttpLoadRun, http_load_bench};
+
+/// User messages the clients cycle through (short, so that decoding dominates, as in chat).
+const PROMPTS: [&str; 8] = [
+    "The capital of France is",
+    "Here is a short story about a robot:",
+    "The three most important inventions are",
+    "Write a haiku about the sea.",
+    "To make bread, you first",
+    "The best way to learn a language is",
+    "Once upon a time",
+    "A good night's sleep helps because",
+];
+
+/// The `q` quantile (nearest rank) of `xs`; 0 for none.
+fn quantile(xs: &mut [f64], q: f64) -> f64 {
+    if xs.is_empty() {
+        return 0.0;
+    }
+    xs.sort_by(f64::total_cmp);
+    let i = ((xs.len() as f64 * q).ceil() as usize).clamp(1, xs.len()) - 1;
+    xs[i]
+}
