@@ -123,6 +123,28 @@ pub enum OnExisting {
     Overwrite,
 }
 
+/// For a folder that holds GGUF files instead: the files to pass (a GGUF model is a file,
+/// not a folder).
+fn gguf_hint(dir: &Path) -> String {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case("gguf"))
+        })
+        .map(|p| p.display().to_string())
+        .collect();
+    files.sort();
+    match files.as_slice() {
+        [] => String::new(),
+        [one] => format!("; it holds a GGUF model: pass the file, {one}"),
+        many => format!("; it holds GGUF models: pass one file, e.g. {}", many[0]),
+    }
+}
+
 impl RunDir {
     /// A handle on `root`; nothing is checked or created.
     pub fn new(root: impl Into<PathBuf>) -> Self {
@@ -145,8 +167,9 @@ impl RunDir {
         if !dir.config().is_file() && !dir.training().is_file() {
             return Err(Error::input(format!(
                 "{} is not a Muse run or model folder: it has neither config.json nor \
-                 training.json",
-                dir.root.display()
+                 training.json{}",
+                dir.root.display(),
+                gguf_hint(&dir.root)
             )));
         }
         Ok(dir)

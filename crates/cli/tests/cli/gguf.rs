@@ -102,6 +102,26 @@ fn a_file_that_is_not_gguf_is_a_clear_error() {
 }
 
 #[test]
+fn the_folder_of_a_gguf_file_names_the_file_to_pass() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("models");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(fixture("tiny_llama_f32.gguf"), model.join("tiny.gguf")).unwrap();
+    for args in [
+        vec!["sample", "models", "--prompt", "hi"],
+        vec!["finetune", "models", "--data", "instructions", "--lora"],
+    ] {
+        let out = muse(tmp.path(), &args);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stdout}\n{stderr}");
+        assert!(
+            stderr.contains("pass the file") && stderr.contains("tiny.gguf"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn export_of_a_gguf_file_says_what_is_not_supported_yet() {
     let tmp = tempfile::tempdir().unwrap();
     let m = fixture("tiny_llama_f32.gguf");
