@@ -14,7 +14,7 @@ use muse_core::run::generation::SamplingParams;
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::engine::{self, EngineConfig, EngineHandle, Job, Prompt, TextEvent, TextRequest};
+use crate::engine::{EngineConfig, EngineHandle, Job, Prompt, TextEvent, TextRequest};
 use crate::metrics::Metrics;
 use crate::wire::sampling::TextSettings;
 
@@ -110,14 +110,7 @@ fn load_run(opts: &LoadOptions, max_batch: usize) -> muse_core::Result<LoadRun> 
         max_batch,
         ..EngineConfig::new(opts.device.clone())
     };
-    let (handle, infos) = engine::start(named, cfg, metrics.clone())?;
-    if infos[0].kind != muse_core::run::ServedKind::Text {
-        return Err(muse_core::Error::usage(format!(
-            "{}: a {} model; the serving benchmark needs a text model",
-            opts.model.display(),
-            infos[0].kind.as_str()
-        )));
-    }
+    let (handle, _) = super::start_text_engine(named, &opts.model, cfg, metrics.clone())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -18,7 +18,7 @@ use serde::Serialize;
 use super::sse_client::{StreamedReply, stream_chat};
 use super::{PROMPTS, quantile};
 use crate::app::{AppState, router};
-use crate::engine::{self, EngineConfig};
+use crate::engine::EngineConfig;
 use crate::metrics::Metrics;
 
 pub struct HttpLoadOptions {
@@ -161,14 +161,7 @@ impl MuseServer {
             max_batch: opts.max_batch,
             ..EngineConfig::new(opts.device.clone())
         };
-        let (engine, infos) = engine::start(named, cfg, metrics.clone())?;
-        if infos[0].kind != muse_core::run::ServedKind::Text {
-            return Err(muse_core::Error::usage(format!(
-                "{}: a {} model; the serving benchmark needs a text model",
-                opts.model.display(),
-                infos[0].kind.as_str()
-            )));
-        }
+        let (engine, infos) = super::start_text_engine(named, &opts.model, cfg, metrics.clone())?;
         let state = AppState::new(infos, engine, Vec::new(), metrics.clone());
         let io = |e| muse_core::Error::io("the benchmark's server")(e);
         let runtime = tokio::runtime::Builder::new_multi_thread()

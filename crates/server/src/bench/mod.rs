@@ -7,6 +7,12 @@ mod engine_load;
 mod http_load;
 mod sse_client;
 
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::engine::{self, EngineConfig, EngineHandle, ModelInfo};
+use crate::metrics::Metrics;
+
 pub use engine_load::{LoadOptions, LoadReport, LoadRun, load_bench};
 pub use http_load::{HttpLoadOptions, HttpLoadReport, HttpLoadRun, http_load_bench};
 
@@ -30,4 +36,23 @@ fn quantile(xs: &mut [f64], q: f64) -> f64 {
     xs.sort_by(f64::total_cmp);
     let i = ((xs.len() as f64 * q).ceil() as usize).clamp(1, xs.len()) - 1;
     xs[i]
+}
+
+/// The engine on one text model (`named`, from [`crate::model_names`]); any other kind of
+/// model is a usage error.
+fn start_text_engine(
+    named: Vec<(String, std::path::PathBuf)>,
+    model: &Path,
+    cfg: EngineConfig,
+    metrics: Arc<Metrics>,
+) -> muse_core::Result<(EngineHandle, Vec<ModelInfo>)> {
+    let (handle, infos) = engine::start(named, cfg, metrics)?;
+    if infos[0].kind != muse_core::run::ServedKind::Text {
+        return Err(muse_core::Error::usage(format!(
+            "{}: a {} model; the serving benchmark needs a text model",
+            model.display(),
+            infos[0].kind.as_str()
+        )));
+    }
+    Ok((handle, infos))
 }
