@@ -75,6 +75,13 @@ pub fn model_names(paths: &[PathBuf]) -> muse_core::Result<Vec<(String, PathBuf)
 }
 
 fn name_of(path: &Path) -> muse_core::Result<String> {
+    if !path.exists() {
+        return Err(muse_core::Error::input(format!(
+            "{}: no such file or folder; give a run folder, a Hugging Face folder, a GGUF file \
+             or an encoder folder",
+            path.display()
+        )));
+    }
     let full = path.canonicalize().map_err(muse_core::Error::io(path))?;
     let name = if full.is_file() {
         full.file_stem()

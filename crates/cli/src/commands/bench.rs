@@ -134,7 +134,7 @@ struct HttpBench {
     /// requests (by its file or folder name, as `muse serve` names it).
     model: PathBuf,
     /// Client counts to run, one after the other, each against a freshly started server.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 8, 32, 64])]
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32,64")]
     clients: Vec<usize>,
     /// Seconds each count keeps starting requests (a request running at the end finishes).
     #[arg(long, default_value_t = 30.0)]

@@ -149,5 +149,15 @@ fn bad_starts_are_usage_errors() {
     );
     let out = muse(cwd, &["serve", "no-such-folder"]);
     assert_eq!(out.status.code(), Some(1), "{:?}", text(&out));
-    assert!(!text(&out).1.contains("panicked"));
+    let stderr = text(&out).1;
+    assert!(!stderr.contains("panicked"));
+    assert!(
+        stderr.contains("no-such-folder: no such file or folder"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.lines().count(),
+        1,
+        "one line, no repeated cause: {stderr}"
+    );
 }

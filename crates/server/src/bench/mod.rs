@@ -49,7 +49,7 @@ fn start_text_engine(
     let (handle, infos) = engine::start(named, cfg, metrics)?;
     if infos[0].kind != muse_core::run::ServedKind::Text {
         return Err(muse_core::Error::usage(format!(
-            "{}: a {} model; the serving benchmark needs a text model",
+            "{}: this model serves {}; the serving benchmark needs a text model",
             model.display(),
             infos[0].kind.as_str()
         )));
