@@ -73,6 +73,15 @@ fn shorten(words: &mut Vec<String>) {
             let short = ["--clients", "3", "--requests", "1", "--max-tokens", "4"];
             words.extend(short.map(String::from));
         }
+        Some("bench") if words.get(1).is_some_and(|w| w == "http") => {
+            // Two client counts instead of the README's four (clap would append a second
+            // --clients), half a second each.
+            if let Some(i) = words.iter().position(|w| w == "--clients") {
+                words.drain(i..(i + 2).min(words.len()));
+            }
+            let short = ["--clients", "1,2", "--seconds", "0.5", "--max-tokens", "4"];
+            words.extend(short.map(String::from));
+        }
         Some("bench") => {
             words.extend(["--steps", "2", "--warmup", "1"].map(String::from));
             if words.get(1).is_some_and(|w| w == "diffusion") {
