@@ -72,7 +72,8 @@ pub struct HttpLoadReport {
     pub max_tokens: usize,
     pub max_batch: Option<usize>,
     pub queue: Option<usize>,
-    pub threads: usize,
+    /// Muse's kernel threads (the server at `url` has its own setting).
+    pub threads: Option<usize>,
     pub runs: Vec<HttpLoadRun>,
     /// Peak resident memory of this process (Muse's server and the clients) over all runs.
     pub peak_rss_mb: Option<f64>,
@@ -134,7 +135,7 @@ pub fn http_load_bench(opts: &HttpLoadOptions) -> muse_core::Result<HttpLoadRepo
         max_tokens: opts.max_tokens,
         max_batch: opts.url.is_none().then_some(opts.max_batch),
         queue: opts.url.is_none().then_some(opts.queue),
-        threads: muse_core::device::cpu_threads(),
+        threads: opts.url.is_none().then(muse_core::device::cpu_threads),
         runs,
         peak_rss_mb: opts
             .url
