@@ -13,6 +13,8 @@ pub struct Metrics {
     /// (route, status) -> requests answered.
     requests: Mutex<BTreeMap<(String, u16), u64>>,
     tokens_in: AtomicU64,
+    /// Prompt tokens whose cache was copied from an earlier prompt's shared start.
+    tokens_in_reused: AtomicU64,
     tokens_out: AtomicU64,
     images: AtomicU64,
     /// Turns of the continuous batch: one forward pass of one text model.
@@ -76,6 +78,11 @@ impl Metrics {
         self.tokens_in.fetch_add(n as u64, Ordering::Relaxed);
     }
 
+    /// The text models' running total of prompt tokens copied instead of computed.
+    pub fn set_prompt_tokens_reused(&self, total: u64) {
+        self.tokens_in_reused.store(total, Ordering::Relaxed);
+    }
+
     pub fn add_tokens(&self, n: u64) {
         self.tokens_out.fetch_add(n, Ordering::Relaxed);
     }
@@ -122,6 +129,13 @@ impl Metrics {
                 "Prompt tokens read by text models.",
                 "counter",
                 self.tokens_in.load(Ordering::Relaxed),
+            ),
+            (
+                "muse_prompt_tokens_reused_total",
+                "Prompt tokens whose keys and values were copied from an earlier prompt that \
+                 starts the same way, not computed.",
+                "counter",
+                self.tokens_in_reused.load(Ordering::Relaxed),
             ),
             (
                 "muse_tokens_generated_total",

@@ -102,6 +102,27 @@ impl KvCache {
         Ok(())
     }
 
+    /// A separate cache holding this one's first `len` positions (the buffers are copied, so
+    /// that writing to either leaves the other as it was).
+    pub fn copy_prefix(&self, len: usize) -> Result<Self> {
+        if len > self.len {
+            candle_core::bail!("a copy of {len} positions from a cache of {}", self.len);
+        }
+        let copy = |buf: &Tensor| -> Result<Tensor> {
+            let fresh = buf.zeros_like()?;
+            if len > 0 {
+                fresh.slice_set(&buf.narrow(1, 0, len)?.contiguous()?, 1, 0)?;
+            }
+            Ok(fresh)
+        };
+        Ok(Self {
+            keys: self.keys.iter().map(copy).collect::<Result<_>>()?,
+            values: self.values.iter().map(copy).collect::<Result<_>>()?,
+            len,
+            capacity: self.capacity,
+        })
+    }
+
     /// Marks `t_new` positions as stored, after every layer appended them.
     pub fn advance(&mut self, t_new: usize) {
         self.len += t_new;

@@ -10,8 +10,8 @@ use super::family::detect;
 use crate::device::Device;
 use crate::embed::SentenceEncoder;
 use crate::error::{Error, Result};
-use crate::sample::SamplingParams;
 use crate::sample::open::TextModel;
+use crate::sample::{PrefixCache, SamplingParams};
 use crate::tokenizer::chat::{ChatMessage, Role};
 use crate::tokenizer::jinja::ChatFormat;
 
@@ -51,6 +51,8 @@ pub(super) enum Loaded {
     Text {
         model: Box<TextModel>,
         template: ChatFormat,
+        /// The last prompt's cache, for prompts that start the same way.
+        prefixes: PrefixCache,
     },
     Encoder(Box<SentenceEncoder>),
     Images(super::serve_images::ImageModel),
@@ -102,6 +104,7 @@ pub fn open_served(path: &Path, device: &Device) -> Result<ServedModel> {
         Loaded::Text {
             model: Box::new(session.model),
             template: session.conversation.template,
+            prefixes: PrefixCache::default(),
         }
     } else if family.is_image_generator() {
         Loaded::Images(super::serve_images::ImageModel::open(path, family, device)?)
@@ -156,9 +159,24 @@ impl ServedModel {
     }
 
     pub(super) fn text(&self) -> Result<&TextModel> {
+        self.text_and_prefixes().map(|(model, _)| model)
+    }
+
+    pub(super) fn text_and_prefixes(&self) -> Result<(&TextModel, &PrefixCache)> {
         match &self.loaded {
-            Loaded::Text { model, .. } => Ok(model),
+            Loaded::Text {
+                model, prefixes, ..
+            } => Ok((model, prefixes)),
             _ => Err(self.wrong_kind(ServedKind::Text)),
+        }
+    }
+
+    /// Prompt tokens whose keys and values were copied from an earlier prompt with the same
+    /// start instead of computed (0 for a model that is not text).
+    pub fn reused_prompt_tokens(&self) -> u64 {
+        match &self.loaded {
+            Loaded::Text { prefixes, .. } => prefixes.reused_tokens(),
+            _ => 0,
         }
     }
 
@@ -184,7 +202,10 @@ impl ServedModel {
 
     /// The conversation rendered by the model's chat template, asking for the next reply.
     pub fn chat_prompt(&self, messages: &[(ChatRole, String)]) -> Result<ChatPrompt> {
-        let Loaded::Text { model, template } = &self.loaded else {
+        let Loaded::Text {
+            model, template, ..
+        } = &self.loaded
+        else {
             return Err(self.wrong_kind(ServedKind::Text));
         };
         let messages: Vec<ChatMessage> = messages

@@ -71,10 +71,11 @@ impl TextGeneration<'_> {
 }
 
 impl ServedModel {
-    /// Starts one choice: checks the job against the model's context and sets up its cache;
-    /// no token is computed yet.
+    /// Starts one choice: checks the job against the model's context and computes its
+    /// prompt but the last token (reusing the start it shares with the model's previous
+    /// prompt); the last token is the first step's.
     pub fn start_text(&self, job: &TextJob) -> Result<TextGeneration<'_>> {
-        let tm = self.text()?;
+        let (tm, prefixes) = self.text_and_prefixes()?;
         job.params.validate()?;
         let context = tm.model.context_len();
         if job.prompt_ids.len() + job.max_tokens > context {
@@ -95,14 +96,16 @@ impl ServedModel {
         };
         let sampler =
             Sampler::new(job.params.clone(), job.seed).with_watermark(job.watermark.clone());
+        let mut inner = Generation::new(
+            tm.model.as_ref(),
+            &tm.tokenizer,
+            &job.prompt_ids,
+            opts,
+            sampler,
+        )?;
+        inner.prefill(prefixes)?;
         Ok(TextGeneration {
-            inner: Generation::new(
-                tm.model.as_ref(),
-                &tm.tokenizer,
-                &job.prompt_ids,
-                opts,
-                sampler,
-            )?,
+            inner,
             tokenizer: &tm.tokenizer,
             shown: job.top_logprobs.unwrap_or(0),
         })

@@ -11,6 +11,7 @@ use std::time::Instant;
 use candle_core::{DType, Tensor};
 
 use super::logits::{Sampler, top_n};
+use super::prefix_cache::PrefixCache;
 use crate::error::{Error, Result};
 use crate::models::CausalLm;
 use crate::nn::KvCache;
@@ -147,6 +148,31 @@ impl<'m, S: BorrowMut<Sampler>> Generation<'m, S> {
     /// [`CausalLm::forward_step_many`] batches.
     fn is_single_step(&self) -> bool {
         self.pending.len() == 1 && !self.cache.is_empty()
+    }
+
+    /// Runs the prompt but its last token through the model now, starting from the longest
+    /// start it shares with the prompt `prefixes` last saw (copied, not computed), and
+    /// remembers it there. The last token is left for the first step, which [`step_together`]
+    /// then batches with the other generations' decode steps. Does nothing once a step ran.
+    pub fn prefill(&mut self, prefixes: &PrefixCache) -> Result<()> {
+        if !self.cache.is_empty() || !self.ids.is_empty() || self.pending.len() < 2 {
+            return Ok(());
+        }
+        let (&last, head) = self.pending.split_last().expect("two ids or more");
+        let head = head.to_vec();
+        if let Some(shared) = prefixes.longest_shared(&head)? {
+            self.cache = shared;
+        }
+        let start = self.cache.len();
+        if start < head.len() {
+            let input = Tensor::new(&head[start..], self.model.device())?.unsqueeze(0)?; // (1, T)
+            // The logits of the prompt's second-to-last token are not needed: the last
+            // token's step gives the first new token's.
+            self.model.forward_cached(&input, &mut self.cache)?;
+            prefixes.remember(&head, &self.cache)?;
+        }
+        self.pending = vec![last];
+        Ok(())
     }
 
     /// Runs the pending ids through the model alone: the logits of the next token.

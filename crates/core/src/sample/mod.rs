@@ -10,6 +10,7 @@ pub mod generate;
 pub mod gguf;
 pub mod logits;
 pub mod open;
+pub mod prefix_cache;
 pub mod translate;
 pub mod vae;
 pub mod watermark;
@@ -19,6 +20,7 @@ pub use generate::{
 };
 pub use logits::{Sampler, SamplingParams, unescape};
 pub use open::{TextModel, open_text_model};
+pub use prefix_cache::PrefixCache;
 
 use crate::error::Result;
 use crate::models::CausalLm;

@@ -182,3 +182,79 @@ fn generations_stepped_together_equal_each_alone() {
         }
     }
 }
+
+/// Prompts prefilled from the cache of the prompt before them where they start the same way
+/// (copied, not computed) give the probabilities and greedy tokens of each prompt computed
+/// whole, three prompts in turn.
+#[test]
+fn a_shared_prompt_start_is_copied_not_computed_and_changes_nothing() {
+    use muse_core::sample::PrefixCache;
+
+    for kind in ["f32", "q4_1"] {
+        let tm = tiny_llama(kind);
+        let model = tm.model.as_ref();
+        let vocab = model.vocab_size() as u32;
+        let system: Vec<u32> = (0..12).map(|i| (5 * i + 3) % vocab).collect();
+        let ask = |tail: &[u32]| [system.as_slice(), tail].concat();
+        let opts = GenerateOptions {
+            max_tokens: 8,
+            candidates: 2,
+            ..Default::default()
+        };
+        let greedy = || {
+            let params = SamplingParams {
+                temperature: 0.0,
+                ..Default::default()
+            };
+            Sampler::new(params, 0)
+        };
+        let whole = |prompt: &[u32]| {
+            let mut sampler = greedy();
+            let mut probs = Vec::new();
+            let out = generate(
+                model,
+                &tm.tokenizer,
+                prompt,
+                &opts,
+                &mut sampler,
+                &mut |ev| {
+                    probs.push(ev.prob.unwrap());
+                    Ok(())
+                },
+            )
+            .unwrap();
+            (out.ids, probs)
+        };
+        let prefixes = PrefixCache::default();
+        let run_with_prefixes = |prompt: &[u32]| {
+            let mut g =
+                Generation::new(model, &tm.tokenizer, prompt, opts.clone(), greedy()).unwrap();
+            g.prefill(&prefixes).unwrap();
+            let mut probs = Vec::new();
+            while !g.is_finished() {
+                let mut refs = [&mut g];
+                step_together(model, &mut refs, &mut |_, ev| {
+                    probs.push(ev.prob.unwrap());
+                    Ok(())
+                })
+                .unwrap();
+            }
+            (g.finish().ids, probs)
+        };
+        for (turn, tail) in [vec![40u32, 41, 42], vec![7, 8], vec![40, 41, 9, 10]]
+            .iter()
+            .enumerate()
+        {
+            let prompt = ask(tail);
+            let (ids, probs) = run_with_prefixes(&prompt);
+            let (want_ids, want_probs) = whole(&prompt);
+            assert_eq!(ids, want_ids, "{kind}, prompt {turn}: greedy tokens");
+            for (p, q) in probs.iter().zip(&want_probs) {
+                assert!((p - q).abs() < 1e-4, "{kind}, prompt {turn}: {p} vs {q}");
+            }
+        }
+        // The second and third prompts each shared the 12 tokens of the first's start (the
+        // third also shares "40 41" with the first, but the second came between).
+        assert_eq!(prefixes.reused_tokens(), 24, "{kind}");
+    }
+}

@@ -150,6 +150,9 @@ impl<'m> Batcher<'m> {
                 let prompt_tokens = choices[0].1;
                 self.metrics
                     .add_prompt_tokens(prompt_tokens * choices.len());
+                self.metrics.set_prompt_tokens_reused(
+                    self.models.iter().map(|m| m.reused_prompt_tokens()).sum(),
+                );
                 if events.send(TextEvent::Started { prompt_tokens }).is_err() {
                     return;
                 }

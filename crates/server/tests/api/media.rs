@@ -44,6 +44,7 @@ async fn metrics_are_prometheus_text() {
     );
     for name in [
         "muse_prompt_tokens_total",
+        "muse_prompt_tokens_reused_total",
         "muse_tokens_generated_total",
         "muse_images_generated_total",
         "muse_queue_depth",

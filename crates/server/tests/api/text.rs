@@ -326,3 +326,26 @@ async fn concurrent_requests_share_steps_and_get_their_own_text() {
         assert_eq!(text(v), text(alone), "{req}");
     }
 }
+
+/// Chats with the same system message share the start of their prompts: a later chat copies
+/// that part of the cache instead of computing it (counted in /metrics; the counting itself is
+/// tested in the core, where no other request runs in between), and answers exactly as when
+/// it was first asked.
+#[tokio::test]
+async fn chats_that_start_the_same_way_answer_as_computed_whole() {
+    let chat = |question: &str| {
+        json!({"model": "gpt2", "max_tokens": 4, "temperature": 0.0,
+               "messages": [{"role": "system", "content": "Be brief and careful."},
+                            {"role": "user", "content": question}]})
+    };
+    let (status, first) = call("/v1/chat/completions", chat("What is two and two?")).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let (status, _) = call("/v1/chat/completions", chat("Name a colour.")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, again) = call("/v1/chat/completions", chat("What is two and two?")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        again["choices"][0]["message"]["content"],
+        first["choices"][0]["message"]["content"]
+    );
+}
