@@ -52,7 +52,7 @@ pub(super) enum Loaded {
         model: Box<TextModel>,
         template: ChatFormat,
         /// The last prompt's cache, for prompts that start the same way.
-        prefixes: PrefixCache,
+        prefixes: Box<PrefixCache>,
     },
     Encoder(Box<SentenceEncoder>),
     Images(super::serve_images::ImageModel),
@@ -104,7 +104,7 @@ pub fn open_served(path: &Path, device: &Device) -> Result<ServedModel> {
         Loaded::Text {
             model: Box::new(session.model),
             template: session.conversation.template,
-            prefixes: PrefixCache::default(),
+            prefixes: Box::default(),
         }
     } else if family.is_image_generator() {
         Loaded::Images(super::serve_images::ImageModel::open(path, family, device)?)
