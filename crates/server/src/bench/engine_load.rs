@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use muse_core::device::Device;
 use muse_core::run::ChatRole;
@@ -18,7 +18,7 @@ use crate::engine::{EngineConfig, EngineHandle, Job, Prompt, TextEvent, TextRequ
 use crate::metrics::Metrics;
 use crate::wire::sampling::TextSettings;
 
-use super::{PROMPTS, quantile};
+use super::{Latencies, PROMPTS, ReplyTiming};
 
 pub struct LoadOptions {
     /// A text model: GGUF file, model folder or run.
@@ -95,13 +95,6 @@ pub fn load_bench(opts: &LoadOptions) -> muse_core::Result<LoadReport> {
     })
 }
 
-/// What one client saw of one reply.
-struct Answered {
-    tokens: usize,
-    first_token: Duration,
-    latency: Duration,
-}
-
 fn load_run(opts: &LoadOptions, max_batch: usize) -> muse_core::Result<LoadRun> {
     let named = crate::model_names(std::slice::from_ref(&opts.model))?;
     let metrics = Arc::new(Metrics::default());
@@ -116,7 +109,7 @@ fn load_run(opts: &LoadOptions, max_batch: usize) -> muse_core::Result<LoadRun> 
         .build()
         .map_err(muse_core::Error::io("the benchmark's runtime"))?;
     let start = Instant::now();
-    let outcomes: Vec<Option<Answered>> = runtime.block_on(async {
+    let outcomes: Vec<Option<ReplyTiming>> = runtime.block_on(async {
         let clients: Vec<_> = (0..opts.clients)
             .map(|c| tokio::spawn(client(handle.clone(), c, opts.requests, opts.max_tokens)))
             .collect();
@@ -130,30 +123,23 @@ fn load_run(opts: &LoadOptions, max_batch: usize) -> muse_core::Result<LoadRun> 
         Ok::<_, muse_core::Error>(all)
     })?;
     let seconds = start.elapsed().as_secs_f64();
-    let answered: Vec<&Answered> = outcomes.iter().flatten().collect();
-    let tokens: usize = answered.iter().map(|a| a.tokens).sum();
+    let answered = outcomes.iter().flatten();
+    let tokens: usize = answered.clone().map(|a| a.tokens).sum();
     let (steps, choices) = metrics.batch_totals();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let mut latency: Vec<f64> = answered.iter().map(|a| ms(a.latency)).collect();
-    let mut first: Vec<f64> = answered.iter().map(|a| ms(a.first_token)).collect();
-    let mut per_token: Vec<f64> = answered
-        .iter()
-        .filter(|a| a.tokens > 1)
-        .map(|a| ms(a.latency - a.first_token) / (a.tokens - 1) as f64)
-        .collect();
+    let times = Latencies::of(answered.clone());
     Ok(LoadRun {
         max_batch,
         seconds,
-        completions: answered.len(),
+        completions: answered.count(),
         tokens,
         tokens_per_s: tokens as f64 / seconds,
-        errors: outcomes.len() - answered.len(),
-        latency_ms_median: quantile(&mut latency, 0.5),
-        latency_ms_p90: quantile(&mut latency, 0.9),
-        first_token_ms_median: quantile(&mut first, 0.5),
-        first_token_ms_p99: quantile(&mut first, 0.99),
-        per_token_ms_median: quantile(&mut per_token, 0.5),
-        per_token_ms_p99: quantile(&mut per_token, 0.99),
+        errors: outcomes.iter().filter(|o| o.is_none()).count(),
+        latency_ms_median: times.total_p50,
+        latency_ms_p90: times.total_p90,
+        first_token_ms_median: times.first_p50,
+        first_token_ms_p99: times.first_p99,
+        per_token_ms_median: times.per_token_p50,
+        per_token_ms_p99: times.per_token_p99,
         mean_batch: choices as f64 / steps.max(1) as f64,
     })
 }
@@ -165,7 +151,7 @@ async fn client(
     index: usize,
     requests: usize,
     max_tokens: usize,
-) -> Vec<Option<Answered>> {
+) -> Vec<Option<ReplyTiming>> {
     let mut out = Vec::with_capacity(requests);
     for r in 0..requests {
         let k = index * requests + r;
@@ -217,11 +203,11 @@ async fn client(
                 TextEvent::Started { .. } => {}
             }
         }
-        let latency = sent.elapsed();
-        out.push((!failed).then(|| Answered {
+        let total = sent.elapsed();
+        out.push((!failed).then(|| ReplyTiming {
             tokens,
-            first_token: first_token.unwrap_or(latency),
-            latency,
+            first_token: first_token.unwrap_or(total),
+            total,
         }));
     }
     out

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use muse_core::device::Device;
 use serde::Serialize;
 
-use super::sse_client::{StreamedReply, stream_chat};
-use super::{PROMPTS, quantile};
+use super::sse_client::stream_chat;
+use super::{Latencies, PROMPTS, ReplyTiming};
 use crate::app::{AppState, router};
 use crate::engine::EngineConfig;
 use crate::metrics::Metrics;
@@ -212,7 +212,7 @@ struct Load {
 
 /// Every request's outcome, and how long the whole run took.
 struct Outcome {
-    replies: Vec<Result<StreamedReply, String>>,
+    replies: Vec<Result<ReplyTiming, String>>,
     seconds: f64,
 }
 
@@ -256,7 +256,7 @@ impl Load {
         self: Arc<Self>,
         index: usize,
         deadline: Instant,
-    ) -> Vec<Result<StreamedReply, String>> {
+    ) -> Vec<Result<ReplyTiming, String>> {
         let mut out = Vec::new();
         let mut k = index;
         while Instant::now() < deadline {
@@ -290,27 +290,21 @@ impl Load {
 }
 
 fn summarise(clients: usize, outcome: Outcome, mean_batch: Option<f64>) -> HttpLoadRun {
-    let ok: Vec<&StreamedReply> = outcome.replies.iter().flatten().collect();
-    let tokens: usize = ok.iter().map(|r| r.tokens).sum();
-    let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    let mut first: Vec<f64> = ok.iter().map(|r| ms(r.first_text)).collect();
-    let mut per_token: Vec<f64> = ok
-        .iter()
-        .filter(|r| r.tokens > 1)
-        .map(|r| ms(r.total - r.first_text) / (r.tokens - 1) as f64)
-        .collect();
+    let ok = outcome.replies.iter().flatten();
+    let tokens: usize = ok.clone().map(|r| r.tokens).sum();
+    let times = Latencies::of(ok.clone());
     HttpLoadRun {
         clients,
         seconds: outcome.seconds,
-        completions: ok.len(),
+        completions: ok.count(),
         tokens,
         tokens_per_s: tokens as f64 / outcome.seconds,
         throughput_vs_first: 1.0,
-        errors: outcome.replies.len() - ok.len(),
-        first_token_ms_median: quantile(&mut first, 0.5),
-        first_token_ms_p99: quantile(&mut first, 0.99),
-        per_token_ms_median: quantile(&mut per_token, 0.5),
-        per_token_ms_p99: quantile(&mut per_token, 0.99),
+        errors: outcome.replies.iter().filter(|r| r.is_err()).count(),
+        first_token_ms_median: times.first_p50,
+        first_token_ms_p99: times.first_p99,
+        per_token_ms_median: times.per_token_p50,
+        per_token_ms_p99: times.per_token_p99,
         mean_batch,
     }
 }

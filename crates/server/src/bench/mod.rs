@@ -28,6 +28,48 @@ const PROMPTS: [&str; 8] = [
     "A good night's sleep helps because",
 ];
 
+/// What a client saw of one reply.
+#[derive(Debug)]
+pub struct ReplyTiming {
+    /// Completion tokens.
+    pub tokens: usize,
+    /// From sending the request to the first token.
+    pub first_token: std::time::Duration,
+    /// From sending the request to the end of the reply.
+    pub total: std::time::Duration,
+}
+
+/// Milliseconds over the replies: end to end (median, p90), to the first token and per token
+/// after it (median, p99).
+struct Latencies {
+    total_p50: f64,
+    total_p90: f64,
+    first_p50: f64,
+    first_p99: f64,
+    per_token_p50: f64,
+    per_token_p99: f64,
+}
+
+impl Latencies {
+    fn of<'a>(replies: impl Iterator<Item = &'a ReplyTiming> + Clone) -> Self {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let mut total: Vec<f64> = replies.clone().map(|r| ms(r.total)).collect();
+        let mut first: Vec<f64> = replies.clone().map(|r| ms(r.first_token)).collect();
+        let mut per_token: Vec<f64> = replies
+            .filter(|r| r.tokens > 1)
+            .map(|r| ms(r.total - r.first_token) / (r.tokens - 1) as f64)
+            .collect();
+        Self {
+            total_p50: quantile(&mut total, 0.5),
+            total_p90: quantile(&mut total, 0.9),
+            first_p50: quantile(&mut first, 0.5),
+            first_p99: quantile(&mut first, 0.99),
+            per_token_p50: quantile(&mut per_token, 0.5),
+            per_token_p99: quantile(&mut per_token, 0.99),
+        }
+    }
+}
+
 /// The `q` quantile (nearest rank) of `xs`; 0 for none.
 fn quantile(xs: &mut [f64], q: f64) -> f64 {
     if xs.is_empty() {

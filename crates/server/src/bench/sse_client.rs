@@ -9,25 +9,17 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// What the client saw of one streamed reply.
-#[derive(Debug)]
-pub struct StreamedReply {
-    /// Completion tokens: the server's `usage` when it sends one, else the text events.
-    pub tokens: usize,
-    /// From writing the request to the first event with text.
-    pub first_text: Duration,
-    /// From writing the request to `data: [DONE]`.
-    pub total: Duration,
-}
+use super::ReplyTiming;
 
 /// Sends `body` (a chat request with `"stream": true`) to `http://{addr}{path}` and reads the
-/// event stream to its end.
+/// event stream to its end. Tokens are the server's `usage` when it sends one, else the
+/// events with text; the first token is the first event with text.
 pub async fn stream_chat(
     addr: &str,
     path: &str,
     api_key: Option<&str>,
     body: &str,
-) -> Result<StreamedReply, String> {
+) -> Result<ReplyTiming, String> {
     let mut socket = TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect to {addr}: {e}"))?;
@@ -63,9 +55,9 @@ pub async fn stream_chat(
     let total = events
         .done
         .ok_or("the stream ended without `data: [DONE]`")?;
-    Ok(StreamedReply {
+    Ok(ReplyTiming {
         tokens: events.usage.unwrap_or(events.text_events),
-        first_text: events.first_text.unwrap_or(total),
+        first_token: events.first_text.unwrap_or(total),
         total,
     })
 }
