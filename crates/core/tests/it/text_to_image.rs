@@ -35,7 +35,7 @@ fn unet_learns_targets_that_differ_only_in_their_text() {
     let cfg = text_config();
     let varmap = VarMap::new();
     let net = UNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
-    fresh_weights(&varmap, 7).unwrap();
+    fresh_weights(&varmap, 7, 1.0).unwrap();
     let mut ec = EpochConfig::adam_mnist(1);
     ec.lr = 3e-3;
     let mut opt = AdamW::new(&varmap, &ec.optimizer_config(300)).unwrap();

@@ -299,20 +299,14 @@ pub fn parameter_count(cfg: &UNetConfig) -> Result<usize> {
     Ok(varmap.all_vars().iter().map(|v| v.elem_count()).sum())
 }
 
-/// The standard deviation of a fresh class embedding (see [`unet_init`]).
-pub const CLASS_EMBEDDING_STD: f64 = 0.02;
-
 /// The initialisation of a fresh U-Net: PyTorch's defaults (convolutions and linears
 /// Uniform(1/sqrt(fan_in)), GroupNorm weight 1 and bias 0), as `ddpm_unet28.py` starts, and
-/// the class embedding N(0, 0.02). For [`crate::nn::init_varmap`].
-///
-/// The class embedding is added to the time embedding, whose entries start near 0.2. At
-/// `nn.Embedding`'s N(0, 1), two labels' rows lay about 15 apart against 1.2 between the
-/// embeddings of t = 0 and t = 100, and AdamW at 2e-4 barely moves them in a CPU-sized run
-/// (still 15.8 against 3.4 after 2000 steps of ddpm-mnist-cond): the blocks could hardly tell
-/// the noise level, and samples kept a speckled background. Small rows let the time signal
-/// lead and the labels grow as the loss asks.
-pub fn unet_init(varmap: &candle_nn::VarMap) -> impl Fn(&str, &[usize]) -> crate::nn::Init + use<> {
+/// the class embedding N(0, `class_std`) (`nn.Embedding`'s is 1). For
+/// [`crate::nn::init_varmap`].
+pub fn unet_init(
+    varmap: &candle_nn::VarMap,
+    class_std: f64,
+) -> impl Fn(&str, &[usize]) -> crate::nn::Init + use<> {
     use crate::nn::Init;
     let torch = crate::nn::conv::torch_default_init(varmap);
     move |name: &str, dims: &[usize]| {
@@ -322,7 +316,7 @@ pub fn unet_init(varmap: &candle_nn::VarMap) -> impl Fn(&str, &[usize]) -> crate
             return Init::Const(if name.ends_with("weight") { 1.0 } else { 0.0 });
         }
         if name.ends_with("class_emb.weight") {
-            return Init::Normal(CLASS_EMBEDDING_STD);
+            return Init::Normal(class_std);
         }
         torch(name, dims)
     }

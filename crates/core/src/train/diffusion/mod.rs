@@ -134,7 +134,7 @@ pub fn train_diffusion(job: DiffusionTrainJob) -> Result<DiffusionReport> {
         |vb| Nets::new(&cfg.model, vb),
     )?;
     if job.on_existing != OnExisting::Resume {
-        fresh_weights(&r.varmap, t.seed)?;
+        fresh_weights(&r.varmap, t.seed, cfg.class_embedding_std)?;
     }
     let schedule = NoiseSchedule::new(&cfg.noise())?;
     let (spe, total) = (r.steps_per_epoch, r.total);
@@ -301,9 +301,10 @@ impl TrainingLoop for DiffusionLoop<'_> {
     }
 }
 
-/// PyTorch's initialisation of the U-Net, and the EMA starting equal to it.
-pub fn fresh_weights(varmap: &VarMap, seed: u64) -> Result<()> {
-    init_varmap(varmap, seed, unet_init(varmap))?;
+/// PyTorch's initialisation of the U-Net (the class embedding N(0, `class_std`)), and the EMA
+/// starting equal to it.
+pub fn fresh_weights(varmap: &VarMap, seed: u64, class_std: f64) -> Result<()> {
+    init_varmap(varmap, seed, unet_init(varmap, class_std))?;
     ema_update(varmap, 0.0)
 }
 
