@@ -98,6 +98,12 @@ impl Metrics {
             .fetch_add(choices as u64, Ordering::Relaxed);
     }
 
+    /// Choices advanced per turn so far (0 before the first turn).
+    pub fn mean_batch(&self) -> f64 {
+        let (steps, choices) = self.batch_totals();
+        choices as f64 / steps.max(1) as f64
+    }
+
     /// (turns, choices advanced) so far.
     pub fn batch_totals(&self) -> (u64, u64) {
         (

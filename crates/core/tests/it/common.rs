@@ -38,15 +38,17 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// The largest |x| of `t`.
+pub fn largest_abs(t: &candle_core::Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// Largest |a - b| over the largest |b|.
 pub fn scaled_err(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
-    let max = |t: &candle_core::Tensor| {
-        t.abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-    };
-    max(&(a - b).unwrap()) / max(b)
+    largest_abs(&(a - b).unwrap()) / largest_abs(b)
 }

@@ -13,7 +13,7 @@ use muse_core::sample::{GenerateOptions, Sampler, SamplingParams, generate, open
 use muse_core::tokenizer::chat::{ChatMessage, Role};
 use muse_core::tokenizer::jinja::JinjaTemplate;
 
-use crate::common::fixture;
+use crate::common::{fixture, largest_abs};
 
 fn file(name: &str) -> PathBuf {
     fixture(&format!("gguf/{name}"))
@@ -23,16 +23,6 @@ fn expected() -> (HashMap<String, Tensor>, serde_json::Value) {
     let t = candle_core::safetensors::load(file("expected.safetensors"), &Device::Cpu).unwrap();
     let meta = std::fs::read_to_string(file("expected.json")).unwrap();
     (t, serde_json::from_str(&meta).unwrap())
-}
-
-/// The largest |x| of `t`.
-fn largest(t: &Tensor) -> f32 {
-    t.abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 /// Largest |a - b| over `scale` (the largest reference logit of the sequence).
@@ -68,7 +58,7 @@ fn check(name: &str, tol: f32) {
         &Device::Cpu,
     )
     .unwrap();
-    let scale = largest(want);
+    let scale = largest_abs(want);
     let logits = g.model.forward(&ids).unwrap(); // (T, V)
     let err = scaled_err(&logits, want, scale);
     assert!(
@@ -178,7 +168,7 @@ fn gguf_widened_for_training_matches_transformers() {
             .forward(&ids, &mut muse_core::nn::Dropout::eval())
             .unwrap(); // (T, V)
         let want = &t[&format!("logits_{name}")];
-        let err = scaled_err(&logits, want, largest(want));
+        let err = scaled_err(&logits, want, largest_abs(want));
         assert!(
             err < 1e-4,
             "{name}: widened logits differ from transformers by {err}"

@@ -125,7 +125,6 @@ fn load_run(opts: &LoadOptions, max_batch: usize) -> muse_core::Result<LoadRun> 
     let seconds = start.elapsed().as_secs_f64();
     let answered = outcomes.iter().flatten();
     let tokens: usize = answered.clone().map(|a| a.tokens).sum();
-    let (steps, choices) = metrics.batch_totals();
     let times = Latencies::of(answered.clone());
     Ok(LoadRun {
         max_batch,
@@ -140,7 +139,7 @@ fn load_run(opts: &LoadOptions, max_batch: usize) -> muse_core::Result<LoadRun> 
         first_token_ms_p99: times.first_p99,
         per_token_ms_median: times.per_token_p50,
         per_token_ms_p99: times.per_token_p99,
-        mean_batch: choices as f64 / steps.max(1) as f64,
+        mean_batch: metrics.mean_batch(),
     })
 }
 

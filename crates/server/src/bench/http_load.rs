@@ -104,23 +104,21 @@ pub fn http_load_bench(opts: &HttpLoadOptions) -> muse_core::Result<HttpLoadRepo
         .map_err(muse_core::Error::io("the benchmark's runtime"))?;
     let mut runs: Vec<HttpLoadRun> = Vec::new();
     for &n in &opts.clients {
-        let mut run = match &opts.url {
+        let first = runs.first().map(|r| r.tokens_per_s);
+        let run = match &opts.url {
             Some(url) => {
                 let load = Load::new(url, &model_name, opts, n);
-                summarise(n, clients_runtime.block_on(load.run()), None)
+                summarise(n, clients_runtime.block_on(load.run()), None, first)
             }
             None => {
                 let server = MuseServer::start(named.clone(), opts)?;
                 let load = Load::new(&server.addr.to_string(), &model_name, opts, n);
                 let outcome = clients_runtime.block_on(load.run());
-                let (steps, choices) = server.metrics.batch_totals();
+                let mean_batch = server.metrics.mean_batch();
                 server.stop();
-                summarise(n, outcome, Some(choices as f64 / steps.max(1) as f64))
+                summarise(n, outcome, Some(mean_batch), first)
             }
         };
-        run.throughput_vs_first = runs
-            .first()
-            .map_or(1.0, |first| run.tokens_per_s / first.tokens_per_s);
         tracing::info!(
             "{n} clients: {:.1} tokens/s, {} errors",
             run.tokens_per_s,
@@ -289,17 +287,24 @@ impl Load {
     }
 }
 
-fn summarise(clients: usize, outcome: Outcome, mean_batch: Option<f64>) -> HttpLoadRun {
+/// One count's figures; `first` is the first count's tokens/s (`None` for the first itself).
+fn summarise(
+    clients: usize,
+    outcome: Outcome,
+    mean_batch: Option<f64>,
+    first: Option<f64>,
+) -> HttpLoadRun {
     let ok = outcome.replies.iter().flatten();
     let tokens: usize = ok.clone().map(|r| r.tokens).sum();
     let times = Latencies::of(ok.clone());
+    let tokens_per_s = tokens as f64 / outcome.seconds;
     HttpLoadRun {
         clients,
         seconds: outcome.seconds,
         completions: ok.count(),
         tokens,
-        tokens_per_s: tokens as f64 / outcome.seconds,
-        throughput_vs_first: 1.0,
+        tokens_per_s,
+        throughput_vs_first: first.map_or(1.0, |f| tokens_per_s / f),
         errors: outcome.replies.iter().filter(|r| r.is_err()).count(),
         first_token_ms_median: times.first_p50,
         first_token_ms_p99: times.first_p99,
