@@ -39,7 +39,8 @@ pub struct RunArgs {
     config: Option<PathBuf>,
     /// Override one config key, e.g. `--set train.lr=3e-4`. Bare keys work when unique;
     /// `--print-config` lists them all. On --resume, loop keys may change (max_iters, epochs,
-    /// lr, intervals); the model, data and seed may not.
+    /// lr, intervals); the model, data and seed may not, nor a diffusion run's noise schedule,
+    /// initialisation, tint and text encoder.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     sets: Vec<String>,
     /// Seed of weights, data order, dropout and samples (same as `--set train.seed=N`).

@@ -92,6 +92,24 @@ fn conditional_ddpm_end_to_end_on_an_image_folder() {
             "max_steps=4",
         ],
     ));
+    // What the weights were started with cannot change on resume, each refused by name.
+    for (set, named) in [
+        ("class_embedding_std=0.1", "class_embedding_std"),
+        ("schedule=cosine", "schedule"),
+        ("tint=true", "tint"),
+    ] {
+        let args = [
+            "train",
+            "diffusion",
+            "--out",
+            "runs/d",
+            "--resume",
+            "--set",
+            set,
+        ];
+        let needle = format!("{named} is fixed when a run starts");
+        fails(&muse(cwd, &args), 2, &needle);
+    }
     // A fixed SOURCE_DATE_EPOCH fixes the date in the provenance.
     let out = ok(&muse_dated(
         cwd,

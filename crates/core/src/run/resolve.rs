@@ -5,8 +5,9 @@
 //! Resuming is what a person does after a crash: the same command again with `--resume`. So
 //! the preset, the TOML file and the flags may be repeated; they must describe the stored run,
 //! and a real change is refused with the key that changed. `--set` is the way to change a key
-//! on resume (`--set max_iters=3000`), except the model, the data and the seed, which a
-//! checkpoint cannot change.
+//! on resume (`--set max_iters=3000`), except the model, the data, the seed and what a family
+//! names as fixed at the start (a diffusion run's noise schedule, say), which a checkpoint
+//! cannot change.
 
 use std::path::{Path, PathBuf};
 
@@ -74,15 +75,30 @@ pub struct Resolved<C> {
     pub notes: Vec<String>,
 }
 
+/// Keys that every family's checkpoint fixes, with everything under them (and any `.seed`).
+const ALWAYS_START_ONLY: &[&str] = &["model", "data"];
+
+/// True when `--set key=...` cannot change a resumed run: `key` is, or lies under, one of
+/// [`ALWAYS_START_ONLY`] or the family's `start_only` keys, or names a seed.
+fn is_start_only(key: &str, start_only: &[&str]) -> bool {
+    key.ends_with(".seed")
+        || ALWAYS_START_ONLY.iter().chain(start_only).any(|k| {
+            key.strip_prefix(k)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        })
+}
+
 /// Resolves the configuration of family `family` for the folder `out` (an empty `family`
 /// checks no family: fine-tuning runs record their base model's). `preset` makes a named
-/// preset; `default_preset` is used when none is given.
+/// preset; `default_preset` is used when none is given. `start_only` names the family's keys,
+/// beyond the model, the data and the seeds, that only a new run may set.
 pub fn resolve_config<C: Serialize + DeserializeOwned>(
     family: &str,
     out: &Path,
     mode: StartMode,
     req: &ConfigRequest,
     default_preset: &str,
+    start_only: &[&str],
     preset: impl Fn(&str) -> Result<C>,
 ) -> Result<Resolved<C>> {
     let mut notes = Vec::new();
@@ -162,10 +178,10 @@ pub fn resolve_config<C: Serialize + DeserializeOwned>(
     // `--set` may change the loop, not what the checkpoint holds.
     let changed = overlay(&stored, None, &req.sets)?;
     for (key, old, new) in differences(&stored, &changed) {
-        if key.starts_with("model.") || key.starts_with("data.") || key.ends_with(".seed") {
+        if is_start_only(&key, start_only) {
             return Err(Error::usage(format!(
-                "--set {key}={new}: a resumed run keeps its model, data and seed ({key} is \
-                 {old}); start a new run in another --out to change it"
+                "--set {key}={new}: {key} is fixed when a run starts (this run has {old}), and a \
+                 resumed run keeps it; start a new run in another --out to change it"
             )));
         }
         notes.push(format!("resume: {key} {old} -> {new}"));
@@ -295,5 +311,28 @@ mod tests {
             vec![("train.max_iters".into(), "100".into(), "300.0".into())]
         );
         assert!(differences(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn start_only_keys_cover_their_sections_and_nothing_beside() {
+        let family = ["schedule", "text"];
+        for key in [
+            "model.n_layer",
+            "data.dataset",
+            "train.seed",
+            "schedule",
+            "text.encoder",
+        ] {
+            assert!(is_start_only(key, &family), "{key}");
+        }
+        for key in [
+            "train.max_steps",
+            "train.lr",
+            "schedules",
+            "textual",
+            "sample.n",
+        ] {
+            assert!(!is_start_only(key, &family), "{key}");
+        }
     }
 }

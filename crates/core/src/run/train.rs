@@ -146,6 +146,7 @@ fn prepare<C: Serialize + serde::de::DeserializeOwned>(
     out: &Path,
     steps_key: &str,
     default_preset: &str,
+    start_only: &[&str],
     preset: impl Fn(&str) -> Result<C>,
     validate: impl Fn(&C) -> Result<()>,
 ) -> Result<Prepared<C>> {
@@ -156,6 +157,7 @@ fn prepare<C: Serialize + serde::de::DeserializeOwned>(
         req.mode,
         &creq,
         default_preset,
+        start_only,
         preset,
     )?;
     if req.print_config {
@@ -217,6 +219,7 @@ fn gpt(req: TrainRequest) -> Result<TrainOutcome> {
         &out,
         "train.max_iters",
         "char-baby",
+        &[],
         preset,
         |c: &GptRunConfig| {
             c.validate()?;
@@ -362,6 +365,7 @@ fn classifier(req: TrainRequest) -> Result<TrainOutcome> {
         &out,
         "train.max_steps",
         default,
+        &[],
         ClassifierRunConfig::preset,
         |c: &ClassifierRunConfig| c.validate(),
     )? {
@@ -402,6 +406,7 @@ fn vae(req: TrainRequest) -> Result<TrainOutcome> {
         &out,
         "train.max_steps",
         "mnist-mlp",
+        &[],
         VaeRunConfig::preset,
         |c: &VaeRunConfig| c.validate(),
     )? {
@@ -463,6 +468,7 @@ fn gan(mut req: TrainRequest) -> Result<TrainOutcome> {
         &out,
         "train.max_steps",
         "dcgan-mnist",
+        &[],
         preset,
         |c: &GanRunConfig| c.validate(),
     )? {
@@ -519,13 +525,16 @@ fn gan(mut req: TrainRequest) -> Result<TrainOutcome> {
 }
 
 fn diffusion(req: TrainRequest) -> Result<TrainOutcome> {
-    use crate::train::diffusion::{DiffusionRunConfig, DiffusionTrainJob, train_diffusion};
+    use crate::train::diffusion::{
+        DiffusionRunConfig, DiffusionTrainJob, START_ONLY_KEYS, train_diffusion,
+    };
     let out = out_dir(&req, "ddpm-mnist");
     let r = match prepare(
         &req,
         &out,
         "train.max_steps",
         "ddpm-mnist",
+        START_ONLY_KEYS,
         DiffusionRunConfig::preset,
         |c: &DiffusionRunConfig| c.validate(),
     )? {
@@ -567,6 +576,7 @@ fn seq2seq(req: TrainRequest) -> Result<TrainOutcome> {
         &out,
         "train.max_iters",
         "tatoeba-en-fr",
+        &[],
         Seq2SeqRunConfig::preset,
         |c: &Seq2SeqRunConfig| c.validate(),
     )? {

@@ -98,7 +98,7 @@ pub fn tune(req: TuneRequest) -> Result<TrainOutcome> {
                 p.data.format = format;
                 Ok(p)
             };
-            let r = resolve_config("", &out, req.mode, &creq, &method, preset)?;
+            let r = resolve_config("", &out, req.mode, &creq, &method, &[], preset)?;
             if req.print_config {
                 return Ok(TrainOutcome::Config(to_toml(&r.config)?));
             }
@@ -137,7 +137,7 @@ pub fn tune(req: TuneRequest) -> Result<TrainOutcome> {
             }
             let beta = *beta;
             let preset = |_: &str| Ok(AlignConfig::preset(beta, lora.clone()));
-            let r = resolve_config("", &out, req.mode, &creq, &method, preset)?;
+            let r = resolve_config("", &out, req.mode, &creq, &method, &[], preset)?;
             if req.print_config {
                 return Ok(TrainOutcome::Config(to_toml(&r.config)?));
             }

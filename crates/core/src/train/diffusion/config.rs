@@ -77,6 +77,19 @@ pub struct DiffusionSampleConfig {
     pub guidance: f64,
 }
 
+/// Keys only a new run may set, beside the model, the data and the seed: the forward process
+/// (sampling reads it back from `training.json`), the initialisation, the tint and the text
+/// encoder, which the checkpoint's weights already depend on.
+pub const START_ONLY_KEYS: &[&str] = &[
+    "timesteps",
+    "schedule",
+    "beta_start",
+    "beta_end",
+    "class_embedding_std",
+    "tint",
+    "text",
+];
+
 /// The preset names `--preset` accepts.
 pub const PRESETS: &[&str] = &[
     "ddpm-mnist",

@@ -22,7 +22,8 @@ use rand_chacha::ChaCha8Rng;
 
 pub use condition::{CondBatch, Conditioner};
 pub use config::{
-    DEFAULT_STEPS, DiffusionRunConfig, DiffusionSampleConfig, PRESETS, TextConditioning,
+    DEFAULT_STEPS, DiffusionRunConfig, DiffusionSampleConfig, PRESETS, START_ONLY_KEYS,
+    TextConditioning,
 };
 pub use report::{DiffusionEval, evaluate_diffusion};
 
