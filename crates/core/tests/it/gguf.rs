@@ -410,3 +410,125 @@ fn gguf_sentencepiece_vocabulary_matches_sentencepiece() {
         assert_eq!(tok.encode(text).unwrap(), want, "ids of {text:?}");
     }
 }
+
+/// K-quants, what most downloaded files hold (Q4_K_M mixes Q4_K and Q6_K), load and multiply
+/// through candle's quantised matmul. Their blocks span 256 weights, wider than the fixtures,
+/// so this writes a Llama 256 wide with the fixtures' tokenizer and metadata: a tied Q4_K token
+/// embedding, Q4_K attention and gate, Q6_K values and down projections, a Q5_K up projection.
+/// Its logits equal those of the same weights widened to F32 in a second file.
+///
+/// Tolerance: the weights are the same numbers; the K-quant product rounds each activation
+/// row to 8 bits per block of 256 (Q8_K), where Q8_0 and Q4_1 round per block of 32, so each
+/// step is set by the largest of 256 values rather than of 32. Measured on this model: 3.1e-2
+/// of the largest logit for this mix, 2.7e-2 with every matrix Q4_K, and 1.3e-2 with every
+/// matrix Q8_0 (Muse's kernel, for scale). Bound 5e-2: a wrong block layout errs by 100%.
+#[test]
+fn gguf_k_quants_match_their_weights_widened_to_f32() {
+    use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+    let dev = Device::Cpu;
+    let mut src = std::fs::File::open(file("tiny_llama_f32.gguf")).unwrap();
+    let content = gguf_file::Content::read(&mut src).unwrap();
+    let mut meta = content.metadata.clone();
+    let (c, ffn, heads, kv_heads) = (256usize, 512usize, 4usize, 2usize);
+    for (k, v) in [
+        ("llama.embedding_length", c),
+        ("llama.feed_forward_length", ffn),
+        ("llama.attention.head_count", heads),
+        ("llama.attention.head_count_kv", kv_heads),
+        ("llama.rope.dimension_count", c / heads),
+    ] {
+        meta.insert(k.into(), gguf_file::Value::U32(v as u32));
+    }
+    let vocab = content.tensor_infos["token_embd.weight"].shape.dims()[0];
+    // Weights from a fixed hash of their index (uniform, standard deviation 0.05, so that
+    // activations keep their scale through 256-wide products): no generator to keep in step.
+    let weights = |salt: usize, shape: (usize, usize)| {
+        let v: Vec<f32> = (0..shape.0 * shape.1)
+            .map(|i| {
+                let h = (i.wrapping_mul(2_654_435_761) ^ salt.wrapping_mul(40_503)) % 10_007;
+                (h as f32 / 10_007.0 - 0.5) * 0.17
+            })
+            .collect();
+        Tensor::from_vec(v, shape, &dev).unwrap()
+    };
+    let mut named: Vec<(String, Tensor, GgmlDType)> = vec![(
+        "token_embd.weight".into(),
+        weights(1, (vocab, c)),
+        GgmlDType::Q4K,
+    )];
+    for l in 0..2 {
+        let b = format!("blk.{l}.");
+        let kv = c / heads * kv_heads;
+        for (i, (name, shape, ty)) in [
+            ("attn_q.weight", (c, c), GgmlDType::Q4K),
+            ("attn_k.weight", (kv, c), GgmlDType::Q4K),
+            ("attn_v.weight", (kv, c), GgmlDType::Q6K),
+            ("attn_output.weight", (c, c), GgmlDType::Q4K),
+            ("ffn_gate.weight", (ffn, c), GgmlDType::Q4K),
+            ("ffn_up.weight", (ffn, c), GgmlDType::Q5K),
+            ("ffn_down.weight", (c, ffn), GgmlDType::Q6K),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            named.push((b.clone() + name, weights(10 * l + i + 2, shape), ty));
+        }
+        for norm in ["attn_norm.weight", "ffn_norm.weight"] {
+            let ones = (Tensor::ones(c, DType::F32, &dev).unwrap() * 1.1).unwrap();
+            named.push((b.clone() + norm, ones, GgmlDType::F32));
+        }
+    }
+    named.push((
+        "output_norm.weight".into(),
+        Tensor::ones(c, DType::F32, &dev).unwrap(),
+        GgmlDType::F32,
+    ));
+    let quantised: Vec<(String, QTensor)> = named
+        .iter()
+        .map(|(n, w, ty)| (n.clone(), QTensor::quantize(w, *ty).unwrap()))
+        .collect();
+    let widened: Vec<(String, QTensor)> = quantised
+        .iter()
+        .map(|(n, q)| {
+            let w = q.dequantize(&dev).unwrap();
+            (n.clone(), QTensor::quantize(&w, GgmlDType::F32).unwrap())
+        })
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let write = |name: &str, tensors: &[(String, QTensor)]| {
+        let path = tmp.path().join(name);
+        let meta: Vec<(&str, &gguf_file::Value)> =
+            meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
+        let mut f = std::fs::File::create(&path).unwrap();
+        gguf_file::write(&mut f, &meta, &tensors).unwrap();
+        path
+    };
+    let k = load_gguf(&write("k.gguf", &quantised), None, &dev).unwrap();
+    let f = load_gguf(&write("f32.gguf", &widened), None, &dev).unwrap();
+
+    let (t, _) = expected();
+    let ids = t["input_ids"].to_dtype(DType::U32).unwrap(); // (1, T)
+    let want = f.model.forward(&ids).unwrap(); // (T, V)
+    let scale = largest_abs(&want);
+    let got = k.model.forward(&ids).unwrap();
+    let err = scaled_err(&got, &want, scale);
+    assert!(err < 5e-2, "K-quant logits differ from F32 by {err}");
+    let mut cache = k.model.new_cache(1).unwrap();
+    for pos in 0..ids.dim(1).unwrap() {
+        let step = k
+            .model
+            .forward_cached(&ids.i((.., pos..pos + 1)).unwrap(), &mut cache)
+            .unwrap(); // (1, V)
+        let err = scaled_err(&step, &want.i(pos..pos + 1).unwrap(), scale);
+        assert!(err < 5e-2, "cached K-quant logits at {pos} differ by {err}");
+    }
+    // The tied Q4_K table looks rows up as the widened one does.
+    let rows = Tensor::new(&[[0u32, 5, 42]], &dev).unwrap();
+    let err = scaled_err(
+        &k.model.embed(&rows).unwrap(),
+        &f.model.embed(&rows).unwrap(),
+        1.0,
+    );
+    assert!(err < 1e-6, "K-quant embedding rows differ by {err}");
+}
