@@ -8,8 +8,8 @@
 //! rotary layout, so rotation here pairs neighbouring dimensions (`rope_i`), not the two halves
 //! of a head as transformers does.
 
-use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{DType, Device, Module, Result, Tensor};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{DType, Device, Result, Tensor};
 
 use super::GgufFile;
 use crate::models::CausalLm;
@@ -17,6 +17,7 @@ use crate::models::llama::LlamaConfig;
 use crate::nn::attention::causal_attention;
 use crate::nn::ops::q4_1::Q4_1Matrix;
 use crate::nn::ops::q8_0::Q8_0Matrix;
+use crate::nn::ops::row_chunks::RowChunks;
 use crate::nn::ops::{rms_norm, swiglu};
 use crate::nn::{Dropout, KvCache};
 
@@ -63,12 +64,13 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<LlamaConfig> {
     Ok(cfg)
 }
 
-/// A weight matrix as it multiplies: candle's quantised matmul, or Muse's Q4_1 and Q8_0
-/// kernels on the CPU (candle's Q4_1 is its scalar fallback; see [`crate::nn::ops::q4_1`] and
+/// A weight matrix as it multiplies: candle's quantised matmul (in row chunks over Muse's
+/// threads, [`crate::nn::ops::row_chunks`]), or Muse's Q4_1 and Q8_0 kernels on the CPU
+/// (candle's Q4_1 is its scalar fallback; see [`crate::nn::ops::q4_1`] and
 /// [`crate::nn::ops::q8_0`]).
 #[derive(Debug)]
 enum QLinear {
-    Candle(QMatMul),
+    Candle(RowChunks),
     Q4_1(Q4_1Matrix),
     Q8_0(Q8_0Matrix),
 }
@@ -87,7 +89,15 @@ impl QLinear {
                 _ => {}
             }
         }
-        QMatMul::from_qtensor(t).map(Self::Candle)
+        // Block formats multiply on the kernel pool in chunks, one a thread; F32, F16 and
+        // BF16 become one f32 matrix, which candle's matmul already splits.
+        let float = matches!(t.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+        let parts = if t.device().is_cpu() && !float {
+            crate::device::cpu_threads()
+        } else {
+            1
+        };
+        RowChunks::new(t, parts).map(Self::Candle)
     }
 
     /// # Shapes

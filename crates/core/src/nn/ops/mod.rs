@@ -32,6 +32,7 @@ pub mod q8_0;
 mod quant_rows;
 pub mod reference;
 mod rms_norm;
+pub mod row_chunks;
 mod swiglu;
 pub mod vae_loss;
 pub mod vae_mlp;

@@ -1,0 +1,152 @@
+//! candle's quantised matmul for the block formats Muse has no kernel of its own for (Q4_0,
+//! Q5_0, Q5_1 and the K-quants), run on Muse's kernel pool.
+//!
+//! candle parallelises these products on its own barrier pool, which Muse keeps to one thread
+//! (see `device::set_cpu_threads`). So a Q4_0 or Q4_K_M file ran on one core whatever
+//! `--threads` said: SmolLM2 as Q4_0 made 83.6 and 83.2 prompt tokens/s at 1 and 2 threads.
+//! Here the matrix is split by rows into chunks, each its own `QMatMul`, multiplied side by side
+//! by rayon's workers (candle's one-thread pool runs each on the calling worker), and the
+//! outputs are joined. The sums are candle's, unchanged: every output is one row's dot product.
+
+use candle_core::quantized::{QMatMul, QStorage, QTensor};
+use candle_core::{D, Device, Module, Result, Tensor};
+use rayon::prelude::*;
+
+/// Rows below which a chunk is not worth a task of its own.
+const MIN_CHUNK_ROWS: usize = 64;
+
+/// A (rows, cols) quantised matrix as row chunks.
+#[derive(Debug)]
+pub struct RowChunks {
+    rows: usize,
+    cols: usize,
+    /// (the chunk's first row, its matmul), in row order.
+    chunks: Vec<(usize, QMatMul)>,
+}
+
+impl RowChunks {
+    /// Splits `t` (rows, cols) into about `parts` chunks of whole rows (fewer for a small
+    /// matrix; one leaves it whole).
+    pub fn new(t: QTensor, parts: usize) -> Result<Self> {
+        let (rows, cols) = t.shape().dims2()?;
+        let dtype = t.dtype();
+        let parts = parts.clamp(1, rows.div_ceil(MIN_CHUNK_ROWS).max(1));
+        if parts == 1 {
+            let m = QMatMul::from_qtensor(t)?;
+            return Ok(Self {
+                rows,
+                cols,
+                chunks: vec![(0, m)],
+            });
+        }
+        // Each row is cols / block_size whole blocks, stored one row after the other.
+        let row_bytes = cols / dtype.block_size() * dtype.type_size();
+        let data = t.data()?;
+        if data.len() != rows * row_bytes {
+            candle_core::bail!(
+                "{dtype:?} data of {} bytes does not fit a ({rows}, {cols}) matrix",
+                data.len()
+            );
+        }
+        let per = rows.div_ceil(parts);
+        let chunks = (0..rows)
+            .step_by(per)
+            .map(|first| {
+                let n = per.min(rows - first);
+                let bytes = &data[first * row_bytes..(first + n) * row_bytes];
+                let storage = QStorage::from_data(bytes.into(), &Device::Cpu, dtype)?;
+                let m = QMatMul::from_qtensor(QTensor::new(storage, (n, cols))?)?;
+                Ok((first, m))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { rows, cols, chunks })
+    }
+
+    /// `x @ W^T`.
+    ///
+    /// # Shapes
+    /// `x`: (..., cols) -> (..., rows).
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if let [(_, m)] = self.chunks.as_slice() {
+            return m.forward(x);
+        }
+        let parts = self
+            .chunks
+            .par_iter()
+            .map(|(_, m)| m.forward(x))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&parts, D::Minus1)
+    }
+
+    /// Rows `ids` as f32 (the matrix as a token embedding, left quantised).
+    ///
+    /// # Shapes
+    /// `ids`: (...) u32 -> (..., cols).
+    pub fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
+        if let [(_, m)] = self.chunks.as_slice() {
+            return m.embedding(ids);
+        }
+        let mut dims = ids.dims().to_vec();
+        let flat = ids.flatten_all()?.to_vec1::<u32>()?;
+        if let Some(bad) = flat.iter().find(|&&i| i as usize >= self.rows) {
+            candle_core::bail!("token id {bad} is past the table's {} rows", self.rows);
+        }
+        // Each chunk looks up its own ids; rows go back to the order asked.
+        let mut out = vec![0f32; flat.len() * self.cols];
+        for (k, (first, m)) in self.chunks.iter().enumerate() {
+            let end = self.chunks.get(k + 1).map_or(self.rows, |c| c.0);
+            let (at, local): (Vec<usize>, Vec<u32>) = flat
+                .iter()
+                .enumerate()
+                .filter(|&(_, &i)| (*first..end).contains(&(i as usize)))
+                .map(|(p, &i)| (p, i - *first as u32))
+                .unzip();
+            if at.is_empty() {
+                continue;
+            }
+            let n = local.len();
+            let rows = m.embedding(&Tensor::from_vec(local, n, &Device::Cpu)?)?;
+            let rows = rows.flatten_all()?.to_vec1::<f32>()?;
+            for (r, p) in at.into_iter().enumerate() {
+                out[p * self.cols..(p + 1) * self.cols]
+                    .copy_from_slice(&rows[r * self.cols..(r + 1) * self.cols]);
+            }
+        }
+        dims.push(self.cols);
+        Tensor::from_vec(out, dims, &Device::Cpu)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::ops::quant_rows::scaled_err;
+    use candle_core::quantized::GgmlDType;
+
+    /// Chunked, the product and the row lookup equal the whole matrix's, bit for bit (each
+    /// output is the same row's dot product), for a block format of 32 and one of 256.
+    #[test]
+    fn chunks_give_the_whole_matrix_results() {
+        let dev = Device::Cpu;
+        for (dtype, cols) in [(GgmlDType::Q4_0, 96), (GgmlDType::Q4K, 256)] {
+            let w = Tensor::randn(0f32, 1.0, (300, cols), &dev).unwrap();
+            let x = Tensor::randn(0f32, 1.0, (2, 5, cols), &dev).unwrap();
+            let ids = Tensor::new(&[[0u32, 299, 64], [128, 5, 200]], &dev).unwrap();
+            let whole = QMatMul::from_qtensor(QTensor::quantize(&w, dtype).unwrap()).unwrap();
+            let chunked = RowChunks::new(QTensor::quantize(&w, dtype).unwrap(), 4).unwrap();
+            assert_eq!(chunked.chunks.len(), 4, "{dtype:?}");
+            let (a, b) = (whole.forward(&x).unwrap(), chunked.forward(&x).unwrap());
+            assert_eq!(b.dims(), &[2, 5, 300]);
+            assert_eq!(scaled_err(&a, &b), 0.0, "{dtype:?} product");
+            let (a, b) = (
+                whole.embedding(&ids).unwrap(),
+                chunked.embedding(&ids).unwrap(),
+            );
+            assert_eq!(b.dims(), &[2, 3, cols]);
+            assert_eq!(scaled_err(&a, &b), 0.0, "{dtype:?} rows");
+            let past = Tensor::new(&[300u32], &dev).unwrap();
+            let err = chunked.embedding(&past).unwrap_err().to_string();
+            assert!(err.contains("past the table"), "{err}");
+        }
+    }
+}
