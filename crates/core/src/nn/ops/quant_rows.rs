@@ -28,7 +28,7 @@ pub const BLOCK: usize = 32;
 pub(crate) const MIN_BATCH: usize = 32;
 
 /// Weight rows per panel: 64 rows of 1536 f32 are 384 KiB, inside a core's L2.
-const PANEL_ROWS: usize = 64;
+pub(crate) const PANEL_ROWS: usize = 64;
 
 /// A (rows, cols) matrix in a block format.
 pub(crate) trait QuantRows: Sync {
@@ -133,7 +133,7 @@ pub(crate) fn forward(w: &impl QuantRows, x: &Tensor) -> Result<Tensor> {
     let xs: Vec<f32> = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
     let n = xs.len() / cols;
     let out = if n >= MIN_BATCH {
-        forward_panels(w, &xs, n)
+        forward_panels(w.dims(), |r, out| w.widen_rows(r, out), &xs, n)
     } else {
         forward_dots(w, &Activations::quantize(&xs, cols), n)
     };
@@ -189,9 +189,14 @@ fn forward_dots(w: &impl QuantRows, x: &Activations, n: usize) -> Vec<f32> {
     out
 }
 
-/// `xs (n, cols) @ W^T -> (n, rows)` by f32 panels of widened weight rows.
-fn forward_panels(w: &impl QuantRows, xs: &[f32], n: usize) -> Vec<f32> {
-    let (rows, cols) = w.dims();
+/// `xs (n, cols) @ W^T -> (n, rows)` by f32 panels of widened weight rows: `widen(r0..r1,
+/// out)` writes rows r0..r1 of `W` (at most [`PANEL_ROWS`], starting at a multiple of it).
+pub(crate) fn forward_panels(
+    (rows, cols): (usize, usize),
+    widen: impl Fn(Range<usize>, &mut [f32]) + Sync,
+    xs: &[f32],
+    n: usize,
+) -> Vec<f32> {
     assert_eq!(xs.len(), n * cols, "quantised matmul: input size");
     let mut out: Vec<f32> = Vec::with_capacity(n * rows);
     let dst = SendPtr(out.as_mut_ptr());
@@ -199,7 +204,7 @@ fn forward_panels(w: &impl QuantRows, xs: &[f32], n: usize) -> Vec<f32> {
     run_tasks(panels, |r0| {
         let r1 = (r0 + PANEL_ROWS).min(rows);
         let mut panel = vec![0f32; (r1 - r0) * cols];
-        w.widen_rows(r0..r1, &mut panel);
+        widen(r0..r1, &mut panel);
         // SAFETY: `xs` is (n, cols) and `panel` (r1 - r0, cols), both row-major and alive for
         // the call; read as x (n x cols) and panel^T (cols x (r1 - r0)). Each task writes only
         // columns r0..r1 of the (n, rows) output, which no other task touches, and every
