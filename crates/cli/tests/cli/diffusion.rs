@@ -80,24 +80,7 @@ fn conditional_ddpm_end_to_end_on_an_image_folder() {
             ("TrainingStep", "3"),
         ],
     );
-    ok(&muse(
-        cwd,
-        &[
-            "train",
-            "diffusion",
-            "--out",
-            "runs/d",
-            "--resume",
-            "--set",
-            "max_steps=4",
-        ],
-    ));
-    // What the weights were started with cannot change on resume, each refused by name.
-    for (set, named) in [
-        ("class_embedding_std=0.1", "class_embedding_std"),
-        ("schedule=cosine", "schedule"),
-        ("tint=true", "tint"),
-    ] {
+    let resume_with = |set: &str| {
         let args = [
             "train",
             "diffusion",
@@ -107,8 +90,17 @@ fn conditional_ddpm_end_to_end_on_an_image_folder() {
             "--set",
             set,
         ];
+        muse(cwd, &args)
+    };
+    ok(&resume_with("max_steps=4"));
+    // What the weights were started with cannot change on resume, each refused by name.
+    for (set, named) in [
+        ("class_embedding_std=0.1", "class_embedding_std"),
+        ("schedule=cosine", "schedule"),
+        ("tint=true", "tint"),
+    ] {
         let needle = format!("{named} is fixed when a run starts");
-        fails(&muse(cwd, &args), 2, &needle);
+        fails(&resume_with(set), 2, &needle);
     }
     // A fixed SOURCE_DATE_EPOCH fixes the date in the provenance.
     let out = ok(&muse_dated(
