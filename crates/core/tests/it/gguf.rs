@@ -37,6 +37,29 @@ fn scaled_err(a: &Tensor, b: &Tensor, scale: f32) -> f32 {
     err / scale
 }
 
+/// `model`'s logits for `ids` (1, T), whole and one token at a time through the KV cache,
+/// within `tol` of the largest of `want` (T, V).
+fn assert_logits(
+    model: &muse_core::models::gguf::QLlama,
+    ids: &Tensor,
+    want: &Tensor,
+    tol: f32,
+    name: &str,
+) {
+    let scale = largest_abs(want);
+    let logits = model.forward(ids).unwrap(); // (T, V)
+    let err = scaled_err(&logits, want, scale);
+    assert!(err < tol, "{name}: logits differ by {err}");
+    let mut cache = model.new_cache(1).unwrap();
+    for pos in 0..ids.dim(1).unwrap() {
+        let step = model
+            .forward_cached(&ids.i((.., pos..pos + 1)).unwrap(), &mut cache)
+            .unwrap(); // (1, V)
+        let err = scaled_err(&step, &want.i(pos..pos + 1).unwrap(), scale);
+        assert!(err < tol, "{name}: cached logits at {pos} differ by {err}");
+    }
+}
+
 /// Logits of the full sequence and of one-token-at-a-time cached decoding against
 /// transformers on the weights the file holds, then greedy ids.
 ///
@@ -59,22 +82,7 @@ fn check(name: &str, tol: f32) {
     )
     .unwrap();
     let scale = largest_abs(want);
-    let logits = g.model.forward(&ids).unwrap(); // (T, V)
-    let err = scaled_err(&logits, want, scale);
-    assert!(
-        err < tol,
-        "{name}: logits differ from transformers by {err}"
-    );
-
-    let mut cache = g.model.new_cache(1).unwrap();
-    for pos in 0..ids.dim(1).unwrap() {
-        let step = g
-            .model
-            .forward_cached(&ids.i((.., pos..pos + 1)).unwrap(), &mut cache)
-            .unwrap(); // (1, V)
-        let err = scaled_err(&step, &want.i(pos..pos + 1).unwrap(), scale);
-        assert!(err < tol, "{name}: cached logits at {pos} differ by {err}");
-    }
+    assert_logits(&g.model, &ids, want, tol, name);
 
     let m = &meta["greedy"][name];
     let prompt: Vec<u32> = serde_json::from_value(m["prompt_ids"].clone()).unwrap();
@@ -510,19 +518,7 @@ fn gguf_k_quants_match_their_weights_widened_to_f32() {
     let (t, _) = expected();
     let ids = t["input_ids"].to_dtype(DType::U32).unwrap(); // (1, T)
     let want = f.model.forward(&ids).unwrap(); // (T, V)
-    let scale = largest_abs(&want);
-    let got = k.model.forward(&ids).unwrap();
-    let err = scaled_err(&got, &want, scale);
-    assert!(err < 5e-2, "K-quant logits differ from F32 by {err}");
-    let mut cache = k.model.new_cache(1).unwrap();
-    for pos in 0..ids.dim(1).unwrap() {
-        let step = k
-            .model
-            .forward_cached(&ids.i((.., pos..pos + 1)).unwrap(), &mut cache)
-            .unwrap(); // (1, V)
-        let err = scaled_err(&step, &want.i(pos..pos + 1).unwrap(), scale);
-        assert!(err < 5e-2, "cached K-quant logits at {pos} differ by {err}");
-    }
+    assert_logits(&k.model, &ids, &want, 5e-2, "K-quants against F32");
     // The tied Q4_K table looks rows up as the widened one does.
     let rows = Tensor::new(&[[0u32, 5, 42]], &dev).unwrap();
     let err = scaled_err(
