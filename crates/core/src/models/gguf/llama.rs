@@ -89,15 +89,8 @@ impl QLinear {
                 _ => {}
             }
         }
-        // Block formats multiply on the kernel pool in chunks, one a thread; F32, F16 and
-        // BF16 become one f32 matrix, which candle's matmul already splits.
-        let float = matches!(t.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
-        let parts = if t.device().is_cpu() && !float {
-            crate::device::cpu_threads()
-        } else {
-            1
-        };
-        RowChunks::new(t, parts).map(Self::Candle)
+        // Block formats multiply on the kernel pool in chunks, one a thread.
+        RowChunks::new(t, crate::device::cpu_threads()).map(Self::Candle)
     }
 
     /// # Shapes

@@ -32,21 +32,25 @@ pub struct RowChunks {
     cols: usize,
     /// The block format; `None` for F32, F16 and BF16, which candle widens to one f32 matrix.
     blocks: Option<GgmlDType>,
-    /// Rows of every chunk but the last.
+    /// Rows of every chunk but the last: chunk k starts at row k * per.
     per: usize,
-    /// (the chunk's first row, its matmul), in row order.
-    chunks: Vec<(usize, QMatMul)>,
+    /// The chunks' matmuls, in row order.
+    chunks: Vec<QMatMul>,
 }
 
 impl RowChunks {
     /// Splits `t` (rows, cols) into about `parts` chunks of whole rows (fewer for a small
-    /// matrix; one leaves it whole).
+    /// matrix). A block format on the CPU is split; F32, F16 and BF16 (one f32 matrix, which
+    /// candle's matmul already splits) and other devices stay whole.
     pub fn new(t: QTensor, parts: usize) -> Result<Self> {
         let (rows, cols) = t.shape().dims2()?;
         let dtype = t.dtype();
         let float = matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
         let blocks = (!float && t.device().is_cpu()).then_some(dtype);
-        let parts = parts.clamp(1, rows.div_ceil(MIN_CHUNK_ROWS).max(1));
+        let parts = match blocks {
+            Some(_) => parts.clamp(1, rows.div_ceil(MIN_CHUNK_ROWS).max(1)),
+            None => 1,
+        };
         if parts == 1 {
             let m = QMatMul::from_qtensor(t)?;
             return Ok(Self {
@@ -54,7 +58,7 @@ impl RowChunks {
                 cols,
                 blocks,
                 per: rows,
-                chunks: vec![(0, m)],
+                chunks: vec![m],
             });
         }
         // Each row is cols / block_size whole blocks, stored one row after the other.
@@ -73,8 +77,7 @@ impl RowChunks {
                 let n = per.min(rows - first);
                 let bytes = &data[first * row_bytes..(first + n) * row_bytes];
                 let storage = QStorage::from_data(bytes.into(), &Device::Cpu, dtype)?;
-                let m = QMatMul::from_qtensor(QTensor::new(storage, (n, cols))?)?;
-                Ok((first, m))
+                QMatMul::from_qtensor(QTensor::new(storage, (n, cols))?)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
@@ -96,13 +99,13 @@ impl RowChunks {
         {
             return self.forward_panels(x, dtype);
         }
-        if let [(_, m)] = self.chunks.as_slice() {
+        if let [m] = self.chunks.as_slice() {
             return m.forward(x);
         }
         let parts = self
             .chunks
             .par_iter()
-            .map(|(_, m)| m.forward(x))
+            .map(|m| m.forward(x))
             .collect::<Result<Vec<_>>>()?;
         Tensor::cat(&parts, D::Minus1)
     }
@@ -112,7 +115,7 @@ impl RowChunks {
         let data = self
             .chunks
             .iter()
-            .map(|(_, m)| match m {
+            .map(|m| match m {
                 QMatMul::QTensor(t) => t.data(),
                 _ => candle_core::bail!("a {dtype:?} chunk was widened at load"),
             })
@@ -142,7 +145,7 @@ impl RowChunks {
     /// # Shapes
     /// `ids`: (...) u32 -> (..., cols).
     pub fn embedding(&self, ids: &Tensor) -> Result<Tensor> {
-        if let [(_, m)] = self.chunks.as_slice() {
+        if let [m] = self.chunks.as_slice() {
             return m.embedding(ids);
         }
         let mut dims = ids.dims().to_vec();
@@ -150,16 +153,16 @@ impl RowChunks {
         if let Some(bad) = flat.iter().find(|&&i| i as usize >= self.rows) {
             candle_core::bail!("token id {bad} is past the table's {} rows", self.rows);
         }
-        // Each chunk looks up its own ids; rows go back to the order asked.
+        // Each chunk looks up its own ids (positions asked, rows within the chunk); rows go
+        // back to the order asked.
+        let mut asks: Vec<(Vec<usize>, Vec<u32>)> = vec![Default::default(); self.chunks.len()];
+        for (p, &i) in flat.iter().enumerate() {
+            let k = i as usize / self.per;
+            asks[k].0.push(p);
+            asks[k].1.push(i - (k * self.per) as u32);
+        }
         let mut out = vec![0f32; flat.len() * self.cols];
-        for (k, (first, m)) in self.chunks.iter().enumerate() {
-            let end = self.chunks.get(k + 1).map_or(self.rows, |c| c.0);
-            let (at, local): (Vec<usize>, Vec<u32>) = flat
-                .iter()
-                .enumerate()
-                .filter(|&(_, &i)| (*first..end).contains(&(i as usize)))
-                .map(|(p, &i)| (p, i - *first as u32))
-                .unzip();
+        for (m, (at, local)) in self.chunks.iter().zip(asks) {
             if at.is_empty() {
                 continue;
             }
