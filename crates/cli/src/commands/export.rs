@@ -8,9 +8,10 @@ use muse_core::run::{export_gguf, export_hf};
 /// Export a model for other tools. `--format hf` writes a Hugging Face folder (config.json,
 /// model.safetensors, tokenizer.json, tokenizer_config.json with the chat template) that
 /// `transformers.AutoModelForCausalLM.from_pretrained` and `AutoTokenizer` load. `--format gguf`
-/// writes one GGUF file that llama.cpp and Ollama load (Llama-architecture models: Muse llama
-/// runs, Hugging Face llama folders, llama2.c checkpoints, and GGUF files, re-quantised), with
-/// the tokenizer, special tokens and chat template.
+/// writes one GGUF file that llama.cpp and Ollama load (llama architecture: Muse llama runs,
+/// Hugging Face llama folders, llama2.c checkpoints; gpt2 architecture: Muse GPT runs with a
+/// BPE tokenizer, Hugging Face gpt2 folders; GGUF files, re-quantised), with the tokenizer,
+/// special tokens and chat template.
 #[derive(clap::Args)]
 pub struct Args {
     /// The run directory (`muse train --out`), a Hugging Face model folder (gpt2, llama), a
@@ -44,7 +45,7 @@ pub struct Args {
 enum Format {
     /// Hugging Face transformers folder.
     Hf,
-    /// One GGUF file for llama.cpp (Llama architecture).
+    /// One GGUF file for llama.cpp (llama or gpt2 architecture).
     Gguf,
 }
 

@@ -1,6 +1,6 @@
 //! Pretrained text models from disk, whatever their family: Hugging Face folders
 //! (`model_type` gpt2 or llama), Muse runs (the same layout), llama2.c checkpoints (`.bin`)
-//! and, widened to f32, GGUF Llamas.
+//! and, widened to f32, GGUF files (llama and gpt2).
 //!
 //! Two ways in: [`load_pretrained`] for generation (weights as plain tensors), and
 //! [`load_trainable`] for further training (the weights become the variables of a `VarMap`,
@@ -69,6 +69,11 @@ impl ModelConfig {
             Self::Gpt(c) => c.to_hf_json(),
             Self::Llama(c) => c.to_hf_json(),
         }
+    }
+
+    /// llama.cpp's `general.architecture` for this model: `gpt2` or `llama`.
+    pub fn gguf_architecture(&self) -> &'static str {
+        self.model_type()
     }
 
     /// The Hugging Face `model_type`: `gpt2` or `llama`.
@@ -230,8 +235,7 @@ pub fn load_tensors(
     if path.is_file() && super::gguf::is_gguf(path) {
         // Widened to f32: fine-tuning, alignment and export take plain weights.
         let mut f = super::gguf::GgufFile::open(path)?;
-        let (cfg, tensors) = super::gguf::dequantized::hf_tensors(&mut f, device)?;
-        return Ok((ModelConfig::Llama(cfg), tensors));
+        return super::gguf::widened_hf(&mut f, device);
     }
     if path.is_file() {
         let (cfg, tensors) = llama2c::read_checkpoint(path, device)?;

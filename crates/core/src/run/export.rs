@@ -21,8 +21,8 @@ pub fn export_hf(
     crate::export::export_hf_with(src, tokenizer, out, overwrite, merge_lora)
 }
 
-/// Writes the Llama-architecture model at `src` (run, folder, llama2.c file or GGUF file) as
-/// the GGUF file `out`; other families are refused with what the source holds.
+/// Writes the language model at `src` (run, folder, llama2.c file or GGUF file) as the GGUF
+/// file `out`; other families are refused with what the source holds.
 pub fn export_gguf(
     src: &Path,
     tokenizer: Option<&Path>,
@@ -32,22 +32,7 @@ pub fn export_gguf(
     merge_lora: bool,
 ) -> Result<GgufExport> {
     if src.exists() {
-        use super::family::Family;
-        let family = super::family::detect(src)?;
-        if !matches!(family, Family::Llama | Family::Llama2c | Family::Gguf) {
-            return Err(Error::usage(format!(
-                "{} holds {}: `muse export --format gguf` writes Llama-architecture language \
-                 models (Muse llama runs, Hugging Face llama folders, llama2.c files, GGUF llama \
-                 files){}",
-                src.display(),
-                family.describe(),
-                if family == Family::Gpt {
-                    "; export a GPT with --format hf"
-                } else {
-                    ""
-                }
-            )));
-        }
+        require_text_model(src, "`muse export --format gguf` writes language models")?;
     }
     crate::export::export_gguf(src, tokenizer, out, quant, overwrite, merge_lora)
 }

@@ -15,7 +15,7 @@ pub enum Family {
     Llama,
     /// A llama2.c checkpoint file (legacy v0 format).
     Llama2c,
-    /// A GGUF file (llama.cpp's format) holding a Llama-architecture model.
+    /// A GGUF file (llama.cpp's format) holding a `llama` or `gpt2` model.
     Gguf,
     /// The reference image classifier that judges generated images.
     Classifier,

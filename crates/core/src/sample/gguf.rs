@@ -1,18 +1,24 @@
-//! Opening a GGUF file (llama.cpp's format) as a text model: the quantised model, and the
-//! tokenizer, special tokens and chat template its metadata carries.
+//! Opening a GGUF file (llama.cpp's format) as a text model: the model, and the tokenizer,
+//! special tokens and chat template its metadata carries.
+//!
+//! A `llama` file runs quantised ([`QLlama`]); a `gpt2` file is widened to Muse's GPT
+//! ([`crate::models::gguf::gpt2`]).
 
 use std::path::Path;
 
 use candle_core::Device;
+use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
-use crate::models::gguf::{GgufFile, QLlama, SUPPORTED_ARCHITECTURES};
+use crate::models::gguf::{GgufFile, QLlama, unsupported_architecture, widened_hf};
+use crate::models::gpt::Gpt;
+use crate::models::pretrained::{DTYPE, ModelConfig};
 use crate::sample::open::TextModel;
 use crate::tokenizer::TextTokenizer;
 use crate::tokenizer::gguf::from_gguf;
 use crate::tokenizer::jinja::JinjaTemplate;
 
-/// Everything a GGUF file holds for text generation.
+/// Everything a GGUF `llama` file holds for text generation.
 pub struct GgufModel {
     pub model: QLlama,
     pub tokenizer: TextTokenizer,
@@ -21,31 +27,27 @@ pub struct GgufModel {
     pub chat_template: Option<JinjaTemplate>,
 }
 
-/// Reads the GGUF file at `path`: its model (llama architecture), tokenizer and template.
-/// `tokenizer` replaces the file's own.
-pub fn load_gguf(
-    path: &Path,
+/// The tokenizer side of a GGUF file: its tokenizer (or `tokenizer`, which replaces it), the
+/// BOS id to put before prompts, and its chat template.
+struct TextParts {
+    tokenizer: TextTokenizer,
+    bos_id: Option<u32>,
+    chat_template: Option<JinjaTemplate>,
+}
+
+fn text_parts(
+    file: &GgufFile,
     tokenizer: Option<TextTokenizer>,
-    device: &Device,
-) -> Result<GgufModel> {
-    let mut file = GgufFile::open(path).map_err(Error::model_load)?;
-    let arch = file.architecture().map_err(Error::model_load)?;
-    if !SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
-        return Err(Error::input(format!(
-            "{} holds a '{arch}' model (general.architecture); Muse runs GGUF files of the {} \
-             architecture",
-            path.display(),
-            SUPPORTED_ARCHITECTURES.join(", ")
-        )));
-    }
+    model_vocab: usize,
+) -> Result<TextParts> {
+    let path = &file.path;
     let bad = |e: String| Error::input(format!("{} {e}", path.display()));
     let (file_tok, specials) = from_gguf(&file.content).map_err(bad)?;
-    let model = QLlama::load(&mut file, device).map_err(Error::model_load)?;
-    let vocab = crate::models::CausalLm::vocab_size(&model);
     let tokenizer = tokenizer.unwrap_or(file_tok);
-    if tokenizer.vocab_size() > vocab {
+    if tokenizer.vocab_size() > model_vocab {
         return Err(Error::input(format!(
-            "the tokenizer has {} tokens but the model only {vocab}: they do not belong together",
+            "the tokenizer has {} tokens but the model only {model_vocab}: they do not belong \
+             together",
             tokenizer.vocab_size()
         )));
     }
@@ -53,20 +55,99 @@ pub fn load_gguf(
         crate::tokenizer::gguf::tokenizer_config(&file.content, &tokenizer, &specials).jinja_from(
             format!("{} (metadata tokenizer.chat_template)", path.display()),
         );
-    Ok(GgufModel {
-        model,
+    Ok(TextParts {
         bos_id: specials.bos.filter(|_| specials.add_bos),
         tokenizer,
         chat_template,
     })
 }
 
-/// [`load_gguf`] as a [`TextModel`] for sampling and chat.
+/// Opens `path` and checks that Muse builds its architecture, which it returns.
+fn open_checked(path: &Path) -> Result<(GgufFile, String)> {
+    let file = GgufFile::open(path).map_err(Error::model_load)?;
+    let arch = file.architecture().map_err(Error::model_load)?;
+    if !crate::models::gguf::SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
+        return Err(Error::input(unsupported_architecture(path, &arch)));
+    }
+    Ok((file, arch))
+}
+
+/// Reads the GGUF `llama` file at `path`: its quantised model, tokenizer and template.
+/// `tokenizer` replaces the file's own.
+pub fn load_gguf(
+    path: &Path,
+    tokenizer: Option<TextTokenizer>,
+    device: &Device,
+) -> Result<GgufModel> {
+    let (mut file, arch) = open_checked(path)?;
+    if arch != "llama" {
+        return Err(Error::input(format!(
+            "{} holds a '{arch}' model: this needs a llama one",
+            path.display()
+        )));
+    }
+    let model = QLlama::load(&mut file, device).map_err(Error::model_load)?;
+    let vocab = crate::models::CausalLm::vocab_size(&model);
+    let t = text_parts(&file, tokenizer, vocab)?;
+    Ok(GgufModel {
+        model,
+        tokenizer: t.tokenizer,
+        bos_id: t.bos_id,
+        chat_template: t.chat_template,
+    })
+}
+
+/// Reads the GGUF `gpt2` file at `path` as Muse's GPT (weights widened to f32), with its
+/// tokenizer, BOS id and template.
+fn gpt2_parts(
+    mut file: GgufFile,
+    tokenizer: Option<TextTokenizer>,
+    device: &Device,
+) -> Result<(Gpt, TextParts)> {
+    let (cfg, tensors) = widened_hf(&mut file, device).map_err(Error::model_load)?;
+    let ModelConfig::Gpt(cfg) = cfg else {
+        return Err(Error::input(format!(
+            "{} is not a gpt2 file",
+            file.path.display()
+        )));
+    };
+    let model = Gpt::new(&cfg, VarBuilder::from_tensors(tensors, DTYPE, device))
+        .map_err(Error::model_load)?;
+    let t = text_parts(&file, tokenizer, cfg.vocab_size)?;
+    Ok((model, t))
+}
+
+/// Reads the GGUF `gpt2` file at `path` as Muse's GPT (weights widened to f32) and its
+/// tokenizer.
+pub fn load_gguf_gpt2(path: &Path, device: &Device) -> Result<(Gpt, TextTokenizer)> {
+    let (file, _) = open_checked(path)?;
+    let (model, t) = gpt2_parts(file, None, device)?;
+    Ok((model, t.tokenizer))
+}
+
+/// `general.architecture` of the GGUF file at `path`, checked to be one Muse runs.
+pub fn gguf_architecture(path: &Path) -> Result<String> {
+    open_checked(path).map(|(_, arch)| arch)
+}
+
+/// The GGUF file at `path` as a [`TextModel`] for sampling, chat and evaluation.
 pub fn open_gguf(
     path: &Path,
     tokenizer: Option<TextTokenizer>,
     device: &Device,
 ) -> Result<TextModel> {
+    let (file, arch) = open_checked(path)?;
+    if arch == "gpt2" {
+        let (model, t) = gpt2_parts(file, tokenizer, device)?;
+        return Ok(TextModel {
+            model: Box::new(model),
+            tokenizer: t.tokenizer,
+            family: "gguf".into(),
+            bos_id: t.bos_id,
+            chat_template: t.chat_template,
+        });
+    }
+    drop(file);
     let g = load_gguf(path, tokenizer, device)?;
     Ok(TextModel {
         model: Box::new(g.model),

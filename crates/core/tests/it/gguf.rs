@@ -341,8 +341,24 @@ fn bad_gguf_files_give_clear_errors() {
     std::fs::write(&p, "just some text, not a model\n").unwrap();
     let e = open_err(&p);
     assert!(e.contains("not a GGUF file"), "{e}");
+    // A header-only gpt2 file lacks its hyperparameters; an architecture Muse does not build
+    // is named with the ones it does.
     let e = open_err(&file("arch_gpt2.gguf"));
-    assert!(e.contains("'gpt2'") && e.contains("llama"), "{e}");
+    assert!(e.contains("gpt2.embedding_length"), "{e}");
+    let mamba = tmp.path().join("mamba.gguf");
+    use candle_core::quantized::gguf_file;
+    let arch = gguf_file::Value::String("mamba".into());
+    gguf_file::write(
+        &mut std::fs::File::create(&mamba).unwrap(),
+        &[("general.architecture", &arch)],
+        &[],
+    )
+    .unwrap();
+    let e = open_err(&mamba);
+    assert!(
+        e.contains("'mamba'") && e.contains("llama") && e.contains("gpt2"),
+        "{e}"
+    );
     // An unknown tensor type: patch the first tensor's type field (after its name and dims).
     let mut patched = bytes.clone();
     let name = b"token_embd.weight";

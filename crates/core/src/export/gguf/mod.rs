@@ -2,12 +2,14 @@
 //! writer (`candle_core::quantized::gguf_file::write`).
 //!
 //! Sources: Llama-architecture models, as Muse loads them (Muse llama runs, Hugging Face llama
-//! folders, llama2.c checkpoints with their tokenizer), and GGUF `llama` files, whose weights
-//! are re-quantised with everything else kept. Matrices take the chosen type ([`GgufQuant`]);
+//! folders, llama2.c checkpoints with their tokenizer), GPT-2-family models (Muse GPT runs,
+//! Hugging Face gpt2 folders) as llama.cpp's `gpt2`, and GGUF `llama` and `gpt2` files, whose
+//! weights are re-quantised with everything else kept. Matrices take the chosen type ([`GgufQuant`]);
 //! vectors (the norms) stay F32, and a matrix whose rows do not split into whole blocks falls
 //! back to F16, as llama.cpp's converter does. The file carries the tokenizer, special tokens,
 //! BOS rule and chat template Muse runs the model with ([`vocab`]).
 
+mod gpt2;
 mod llama;
 mod vocab;
 
@@ -94,8 +96,8 @@ impl FromStr for GgufQuant {
 #[derive(Clone, Debug)]
 pub struct GgufExport {
     pub out: PathBuf,
-    /// `general.architecture` (`llama`).
-    pub architecture: &'static str,
+    /// `general.architecture` (`llama` or `gpt2`).
+    pub architecture: String,
     pub quant: GgufQuant,
     pub tensors: usize,
     /// Size of the file.
@@ -131,6 +133,10 @@ pub fn export_gguf(
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     }
+    let architecture = match meta.iter().find(|(k, _)| k == "general.architecture") {
+        Some((_, Value::String(a))) => a.clone(),
+        _ => "?".into(),
+    };
     let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (k.as_str(), v)).collect();
     let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, t)| (k.as_str(), t)).collect();
     crate::io::write_atomic_with(out, |w| {
@@ -144,7 +150,7 @@ pub fn export_gguf(
     })?;
     Ok(GgufExport {
         out: out.to_path_buf(),
-        architecture: "llama",
+        architecture,
         quant,
         tensors: tensors.len(),
         bytes: std::fs::metadata(out).map_err(Error::io(out))?.len(),
@@ -198,17 +204,6 @@ fn from_weights(
 ) -> Result<(Metadata, QTensors)> {
     let device = Device::Cpu;
     let (cfg, mut tensors) = load_tensors(src, &device).map_err(Error::model_load)?;
-    let cfg = match cfg {
-        ModelConfig::Llama(c) => c,
-        ModelConfig::Gpt(_) => {
-            return Err(Error::usage(format!(
-                "{} is a GPT-2-family model: --format gguf writes Llama-architecture models \
-                 (Muse llama runs, Hugging Face llama folders, llama2.c checkpoints, GGUF llama \
-                 files); use --format hf for this one",
-                src.display()
-            )));
-        }
-    };
     notes.extend(super::hf::merge_adapter(
         src,
         merge_lora,
@@ -216,28 +211,41 @@ fn from_weights(
         &device,
     )?);
     let text = crate::sample::open::open_text_model_with(src, tokenizer, &device)?;
+    let (bos, eos) = match &cfg {
+        ModelConfig::Llama(c) => (c.bos_token_id, c.eos_token_id),
+        ModelConfig::Gpt(_) => (None, None),
+    };
     let specials = vocab::Specials {
-        bos: cfg.bos_token_id.or(text.bos_id),
-        eos: cfg.eos_token_id.or(text.tokenizer.eos_id()),
+        bos: bos.or(text.bos_id),
+        eos: eos.or(text.tokenizer.eos_id()),
         add_bos: text.bos_id.is_some(),
     };
+    let arch = cfg.gguf_architecture();
     let mut meta: Metadata = vec![
-        ("general.architecture".into(), Value::String("llama".into())),
+        ("general.architecture".into(), Value::String(arch.into())),
         ("general.name".into(), Value::String(model_name(src))),
         ("general.file_type".into(), Value::U32(quant.file_type())),
         ("general.quantization_version".into(), Value::U32(2)),
     ];
-    meta.extend(llama::metadata(&cfg));
+    let named = match &cfg {
+        ModelConfig::Llama(c) => {
+            meta.extend(llama::metadata(c));
+            llama::tensors(c, &tensors)
+        }
+        ModelConfig::Gpt(c) => {
+            meta.extend(gpt2::metadata(c));
+            gpt2::tensors(c, &tensors)
+        }
+    }
+    .map_err(|e| Error::input(format!("{}: {}", src.display(), without_backtrace(e))))?;
+    drop(tensors);
     meta.extend(
-        vocab::tokenizer_metadata(&text.tokenizer, cfg.vocab_size, &specials, notes)
+        vocab::tokenizer_metadata(&text.tokenizer, cfg.vocab_size(), &specials, notes)
             .map_err(|e| Error::input(format!("{}: {e}", src.display())))?,
     );
     if let Some(t) = chat_template(src, &text)? {
         meta.push(("tokenizer.chat_template".into(), Value::String(t)));
     }
-    let named = llama::tensors(&cfg, &tensors)
-        .map_err(|e| Error::input(format!("{}: {}", src.display(), without_backtrace(e))))?;
-    drop(tensors);
     let mut fell_back = Vec::new();
     let mut out = Vec::with_capacity(named.len());
     for (name, t) in named {
@@ -273,13 +281,17 @@ fn requantize(
 ) -> Result<(Metadata, QTensors)> {
     let mut f = GgufFile::open(src).map_err(Error::model_load)?;
     let arch = f.architecture().map_err(Error::model_load)?;
-    if arch != "llama" {
-        return Err(Error::input(format!(
-            "{} holds a '{arch}' model (general.architecture): Muse exports GGUF files of the \
-             llama architecture",
-            src.display()
+    if !crate::models::gguf::SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
+        return Err(Error::input(crate::models::gguf::unsupported_architecture(
+            src, &arch,
         )));
     }
+    // The hyperparameters must be there: a header without them is not a model to re-write.
+    match arch.as_str() {
+        "gpt2" => crate::models::gguf::gpt2::config_from_gguf(&f).map(|_| ()),
+        _ => crate::models::gguf::config_from_gguf(&f).map(|_| ()),
+    }
+    .map_err(Error::model_load)?;
     let mut meta: Metadata = f
         .content
         .metadata

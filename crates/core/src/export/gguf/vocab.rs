@@ -56,7 +56,11 @@ pub(super) fn tokenizer_metadata(
         || mentions("pre_tokenizer", "Metaspace")
         || mentions("normalizer", "\u{2581}");
     if kind != "BPE" || !(byte_level || sentencepiece) {
-        let what = if kind == "BPE" {
+        let no_merges = model["merges"].as_array().is_none_or(|m| m.is_empty());
+        let what = if kind == "BPE" && no_merges {
+            // Muse's character tokenizer is a BPE vocabulary of single characters.
+            "a character-level tokenizer".to_string()
+        } else if kind == "BPE" {
             "a BPE tokenizer that is neither byte-level nor SentencePiece-style".to_string()
         } else {
             format!("a {kind} tokenizer (character-level runs have one)")
@@ -189,7 +193,8 @@ pub(super) fn tokenizer_metadata(
 }
 
 /// `tokenizer.ggml.pre` for a byte-level BPE: `smollm` when digits are split one by one before
-/// the byte-level split (what [`crate::tokenizer::gguf`] builds back), else `gpt2`.
+/// the byte-level split (what [`crate::tokenizer::gguf`] builds back), else GPT-2's, which
+/// llama.cpp names `gpt-2` (it refuses a name it does not know).
 fn pre_tokenizer(json: &Json, notes: &mut Vec<String>) -> &'static str {
     let pre = json["pre_tokenizer"].to_string();
     if pre.contains("Digits") && pre.contains("\"individual_digits\":true") {
@@ -198,9 +203,9 @@ fn pre_tokenizer(json: &Json, notes: &mut Vec<String>) -> &'static str {
     if pre.contains("Split") {
         notes.push(
             "the tokenizer splits text with its own pattern before BPE; the file names GPT-2's \
-             (tokenizer.ggml.pre = gpt2), so llama.cpp may split some texts differently"
+             (tokenizer.ggml.pre = gpt-2), so llama.cpp may split some texts differently"
                 .into(),
         );
     }
-    "gpt2"
+    "gpt-2"
 }

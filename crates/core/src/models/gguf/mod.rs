@@ -3,10 +3,13 @@
 //!
 //! [`GgufFile`] holds the parsed header and an open handle; tensors are read one at a time as
 //! [`QTensor`]s, so quantised weights stay quantised in memory. The models built from them live
-//! in [`llama`].
+//! in [`llama`] (kept quantised) and [`gpt2`] (widened to Muse's GPT).
 
 pub mod dequantized;
+pub mod gpt2;
 pub mod llama;
+
+use std::collections::HashMap;
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -14,15 +17,40 @@ use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Result};
+use candle_core::{Device, Result, Tensor};
 
 pub use llama::{QLlama, config_from_gguf};
+
+use crate::models::pretrained::ModelConfig;
 
 /// The four bytes every GGUF file starts with.
 pub const MAGIC: &[u8; 4] = b"GGUF";
 
 /// The `general.architecture` values Muse builds a model for.
-pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama"];
+pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "gpt2"];
+
+/// The architecture of the model in `f` and every weight widened to f32 under Hugging Face
+/// names: what fine-tuning, alignment, export and the GPT family take.
+pub fn widened_hf(
+    f: &mut GgufFile,
+    device: &Device,
+) -> Result<(ModelConfig, HashMap<String, Tensor>)> {
+    match f.architecture()?.as_str() {
+        "llama" => dequantized::hf_tensors(f, device).map(|(c, t)| (ModelConfig::Llama(c), t)),
+        "gpt2" => gpt2::hf_tensors(f, device).map(|(c, t)| (ModelConfig::Gpt(c), t)),
+        other => Err(msg(unsupported_architecture(&f.path, other))),
+    }
+}
+
+/// The message for a file of an architecture Muse does not build.
+pub fn unsupported_architecture(path: &Path, arch: &str) -> String {
+    format!(
+        "{} holds a '{arch}' model (general.architecture); Muse runs GGUF files of the {} \
+         architectures",
+        path.display(),
+        SUPPORTED_ARCHITECTURES.join(" and ")
+    )
+}
 
 /// The tensor types Muse accepts (what candle's quantised matmul implements).
 pub const SUPPORTED_TYPES: &[GgmlDType] = &[
