@@ -4,7 +4,7 @@
 //!
 //! llama.cpp's GPT-2 has biases everywhere and the tanh GELU. A Muse run without biases gets
 //! zero ones (the same function); one trained with the exact GELU runs with the tanh form in
-//! llama.cpp, which differs by at most about 1e-3 per activation.
+//! llama.cpp, which differs by at most 4.7e-4 per activation.
 
 use std::collections::HashMap;
 
