@@ -219,6 +219,8 @@ fn linear_matches_composed_ops() {
         (vec![64], 128, 384),
         (vec![2, 3], 9, 10),
         (vec![1], 96, 300),
+        // One row, (in, out): row bands, the last one short and not a multiple of 4.
+        (vec![1], 35, 64),
         (vec![1], 41, 5000),
     ]
     .into_iter()
