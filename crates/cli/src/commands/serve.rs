@@ -75,6 +75,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         watermark: a.watermark.watermark()?,
     };
     let result = muse_server::run(cfg, |addr, models| {
+        crate::return_freed_memory();
         for (name, kind) in models {
             eprintln!("serving {name} ({kind})");
         }
