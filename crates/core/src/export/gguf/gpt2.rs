@@ -40,11 +40,7 @@ pub(super) fn tensors(
     cfg: &GptConfig,
     hf: &HashMap<String, Tensor>,
 ) -> Result<Vec<(String, Tensor)>> {
-    let get = |name: &str| -> Result<Tensor> {
-        hf.get(name)
-            .cloned()
-            .ok_or_else(|| candle_core::Error::Msg(format!("the model has no tensor '{name}'")))
-    };
+    let get = |name: &str| super::weight(hf, name);
     // The bias of a layer whose weight is `w` (out features first after the transpose).
     let bias = |name: &str, out: usize, like: &Tensor| -> Result<Tensor> {
         if cfg.bias {

@@ -48,11 +48,7 @@ pub(super) fn tensors(
     cfg: &LlamaConfig,
     hf: &HashMap<String, Tensor>,
 ) -> Result<Vec<(String, Tensor)>> {
-    let get = |name: &str| -> Result<Tensor> {
-        hf.get(name)
-            .cloned()
-            .ok_or_else(|| candle_core::Error::Msg(format!("the model has no tensor '{name}'")))
-    };
+    let get = |name: &str| super::weight(hf, name);
     let mut out = vec![(
         "token_embd.weight".to_string(),
         get("model.embed_tokens.weight")?,

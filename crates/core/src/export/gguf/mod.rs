@@ -366,6 +366,16 @@ fn note_fallbacks(fell_back: &[String], quant: GgufQuant, notes: &mut Vec<String
     }
 }
 
+/// The tensor `name` of a model's weights, or an error naming the one missing.
+fn weight(
+    hf: &std::collections::HashMap<String, Tensor>,
+    name: &str,
+) -> candle_core::Result<Tensor> {
+    hf.get(name)
+        .cloned()
+        .ok_or_else(|| candle_core::Error::Msg(format!("the model has no tensor '{name}'")))
+}
+
 fn model_name(src: &Path) -> String {
     src.file_stem()
         .map_or("model".into(), |n| n.to_string_lossy().into_owned())
