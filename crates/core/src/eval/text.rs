@@ -81,21 +81,22 @@ pub const GGUF_EVAL_WINDOW: usize = 512;
 pub fn eval_gguf_text(path: &Path, data: &str, batch: usize, device: &Device) -> Result<TextEval> {
     let src = crate::data::resolve_text_corpus(data)?;
     let text = crate::data::read_text(&src.path)?;
-    if crate::sample::gguf::gguf_architecture(path)? == "gpt2" {
-        let (model, tokenizer) = crate::sample::gguf::load_gguf_gpt2(path, device)?;
-        let ids = tokenizer.encode(&text)?;
-        let window = GGUF_EVAL_WINDOW.min(model.config().n_positions);
-        return evaluate_windows(
-            &|x: &Tensor| model.forward(x, &mut Dropout::eval()),
-            window,
-            &tokenizer,
-            &ids,
-            batch,
-            device,
-            src.path.display().to_string(),
-        );
-    }
-    let g = crate::sample::gguf::load_gguf(path, None, device)?;
+    let g = match crate::sample::gguf::load_gguf_lm(path, device)? {
+        crate::sample::gguf::GgufLm::Llama(g) => g,
+        crate::sample::gguf::GgufLm::Gpt2 { model, tokenizer } => {
+            let ids = tokenizer.encode(&text)?;
+            let window = GGUF_EVAL_WINDOW.min(model.config().n_positions);
+            return evaluate_windows(
+                &|x: &Tensor| model.forward(x, &mut Dropout::eval()),
+                window,
+                &tokenizer,
+                &ids,
+                batch,
+                device,
+                src.path.display().to_string(),
+            );
+        }
+    };
     let ids = g.tokenizer.encode(&text)?;
     let window = GGUF_EVAL_WINDOW.min(g.model.config().max_position_embeddings);
     let model = &g.model;

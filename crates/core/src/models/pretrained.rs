@@ -71,11 +71,6 @@ impl ModelConfig {
         }
     }
 
-    /// llama.cpp's `general.architecture` for this model: `gpt2` or `llama`.
-    pub fn gguf_architecture(&self) -> &'static str {
-        self.model_type()
-    }
-
     /// The Hugging Face `model_type`: `gpt2` or `llama`.
     pub fn model_type(&self) -> &'static str {
         match self {

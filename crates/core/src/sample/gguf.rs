@@ -10,9 +10,9 @@ use candle_core::Device;
 use candle_nn::VarBuilder;
 
 use crate::error::{Error, Result};
-use crate::models::gguf::{GgufFile, QLlama, unsupported_architecture, widened_hf};
+use crate::models::gguf::{GgufFile, QLlama, unsupported_architecture};
 use crate::models::gpt::Gpt;
-use crate::models::pretrained::{DTYPE, ModelConfig};
+use crate::models::pretrained::DTYPE;
 use crate::sample::open::TextModel;
 use crate::tokenizer::TextTokenizer;
 use crate::tokenizer::gguf::from_gguf;
@@ -72,20 +72,12 @@ fn open_checked(path: &Path) -> Result<(GgufFile, String)> {
     Ok((file, arch))
 }
 
-/// Reads the GGUF `llama` file at `path`: its quantised model, tokenizer and template.
-/// `tokenizer` replaces the file's own.
-pub fn load_gguf(
-    path: &Path,
+/// The quantised model of an open GGUF `llama` file, with its tokenizer and template.
+fn llama_model(
+    mut file: GgufFile,
     tokenizer: Option<TextTokenizer>,
     device: &Device,
 ) -> Result<GgufModel> {
-    let (mut file, arch) = open_checked(path)?;
-    if arch != "llama" {
-        return Err(Error::input(format!(
-            "{} holds a '{arch}' model: this needs a llama one",
-            path.display()
-        )));
-    }
     let model = QLlama::load(&mut file, device).map_err(Error::model_load)?;
     let vocab = crate::models::CausalLm::vocab_size(&model);
     let t = text_parts(&file, tokenizer, vocab)?;
@@ -97,37 +89,60 @@ pub fn load_gguf(
     })
 }
 
-/// Reads the GGUF `gpt2` file at `path` as Muse's GPT (weights widened to f32), with its
-/// tokenizer, BOS id and template.
-fn gpt2_parts(
+/// Muse's GPT (weights widened to f32) from an open GGUF `gpt2` file, with its tokenizer, BOS
+/// id and template.
+fn gpt2_model(
     mut file: GgufFile,
     tokenizer: Option<TextTokenizer>,
     device: &Device,
 ) -> Result<(Gpt, TextParts)> {
-    let (cfg, tensors) = widened_hf(&mut file, device).map_err(Error::model_load)?;
-    let ModelConfig::Gpt(cfg) = cfg else {
-        return Err(Error::input(format!(
-            "{} is not a gpt2 file",
-            file.path.display()
-        )));
-    };
+    let (cfg, tensors) =
+        crate::models::gguf::gpt2::hf_tensors(&mut file, device).map_err(Error::model_load)?;
     let model = Gpt::new(&cfg, VarBuilder::from_tensors(tensors, DTYPE, device))
         .map_err(Error::model_load)?;
     let t = text_parts(&file, tokenizer, cfg.vocab_size)?;
     Ok((model, t))
 }
 
-/// Reads the GGUF `gpt2` file at `path` as Muse's GPT (weights widened to f32) and its
-/// tokenizer.
-pub fn load_gguf_gpt2(path: &Path, device: &Device) -> Result<(Gpt, TextTokenizer)> {
-    let (file, _) = open_checked(path)?;
-    let (model, t) = gpt2_parts(file, None, device)?;
-    Ok((model, t.tokenizer))
+/// Reads the GGUF `llama` file at `path`: its quantised model, tokenizer and template.
+/// `tokenizer` replaces the file's own.
+pub fn load_gguf(
+    path: &Path,
+    tokenizer: Option<TextTokenizer>,
+    device: &Device,
+) -> Result<GgufModel> {
+    let (file, arch) = open_checked(path)?;
+    if arch != "llama" {
+        return Err(Error::input(format!(
+            "{} holds a '{arch}' model: this needs a llama one",
+            path.display()
+        )));
+    }
+    llama_model(file, tokenizer, device)
 }
 
-/// `general.architecture` of the GGUF file at `path`, checked to be one Muse runs.
-pub fn gguf_architecture(path: &Path) -> Result<String> {
-    open_checked(path).map(|(_, arch)| arch)
+/// A GGUF file's language model, by architecture: what evaluation needs of either. (One is
+/// built per command, so the variants' sizes do not matter.)
+#[allow(clippy::large_enum_variant)]
+pub enum GgufLm {
+    Llama(GgufModel),
+    Gpt2 {
+        model: Gpt,
+        tokenizer: TextTokenizer,
+    },
+}
+
+/// Reads the GGUF file at `path`, of any architecture Muse runs, with its own tokenizer.
+pub fn load_gguf_lm(path: &Path, device: &Device) -> Result<GgufLm> {
+    let (file, arch) = open_checked(path)?;
+    if arch == "gpt2" {
+        let (model, t) = gpt2_model(file, None, device)?;
+        return Ok(GgufLm::Gpt2 {
+            model,
+            tokenizer: t.tokenizer,
+        });
+    }
+    llama_model(file, None, device).map(GgufLm::Llama)
 }
 
 /// The GGUF file at `path` as a [`TextModel`] for sampling, chat and evaluation.
@@ -137,23 +152,23 @@ pub fn open_gguf(
     device: &Device,
 ) -> Result<TextModel> {
     let (file, arch) = open_checked(path)?;
-    if arch == "gpt2" {
-        let (model, t) = gpt2_parts(file, tokenizer, device)?;
-        return Ok(TextModel {
-            model: Box::new(model),
-            tokenizer: t.tokenizer,
-            family: "gguf".into(),
-            bos_id: t.bos_id,
-            chat_template: t.chat_template,
-        });
-    }
-    drop(file);
-    let g = load_gguf(path, tokenizer, device)?;
+    let (model, t): (Box<dyn crate::models::CausalLm>, TextParts) = if arch == "gpt2" {
+        let (model, t) = gpt2_model(file, tokenizer, device)?;
+        (Box::new(model), t)
+    } else {
+        let g = llama_model(file, tokenizer, device)?;
+        let t = TextParts {
+            tokenizer: g.tokenizer,
+            bos_id: g.bos_id,
+            chat_template: g.chat_template,
+        };
+        (Box::new(g.model), t)
+    };
     Ok(TextModel {
-        model: Box::new(g.model),
-        tokenizer: g.tokenizer,
+        model,
+        tokenizer: t.tokenizer,
         family: "gguf".into(),
-        bos_id: g.bos_id,
-        chat_template: g.chat_template,
+        bos_id: t.bos_id,
+        chat_template: t.chat_template,
     })
 }

@@ -220,7 +220,8 @@ fn from_weights(
         eos: eos.or(text.tokenizer.eos_id()),
         add_bos: text.bos_id.is_some(),
     };
-    let arch = cfg.gguf_architecture();
+    // llama.cpp's architecture names are the Hugging Face model types: gpt2, llama.
+    let arch = cfg.model_type();
     let mut meta: Metadata = vec![
         ("general.architecture".into(), Value::String(arch.into())),
         ("general.name".into(), Value::String(model_name(src))),
@@ -287,11 +288,7 @@ fn requantize(
         )));
     }
     // The hyperparameters must be there: a header without them is not a model to re-write.
-    match arch.as_str() {
-        "gpt2" => crate::models::gguf::gpt2::config_from_gguf(&f).map(|_| ()),
-        _ => crate::models::gguf::config_from_gguf(&f).map(|_| ()),
-    }
-    .map_err(Error::model_load)?;
+    crate::models::gguf::model_config(&f).map_err(Error::model_load)?;
     let mut meta: Metadata = f
         .content
         .metadata

@@ -42,6 +42,15 @@ pub fn widened_hf(
     }
 }
 
+/// The architecture of the model in `f`, from its metadata.
+pub fn model_config(f: &GgufFile) -> Result<ModelConfig> {
+    match f.architecture()?.as_str() {
+        "llama" => config_from_gguf(f).map(ModelConfig::Llama),
+        "gpt2" => gpt2::config_from_gguf(f).map(ModelConfig::Gpt),
+        other => Err(msg(unsupported_architecture(&f.path, other))),
+    }
+}
+
 /// The message for a file of an architecture Muse does not build.
 pub fn unsupported_architecture(path: &Path, arch: &str) -> String {
     format!(

@@ -98,9 +98,13 @@ pub(crate) fn gemv(x: &[f32], w: &[f32], b: Option<&[f32]>, out_in: bool, n: usi
     } else if n <= BAND_MAX_COLS && k >= 4 * ROW_BANDS {
         // Blocks of columns would read each row in pieces (a 768-wide output on two threads:
         // 1.5 KiB a row, then a jump), which streams from memory more slowly than whole rows.
+        // The first band sums straight into `y`, the others into partials added after.
         let band = k.div_ceil(ROW_BANDS).next_multiple_of(4);
-        let mut partials = vec![0f32; k.div_ceil(band) * n];
-        let tasks: Vec<_> = partials.chunks_mut(n).enumerate().collect();
+        let mut partials = vec![0f32; (k.div_ceil(band) - 1) * n];
+        let tasks: Vec<_> = std::iter::once(&mut y[..])
+            .chain(partials.chunks_mut(n))
+            .enumerate()
+            .collect();
         run_tasks(tasks, |(t, p)| {
             let rows = t * band..k.min((t + 1) * band);
             let bias = if t == 0 { b } else { None };
@@ -113,9 +117,7 @@ pub(crate) fn gemv(x: &[f32], w: &[f32], b: Option<&[f32]>, out_in: bool, n: usi
                 p,
             )
         });
-        let (first, rest) = partials.split_at(n);
-        y.copy_from_slice(first);
-        for p in rest.chunks_exact(n) {
+        for p in partials.chunks_exact(n) {
             for (yo, po) in y.iter_mut().zip(p) {
                 *yo += po;
             }
