@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use muse_core::models::diffusion::{Condition, UNet, UNetConfig};
+use muse_core::models::diffusion::{Condition, TextPooling, UNet, UNetConfig};
 use muse_core::nn::TextContext;
 use muse_core::nn::noise::standard_normal;
 
@@ -24,15 +24,25 @@ fn text_config() -> UNetConfig {
 }
 
 /// Rows 0 and 1 (and 2 and 3) have the same x_t and t but different texts and different noise
-/// targets: a model that ignored the text could not get below half the starting loss.
+/// targets: a model that ignored the text could not get below half the starting loss. Both
+/// ways of pooling the prompt for the time embedding.
 #[test]
 fn unet_learns_targets_that_differ_only_in_their_text() {
+    for pooling in [TextPooling::Mean, TextPooling::Unit] {
+        fits_targets_that_differ_only_in_their_text(pooling);
+    }
+}
+
+fn fits_targets_that_differ_only_in_their_text(text_pooling: TextPooling) {
     use muse_core::train::AdamW;
     use muse_core::train::diffusion::fresh_weights;
     use muse_core::train::images::EpochConfig;
 
     let dev = Device::Cpu;
-    let cfg = text_config();
+    let cfg = UNetConfig {
+        text_pooling: Some(text_pooling),
+        ..text_config()
+    };
     let varmap = VarMap::new();
     let net = UNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
     fresh_weights(&varmap, 7, 1.0).unwrap();
@@ -73,7 +83,7 @@ fn unet_learns_targets_that_differ_only_in_their_text() {
         opt.step(&g, 3e-3).unwrap();
     }
     let (first, last) = (losses[0], *losses.last().unwrap());
-    assert!(last * 10.0 < first, "loss fell only from {first} to {last}");
+    assert!(last * 10.0 < first, "{text_pooling:?}: loss fell only from {first} to {last}");
     // A text model refuses to run without text, and labels.
     let none = net.forward_with(&xt, &t, Condition::None).unwrap_err();
     assert!(none.to_string().contains("text"), "{none}");

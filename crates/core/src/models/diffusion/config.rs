@@ -36,7 +36,26 @@ pub struct UNetConfig {
     /// resolution, and the pooled text added to the time embedding); 0 for no text.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub context_dim: usize,
+    /// How the pooled prompt joins the time embedding: set for text models (the t2i presets
+    /// write it, so `--set model.text_pooling=unit` exists there), none for the others;
+    /// text runs written before it existed read as [`TextPooling::Mean`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text_pooling: Option<TextPooling>,
 }
+
+/// The prompt vector a text-conditioned U-Net adds (through a linear layer) to its time
+/// embedding.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TextPooling {
+    /// The masked mean of the token states (runs written before `text_pooling` existed).
+    #[default]
+    Mean,
+    /// That mean scaled to norm sqrt(context_dim): prompts lie about three times as far apart
+    /// (docs/diffusion.md).
+    Unit,
+}
+
 
 fn is_zero(v: &usize) -> bool {
     *v == 0
@@ -57,6 +76,7 @@ impl UNetConfig {
             heads: 4,
             n_classes: 0,
             context_dim: 0,
+            text_pooling: None,
         }
     }
 
@@ -73,6 +93,7 @@ impl UNetConfig {
         Self {
             image_channels: 3,
             context_dim,
+            text_pooling: Some(TextPooling::Mean),
             ..Self::ddpm28()
         }
     }

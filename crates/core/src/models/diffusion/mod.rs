@@ -9,7 +9,7 @@ use std::path::Path;
 use candle_core::{Device, Result};
 use candle_nn::VarBuilder;
 
-pub use config::UNetConfig;
+pub use config::{TextPooling, UNetConfig};
 pub use unet::{Condition, DTYPE, ResBlock, UNet, parameter_count, unet_init};
 
 /// Prefix of the exponential moving average of the weights in a run's `model.safetensors`

@@ -10,7 +10,7 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::VarBuilder;
 
-use super::config::UNetConfig;
+use super::config::{TextPooling, UNetConfig};
 use crate::nn::ops::WeightLayout;
 use crate::nn::{
     Conv2d, Embedding, GroupNorm, Linear, SpatialCrossAttention, SpatialSelfAttention, TextContext,
@@ -214,7 +214,13 @@ impl UNet {
                 let null = emb.weight.narrow(0, self.cfg.null_label(), 1)?; // (1, temb)
                 e.broadcast_add(&null)
             }
-            (Condition::Text(ctx), _, Some(text)) => e + text.pooled.forward(&ctx.pooled()?)?,
+            (Condition::Text(ctx), _, Some(text)) => {
+                let pooled = match self.cfg.text_pooling.unwrap_or_default() {
+                    TextPooling::Mean => ctx.pooled()?,
+                    TextPooling::Unit => ctx.pooled_unit()?,
+                };
+                e + text.pooled.forward(&pooled)?
+            }
             (Condition::None, None, None) => Ok(e),
             (Condition::None, None, Some(_)) => candle_core::bail!(
                 "a text-conditioned U-Net needs text states (the empty prompt for none)"
