@@ -68,7 +68,7 @@ pub fn bench_diffusion(opts: &DiffusionBenchOptions) -> Result<Value> {
         &cfg.model,
         VarBuilder::from_varmap(&varmap, DType::F32, &opts.device),
     )?;
-    fresh_weights(&varmap, cfg.train.seed, cfg.class_embedding_std)?;
+    fresh_weights(&varmap, cfg.train.seed, cfg.init())?;
     let t = cfg.train.optimizer_config(1_000_000);
     let mut opt = AdamW::new(&varmap, &t)?;
     let mut batches =

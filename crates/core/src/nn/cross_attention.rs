@@ -161,9 +161,20 @@ mod tests {
         let dev = Device::Cpu;
         let states = Tensor::randn(0f32, 1., (2, 3, 6), &dev).unwrap();
         let mask = Tensor::new(&[[1f32, 1., 0.], [1., 1., 1.]], &dev).unwrap();
-        let ctx = |states: Tensor| TextContext { states, mask: mask.clone() };
+        let ctx = |states: Tensor| TextContext {
+            states,
+            mask: mask.clone(),
+        };
         let unit = ctx(states.clone()).pooled_unit().unwrap();
-        let norms: Vec<f32> = unit.sqr().unwrap().sum(1).unwrap().sqrt().unwrap().to_vec1().unwrap();
+        let norms: Vec<f32> = unit
+            .sqr()
+            .unwrap()
+            .sum(1)
+            .unwrap()
+            .sqrt()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
         for n in norms {
             assert!((n - 6f32.sqrt()).abs() < 1e-5, "norm {n}");
         }

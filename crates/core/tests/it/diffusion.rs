@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
-use muse_core::models::diffusion::{UNet, UNetConfig};
+use muse_core::models::diffusion::{UNet, UNetConfig, UNetInit};
 use muse_core::nn::{group_norm::group_norm, upsample_nearest2x};
 use muse_core::sample::diffusion::{
     NoiseSchedule, Spacing, ddim_step, ddpm_step, guided_eps, timesteps,
@@ -357,7 +357,7 @@ fn unet_overfits_one_batch() {
     let cfg = small_config(3);
     let varmap = VarMap::new();
     let net = UNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
-    fresh_weights(&varmap, 7, 1.0).unwrap();
+    fresh_weights(&varmap, 7, UNetInit::default()).unwrap();
     let mut ec = EpochConfig::adam_mnist(1);
     ec.lr = 3e-3;
     let mut opt = AdamW::new(&varmap, &ec.optimizer_config(300)).unwrap();
@@ -399,7 +399,7 @@ fn sampling_is_deterministic_and_checks_labels() {
     let cfg = small_config(3);
     let varmap = VarMap::new();
     let net = UNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
-    muse_core::train::diffusion::fresh_weights(&varmap, 3, 1.0).unwrap();
+    muse_core::train::diffusion::fresh_weights(&varmap, 3, UNetInit::default()).unwrap();
     let s = NoiseSchedule::cosine(100);
     let mut opts = SampleOptions::ddim(10, 5);
     opts.condition = muse_core::sample::diffusion::Conditioning::Labels(vec![0, 1, 2]);
@@ -552,7 +552,11 @@ fn the_class_embedding_starts_at_the_asked_scale() {
     let gaps = |class_std: f64| {
         let varmap = VarMap::new();
         let net = UNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
-        muse_core::train::diffusion::fresh_weights(&varmap, 7, class_std).unwrap();
+        let init = UNetInit {
+            class_std,
+            ..UNetInit::default()
+        };
+        muse_core::train::diffusion::fresh_weights(&varmap, 7, init).unwrap();
         let row = |t: f32, label: u32| {
             let t = Tensor::new(&[t], &dev).unwrap();
             let l = Tensor::new(&[label], &dev).unwrap();

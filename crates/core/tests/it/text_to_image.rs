@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use muse_core::models::diffusion::{Condition, TextPooling, UNet, UNetConfig};
+use muse_core::models::diffusion::{Condition, TextPooling, UNet, UNetConfig, UNetInit};
 use muse_core::nn::TextContext;
 use muse_core::nn::noise::standard_normal;
 
@@ -45,7 +45,7 @@ fn fits_targets_that_differ_only_in_their_text(text_pooling: TextPooling) {
     };
     let varmap = VarMap::new();
     let net = UNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
-    fresh_weights(&varmap, 7, 1.0).unwrap();
+    fresh_weights(&varmap, 7, UNetInit::default()).unwrap();
     let mut ec = EpochConfig::adam_mnist(1);
     ec.lr = 3e-3;
     let mut opt = AdamW::new(&varmap, &ec.optimizer_config(300)).unwrap();
@@ -83,10 +83,94 @@ fn fits_targets_that_differ_only_in_their_text(text_pooling: TextPooling) {
         opt.step(&g, 3e-3).unwrap();
     }
     let (first, last) = (losses[0], *losses.last().unwrap());
-    assert!(last * 10.0 < first, "{text_pooling:?}: loss fell only from {first} to {last}");
+    assert!(
+        last * 10.0 < first,
+        "{text_pooling:?}: loss fell only from {first} to {last}"
+    );
     // A text model refuses to run without text, and labels.
     let none = net.forward_with(&xt, &t, Condition::None).unwrap_err();
     assert!(none.to_string().contains("text"), "{none}");
+}
+
+/// `text_zero_init`: the text enters through zero layers, so a fresh text model gives the same
+/// output whatever the prompt, while the rest of the network starts as usual.
+#[test]
+fn zero_text_init_starts_the_model_blind_to_the_text() {
+    use muse_core::train::diffusion::fresh_weights;
+
+    let dev = Device::Cpu;
+    let cfg = text_config();
+    let x = standard_normal((2, 1, 8, 8), 1, 0, &dev).unwrap();
+    let t = Tensor::new(&[300f32, 700.0], &dev).unwrap();
+    let mask = Tensor::ones((2, 4), DType::F32, &dev).unwrap();
+    let text = |seed| TextContext {
+        states: standard_normal((2, 4, 6), seed, 0, &dev).unwrap(),
+        mask: mask.clone(),
+    };
+    let (a, b) = (text(3), text(4));
+    let spread = |zero_text_outputs: bool| {
+        let varmap = VarMap::new();
+        let net = UNet::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev)).unwrap();
+        let init = UNetInit {
+            zero_text_outputs,
+            ..UNetInit::default()
+        };
+        fresh_weights(&varmap, 7, init).unwrap();
+        let out = |c| net.forward_with(&x, &t, Condition::Text(c)).unwrap();
+        let gap = (out(&a) - out(&b))
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        let zeroed: Vec<String> = varmap
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, v)| {
+                v.as_tensor()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    == 0.0
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        (gap.to_scalar::<f32>().unwrap(), zeroed)
+    };
+    let (gap, zeroed) = spread(true);
+    assert_eq!(
+        gap, 0.0,
+        "the prompt changed a zero-initialised model's output"
+    );
+    let mut zeroed = zeroed;
+    zeroed.sort();
+    for name in [
+        "text_emb.weight",
+        "mx.out.weight",
+        "d2x.1.out.bias",
+        "u2x.0.out.weight",
+    ] {
+        assert!(
+            zeroed.iter().any(|z| z == name),
+            "{name} is not zero: {zeroed:?}"
+        );
+    }
+    assert!(
+        zeroed
+            .iter()
+            .all(|z| z.contains("text_emb") || z.contains(".out.") || z.ends_with("bias")),
+        "something else starts at zero: {zeroed:?}"
+    );
+    let (gap, _) = spread(false);
+    assert!(
+        gap > 1e-4,
+        "a default-initialised model ignores the prompt ({gap})"
+    );
 }
 
 fn t2i_job(

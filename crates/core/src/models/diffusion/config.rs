@@ -56,7 +56,6 @@ pub enum TextPooling {
     Unit,
 }
 
-
 fn is_zero(v: &usize) -> bool {
     *v == 0
 }

@@ -10,7 +10,7 @@ use candle_core::{Device, Result};
 use candle_nn::VarBuilder;
 
 pub use config::{TextPooling, UNetConfig};
-pub use unet::{Condition, DTYPE, ResBlock, UNet, parameter_count, unet_init};
+pub use unet::{Condition, DTYPE, ResBlock, UNet, UNetInit, parameter_count, unet_init};
 
 /// Prefix of the exponential moving average of the weights in a run's `model.safetensors`
 /// (`ema.inp.weight`, ...), next to the trained weights; sampling uses it.

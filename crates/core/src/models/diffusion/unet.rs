@@ -305,13 +305,32 @@ pub fn parameter_count(cfg: &UNetConfig) -> Result<usize> {
     Ok(varmap.all_vars().iter().map(|v| v.elem_count()).sum())
 }
 
+/// Choices in a fresh U-Net's initialisation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UNetInit {
+    /// Standard deviation of the class embedding (`nn.Embedding`'s is 1).
+    pub class_std: f64,
+    /// Start the layers through which the text enters (every cross-attention's output
+    /// convolution and the pooled-prompt projection) at zero, so a text model starts as the
+    /// unconditional one (latent diffusion's `zero_module`, Rombach et al. 2022; ControlNet).
+    pub zero_text_outputs: bool,
+}
+
+impl Default for UNetInit {
+    fn default() -> Self {
+        Self {
+            class_std: 1.0,
+            zero_text_outputs: false,
+        }
+    }
+}
+
 /// The initialisation of a fresh U-Net: PyTorch's defaults (convolutions and linears
-/// Uniform(1/sqrt(fan_in)), GroupNorm weight 1 and bias 0), as `ddpm_unet28.py` starts, and
-/// the class embedding N(0, `class_std`) (`nn.Embedding`'s is 1). For
-/// [`crate::nn::init_varmap`].
+/// Uniform(1/sqrt(fan_in)), GroupNorm weight 1 and bias 0), as `ddpm_unet28.py` starts, with
+/// the choices of [`UNetInit`]. For [`crate::nn::init_varmap`].
 pub fn unet_init(
     varmap: &candle_nn::VarMap,
-    class_std: f64,
+    init: UNetInit,
 ) -> impl Fn(&str, &[usize]) -> crate::nn::Init + use<> {
     use crate::nn::Init;
     let torch = crate::nn::conv::torch_default_init(varmap);
@@ -322,8 +341,25 @@ pub fn unet_init(
             return Init::Const(if name.ends_with("weight") { 1.0 } else { 0.0 });
         }
         if name.ends_with("class_emb.weight") {
-            return Init::Normal(class_std);
+            return Init::Normal(init.class_std);
+        }
+        if init.zero_text_outputs && is_text_output(&parts) {
+            return Init::Const(0.0);
         }
         torch(name, dims)
+    }
+}
+
+/// `text_emb.*` and the `out` of the cross-attentions (`d2x.i`, `mx`, `u2x.i`), with or
+/// without the `ema.` prefix.
+fn is_text_output(parts: &[&str]) -> bool {
+    let parts = match parts.first() {
+        Some(&"ema") => &parts[1..],
+        _ => parts,
+    };
+    match parts {
+        ["text_emb", _] => true,
+        [block, .., "out", _] => ["d2x", "mx", "u2x"].contains(block),
+        _ => false,
     }
 }

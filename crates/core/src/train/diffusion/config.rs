@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::models::diffusion::UNetConfig;
+use crate::models::diffusion::{UNetConfig, UNetInit};
 use crate::sample::diffusion::{BetaSchedule, NoiseScheduleConfig};
 use crate::train::config::ScheduleKind;
 use crate::train::images::{EpochConfig, ImageDataConfig};
@@ -32,6 +32,10 @@ pub struct DiffusionRunConfig {
     /// backgrounds, but after 2000 steps the labels barely matter (docs/diffusion.md).
     #[serde(default = "default_class_embedding_std")]
     pub class_embedding_std: f64,
+    /// Start a text model's cross-attention outputs and pooled-prompt projection at zero, so
+    /// it starts as the unconditional model (text presets only; docs/diffusion.md).
+    #[serde(default)]
+    pub text_zero_init: bool,
     /// The network (channels and image size are taken from the data, classes too for a
     /// conditional model).
     pub model: UNetConfig,
@@ -86,6 +90,7 @@ pub const START_ONLY_KEYS: &[&str] = &[
     "beta_start",
     "beta_end",
     "class_embedding_std",
+    "text_zero_init",
     "tint",
     "text",
 ];
@@ -106,6 +111,14 @@ pub const PRESETS: &[&str] = &[
 pub const DEFAULT_STEPS: usize = 2_000;
 
 impl DiffusionRunConfig {
+    /// How a fresh run's weights start.
+    pub fn init(&self) -> UNetInit {
+        UNetInit {
+            class_std: self.class_embedding_std,
+            zero_text_outputs: self.text_zero_init,
+        }
+    }
+
     /// A named preset.
     pub fn preset(name: &str) -> Result<Self> {
         let (dataset, cond, text) = match name {
@@ -131,6 +144,7 @@ impl DiffusionRunConfig {
             ema_decay: 0.999,
             label_dropout: if cond { 0.1 } else { 0.0 },
             class_embedding_std: default_class_embedding_std(),
+            text_zero_init: false,
             // n_classes is set from the data for a conditional model, context_dim from the
             // text encoder.
             model: match (cond, text) {
@@ -193,6 +207,11 @@ impl DiffusionRunConfig {
         }
         if !(self.class_embedding_std.is_finite() && self.class_embedding_std > 0.0) {
             return Err(Error::usage("class_embedding_std must be a number above 0"));
+        }
+        if self.text_zero_init && self.text.is_none() {
+            return Err(Error::usage(
+                "text_zero_init applies to text models only (the t2i-* presets)",
+            ));
         }
         if !(0.0..1.0).contains(&self.label_dropout) {
             return Err(Error::usage("label_dropout must be in [0, 1)"));

@@ -30,7 +30,7 @@ pub use report::{DiffusionEval, evaluate_diffusion};
 use crate::data::captions::{COLOURS, CaptionSet, TintedDataset, Wording, caption};
 use crate::data::images::{ImageDataset, Scale, Split};
 use crate::error::Result;
-use crate::models::diffusion::{EMA_PREFIX, UNet, unet_init};
+use crate::models::diffusion::{EMA_PREFIX, UNet, UNetInit, unet_init};
 use crate::nn::init_varmap;
 use crate::nn::noise::standard_normal;
 use crate::run_dir::{OnExisting, RunDir};
@@ -135,7 +135,7 @@ pub fn train_diffusion(job: DiffusionTrainJob) -> Result<DiffusionReport> {
         |vb| Nets::new(&cfg.model, vb),
     )?;
     if job.on_existing != OnExisting::Resume {
-        fresh_weights(&r.varmap, t.seed, cfg.class_embedding_std)?;
+        fresh_weights(&r.varmap, t.seed, cfg.init())?;
     }
     let schedule = NoiseSchedule::new(&cfg.noise())?;
     let (spe, total) = (r.steps_per_epoch, r.total);
@@ -304,8 +304,8 @@ impl TrainingLoop for DiffusionLoop<'_> {
 
 /// PyTorch's initialisation of the U-Net (the class embedding N(0, `class_std`)), and the EMA
 /// starting equal to it.
-pub fn fresh_weights(varmap: &VarMap, seed: u64, class_std: f64) -> Result<()> {
-    init_varmap(varmap, seed, unet_init(varmap, class_std))?;
+pub fn fresh_weights(varmap: &VarMap, seed: u64, init: UNetInit) -> Result<()> {
+    init_varmap(varmap, seed, unet_init(varmap, init))?;
     ema_update(varmap, 0.0)
 }
 
