@@ -117,30 +117,16 @@ fn zero_text_init_starts_the_model_blind_to_the_text() {
         };
         fresh_weights(&varmap, 7, init).unwrap();
         let out = |c| net.forward_with(&x, &t, Condition::Text(c)).unwrap();
-        let gap = (out(&a) - out(&b))
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
+        let gap = max_abs(&(out(&a) - out(&b)).unwrap());
         let zeroed: Vec<String> = varmap
             .data()
             .lock()
             .unwrap()
             .iter()
-            .filter(|(_, v)| {
-                v.as_tensor()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-                    == 0.0
-            })
+            .filter(|(_, v)| max_abs(v.as_tensor()) == 0.0)
             .map(|(k, _)| k.clone())
             .collect();
-        (gap.to_scalar::<f32>().unwrap(), zeroed)
+        (gap, zeroed)
     };
     let (gap, zeroed) = spread(true);
     assert_eq!(
@@ -171,6 +157,10 @@ fn zero_text_init_starts_the_model_blind_to_the_text() {
         gap > 1e-4,
         "a default-initialised model ignores the prompt ({gap})"
     );
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.abs().unwrap().max_all().unwrap().to_scalar().unwrap()
 }
 
 fn t2i_job(
