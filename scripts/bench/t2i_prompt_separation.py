@@ -12,6 +12,7 @@ sqrt(384), as `model.text_pooling` says.
 
 usage: python scripts/bench/t2i_prompt_separation.py [RUN/model.safetensors ...]
 """
+import json
 import math
 import os
 import sys
@@ -62,7 +63,6 @@ for path in sys.argv[1:]:
     cfg_path = os.path.join(os.path.dirname(path), "config.json")
     pooling = "mean"
     if os.path.exists(cfg_path):
-        import json
         pooling = json.load(open(cfg_path)).get("text_pooling", "mean")
     for prefix in ["", "ema."]:
         w = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix) and (prefix or not k.startswith("ema."))}

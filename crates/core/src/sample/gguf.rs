@@ -72,21 +72,27 @@ fn open_checked(path: &Path) -> Result<(GgufFile, String)> {
     Ok((file, arch))
 }
 
-/// The quantised model of an open GGUF `llama` file, with its tokenizer and template.
+/// The quantised model of an open GGUF `llama` file, with its tokenizer, BOS id and template.
 fn llama_model(
     mut file: GgufFile,
     tokenizer: Option<TextTokenizer>,
     device: &Device,
-) -> Result<GgufModel> {
+) -> Result<(QLlama, TextParts)> {
     let model = QLlama::load(&mut file, device).map_err(Error::model_load)?;
     let vocab = crate::models::CausalLm::vocab_size(&model);
     let t = text_parts(&file, tokenizer, vocab)?;
-    Ok(GgufModel {
-        model,
-        tokenizer: t.tokenizer,
-        bos_id: t.bos_id,
-        chat_template: t.chat_template,
-    })
+    Ok((model, t))
+}
+
+impl GgufModel {
+    fn new((model, t): (QLlama, TextParts)) -> Self {
+        Self {
+            model,
+            tokenizer: t.tokenizer,
+            bos_id: t.bos_id,
+            chat_template: t.chat_template,
+        }
+    }
 }
 
 /// Muse's GPT (weights widened to f32) from an open GGUF `gpt2` file, with its tokenizer, BOS
@@ -118,7 +124,7 @@ pub fn load_gguf(
             path.display()
         )));
     }
-    llama_model(file, tokenizer, device)
+    llama_model(file, tokenizer, device).map(GgufModel::new)
 }
 
 /// A GGUF file's language model, by architecture: what evaluation needs of either. (One is
@@ -142,7 +148,7 @@ pub fn load_gguf_lm(path: &Path, device: &Device) -> Result<GgufLm> {
             tokenizer: t.tokenizer,
         });
     }
-    llama_model(file, None, device).map(GgufLm::Llama)
+    llama_model(file, None, device).map(|parts| GgufLm::Llama(GgufModel::new(parts)))
 }
 
 /// The GGUF file at `path` as a [`TextModel`] for sampling, chat and evaluation.
@@ -156,13 +162,8 @@ pub fn open_gguf(
         let (model, t) = gpt2_model(file, tokenizer, device)?;
         (Box::new(model), t)
     } else {
-        let g = llama_model(file, tokenizer, device)?;
-        let t = TextParts {
-            tokenizer: g.tokenizer,
-            bos_id: g.bos_id,
-            chat_template: g.chat_template,
-        };
-        (Box::new(g.model), t)
+        let (model, t) = llama_model(file, tokenizer, device)?;
+        (Box::new(model), t)
     };
     Ok(TextModel {
         model,

@@ -350,13 +350,9 @@ pub fn unet_init(
     }
 }
 
-/// `text_emb.*` and the `out` of the cross-attentions (`d2x.i`, `mx`, `u2x.i`), with or
-/// without the `ema.` prefix.
+/// `text_emb.*` and the `out` of the cross-attentions (`d2x.i`, `mx`, `u2x.i`). (The `ema.`
+/// copies need no rule: a fresh run's average starts as a copy of the weights.)
 fn is_text_output(parts: &[&str]) -> bool {
-    let parts = match parts.first() {
-        Some(&"ema") => &parts[1..],
-        _ => parts,
-    };
     match parts {
         ["text_emb", _] => true,
         [block, .., "out", _] => ["d2x", "mx", "u2x"].contains(block),
