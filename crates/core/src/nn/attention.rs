@@ -5,9 +5,9 @@
 //! This is the general, composed path: it runs on every device. Training without attention
 //! dropout uses the fused CPU kernel [`super::ops::causal_self_attention`] instead.
 
-use candle_core::{D, DType, Device, Result, Tensor};
+use candle_core::{DType, Device, Result, Tensor};
 
-use super::Dropout;
+use super::{Dropout, ops};
 
 /// Causal attention of `q` over `k`, `v`, where query `i` sits at absolute position
 /// `offset + i` and may see keys `0..=offset + i`.
@@ -43,13 +43,7 @@ pub fn causal_attention(
         let mask = causal_mask(tq, tk, offset, att.dtype(), att.device())?; // (Tq, Tk)
         att = att.broadcast_add(&mask)?;
     }
-    // candle's fused softmax has no backward, so it serves only single-token decoding; every
-    // multi-position call (training, prompts) takes the differentiable composed softmax.
-    let att = if tq == 1 {
-        candle_nn::ops::softmax_last_dim(&att)?
-    } else {
-        candle_nn::ops::softmax(&att, D::Minus1)?
-    };
+    let att = ops::softmax_last_dim(&att)?;
     let att = dropout.apply(&att)?;
     let y = att.matmul(&v)?; // (B, nh, Tq, hs)
     y.transpose(1, 2)?.reshape((b, tq, c)) // (B, Tq, C)

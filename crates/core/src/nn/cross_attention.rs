@@ -5,12 +5,12 @@
 //! through one linear layer; padded tokens are masked out. Tensor names `norm`, `q`, `kv`,
 //! `out`.
 
-use candle_core::{D, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::conv::Conv2d;
 use super::{GroupNorm, Linear};
-use crate::nn::ops::WeightLayout;
+use crate::nn::ops::{self, WeightLayout};
 
 /// Added to the scores of padding tokens: large enough that softmax gives them nothing, finite
 /// so a row of padding alone cannot produce NaN.
@@ -133,7 +133,7 @@ impl SpatialCrossAttention {
         let v = part(1)?.contiguous()?; // (N, nh, L, hs)
         let att = (q.matmul(&kt)? * (1.0 / (hs as f64).sqrt()))?; // (N, nh, HW, L)
         let att = att.broadcast_add(&text.bias()?)?;
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        let att = ops::softmax_last_dim(&att)?;
         let y = att.matmul(&v)?; // (N, nh, HW, hs)
         let y = y.transpose(2, 3)?.reshape((n, c, h, w))?; // (N, C, H, W)
         x + self.out.forward(&y)?

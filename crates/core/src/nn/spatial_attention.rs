@@ -4,11 +4,12 @@
 //! scaled dot-product attention per head, a 1x1 output convolution. Tensor names `norm`,
 //! `qkv`, `out`.
 
-use candle_core::{D, Result, Tensor};
+use candle_core::{Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::GroupNorm;
 use super::conv::Conv2d;
+use super::ops;
 
 /// `x + out(attention(qkv(norm(x))))` over the H * W positions.
 #[derive(Clone, Debug)]
@@ -46,7 +47,7 @@ impl SpatialSelfAttention {
         let kt = part(1)?.contiguous()?; // (N, nh, hs, HW)
         let v = part(2)?.transpose(2, 3)?.contiguous()?; // (N, nh, HW, hs)
         let att = (q.matmul(&kt)? * (1.0 / (hs as f64).sqrt()))?; // (N, nh, HW, HW)
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        let att = ops::softmax_last_dim(&att)?;
         let y = att.matmul(&v)?; // (N, nh, HW, hs)
         let y = y.transpose(2, 3)?.reshape((n, c, h, w))?; // (N, C, H, W)
         x + self.out.forward(&y)?

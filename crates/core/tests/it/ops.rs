@@ -4,6 +4,7 @@
 //! checked against a scalar implementation of its formula and against PyTorch.
 
 use candle_core::{DType, Device, Result, Tensor, Var};
+use muse_core::nn::dropout::Dropout;
 use muse_core::nn::ops::{self, AdamWHyper, GeluKind, IGNORE_INDEX, WeightLayout, reference};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -277,6 +278,74 @@ fn gelu_matches_composed_ops() {
             );
         }
     }
+}
+
+#[test]
+fn dropout_matches_composed_ops() {
+    // Sizes around whole 64-element mask words, and one large enough to split across threads.
+    for (i, dims) in [&[1][..], &[7, 13], &[2, 64], &[3, 1000], &[768, 512]]
+        .iter()
+        .enumerate()
+    {
+        let x = rand_tensor(dims, 3.0, 110 + i as u64);
+        let mask = Dropout::train(0.3, 120 + i as u64)
+            .draw_mask(x.elem_count())
+            .unwrap();
+        check(
+            &format!("dropout {dims:?}"),
+            &[x],
+            0.0,
+            Some(2),
+            |t| ops::dropout(&t[0], mask.clone()),
+            |t| reference::dropout(&t[0], &mask),
+        );
+    }
+    let x = rand_tensor(&[5, 7], 1.0, 1);
+    let short = Dropout::train(0.5, 2).draw_mask(34).unwrap();
+    let err = ops::dropout(&x, short).unwrap_err().to_string();
+    assert!(err.contains("does not fit"), "{err}");
+}
+
+#[test]
+fn softmax_matches_composed_ops() {
+    for (i, dims) in [
+        &[1][..],
+        &[7, 13],
+        &[3, 1000],
+        &[2, 4, 49, 49],
+        &[64, 4, 20, 23],
+    ]
+    .iter()
+    .enumerate()
+    {
+        let x = rand_tensor(dims, 6.0, 130 + i as u64);
+        check(
+            &format!("softmax {dims:?}"),
+            &[x],
+            1e-5,
+            Some(2),
+            |t| ops::softmax_last_dim(&t[0]),
+            |t| reference::softmax_last_dim(&t[0]),
+        );
+    }
+    // Masked entries, as attention's additive masks make them: exactly 0 out, no gradient.
+    let mut v = rand_vec(3 * 9, 2.0, 140);
+    for (i, x) in v.iter_mut().enumerate() {
+        if i % 9 > 5 {
+            *x = if i % 2 == 0 { f32::NEG_INFINITY } else { -1e9 };
+        }
+    }
+    let x = Tensor::from_vec(v, (3, 9), &Device::Cpu).unwrap();
+    check(
+        "softmax masked",
+        &[x.clone()],
+        1e-5,
+        Some(2),
+        |t| ops::softmax_last_dim(&t[0]),
+        |t| reference::softmax_last_dim(&t[0]),
+    );
+    let y = ops::softmax_last_dim(&x).unwrap().to_vec2::<f32>().unwrap();
+    assert!(y.iter().all(|r| r[6..].iter().all(|&p| p == 0.0)), "{y:?}");
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! sentence-transformers folders load as they are. The pooler is not built: sentence encoders
 //! pool the token states themselves (see [`crate::embed`]).
 
-use candle_core::{D, DType, Device, Module, Result, Tensor};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::BertConfig;
@@ -104,11 +104,7 @@ impl BertAttention {
         let v = heads(self.value.forward(x)?)?; // (B, nh, T, hs)
         let scale = 1.0 / (hs as f64).sqrt();
         let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?; // (B, nh, T, T)
-        let att = if att.track_op() {
-            candle_nn::ops::softmax(&att, D::Minus1)?
-        } else {
-            candle_nn::ops::softmax_last_dim(&att)? // fused, no backward
-        };
+        let att = ops::softmax_last_dim(&att)?;
         let y = att.matmul(&v)?; // (B, nh, T, hs)
         let y = y.transpose(1, 2)?.reshape((b, t, h))?; // (B, T, H)
         let y = self.dense.forward(&y)?; // (B, T, H)

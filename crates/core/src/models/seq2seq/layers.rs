@@ -7,12 +7,12 @@
 //! `self_attn_layer_norm`, `encoder_attn`, `encoder_attn_layer_norm`, `fc1`, `fc2`,
 //! `final_layer_norm`; linear weights are stored `(out, in)` as `nn.Linear` stores them.
 
-use candle_core::{D, Module, Result, Tensor};
+use candle_core::{Module, Result, Tensor};
 use candle_nn::VarBuilder;
 
 use super::config::Seq2SeqConfig;
 use crate::nn::attention::{causal_attention, causal_mask};
-use crate::nn::ops::WeightLayout;
+use crate::nn::ops::{self, WeightLayout};
 use crate::nn::{Dropout, KvCache, LayerNorm, Linear};
 
 /// Scores added for keys that must not be seen (padding): softmax gives them nothing, and a
@@ -138,12 +138,7 @@ pub fn attend_with_weights(
     if let Some(bias) = bias {
         att = att.broadcast_add(bias)?;
     }
-    // candle's fused softmax has no backward: it serves single-query decoding only.
-    let att = if tq == 1 && !dropout.is_active() {
-        candle_nn::ops::softmax_last_dim(&att)?
-    } else {
-        candle_nn::ops::softmax(&att, D::Minus1)?
-    };
+    let att = ops::softmax_last_dim(&att)?;
     let y = dropout.apply(&att)?.matmul(&v)?; // (B, nh, Tq, hs)
     Ok((y.transpose(1, 2)?.reshape((b, tq, c))?, att)) // (B, Tq, C)
 }

@@ -133,12 +133,28 @@ pub(crate) fn lora_composed(
 ) -> Result<Tensor> {
     let y = lin(x, w, bias, layout)?; // (..., out)
     let xd = match mask {
-        Some(m) => x.mul(&m.to_tensor(x)?)?,
+        Some(m) => dropout(x, m)?,
         None => x.clone(),
     }; // (..., in)
     let h = lin(&xd, update.a, None, WeightLayout::OutIn)?; // (..., r)
     let u = lin(&h, update.b, None, WeightLayout::OutIn)?; // (..., out)
     y + (u * update.scale)?
+}
+
+/// See [`super::dropout()`]: the product with the float mask.
+///
+/// # Shapes
+/// `x`: any, with `mask.len()` elements -> same shape.
+pub fn dropout(x: &Tensor, mask: &KeepMask) -> Result<Tensor> {
+    x.mul(&mask.to_tensor(x)?)
+}
+
+/// See [`super::softmax_last_dim()`]: candle's differentiable softmax.
+///
+/// # Shapes
+/// `x`: (..., N) -> same shape.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    candle_nn::ops::softmax(x, D::Minus1)
 }
 
 /// See [`super::gelu()`]: candle's own GELU ops.
