@@ -7,6 +7,7 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::super::batch_norm::Activation;
+use super::super::math::sum_map;
 use super::geom::Geom;
 
 thread_local! {
@@ -207,11 +208,12 @@ pub(super) fn from_cnp(
     }
 }
 
-/// Per-channel sums of `x` (N, C, P): the bias gradient.
+/// Per-channel sums of `x` (N, C, P): the bias gradient. Each plane is summed in independent
+/// lanes (a plain `sum` adds one element at a time, in order, and does not vectorise).
 pub(super) fn channel_sums(x: &[f32], c: usize, p: usize) -> Vec<f32> {
     let mut out = vec![0f32; c];
     for (i, row) in x.chunks_exact(p).enumerate() {
-        out[i % c] += row.iter().sum::<f32>();
+        out[i % c] += sum_map(row, |v| v);
     }
     out
 }
