@@ -2,8 +2,9 @@
 //! an offset (prompt processing and cached decoding), grouped-query heads, and dropout on the
 //! attention weights ("Attention Is All You Need", Vaswani et al. 2017).
 //!
-//! This is the general, composed path: it runs on every device. Training without attention
-//! dropout uses the fused CPU kernel [`super::ops::causal_self_attention`] instead.
+//! This is the general path, composed from tensor ops (its softmax and dropout are fused kernels
+//! on the CPU); it runs on every device. Training without attention dropout uses the fused CPU
+//! kernel [`super::ops::causal_self_attention`] instead.
 
 use candle_core::{DType, Device, Result, Tensor};
 

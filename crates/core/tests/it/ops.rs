@@ -338,7 +338,7 @@ fn softmax_matches_composed_ops() {
     let x = Tensor::from_vec(v, (3, 9), &Device::Cpu).unwrap();
     check(
         "softmax masked",
-        &[x.clone()],
+        std::slice::from_ref(&x),
         1e-5,
         Some(2),
         |t| ops::softmax_last_dim(&t[0]),

@@ -36,7 +36,8 @@ struct DropoutOp {
 
 const NAME: &str = "muse-dropout";
 
-/// `y[i] = x[i] * factor(first + i)` for a run of `x` starting at mask word `first / 64`.
+/// `y[i] = x[i] * factor(64 * first_word + i)`: a run of the input that starts at mask word
+/// `first_word`.
 fn kernel(mask: &KeepMask, first_word: usize, x: &[f32], y: &mut [MaybeUninit<f32>]) {
     let scale = mask.scale();
     for (w, (xs, ys)) in x.chunks(64).zip(y.chunks_mut(64)).enumerate() {

@@ -1,5 +1,6 @@
 //! Fused CPU kernels for the hot ops of transformer training: layer/RMS norm, causal
-//! self-attention, linear (plain and LoRA-adapted), GELU, cross-entropy and the AdamW step.
+//! self-attention, linear (plain and LoRA-adapted), GELU, softmax, dropout, cross-entropy and the
+//! AdamW step.
 //!
 //! candle composes these from many small tensor ops, each allocating its output, and its own
 //! fused `candle_nn` kernels have no backward. Each op here is a candle `CustomOp` whose
