@@ -163,6 +163,30 @@ pub(crate) unsafe fn new_filled(n: usize, fill: impl FnOnce(&mut [MaybeUninit<f3
     v
 }
 
+/// A new vector the length of `x`, computed chunk by chunk in parallel: `f(i, x_i, y_i)` for
+/// the `i`-th `chunk` elements of `x` and of the output.
+///
+/// # Safety
+/// `f` must write every element of its output chunk.
+pub(crate) unsafe fn map_chunks(
+    x: &[f32],
+    chunk: usize,
+    f: impl Fn(usize, &[f32], &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    // SAFETY: the chunks cover the output, and the caller's `f` writes each of them in full.
+    unsafe {
+        new_filled(x.len(), |y| {
+            let chunk = chunk.max(1);
+            let tasks: Vec<_> = x
+                .chunks(chunk)
+                .zip(y.chunks_mut(chunk))
+                .enumerate()
+                .collect();
+            run_tasks(tasks, |(i, (x, y))| f(i, x, y));
+        })
+    }
+}
+
 /// Safe `dst (m x n, row-major, row stride n) = lhs @ rhs (+ dst)` on slices with bounds
 /// checked against the strides (`(slice, rs, cs)` per operand).
 #[allow(clippy::too_many_arguments)]

@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, bail};
 
-use super::cpu::{CpuRead, f32_slice, new_filled, rows_per_task, run_tasks, tensor};
+use super::cpu::{CpuRead, f32_slice, map_chunks, rows_per_task, tensor};
 use super::{fast_path, reference};
 use crate::nn::dropout::KeepMask;
 
@@ -54,17 +54,8 @@ fn kernel(mask: &KeepMask, first_word: usize, x: &[f32], y: &mut [MaybeUninit<f3
 fn run(mask: &KeepMask, x: &[f32]) -> Vec<f32> {
     let words = x.len().div_ceil(64);
     let chunk = 64 * rows_per_task(words, 64 * 2);
-    // SAFETY: the chunks cover all of `y` and the kernel writes every element of its chunk.
-    unsafe {
-        new_filled(x.len(), |y| {
-            let tasks: Vec<_> = x
-                .chunks(chunk)
-                .zip(y.chunks_mut(chunk))
-                .enumerate()
-                .collect();
-            run_tasks(tasks, |(i, (x, y))| kernel(mask, i * chunk / 64, x, y));
-        })
-    }
+    // SAFETY: the kernel writes every element of its chunk.
+    unsafe { map_chunks(x, chunk, |i, x, y| kernel(mask, i * chunk / 64, x, y)) }
 }
 
 impl CustomOp1 for DropoutOp {

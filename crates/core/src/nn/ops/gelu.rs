@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use super::cpu::{CpuRead, f32_slice, new_filled, rows_per_task, run_tasks, tensor};
+use super::cpu::{CpuRead, f32_slice, map_chunks, rows_per_task, tensor};
 use super::math::{Fma, erf_and_gauss, simd_dispatch, tanh};
 use super::{fast_path, reference};
 
@@ -81,18 +81,11 @@ simd_dispatch!(fn kernel_simd(kind: GeluKind, x: &[f32], dy: Option<&[f32]>, y: 
 /// The fused kernel over `x` (and `dy`), split across threads.
 fn run(kind: GeluKind, x: &[f32], dy: Option<&[f32]>) -> Vec<f32> {
     let chunk = rows_per_task(x.len(), 40);
-    // SAFETY: the chunks cover all of `y` and the kernel writes every element of its chunk.
+    // SAFETY: the kernel writes every element of its chunk.
     unsafe {
-        new_filled(x.len(), |y| {
-            let tasks: Vec<_> = x
-                .chunks(chunk)
-                .zip(y.chunks_mut(chunk))
-                .enumerate()
-                .collect();
-            run_tasks(tasks, |(i, (x, y))| {
-                let dy = dy.map(|d| &d[i * chunk..i * chunk + x.len()]);
-                kernel_simd(kind, x, dy, y)
-            });
+        map_chunks(x, chunk, |i, x, y| {
+            let dy = dy.map(|d| &d[i * chunk..i * chunk + x.len()]);
+            kernel_simd(kind, x, dy, y)
         })
     }
 }
