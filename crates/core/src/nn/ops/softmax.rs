@@ -9,7 +9,7 @@ use std::mem::MaybeUninit;
 
 use candle_core::{CpuStorage, CustomOp1, D, Layout, Result, Shape, Tensor};
 
-use super::cpu::{CpuRead, f32_slice, new_filled, rows_per_task, run_tasks, tensor};
+use super::cpu::{CpuRead, f32_slice, map_chunks, rows_per_task, tensor};
 use super::math::{Fma, exp, max, simd_dispatch, sum_map, sum_map2};
 use super::{fast_path, reference};
 
@@ -57,20 +57,21 @@ fn backward_kernel<F: Fma>(y: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) {
 }
 simd_dispatch!(fn backward_row(y: &[f32], dy: &[f32], dx: &mut [MaybeUninit<f32>]) = backward_kernel);
 
-/// `row(i, out_row)` for every row of length `n` of an output of `len` elements, rows split
-/// across threads.
-fn by_rows(len: usize, n: usize, row: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync) -> Vec<f32> {
-    let rows_per = rows_per_task(len / n.max(1), 20 * n);
-    let chunk = rows_per * n.max(1);
-    // SAFETY: the chunks cover the output and `row` writes every element of its row.
+/// `row(i, src_row, out_row)` for every row of length `n` of `src` and of an output the same
+/// size, rows split across threads.
+fn by_rows(
+    src: &[f32],
+    n: usize,
+    row: impl Fn(usize, &[f32], &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
+    let n = n.max(1);
+    let rows_per = rows_per_task(src.len() / n, 20 * n);
+    // SAFETY: every row of a chunk is handed to `row`, which writes all of it.
     unsafe {
-        new_filled(len, |out| {
-            let tasks: Vec<_> = out.chunks_mut(chunk.max(1)).enumerate().collect();
-            run_tasks(tasks, |(c, out)| {
-                for (r, o) in out.chunks_mut(n.max(1)).enumerate() {
-                    row(c * rows_per + r, o)
-                }
-            });
+        map_chunks(src, rows_per * n, |c, src, out| {
+            for (r, (s, o)) in src.chunks(n).zip(out.chunks_mut(n)).enumerate() {
+                row(c * rows_per + r, s, o)
+            }
         })
     }
 }
@@ -83,7 +84,7 @@ impl CustomOp1 for SoftmaxOp {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, NAME)?;
         let n = l.shape().dims().last().copied().unwrap_or(1);
-        let y = by_rows(x.len(), n, |i, y| forward_row(&x[i * n..(i + 1) * n], y));
+        let y = by_rows(x, n, |_, x, y| forward_row(x, y));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -93,9 +94,8 @@ impl CustomOp1 for SoftmaxOp {
         let (yr, dyr) = (CpuRead::new(y, NAME)?, CpuRead::new(&dy, NAME)?);
         let (ys, dys) = (yr.slice(), dyr.slice());
         let n = x.dim(D::Minus1)?;
-        let dx = by_rows(ys.len(), n, |i, dx| {
-            let r = i * n..(i + 1) * n;
-            backward_row(&ys[r.clone()], &dys[r], dx)
+        let dx = by_rows(ys, n, |i, y, dx| {
+            backward_row(y, &dys[i * n..(i + 1) * n], dx)
         });
         Ok(Some(tensor(dx, x.shape())?))
     }
