@@ -12,6 +12,8 @@ so the pairs and their order are Muse's own) and the tokenizer.json of a Muse ru
   # train S steps, save, translate a file greedily (and with --beam 4), one JSON line each
   python seq2seq_ref.py --split SPLIT --tokenizer RUN/tokenizer.json --train_steps 2000 \
       --save ref.pt --translate src.txt --out hyp.txt [--beam 4]
+  # a long run that survives being stopped: the same command again continues it
+  python seq2seq_ref.py ... --train_steps 12000 --checkpoint ref12k.ckpt --save ref12k.pt ...
   # translate again with saved weights
   python seq2seq_ref.py --split SPLIT --tokenizer RUN/tokenizer.json --load ref.pt --translate src.txt --out hyp.txt
 
@@ -29,6 +31,9 @@ ap.add_argument("--train_steps", type=int, default=0, help="train this many step
 ap.add_argument("--log_interval", type=int, default=100)
 ap.add_argument("--save", help="write the trained weights here")
 ap.add_argument("--load", help="start from these weights")
+ap.add_argument("--checkpoint", help="with --train_steps: save weights, optimizer, step and RNG "
+                "here every --checkpoint_every steps, and continue from it when it exists")
+ap.add_argument("--checkpoint_every", type=int, default=250)
 ap.add_argument("--translate", help="a file of source sentences, one a line")
 ap.add_argument("--out", help="write the greedy translations here (beam: OUT.beamK)")
 ap.add_argument("--beam", type=int, default=1, help="also translate with this beam (>1)")
@@ -130,8 +135,16 @@ def valid_loss():
 if args.train_steps:
     model.train()
     per_epoch, plan = None, (None, None)
-    t_start, ms, loss = time.perf_counter(), [], float("nan")
-    for step in range(args.train_steps):
+    t_start, ms, loss, first = time.perf_counter(), [], float("nan"), 0
+    if args.checkpoint and os.path.exists(args.checkpoint):
+        ck = torch.load(args.checkpoint, weights_only=False)
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        torch.set_rng_state(ck["rng"])
+        first, ms, loss = ck["step"], ck["ms"], ck["loss"]
+        t_start -= ck["seconds"]
+        log(f"continuing from {args.checkpoint} at step {first}")
+    for step in range(first, args.train_steps):
         per_epoch = per_epoch or len(S.epoch_batches(lengths, args.seed, 0))
         epoch, i = divmod(step, per_epoch)
         if plan[0] != epoch:
@@ -141,6 +154,12 @@ if args.train_steps:
         ms.append((time.perf_counter() - t0) * 1e3)
         if step % args.log_interval == 0 or step + 1 == args.train_steps:
             log(f"step {step} | loss {loss:.4f} | lr {S.lr_at(step):.1e} | {ms[-1]:.0f} ms")
+        if args.checkpoint and (step + 1) % args.checkpoint_every == 0:
+            # written aside and renamed, so a stop while saving keeps the last good one
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "rng": torch.get_rng_state(), "step": step + 1, "ms": ms, "loss": loss,
+                        "seconds": time.perf_counter() - t_start}, args.checkpoint + ".tmp")
+            os.replace(args.checkpoint + ".tmp", args.checkpoint)
     val = valid_loss()
     emit(bench="seq2seq_train", steps=args.train_steps, params=params, final_loss=round(loss, 4),
          val_loss=round(val, 4), ms_per_step_median=round(statistics.median(ms), 3),
