@@ -291,6 +291,26 @@ fn leaky_relu_matches_composed_ops() {
     );
 }
 
+/// The standalone activation op: values and gradients, on a tensor large enough to be split
+/// into several tasks. (At exactly 0 the ReLU gradient is 0, as PyTorch's, where candle's is 1;
+/// random inputs never hit it.)
+#[test]
+fn activation_op_matches_composed_ops() {
+    use muse_core::nn::ops::{Activation, activation};
+    for act in [
+        Activation::Relu,
+        Activation::LeakyRelu(0.2),
+        Activation::Tanh,
+    ] {
+        compare(
+            &format!("{act:?}"),
+            vec![rand_tensor(&[3, 4, 100, 60], 6)],
+            |t| activation(&t[0], act),
+            |t| act.reference(&t[0]),
+        );
+    }
+}
+
 #[test]
 fn fused_activations_match_composed_ops() {
     use muse_core::nn::ops::{Activation, conv_transpose2d_act, conv2d_act};

@@ -170,7 +170,7 @@ impl FeedForward {
     /// # Shapes
     /// `x`: (B, T, C) -> (B, T, C).
     pub fn forward(&self, x: &Tensor, dropout: &mut Dropout) -> Result<Tensor> {
-        let h = self.fc1.forward(x)?.relu()?; // (B, T, F)
+        let h = ops::relu(&self.fc1.forward(x)?)?; // (B, T, F)
         self.fc2.forward(&dropout.apply(&h)?)
     }
 }

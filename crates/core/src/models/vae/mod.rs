@@ -22,8 +22,8 @@ pub use config::{VaeArch, VaeConfig};
 
 use crate::nn::Linear;
 use crate::nn::conv::{Conv2d, ConvTranspose2d};
-use crate::nn::ops::WeightLayout;
 use crate::nn::ops::vae_mlp::{MlpVaeParams, mlp_vae_step};
+use crate::nn::ops::{self, WeightLayout};
 
 /// Layers of the fully connected VAE (PyTorch examples names: fc1, fc21, fc22, fc3, fc4).
 struct Mlp {
@@ -116,13 +116,13 @@ impl Vae {
         let n = x.dim(0)?;
         match &self.layers {
             Layers::Mlp(m) => {
-                let h = m.fc1.forward(&x.reshape((n, ()))?)?.relu()?; // (N, hidden)
+                let h = ops::relu(&m.fc1.forward(&x.reshape((n, ()))?)?)?; // (N, hidden)
                 Ok((m.fc21.forward(&h)?, m.fc22.forward(&h)?))
             }
             Layers::Conv(m) => {
-                let h = m.enc_conv1.forward(x)?.relu()?; // (N, c1, H/2, W/2)
-                let h = m.enc_conv2.forward(&h)?.relu()?; // (N, c2, H/4, W/4)
-                let h = m.enc_fc.forward(&h.reshape((n, ()))?)?.relu()?; // (N, hidden)
+                let h = ops::relu(&m.enc_conv1.forward(x)?)?; // (N, c1, H/2, W/2)
+                let h = ops::relu(&m.enc_conv2.forward(&h)?)?; // (N, c2, H/4, W/4)
+                let h = ops::relu(&m.enc_fc.forward(&h.reshape((n, ()))?)?)?; // (N, hidden)
                 Ok((m.fc_mu.forward(&h)?, m.fc_logvar.forward(&h)?))
             }
         }
@@ -137,15 +137,15 @@ impl Vae {
         let (c, s) = (self.cfg.channels, self.cfg.image_size);
         match &self.layers {
             Layers::Mlp(m) => {
-                let h = m.fc3.forward(z)?.relu()?; // (N, hidden)
+                let h = ops::relu(&m.fc3.forward(z)?)?; // (N, hidden)
                 m.fc4.forward(&h)?.reshape((n, c, s, s)) // (N, C, H, W)
             }
             Layers::Conv(m) => {
                 let c2 = 2 * self.cfg.conv_channels;
-                let h = m.dec_fc1.forward(z)?.relu()?; // (N, hidden)
-                let h = m.dec_fc2.forward(&h)?.relu()?; // (N, c2 * H/4 * W/4)
+                let h = ops::relu(&m.dec_fc1.forward(z)?)?; // (N, hidden)
+                let h = ops::relu(&m.dec_fc2.forward(&h)?)?; // (N, c2 * H/4 * W/4)
                 let h = h.reshape((n, c2, s / 4, s / 4))?; // (N, c2, H/4, W/4)
-                let h = m.dec_conv1.forward(&h)?.relu()?; // (N, c1, H/2, W/2)
+                let h = ops::relu(&m.dec_conv1.forward(&h)?)?; // (N, c1, H/2, W/2)
                 m.dec_conv2.forward(&h) // (N, C, H, W)
             }
         }

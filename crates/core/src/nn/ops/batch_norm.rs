@@ -1,6 +1,5 @@
 //! Batch normalisation over (N, H, W) per channel in training mode (Ioffe & Szegedy 2015,
-//! "Batch Normalization"), fused with the activation that follows it, forward and backward;
-//! and a fused leaky ReLU.
+//! "Batch Normalization"), fused with the activation that follows it, forward and backward.
 //!
 //! candle_nn's `BatchNorm` transposes to (C, N*H*W), makes it contiguous, composes about ten
 //! tensor ops and hands back a transposed view, and the activation after it adds three more.
@@ -11,113 +10,12 @@
 use std::mem::MaybeUninit;
 use std::sync::{Arc, Mutex};
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Result, Shape, Tensor, bail};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, bail};
 
-use super::cpu::{CpuRead, SendPtr, f32_slice, new_filled, run_tasks, tensor, threads};
+use super::activation::Activation;
+use super::cpu::{CpuRead, SendPtr, f32_slice, run_tasks, tensor, threads};
 use super::fast_path;
-use super::math::{NoFma, sum_map, sum_map2, tanh};
-
-/// The activation applied after the normalisation.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Activation {
-    Identity,
-    Relu,
-    /// `x` for `x > 0`, `slope * x` otherwise (slope > 0).
-    LeakyRelu(f32),
-    /// `tanh(x)`.
-    Tanh,
-}
-
-impl Activation {
-    #[inline(always)]
-    pub(crate) fn apply(self, v: f32) -> f32 {
-        match self {
-            Activation::Identity => v,
-            Activation::Relu => v.max(0.0),
-            Activation::LeakyRelu(s) => {
-                if v > 0.0 {
-                    v
-                } else {
-                    v * s
-                }
-            }
-            Activation::Tanh => tanh::<NoFma>(v),
-        }
-    }
-
-    /// `out[i] = act(src[i] * scale + shift)`. The match on the activation sits outside the
-    /// loop, so each arm is a plain loop the compiler vectorises (measured: the per-element
-    /// match cost several percent of a DCGAN step).
-    #[inline]
-    pub(crate) fn apply_slice(
-        self,
-        src: &[f32],
-        scale: f32,
-        shift: f32,
-        out: &mut [MaybeUninit<f32>],
-    ) {
-        #[inline(always)]
-        fn each(src: &[f32], out: &mut [MaybeUninit<f32>], f: impl Fn(f32) -> f32) {
-            for (o, &v) in out.iter_mut().zip(src) {
-                o.write(f(v));
-            }
-        }
-        let lin = move |v: f32| v * scale + shift;
-        match self {
-            Activation::Identity => each(src, out, lin),
-            Activation::Relu => each(src, out, |v| lin(v).max(0.0)),
-            Activation::LeakyRelu(s) => each(src, out, |v| {
-                let v = lin(v);
-                if v > 0.0 { v } else { v * s }
-            }),
-            Activation::Tanh => each(src, out, |v| tanh::<NoFma>(lin(v))),
-        }
-    }
-
-    /// `out[i] = dy[i] * act'(y[i])`, the derivative read from the activation's *output* `y`
-    /// (the signs of input and output agree for the piecewise-linear ones; tanh' = 1 - tanh^2),
-    /// the match hoisted as in [`Activation::apply_slice`].
-    #[inline]
-    pub(crate) fn grad_slice(self, dy: &[f32], y: &[f32], out: &mut [MaybeUninit<f32>]) {
-        #[inline(always)]
-        fn each(dy: &[f32], y: &[f32], out: &mut [MaybeUninit<f32>], f: impl Fn(f32, f32) -> f32) {
-            for ((o, &d), &y) in out.iter_mut().zip(dy).zip(y) {
-                o.write(f(d, y));
-            }
-        }
-        match self {
-            Activation::Identity => each(dy, y, out, |d, _| d),
-            Activation::Relu => each(dy, y, out, |d, y| if y > 0.0 { d } else { 0.0 }),
-            Activation::LeakyRelu(s) => each(dy, y, out, |d, y| if y > 0.0 { d } else { d * s }),
-            Activation::Tanh => each(dy, y, out, |d, y| d * (1.0 - y * y)),
-        }
-    }
-
-    /// [`Activation::grad_slice`] over whole tensors, split across the thread pool.
-    pub(crate) fn grad(self, dy: &[f32], y: &[f32]) -> Vec<f32> {
-        const PER_TASK: usize = 64 * 1024;
-        let n = dy.len().min(y.len());
-        let write = |buf: &mut [MaybeUninit<f32>]| {
-            let tasks: Vec<_> = buf
-                .chunks_mut(PER_TASK)
-                .zip(dy.chunks(PER_TASK).zip(y.chunks(PER_TASK)))
-                .collect();
-            run_tasks(tasks, |(o, (d, y))| self.grad_slice(d, y, o));
-        };
-        // SAFETY: the chunks cover `buf`, and `grad_slice` writes every element of each.
-        unsafe { new_filled(n, write) }
-    }
-
-    /// The same activation composed from candle ops.
-    pub fn reference(self, x: &Tensor) -> Result<Tensor> {
-        match self {
-            Activation::Identity => Ok(x.clone()),
-            Activation::Relu => x.relu(),
-            Activation::LeakyRelu(s) => candle_nn::ops::leaky_relu(x, s as f64),
-            Activation::Tanh => x.tanh(),
-        }
-    }
-}
+use super::math::{sum_map, sum_map2};
 
 /// Batch statistics of one training-mode forward: per-channel mean and biased variance.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -225,19 +123,6 @@ pub fn reference_batch_norm_train(
         count,
     };
     Ok((act.reference(&y)?, stats))
-}
-
-/// Leaky ReLU, `x` for `x > 0` and `slope * x` otherwise, as one op with its backward.
-///
-/// # Shapes
-/// any -> same.
-pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
-    if !fast_path(&[x]) || slope <= 0.0 {
-        return candle_nn::ops::leaky_relu(x, slope);
-    }
-    x.contiguous()?.apply_op1(LeakyReluOp {
-        slope: slope as f32,
-    })
 }
 
 fn rstd_to_var(rstd: &[f32], eps: f32) -> Vec<f32> {
@@ -434,32 +319,5 @@ impl CustomOp3 for BatchNormOp {
                 None
             },
         ))
-    }
-}
-
-struct LeakyReluOp {
-    slope: f32,
-}
-
-impl CustomOp1 for LeakyReluOp {
-    fn name(&self) -> &'static str {
-        "muse-leaky-relu"
-    }
-
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = f32_slice(s, l, "muse-leaky-relu")?;
-        let act = Activation::LeakyRelu(self.slope);
-        let y: Vec<f32> = x.iter().map(|&v| act.apply(v)).collect();
-        Ok((CpuStorage::F32(y), l.shape().clone()))
-    }
-
-    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> Result<Option<Tensor>> {
-        let dy = dy.contiguous()?;
-        let (yr, dyr) = (
-            CpuRead::new(y, "muse-leaky-relu")?,
-            CpuRead::new(&dy, "muse-leaky-relu")?,
-        );
-        let dx = Activation::LeakyRelu(self.slope).grad(dyr.slice(), yr.slice());
-        Ok(Some(tensor(dx, y.shape())?))
     }
 }

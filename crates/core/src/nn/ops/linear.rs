@@ -90,12 +90,14 @@ impl LinearOp {
         if m == 1 {
             return gemv(x, w, b, self.layout == WeightLayout::OutIn, n);
         }
-        let mut y = vec![0f32; m * n];
-        if let Some(b) = b {
-            y.chunks_exact_mut(n.max(1))
-                .for_each(|row| row.copy_from_slice(b));
-        }
-        matmul(m, n, k, &mut y, b.is_some(), (x, k, 1), self.w_as_in_out(w));
+        let w = self.w_as_in_out(w);
+        let Some(b) = b else {
+            return matmul_new(m, n, k, (x, k, 1), w);
+        };
+        // The bias in every row, then the product added to it: no zero-filled buffer first.
+        let mut y = Vec::with_capacity(m * n);
+        (0..m).for_each(|_| y.extend_from_slice(b));
+        matmul(m, n, k, &mut y, true, (x, k, 1), w);
         y
     }
 

@@ -1,5 +1,5 @@
 //! Fused CPU kernels for the hot ops of transformer training: layer/RMS norm, causal
-//! self-attention, linear (plain and LoRA-adapted), GELU, softmax, dropout, cross-entropy and the
+//! self-attention, linear (plain and LoRA-adapted), GELU, ReLU, softmax, dropout, cross-entropy and the
 //! AdamW step.
 //!
 //! candle composes these from many small tensor ops, each allocating its output, and its own
@@ -12,6 +12,7 @@
 //! to [`reference`](mod@reference), the same maths composed from candle ops (what runs on CUDA). Tests compare
 //! the two, values and gradients.
 
+mod activation;
 mod adamw;
 mod attention;
 pub mod batch_norm;
@@ -42,9 +43,10 @@ pub mod vae_mlp;
 
 use candle_core::{DType, Device, Tensor};
 
+pub use activation::{Activation, activation, leaky_relu, relu};
 pub use adamw::{AdamWHyper, adamw_update};
 pub use attention::causal_self_attention;
-pub use batch_norm::{Activation, BatchStats, batch_norm_train, leaky_relu};
+pub use batch_norm::{BatchStats, batch_norm_train};
 pub use conv::{conv_transpose2d, conv_transpose2d_act, conv2d, conv2d_act};
 pub use cross_entropy::{IGNORE_INDEX, cross_entropy};
 pub use dropout::dropout;

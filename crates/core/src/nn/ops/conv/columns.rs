@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use super::super::batch_norm::Activation;
+use super::super::activation::Activation;
 use super::super::math::sum_map;
 use super::geom::Geom;
 

@@ -28,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{Result, Tensor, bail};
 
-use super::batch_norm::Activation;
+use super::activation::Activation;
 use super::biased::apply_biased;
 use super::fast_path;
 use geom::Geom;

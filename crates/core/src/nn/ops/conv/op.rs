@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 
-use super::super::batch_norm::Activation;
+use super::super::activation::Activation;
 use super::super::biased::BiasedOp;
 use super::super::cpu::{CpuRead, run_tasks, tensor};
 use super::columns::{Scratch, channel_sums, col2im, from_cnp, im2col, to_cnp};
