@@ -39,12 +39,19 @@ pub fn causal_attention(
     let k = repeat_kv(split_heads(k, n_kv_head)?, n_head / n_kv_head)?; // (B, nh, Tk, hs)
     let v = repeat_kv(split_heads(v, n_kv_head)?, n_head / n_kv_head)?; // (B, nh, Tk, hs)
     let scale = 1.0 / (hs as f64).sqrt();
-    let mut att = (q.matmul(&k.t()?)? * scale)?; // (B, nh, Tq, Tk)
-    if tq > 1 {
-        let mask = causal_mask(tq, tk, offset, att.dtype(), att.device())?; // (Tq, Tk)
-        att = att.broadcast_add(&mask)?;
-    }
-    let att = ops::softmax_last_dim(&att)?;
+    let scores = q.matmul(&k.t()?)?; // (B, nh, Tq, Tk)
+    let mask = if tq > 1 {
+        Some(causal_mask(
+            tq,
+            tk,
+            offset,
+            scores.dtype(),
+            scores.device(),
+        )?) // (Tq, Tk)
+    } else {
+        None
+    };
+    let att = ops::softmax_last_dim_scaled(&scores, scale, mask.as_ref())?;
     let att = dropout.apply(&att)?;
     let y = att.matmul(&v)?; // (B, nh, Tq, hs)
     y.transpose(1, 2)?.reshape((b, tq, c)) // (B, Tq, C)

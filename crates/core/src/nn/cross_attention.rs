@@ -131,9 +131,9 @@ impl SpatialCrossAttention {
         let part = |i: usize| kv.narrow(2, i, 1)?.squeeze(2)?.transpose(1, 2); // (N, nh, L, hs)
         let kt = part(0)?.transpose(2, 3)?.contiguous()?; // (N, nh, hs, L)
         let v = part(1)?.contiguous()?; // (N, nh, L, hs)
-        let att = (q.matmul(&kt)? * (1.0 / (hs as f64).sqrt()))?; // (N, nh, HW, L)
-        let att = att.broadcast_add(&text.bias()?)?;
-        let att = ops::softmax_last_dim(&att)?;
+        let scores = q.matmul(&kt)?; // (N, nh, HW, L)
+        let scale = 1.0 / (hs as f64).sqrt();
+        let att = ops::softmax_last_dim_scaled(&scores, scale, Some(&text.bias()?))?;
         let y = att.matmul(&v)?; // (N, nh, HW, hs)
         let y = y.transpose(2, 3)?.reshape((n, c, h, w))?; // (N, C, H, W)
         x + self.out.forward(&y)?

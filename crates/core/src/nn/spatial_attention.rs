@@ -46,8 +46,8 @@ impl SpatialSelfAttention {
         let q = part(0)?.transpose(2, 3)?.contiguous()?; // (N, nh, HW, hs)
         let kt = part(1)?.contiguous()?; // (N, nh, hs, HW)
         let v = part(2)?.transpose(2, 3)?.contiguous()?; // (N, nh, HW, hs)
-        let att = (q.matmul(&kt)? * (1.0 / (hs as f64).sqrt()))?; // (N, nh, HW, HW)
-        let att = ops::softmax_last_dim(&att)?;
+        let scores = q.matmul(&kt)?; // (N, nh, HW, HW)
+        let att = ops::softmax_last_dim_scaled(&scores, 1.0 / (hs as f64).sqrt(), None)?;
         let y = att.matmul(&v)?; // (N, nh, HW, hs)
         let y = y.transpose(2, 3)?.reshape((n, c, h, w))?; // (N, C, H, W)
         x + self.out.forward(&y)?

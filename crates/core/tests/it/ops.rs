@@ -348,6 +348,58 @@ fn softmax_matches_composed_ops() {
     assert!(y.iter().all(|r| r[6..].iter().all(|&p| p == 0.0)), "{y:?}");
 }
 
+/// The attention weights `softmax(scale * x + bias)` with every bias shape the attention layers
+/// pass: a key-padding mask (B, 1, 1, N), a causal mask (Tq, N), a full (B, nh, Tq, N) one and
+/// none; masked entries come out exactly 0 and no gradient reaches the bias.
+#[test]
+fn scaled_softmax_matches_composed_ops() {
+    let (b, nh, tq, n) = (3, 2, 5, 7);
+    let masked = |dims: &[usize], seed: u64| {
+        let mut v = rand_vec(dims.iter().product(), 1.0, seed);
+        // Mask every third entry of each row but its first (no row is fully masked).
+        for (i, x) in v.iter_mut().enumerate() {
+            if i % n % 3 == 2 {
+                *x = if i % 2 == 0 { f32::NEG_INFINITY } else { -1e9 };
+            }
+        }
+        Tensor::from_vec(v, dims, &Device::Cpu).unwrap()
+    };
+    let biases = [
+        None,
+        Some(masked(&[b, 1, 1, n], 151)),
+        Some(masked(&[tq, n], 152)),
+        Some(masked(&[b, nh, tq, n], 153)),
+    ];
+    for (i, bias) in biases.iter().enumerate() {
+        let x = rand_tensor(&[b, nh, tq, n], 3.0, 150);
+        let scale = 0.125 * (i + 1) as f64;
+        check(
+            &format!(
+                "scaled softmax, bias {:?}",
+                bias.as_ref().map(|t| t.dims().to_vec())
+            ),
+            &[x.clone()],
+            1e-5,
+            Some(2),
+            |t| ops::softmax_last_dim_scaled(&t[0], scale, bias.as_ref()),
+            |t| reference::softmax_last_dim_scaled(&t[0], scale, bias.as_ref()),
+        );
+        if let Some(bias) = bias {
+            let y = ops::softmax_last_dim_scaled(&x, scale, Some(bias)).unwrap();
+            let keep = bias.broadcast_as(y.shape()).unwrap().ge(-1e8).unwrap();
+            let zeroed = (y * (1.0 - keep.to_dtype(DType::F32).unwrap()).unwrap()).unwrap();
+            let zeroed = zeroed
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(zeroed, 0.0, "masked weights must be exactly 0");
+        }
+    }
+}
+
 #[test]
 fn swiglu_matches_composed_ops() {
     for (i, dims) in [&[1][..], &[7, 13], &[3, 1000], &[512, 1536]]

@@ -103,8 +103,8 @@ impl BertAttention {
         let k = heads(self.key.forward(x)?)?; // (B, nh, T, hs)
         let v = heads(self.value.forward(x)?)?; // (B, nh, T, hs)
         let scale = 1.0 / (hs as f64).sqrt();
-        let att = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask)?; // (B, nh, T, T)
-        let att = ops::softmax_last_dim(&att)?;
+        let scores = q.matmul(&k.t()?)?; // (B, nh, T, T)
+        let att = ops::softmax_last_dim_scaled(&scores, scale, Some(mask))?;
         let y = att.matmul(&v)?; // (B, nh, T, hs)
         let y = y.transpose(1, 2)?.reshape((b, t, h))?; // (B, T, H)
         let y = self.dense.forward(&y)?; // (B, T, H)

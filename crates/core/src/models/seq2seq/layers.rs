@@ -134,11 +134,8 @@ pub fn attend_with_weights(
         x.reshape((b, t, n_head, hs))?.transpose(1, 2)?.contiguous() // (B, nh, T, hs)
     };
     let (q, k, v) = (heads(q, tq)?, heads(k, tk)?, heads(v, tk)?);
-    let mut att = (q.matmul(&k.t()?)? * (1.0 / (hs as f64).sqrt()))?; // (B, nh, Tq, Tk)
-    if let Some(bias) = bias {
-        att = att.broadcast_add(bias)?;
-    }
-    let att = ops::softmax_last_dim(&att)?;
+    let scores = q.matmul(&k.t()?)?; // (B, nh, Tq, Tk)
+    let att = ops::softmax_last_dim_scaled(&scores, 1.0 / (hs as f64).sqrt(), bias)?;
     let y = dropout.apply(&att)?.matmul(&v)?; // (B, nh, Tq, hs)
     Ok((y.transpose(1, 2)?.reshape((b, tq, c))?, att)) // (B, Tq, C)
 }

@@ -56,7 +56,7 @@ pub use layer_norm::layer_norm;
 pub use linear::{WeightLayout, linear};
 pub use lora_linear::{LoraUpdate, lora_linear};
 pub use rms_norm::rms_norm;
-pub use softmax::softmax_last_dim;
+pub use softmax::{softmax_last_dim, softmax_last_dim_scaled};
 pub use swiglu::swiglu;
 
 /// True when every tensor is F32 on the CPU, i.e. the fused kernels apply.

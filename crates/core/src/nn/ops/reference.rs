@@ -157,6 +157,19 @@ pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
     candle_nn::ops::softmax(x, D::Minus1)
 }
 
+/// See [`super::softmax_last_dim_scaled()`]: the scaling, the bias and candle's softmax.
+///
+/// # Shapes
+/// `x`: (..., N); `bias`: broadcastable to `x` -> the shape of `x`.
+pub fn softmax_last_dim_scaled(x: &Tensor, scale: f64, bias: Option<&Tensor>) -> Result<Tensor> {
+    let z = (x * scale)?;
+    let z = match bias {
+        Some(b) => z.broadcast_add(&b.detach())?,
+        None => z,
+    };
+    softmax_last_dim(&z)
+}
+
 /// See [`super::gelu()`]: candle's own GELU ops.
 ///
 /// # Shapes
