@@ -378,7 +378,7 @@ fn scaled_softmax_matches_composed_ops() {
                 "scaled softmax, bias {:?}",
                 bias.as_ref().map(|t| t.dims().to_vec())
             ),
-            &[x.clone()],
+            std::slice::from_ref(&x),
             1e-5,
             Some(2),
             |t| ops::softmax_last_dim_scaled(&t[0], scale, bias.as_ref()),
