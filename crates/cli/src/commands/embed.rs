@@ -5,7 +5,9 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use muse_core::Error;
-use muse_core::run::embed::{DEFAULT_BATCH_SIZE, SentenceEncoder, cosine, default_model_dir};
+use muse_core::run::embed::{
+    DEFAULT_BATCH_SIZE, SentenceEncoder, cosine, default_model_dir, encoder_dir,
+};
 
 use super::common::DeviceArgs;
 
@@ -17,9 +19,10 @@ pub struct Args {
     /// Texts to embed (each one sentence or paragraph; longer than the model's max_seq_length
     /// tokens, 256 for all-MiniLM-L6-v2, is truncated).
     texts: Vec<String>,
-    /// Sentence-encoder folder (config.json, model.safetensors, tokenizer.json, modules.json)
+    /// Sentence-encoder folder (config.json, model.safetensors, tokenizer.json, modules.json),
+    /// or a registered name (`muse data list`) found like a dataset
     /// [default: all-minilm-l6-v2 from $MUSE_DATA_DIR or the cache, downloaded if missing].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR|NAME")]
     model: Option<PathBuf>,
     /// Also embed every non-blank line of this file (`-` reads stdin), after the texts.
     #[arg(long, value_name = "FILE")]
@@ -63,7 +66,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         ));
     }
     let dir = match a.model {
-        Some(dir) => dir,
+        Some(dir) => encoder_dir(&dir.to_string_lossy())?,
         None => default_model_dir()?,
     };
     let device = a.device.device()?;

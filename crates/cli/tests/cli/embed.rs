@@ -73,6 +73,23 @@ fn embed_json_gives_unit_384_vectors_in_order() {
     }
 }
 
+/// `--model` also takes the registered name that `muse data list` shows, found in
+/// $MUSE_DATA_DIR like a dataset, whatever the working folder: the same vector as the path.
+#[test]
+fn embed_model_by_registered_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |model: &str| {
+        let out = muse(
+            tmp.path(),
+            &["embed", "--model", model, "--json", "A red sneaker."],
+        );
+        let (stdout, stderr) = text(&out);
+        assert!(out.status.success(), "{model}: {stdout}\n{stderr}");
+        json_lines(&stdout)[0]["embedding"].clone()
+    };
+    assert_eq!(run("all-minilm-l6-v2"), run(&minilm()));
+}
+
 #[test]
 fn embed_summary_and_similarity() {
     let tmp = tempfile::tempdir().unwrap();

@@ -80,5 +80,7 @@ pub use export::{export_gguf, export_hf};
 
 /// Sentence embeddings (`muse embed`, the server's `/v1/embeddings`).
 pub mod embed {
-    pub use crate::embed::{DEFAULT_BATCH_SIZE, SentenceEncoder, cosine, default_model_dir};
+    pub use crate::embed::{
+        DEFAULT_BATCH_SIZE, SentenceEncoder, cosine, default_model_dir, encoder_dir,
+    };
 }
