@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use super::cpu::{CpuRead, f32_slice, map_chunks, new_filled, run_tasks, tensor};
+use super::cpu::{CpuRead, f32_slice, map_chunks, tensor};
 use super::fast_path;
 use super::math::{NoFma, tanh};
 
@@ -35,9 +35,6 @@ pub fn relu(x: &Tensor) -> Result<Tensor> {
 /// Leaky ReLU, `x` for `x > 0` and `slope * x` otherwise: [`activation`] with
 /// [`Activation::LeakyRelu`] (candle's composed ops for a slope that is not positive).
 pub fn leaky_relu(x: &Tensor, slope: f64) -> Result<Tensor> {
-    if slope <= 0.0 {
-        return candle_nn::ops::leaky_relu(x, slope);
-    }
     activation(x, Activation::LeakyRelu(slope as f32))
 }
 
@@ -104,16 +101,13 @@ impl Activation {
 
     /// [`Activation::grad_slice`] over whole tensors, split across the thread pool.
     pub(crate) fn grad(self, dy: &[f32], y: &[f32]) -> Vec<f32> {
-        let n = dy.len().min(y.len());
-        let write = |buf: &mut [MaybeUninit<f32>]| {
-            let tasks: Vec<_> = buf
-                .chunks_mut(PER_TASK)
-                .zip(dy.chunks(PER_TASK).zip(y.chunks(PER_TASK)))
-                .collect();
-            run_tasks(tasks, |(o, (d, y))| self.grad_slice(d, y, o));
-        };
-        // SAFETY: the chunks cover `buf`, and `grad_slice` writes every element of each.
-        unsafe { new_filled(n, write) }
+        let dy = &dy[..dy.len().min(y.len())];
+        // SAFETY: `grad_slice` writes every element of its chunk.
+        unsafe {
+            map_chunks(dy, PER_TASK, |i, d, o| {
+                self.grad_slice(d, &y[i * PER_TASK..][..d.len()], o)
+            })
+        }
     }
 
     /// The same activation composed from candle ops.
