@@ -48,7 +48,7 @@ pub fn iwae_nll(
     let per = (5000 / k.max(1)).max(1);
     let progress = Progress::new("iwae", 0, ds.len() as u64);
     let mut total = 0f64;
-    let latent = model.config().latent;
+    let latent = model.config().latent_dim();
     for (i, idx) in chunks(ds.len(), per).enumerate() {
         let x = ds.batch(&idx, Scale::Unit, device)?;
         let eps = standard_normal(
@@ -81,7 +81,7 @@ pub fn vae_image_metrics(
     seed: u64,
     device: &Device,
 ) -> Result<ImageMetrics> {
-    let latent = model.config().latent;
+    let latent = model.config().latent_dim();
     image_metrics(
         classifier,
         classifier_dir,
@@ -111,7 +111,7 @@ pub fn anomaly_scores(
     device: &Device,
 ) -> Result<Vec<f64>> {
     let samples = samples.max(1);
-    let latent = model.config().latent;
+    let latent = model.config().latent_dim();
     let mut out = Vec::with_capacity(ds.len());
     for (i, idx) in chunks(ds.len(), 500).enumerate() {
         let x = ds.batch(&idx, Scale::Unit, device)?;

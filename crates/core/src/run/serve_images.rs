@@ -179,7 +179,7 @@ fn latent_walk(model: &Vae, n: usize, seed: u64, device: &Device) -> Result<Tens
             "a latent walk needs n >= 2 images (its two ends)",
         ));
     }
-    let latent = model.config().latent;
+    let latent = model.config().latent_dim();
     let a = standard_normal((1, latent), seed, 0, device)?;
     let b = standard_normal((1, latent), seed.wrapping_add(1), 0, device)?;
     let (va, vb): (Vec<f32>, Vec<f32>) = (a.flatten_all()?.to_vec1()?, b.flatten_all()?.to_vec1()?);

@@ -65,7 +65,7 @@ impl VaeRun {
 /// # Shapes
 /// -> (n, C, H, W).
 pub fn prior_samples(model: &Vae, n: usize, seed: u64, device: &Device) -> Result<Tensor> {
-    let z = standard_normal((n, model.config().latent), seed, 0, device)?;
+    let z = standard_normal((n, model.config().latent_dim()), seed, 0, device)?;
     Ok(model.decode(&z)?)
 }
 

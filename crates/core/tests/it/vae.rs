@@ -74,7 +74,7 @@ fn loss_terms_and_gradients_match_pytorch() {
             }
         }
         let n = case["n"].as_u64().unwrap() as usize;
-        let (c, s, l) = (cfg.channels, cfg.image_size, cfg.latent);
+        let (c, s, l) = (cfg.channels, cfg.image_size, cfg.latent_dim());
         let x = Tensor::from_vec(floats(&case["x"]), (n, c, s, s), &Device::Cpu).unwrap();
         let eps = Tensor::from_vec(floats(&case["eps"]), (n, l), &Device::Cpu).unwrap();
         let (mu, logvar) = model.encode(&x).unwrap();
@@ -288,4 +288,25 @@ fn hand_written_mlp_step_matches_autograd() {
             close(&a, &b, 1e-4, &format!("beta {beta}: {name}"));
         }
     }
+}
+
+#[test]
+fn parameter_counts_match_the_built_models() {
+    for cfg in [
+        VaeConfig::mnist_mlp(),
+        VaeConfig::mnist_conv(),
+        VaeConfig::mnist_spatial(),
+    ] {
+        let varmap = VarMap::new();
+        Vae::new(
+            &cfg,
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+        )
+        .unwrap();
+        let built: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+        assert_eq!(cfg.parameter_count(), built, "{:?}", cfg.arch);
+    }
+    // The spatial VAE's latent is a 4 x 8 x 8 grid of a 28x28 image padded to 32.
+    let s = VaeConfig::mnist_spatial();
+    assert_eq!((s.latent_grid(), s.latent_dim()), (Some((4, 8)), 256));
 }

@@ -11,6 +11,10 @@ pub enum VaeArch {
     Mlp,
     /// Convolutional: two stride-2 convolutions down, two stride-2 transposed convolutions up.
     Conv,
+    /// Convolutional with a latent grid instead of a vector (the autoencoder of latent
+    /// diffusion, Rombach et al. 2022, made small): the image, zero-padded to a multiple of
+    /// 16, goes down two stride-2 convolutions to `latent` channels at a quarter of its side.
+    Spatial,
 }
 
 /// Architecture of a VAE with Bernoulli (sigmoid) outputs.
@@ -23,11 +27,11 @@ pub struct VaeConfig {
     /// Side of the square images (a multiple of 4 for `conv`).
     pub image_size: usize,
     /// Width of the hidden layer (MLP) or of the fully connected layer next to the latent
-    /// (conv).
+    /// (conv); unused by `spatial`.
     pub hidden: usize,
-    /// Dimension of the latent z.
+    /// Dimension of the latent z; for `spatial`, the channels of the latent grid.
     pub latent: usize,
-    /// Filters of the first convolution (the second has twice as many); conv only.
+    /// Filters of the first convolution (the second has twice as many); conv and spatial.
     pub conv_channels: usize,
 }
 
@@ -52,6 +56,35 @@ impl VaeConfig {
             hidden: 256,
             ..Self::mnist_mlp()
         }
+    }
+
+    /// A spatial-latent VAE for 28x28 grey images (padded to 32): conv 4x4/2 (32) -> conv
+    /// 4x4/2 (64) -> conv 3x3 (64) -> 1x1 to a 4 x 8 x 8 latent, mirrored by the decoder.
+    pub fn mnist_spatial() -> Self {
+        Self {
+            arch: VaeArch::Spatial,
+            latent: 4,
+            ..Self::mnist_conv()
+        }
+    }
+
+    /// The side the spatial VAE pads its images to: the next multiple of 16, so that the
+    /// latent grid's side (a quarter of it) divides by 4 as the U-Net needs.
+    pub fn padded_size(&self) -> usize {
+        self.image_size.div_ceil(16) * 16
+    }
+
+    /// Values per latent z: `latent`, or for `spatial` its grid, `latent x side x side`.
+    pub fn latent_dim(&self) -> usize {
+        match self.latent_grid() {
+            Some((c, s)) => c * s * s,
+            None => self.latent,
+        }
+    }
+
+    /// Channels and side of a spatial latent; `None` for a latent vector.
+    pub fn latent_grid(&self) -> Option<(usize, usize)> {
+        (self.arch == VaeArch::Spatial).then(|| (self.latent, self.padded_size() / 4))
     }
 
     /// Values per image (C * H * W).
@@ -90,6 +123,14 @@ impl VaeConfig {
                 let convs = (self.channels * 16 + 1) * c1 + (c1 * 16 + 1) * c2;
                 let deconvs = (c2 * 16 + 1) * c1 + c1 * 16 * self.channels + self.channels;
                 convs + deconvs + (flat + 1) * h + 2 * (h + 1) * l + (l + 1) * h + (h + 1) * flat
+            }
+            VaeArch::Spatial => {
+                let (c, c1, c2) = (self.channels, self.conv_channels, 2 * self.conv_channels);
+                let encoder =
+                    (c * 16 + 1) * c1 + (c1 * 16 + 1) * c2 + (c2 * 9 + 1) * c2 + 2 * (c2 + 1) * l;
+                let decoder =
+                    (l * 9 + 1) * c2 + (c2 * 9 + 1) * c2 + (c2 * 16 + 1) * c1 + c1 * 16 * c + c;
+                encoder + decoder
             }
         }
     }

@@ -13,6 +13,7 @@
 //! Noise `eps` is an input, so training draws it from a seeded stream and resumes exactly.
 
 mod config;
+mod spatial;
 
 use candle_core::backprop::GradStore;
 use candle_core::{D, Result, Tensor};
@@ -50,6 +51,7 @@ struct Conv {
 enum Layers {
     Mlp(Mlp),
     Conv(Conv),
+    Spatial(spatial::Spatial),
 }
 
 /// A VAE; see the module docs.
@@ -97,6 +99,7 @@ impl Vae {
                     dec_conv2: ConvTranspose2d::new(c1, c, 4, (2, 1, 0), vb.pp("dec_conv2"))?,
                 })
             }
+            VaeArch::Spatial => Layers::Spatial(spatial::Spatial::new(cfg, vb)?),
         };
         Ok(Self {
             layers,
@@ -108,10 +111,11 @@ impl Vae {
         &self.cfg
     }
 
-    /// The approximate posterior q(z|x) = N(mu, exp(logvar)).
+    /// The approximate posterior q(z|x) = N(mu, exp(logvar)), flattened for every
+    /// architecture (a spatial latent: [`Vae::encode_grid`]).
     ///
     /// # Shapes
-    /// `x`: (N, C, H, W) in [0, 1] -> (mu (N, latent), logvar (N, latent)).
+    /// `x`: (N, C, H, W) in [0, 1] -> (mu (N, latent_dim), logvar (N, latent_dim)).
     pub fn encode(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
         let n = x.dim(0)?;
         match &self.layers {
@@ -125,13 +129,28 @@ impl Vae {
                 let h = ops::relu(&m.enc_fc.forward(&h.reshape((n, ()))?)?)?; // (N, hidden)
                 Ok((m.fc_mu.forward(&h)?, m.fc_logvar.forward(&h)?))
             }
+            Layers::Spatial(m) => {
+                let (mu, logvar) = m.encode(&self.cfg, x)?;
+                Ok((mu.reshape((n, ()))?, logvar.reshape((n, ()))?))
+            }
+        }
+    }
+
+    /// The posterior of a spatial-latent VAE as grids.
+    ///
+    /// # Shapes
+    /// `x`: (N, C, H, W) in [0, 1] -> (mu, logvar), each (N, latent, P/4, P/4).
+    pub fn encode_grid(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        match &self.layers {
+            Layers::Spatial(m) => m.encode(&self.cfg, x),
+            _ => candle_core::bail!("only a spatial-latent VAE encodes to a grid"),
         }
     }
 
     /// Bernoulli logits of p(x|z).
     ///
     /// # Shapes
-    /// `z`: (N, latent) -> (N, C, H, W).
+    /// `z`: (N, latent_dim), or a spatial latent's grid (N, latent, P/4, P/4) -> (N, C, H, W).
     pub fn decode_logits(&self, z: &Tensor) -> Result<Tensor> {
         let n = z.dim(0)?;
         let (c, s) = (self.cfg.channels, self.cfg.image_size);
@@ -148,13 +167,17 @@ impl Vae {
                 let h = ops::relu(&m.dec_conv1.forward(&h)?)?; // (N, c1, H/2, W/2)
                 m.dec_conv2.forward(&h) // (N, C, H, W)
             }
+            Layers::Spatial(m) => {
+                let (lc, side) = self.cfg.latent_grid().expect("a spatial VAE has a grid");
+                m.decode_logits(&self.cfg, &z.reshape((n, lc, side, side))?)
+            }
         }
     }
 
     /// Decoded images (the Bernoulli means) in [0, 1].
     ///
     /// # Shapes
-    /// `z`: (N, latent) -> (N, C, H, W).
+    /// `z`: as [`Vae::decode_logits`] -> (N, C, H, W).
     pub fn decode(&self, z: &Tensor) -> Result<Tensor> {
         candle_nn::ops::sigmoid(&self.decode_logits(z)?)
     }

@@ -40,7 +40,12 @@ pub struct VaeSampleConfig {
 }
 
 /// The preset names `--preset` accepts.
-pub const PRESETS: &[&str] = &["mnist-mlp", "mnist-mlp-cosine", "mnist-conv"];
+pub const PRESETS: &[&str] = &[
+    "mnist-mlp",
+    "mnist-mlp-cosine",
+    "mnist-conv",
+    "mnist-latent",
+];
 
 impl VaeRunConfig {
     /// A named preset.
@@ -67,6 +72,19 @@ impl VaeRunConfig {
             }
             "mnist-conv" => Ok(Self {
                 model: VaeConfig::mnist_conv(),
+                ..base
+            }),
+            // The autoencoder of latent diffusion (`muse train diffusion --preset ldm-mnist
+            // --set vae=RUN`): a 4 x 8 x 8 latent grid, KL weighted down to 0.1 so that the
+            // decoder gets back the strokes (a full-weight KL would blur them) while the
+            // latents stay near N(0, I) for the diffusion model. `--data fashion-mnist` for
+            // ldm-fashion.
+            "mnist-latent" => Ok(Self {
+                model: VaeConfig::mnist_spatial(),
+                objective: VaeObjective {
+                    beta: 0.1,
+                    ..base.objective
+                },
                 ..base
             }),
             _ => Err(Error::usage(format!(

@@ -77,7 +77,7 @@ pub fn train_vae(job: VaeTrainJob) -> Result<VaeReport> {
     )?;
     let (spe, total) = (r.steps_per_epoch, r.total);
     let sample_z = standard_normal(
-        (cfg.sample.n, cfg.model.latent),
+        (cfg.sample.n, cfg.model.latent_dim()),
         t.seed,
         SAMPLE_STREAM,
         &job.device,
@@ -241,7 +241,7 @@ pub fn train_step(
     let x = data.batch(idx, Scale::Unit, device)?;
     let (n, seed) = (idx.len(), cfg.train.seed);
     let eps = standard_normal(
-        (n, cfg.model.latent),
+        (n, cfg.model.latent_dim()),
         step_seed(seed, step, EPS_STREAM),
         0,
         device,

@@ -47,7 +47,7 @@ pub fn evaluate_vae(
     for (i, idx) in chunks(ds.len(), batch).enumerate() {
         let x = ds.batch(&idx, Scale::Unit, device)?;
         let eps = standard_normal(
-            (idx.len(), model.config().latent),
+            (idx.len(), model.config().latent_dim()),
             step_seed(seed, i as u64, EVAL_STREAM),
             0,
             device,
@@ -174,7 +174,7 @@ pub(super) fn write_model_card(
         m.arch,
         m.parameter_count(),
         m.hidden,
-        m.latent,
+        m.latent_dim(),
         cfg.objective.beta,
         c = m.channels,
         s = m.image_size,
