@@ -166,7 +166,9 @@ struct ClassifierArgs {
 struct VaeArgs {
     /// Named configuration: mnist-mlp (the PyTorch examples VAE: 784-400-20, Adam 1e-3,
     /// batch 128, 10 epochs), mnist-mlp-cosine (the same with Adam 5e-3 decayed to 0 on a
-    /// cosine) or mnist-conv (convolutional encoder and decoder). [default: mnist-mlp]
+    /// cosine), mnist-conv (convolutional encoder and decoder) or mnist-latent (a 4 x 8 x 8
+    /// latent grid and KL weight 0.1: the autoencoder of `train diffusion --preset ldm-*`).
+    /// [default: mnist-mlp]
     #[arg(long)]
     preset: Option<String>,
     /// Weight of the KL term: 1 is the VAE, larger values a beta-VAE (same as
@@ -211,10 +213,13 @@ struct DiffusionArgs {
     /// Named configuration: ddpm-mnist, ddpm-fashion (unconditional), ddpm-mnist-cond,
     /// ddpm-fashion-cond (class-conditional, for classifier-free guidance), t2i-fashion,
     /// t2i-mnist (text-to-image: images tinted in eight colours, captioned, read by the frozen
-    /// all-MiniLM-L6-v2 encoder through cross-attention). All: the U-Net of ddpm_unet28.py,
-    /// T = 1000, linear betas (`--set schedule=cosine`), AdamW 2e-4, batch 64, EMA 0.999, 2000
-    /// steps (about two hours on 2 cores). `--set tint=true` on a -cond preset trains the
-    /// label-only baseline on the tinted images. [default: ddpm-mnist]
+    /// all-MiniLM-L6-v2 encoder through cross-attention), ldm-mnist, ldm-fashion (latent
+    /// diffusion: the U-Net denoises the 4 x 8 x 8 latents of a VAE run, `--set vae=RUN`
+    /// from `muse train vae --preset mnist-latent`, 64/128/256 channels). All: T = 1000,
+    /// linear betas (`--set schedule=cosine`), AdamW 2e-4, batch 64, EMA 0.999, 2000 steps;
+    /// the pixel presets use the U-Net of ddpm_unet28.py (about two hours on 2 cores).
+    /// `--set tint=true` on a -cond preset trains the label-only baseline on the tinted
+    /// images. [default: ddpm-mnist]
     #[arg(long)]
     preset: Option<String>,
     #[command(flatten)]

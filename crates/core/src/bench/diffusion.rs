@@ -1,8 +1,10 @@
 //! `muse bench diffusion`: milliseconds per DDPM training step (batch 64, AdamW, EMA update)
 //! and per DDIM-50 sampling run of 16 images, the workload of
 //! `shared/bench/pytorch/ddpm_unet28.py`: same U-Net, MNIST in [-1, 1] (random images when
-//! MNIST is not available).
+//! MNIST is not available). An ldm-* preset with `--set vae=RUN` times latent diffusion: the
+//! same loop on the VAE's latent grids, sampling with the decode at the end.
 
+use std::path::Path;
 use std::time::Instant;
 
 use candle_core::{DType, Device};
@@ -16,11 +18,11 @@ use crate::models::diffusion::parameter_count;
 use crate::nn::noise::standard_normal;
 use crate::run_dir::DatasetRecord;
 use crate::sample::diffusion::{
-    Conditioning, NoiseSchedule, SampleOptions, labels_for, sample_from,
+    Conditioning, ImageSpace, NoiseSchedule, SampleOptions, labels_for, sample_from,
 };
 use crate::train::AdamW;
 use crate::train::diffusion::{
-    Conditioner, DiffusionRunConfig, Nets, ema_update, fresh_weights, train_step,
+    Clean, Conditioner, DiffusionRunConfig, Encoded, Nets, ema_update, fresh_weights, train_step,
 };
 use crate::train::progress::Progress;
 
@@ -56,11 +58,27 @@ pub fn bench_diffusion(opts: &DiffusionBenchOptions) -> Result<Value> {
     }
     if cfg.text.is_some() {
         return Err(crate::Error::usage(
-            "muse bench diffusion times the pixel-space U-Net: pick a ddpm-* preset (the text \
-             path adds cross-attention at 7x7 only)",
+            "muse bench diffusion times the U-Net without text: pick a ddpm-* or ldm-* preset \
+             (the text path adds cross-attention at 7x7 only)",
         ));
     }
     cfg.validate()?;
+    // Latent diffusion: the whole set is encoded once, as a training run does (not timed).
+    let encoded = match cfg.latent {
+        Some(_) => Some(Encoded::prepare(
+            &mut cfg,
+            Path::new(""),
+            false,
+            &data,
+            &data,
+            &opts.device,
+        )?),
+        None => None,
+    };
+    let (clean, space) = match &encoded {
+        Some(e) => (Clean::Latents(&e.train), e.space()),
+        None => (Clean::Pixels(&data), ImageSpace::Pixels),
+    };
     let conditioner = Conditioner::new(&cfg, Vec::new(), &opts.device)?;
     let schedule = NoiseSchedule::new(&cfg.noise())?;
     let varmap = VarMap::new();
@@ -85,6 +103,7 @@ pub fn bench_diffusion(opts: &DiffusionBenchOptions) -> Result<Value> {
             &mut opt,
             &schedule,
             &data,
+            &clean,
             &idx,
             &conditioner,
             &cfg,
@@ -121,6 +140,7 @@ pub fn bench_diffusion(opts: &DiffusionBenchOptions) -> Result<Value> {
     so.guidance = 1.0;
     sample_from(
         &frozen.ema,
+        &space,
         &schedule,
         noise.clone(),
         &SampleOptions {
@@ -131,7 +151,7 @@ pub fn bench_diffusion(opts: &DiffusionBenchOptions) -> Result<Value> {
     let mut sample_ms = Vec::with_capacity(opts.sample_reps);
     for _ in 0..opts.sample_reps {
         let t0 = Instant::now();
-        sample_from(&frozen.ema, &schedule, noise.clone(), &so)?;
+        sample_from(&frozen.ema, &space, &schedule, noise.clone(), &so)?;
         sample_ms.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     let round = |x: f64, d: f64| (x * d).round() / d;

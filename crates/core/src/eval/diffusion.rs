@@ -51,7 +51,7 @@ pub fn diffusion_image_metrics(
         let labels = labels_for(cfg, done + count, None)?.map(|l| l[done..].to_vec());
         opts.condition = Conditioning::labels(labels.clone());
         opts.guidance = o.guidance;
-        let images = sample(&run.model, &run.schedule, count, &opts, device)?.images;
+        let images = sample(&run.model, &run.space, &run.schedule, count, &opts, device)?.images;
         done += count;
         progress.set(done as u64);
         Ok((images, labels))
@@ -161,7 +161,15 @@ pub fn prompt_accuracy(
             }
             Asking::Label => Conditioning::Labels(chunk.iter().map(|a| a.0 as u32).collect()),
         };
-        let images = sample(&run.model, &run.schedule, chunk.len(), &opts, device)?.images;
+        let images = sample(
+            &run.model,
+            &run.space,
+            &run.schedule,
+            chunk.len(),
+            &opts,
+            device,
+        )?
+        .images;
         let classes = classifier.predict(&grey_of(&images)?)?;
         let colours = dominant_colour(&images)?;
         for ((c, k, _), (got_c, got_k)) in chunk.iter().zip(classes.iter().zip(&colours)) {

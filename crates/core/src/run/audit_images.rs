@@ -151,7 +151,7 @@ fn diffusion_samples(req: &AuditRequest, n: usize) -> Result<(Tensor, String)> {
         opts.condition =
             Conditioning::labels(labels.as_ref().map(|l| l[start..start + m].to_vec()));
         opts.guidance = guidance;
-        out.push(sample(&run.model, &run.schedule, m, &opts, device)?.images);
+        out.push(sample(&run.model, &run.space, &run.schedule, m, &opts, device)?.images);
     }
     Ok((
         Tensor::cat(&out, 0)?,

@@ -61,7 +61,7 @@ pub fn sample_images(req: &SampleRequest, out: &Path) -> Result<(PathBuf, String
             .map(|i| i + skip)
             .collect();
     }
-    let samples = sample(&run.model, &run.schedule, n, &opts, device)?;
+    let samples = sample(&run.model, &run.space, &run.schedule, n, &opts, device)?;
     warn_not_finite(&samples.images, &req.model)?;
     let sampler_name = match sampler {
         Sampler::Ddpm => format!("DDPM {steps} steps"),
@@ -292,6 +292,7 @@ fn image_guide(req: &SampleRequest, run: &DiffusionRun) -> Result<Option<ImageGu
         }
         return Ok(None);
     };
+    run.space.refuse_init_image()?;
     let strength = d
         .strength
         .unwrap_or(if d.mask.is_some() { 1.0 } else { 0.6 });

@@ -393,7 +393,7 @@ fn unet_overfits_one_batch() {
 #[test]
 fn sampling_is_deterministic_and_checks_labels() {
     use candle_nn::VarMap;
-    use muse_core::sample::diffusion::{SampleOptions, Sampler, record_points, sample};
+    use muse_core::sample::diffusion::{ImageSpace, SampleOptions, Sampler, record_points, sample};
 
     let dev = Device::Cpu;
     let cfg = small_config(3);
@@ -406,8 +406,8 @@ fn sampling_is_deterministic_and_checks_labels() {
     opts.guidance = 3.0;
     opts.record = record_points(10, 4);
     assert_eq!(opts.record, vec![2, 4, 7, 9]);
-    let a = sample(&net, &s, 3, &opts, &dev).unwrap();
-    let b = sample(&net, &s, 3, &opts, &dev).unwrap();
+    let a = sample(&net, &ImageSpace::Pixels, &s, 3, &opts, &dev).unwrap();
+    let b = sample(&net, &ImageSpace::Pixels, &s, 3, &opts, &dev).unwrap();
     assert_eq!(vec(&a.images), vec(&b.images));
     assert_eq!(a.images.dims(), &[3, 1, 8, 8]);
     assert_eq!(a.trajectory.len(), 4);
@@ -417,21 +417,32 @@ fn sampling_is_deterministic_and_checks_labels() {
     assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
     // DDPM with noise differs from deterministic DDIM, but repeats for a seed.
     opts.sampler = Sampler::Ddpm;
-    let c = sample(&net, &s, 3, &opts, &dev).unwrap();
+    let c = sample(&net, &ImageSpace::Pixels, &s, 3, &opts, &dev).unwrap();
     assert_ne!(vec(&c.images), v);
     assert_eq!(
         vec(&c.images),
-        vec(&sample(&net, &s, 3, &opts, &dev).unwrap().images)
+        vec(&sample(&net, &ImageSpace::Pixels, &s, 3, &opts, &dev)
+            .unwrap()
+            .images)
     );
     // Guidance 0 is the unconditional model (one call on the "no label" row): the labels
     // asked make no difference, and the images are those of the two-call formula to rounding.
     opts.sampler = Sampler::Ddim { eta: 0.0 };
     opts.guidance = 0.0;
-    let u = vec(&sample(&net, &s, 3, &opts, &dev).unwrap().images);
+    let u = vec(&sample(&net, &ImageSpace::Pixels, &s, 3, &opts, &dev)
+        .unwrap()
+        .images);
     opts.condition = muse_core::sample::diffusion::Conditioning::Labels(vec![2, 2, 0]);
-    assert_eq!(vec(&sample(&net, &s, 3, &opts, &dev).unwrap().images), u);
+    assert_eq!(
+        vec(&sample(&net, &ImageSpace::Pixels, &s, 3, &opts, &dev)
+            .unwrap()
+            .images),
+        u
+    );
     opts.guidance = 1e-12;
-    let near_zero = vec(&sample(&net, &s, 3, &opts, &dev).unwrap().images);
+    let near_zero = vec(&sample(&net, &ImageSpace::Pixels, &s, 3, &opts, &dev)
+        .unwrap()
+        .images);
     assert_close(
         &near_zero,
         &u,
@@ -442,13 +453,13 @@ fn sampling_is_deterministic_and_checks_labels() {
     // Bad requests are errors, not panics.
     opts.condition = muse_core::sample::diffusion::Conditioning::Labels(vec![0, 3, 1]);
     assert!(
-        sample(&net, &s, 3, &opts, &dev).is_err(),
+        sample(&net, &ImageSpace::Pixels, &s, 3, &opts, &dev).is_err(),
         "label 3 of 3 classes"
     );
     opts.condition = muse_core::sample::diffusion::Conditioning::Labels(vec![0, 1, 2]);
     opts.steps = 101;
     assert!(
-        sample(&net, &s, 3, &opts, &dev).is_err(),
+        sample(&net, &ImageSpace::Pixels, &s, 3, &opts, &dev).is_err(),
         "more steps than T"
     );
 }

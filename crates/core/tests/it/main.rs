@@ -21,6 +21,7 @@ mod gpt_golden;
 mod hf_parity;
 mod image_metrics;
 mod images;
+mod latent_diffusion;
 mod llama;
 mod lora;
 mod lora_op;

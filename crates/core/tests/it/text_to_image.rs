@@ -240,8 +240,8 @@ fn text_to_image_run_resumes_exactly_and_samples_from_a_prompt() {
     let mut opts = SampleOptions::ddim(4, 11);
     opts.condition = Conditioning::Text(PromptStates::encode(&encoder, &prompts).unwrap());
     opts.guidance = 3.0;
-    let x = sample(&run.model, &run.schedule, 2, &opts, &dev).unwrap();
-    let y = sample(&run.model, &run.schedule, 2, &opts, &dev).unwrap();
+    let x = sample(&run.model, &run.space, &run.schedule, 2, &opts, &dev).unwrap();
+    let y = sample(&run.model, &run.space, &run.schedule, 2, &opts, &dev).unwrap();
     assert_eq!(x.images.dims(), &[2, 3, 8, 8]);
     let d = (&x.images - &y.images)
         .unwrap()
@@ -252,13 +252,13 @@ fn text_to_image_run_resumes_exactly_and_samples_from_a_prompt() {
     assert_eq!(d.to_scalar::<f32>().unwrap(), 0.0, "same seed, same images");
     // Guidance 1 is the prompted model alone; a different prompt changes the images.
     opts.guidance = 1.0;
-    let one = sample(&run.model, &run.schedule, 2, &opts, &dev).unwrap();
+    let one = sample(&run.model, &run.space, &run.schedule, 2, &opts, &dev).unwrap();
     let prompts2 = vec![
         "a digit 7 in blue".to_string(),
         "purple number eight".to_string(),
     ];
     opts.condition = Conditioning::Text(PromptStates::encode(&encoder, &prompts2).unwrap());
-    let other = sample(&run.model, &run.schedule, 2, &opts, &dev).unwrap();
+    let other = sample(&run.model, &run.space, &run.schedule, 2, &opts, &dev).unwrap();
     let d = (&one.images - &other.images)
         .unwrap()
         .abs()
@@ -268,17 +268,17 @@ fn text_to_image_run_resumes_exactly_and_samples_from_a_prompt() {
     assert!(d.to_scalar::<f32>().unwrap() > 0.0);
     // Without a prompt, with labels, or with the wrong number of prompts: clear errors.
     opts.condition = Conditioning::None;
-    let e = sample(&run.model, &run.schedule, 2, &opts, &dev)
+    let e = sample(&run.model, &run.space, &run.schedule, 2, &opts, &dev)
         .err()
         .unwrap();
     assert!(e.to_string().contains("--prompt"), "{e}");
     opts.condition = Conditioning::Labels(vec![1, 2]);
-    let e = sample(&run.model, &run.schedule, 2, &opts, &dev)
+    let e = sample(&run.model, &run.space, &run.schedule, 2, &opts, &dev)
         .err()
         .unwrap();
     assert!(e.to_string().contains("--prompt"), "{e}");
     opts.condition = Conditioning::Text(PromptStates::encode(&encoder, &prompts[..1]).unwrap());
-    let e = sample(&run.model, &run.schedule, 2, &opts, &dev)
+    let e = sample(&run.model, &run.space, &run.schedule, 2, &opts, &dev)
         .err()
         .unwrap();
     assert!(e.to_string().contains("1 prompts for 2 images"), "{e}");

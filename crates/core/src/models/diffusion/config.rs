@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 pub struct UNetConfig {
     /// Always `"ddpm_unet"`: tells readers of `config.json` which model this is.
     pub model_type: String,
-    /// 1 (grey) or 3 (RGB).
+    /// 1 (grey) or 3 (RGB), or the channels of a latent grid (latent diffusion).
     pub image_channels: usize,
     /// Side of the square images; a multiple of 4.
     pub image_size: usize,
@@ -79,6 +79,19 @@ impl UNetConfig {
         }
     }
 
+    /// The U-Net of latent diffusion on 4 x 8 x 8 latent grids (a 28x28 image padded to 32,
+    /// at a quarter of the side): levels at 8, 4 and 2 with twice the channels of the pixel
+    /// model (64/128/256), which still costs about a third of its multiply-adds per image.
+    /// The input shape is taken from the VAE.
+    pub fn latent8() -> Self {
+        Self {
+            image_channels: 4,
+            image_size: 8,
+            channels: [64, 128, 256],
+            ..Self::ddpm28()
+        }
+    }
+
     /// The same, conditioned on `n_classes` labels (classifier-free guidance).
     pub fn ddpm28_cond(n_classes: usize) -> Self {
         Self {
@@ -122,8 +135,8 @@ impl UNetConfig {
                 "model_type must be \"ddpm_unet\"",
             ),
             (
-                self.image_channels == 1 || self.image_channels == 3,
-                "image_channels must be 1 or 3",
+                (1..=16).contains(&self.image_channels),
+                "image_channels must be 1 to 16",
             ),
             (
                 self.image_size >= 4 && self.image_size.is_multiple_of(4),

@@ -2,6 +2,7 @@
 //! configuration, and loading one from a run folder.
 
 mod config;
+mod latent;
 mod unet;
 
 use std::path::Path;
@@ -10,6 +11,7 @@ use candle_core::{Device, Result};
 use candle_nn::VarBuilder;
 
 pub use config::{TextPooling, UNetConfig};
+pub use latent::{LatentCodec, VAE_DIR, unit_variance_scale};
 pub use unet::{Condition, DTYPE, ResBlock, UNet, UNetInit, parameter_count, unet_init};
 
 /// Prefix of the exponential moving average of the weights in a run's `model.safetensors`

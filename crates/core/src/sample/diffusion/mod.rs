@@ -9,19 +9,21 @@
 mod guide;
 mod prompt;
 mod schedule;
+mod space;
 mod step;
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 pub use guide::{ImageGuide, read_init, read_mask};
 pub use prompt::{Conditioning, PromptStates};
 pub use schedule::{BetaSchedule, NoiseSchedule, NoiseScheduleConfig};
+pub use space::ImageSpace;
 pub use step::{Spacing, StepOut, ddim_step, ddpm_step, guided_eps, predict_x0, timesteps};
 
 use crate::error::{Error, Result};
-use crate::models::diffusion::{Condition, UNet, UNetConfig, load_unet};
+use crate::models::diffusion::{Condition, LatentCodec, UNet, UNetConfig, VAE_DIR, load_unet};
 use crate::nn::noise::standard_normal;
 use crate::run_dir::RunDir;
 use prompt::Ready;
@@ -43,7 +45,7 @@ pub struct SampleOptions {
     pub steps: usize,
     pub spacing: Spacing,
     /// Clip the predicted `x_0` to [-1, 1] at every step (diffusers' `clip_sample`, on by
-    /// default in both schedulers).
+    /// default in both schedulers); pixel-space models only ([`ImageSpace::clips`]).
     pub clip: bool,
     /// Labels or prompts for a conditional model.
     pub condition: Conditioning,
@@ -87,7 +89,7 @@ impl SampleOptions {
 pub struct TrajectoryPoint {
     /// The timestep just denoised.
     pub t: usize,
-    /// `x_{t_prev}` in [0, 1].
+    /// `x_{t_prev}` in [0, 1] (a latent model's: decoded).
     pub x: Tensor,
     /// The predicted clean image in [0, 1].
     pub x0: Tensor,
@@ -102,8 +104,10 @@ pub struct Samples {
 
 /// Runs the reverse chain for `n` images from `x_T ~ N(0, I)` drawn from stream 0 of
 /// `opts.seed` (step `i`'s noise: stream `i + 1`), so the same seed gives the same images.
+/// The chain runs in `space` (pixels, or a VAE's latents decoded at the end).
 pub fn sample(
     model: &UNet,
+    space: &ImageSpace,
     schedule: &NoiseSchedule,
     n: usize,
     opts: &SampleOptions,
@@ -112,6 +116,7 @@ pub fn sample(
     let cfg = model.config();
     let x_t = match &opts.guide {
         Some(guide) => {
+            space.refuse_init_image()?;
             let chain = timesteps(schedule.len(), opts.steps, opts.spacing);
             let (t_start, _) = chain[opts.skipped_steps().min(chain.len() - 1)];
             guide.start(schedule, t_start, n, opts.seed)?
@@ -123,7 +128,7 @@ pub fn sample(
             device,
         )?,
     };
-    sample_from(model, schedule, x_t, opts)
+    sample_from(model, space, schedule, x_t, opts)
 }
 
 /// [`sample`] from a given `x_T` (with an init image: the `x_t` where the chain starts).
@@ -132,6 +137,7 @@ pub fn sample(
 /// `x_t`: (N, C, S, S) -> images (N, C, S, S).
 pub fn sample_from(
     model: &UNet,
+    space: &ImageSpace,
     schedule: &NoiseSchedule,
     mut x: Tensor,
     opts: &SampleOptions,
@@ -147,6 +153,10 @@ pub fn sample_from(
     if !(opts.guidance.is_finite() && opts.guidance >= 0.0) {
         return Err(Error::usage("--guidance must be a number >= 0"));
     }
+    if opts.guide.is_some() {
+        space.refuse_init_image()?;
+    }
+    let clip = opts.clip && space.clips();
     let cond = Ready::new(model.config(), &opts.condition, n, &device)?;
     let chain = timesteps(schedule.len(), opts.steps, opts.spacing);
     let mut trajectory = Vec::new();
@@ -164,10 +174,8 @@ pub fn sample_from(
             standard_normal(x.shape(), opts.seed, i as u64 + 1, &device)?
         };
         let out = match opts.sampler {
-            Sampler::Ddpm => ddpm_step(schedule, &eps, t, prev_t, &x, &noise, opts.clip)?,
-            Sampler::Ddim { eta } => {
-                ddim_step(schedule, &eps, t, prev_t, &x, eta, &noise, opts.clip)?
-            }
+            Sampler::Ddpm => ddpm_step(schedule, &eps, t, prev_t, &x, &noise, clip)?,
+            Sampler::Ddim { eta } => ddim_step(schedule, &eps, t, prev_t, &x, eta, &noise, clip)?,
         };
         x = match &opts.guide {
             Some(guide) => guide.put_back(out.prev, schedule, prev_t, i, opts.seed)?,
@@ -176,13 +184,13 @@ pub fn sample_from(
         if opts.record.contains(&i) {
             trajectory.push(TrajectoryPoint {
                 t,
-                x: to_unit(&x)?,
-                x0: to_unit(&out.x0)?,
+                x: space.to_images(&x)?,
+                x0: space.to_images(&out.x0)?,
             });
         }
     }
     Ok(Samples {
-        images: to_unit(&x)?,
+        images: space.to_images(&x)?,
         trajectory,
     })
 }
@@ -224,17 +232,12 @@ fn predict_eps(model: &UNet, x: &Tensor, t: usize, cond: &Ready, guidance: f64) 
     Ok(guided_eps(&uncond, &cond, guidance)?)
 }
 
-/// `(x + 1) / 2` clamped to [0, 1].
-fn to_unit(x: &Tensor) -> Result<Tensor> {
-    Ok(((x + 1.0)? * 0.5)?
-        .clamp(0f32, 1f32)?
-        .to_dtype(DType::F32)?)
-}
-
 /// A trained diffusion model: the EMA weights, the noise schedule it was trained with, and
 /// its class names (conditional models).
 pub struct DiffusionRun {
     pub model: UNet,
+    /// Pixels, or (latent diffusion) the run's VAE and latent scale.
+    pub space: ImageSpace,
     pub schedule: NoiseSchedule,
     pub noise: NoiseScheduleConfig,
     /// The preset it was trained from (`training.json`).
@@ -283,6 +286,23 @@ pub fn open_diffusion(dir: &Path, device: &Device) -> Result<DiffusionRun> {
             run.training().display()
         )));
     }
+    let space = match record
+        .config
+        .pointer("/latent/scale")
+        .and_then(|v| v.as_f64())
+    {
+        Some(scale) => {
+            let codec = LatentCodec::load(&dir.join(VAE_DIR), scale, device).map_err(|e| {
+                Error::input(format!(
+                    "{} is a latent-diffusion run whose VAE does not load: {}",
+                    dir.display(),
+                    Error::model_load(e)
+                ))
+            })?;
+            ImageSpace::Latent(std::sync::Arc::new(codec))
+        }
+        None => ImageSpace::Pixels,
+    };
     let noise: NoiseScheduleConfig = serde_json::from_value(record.config).map_err(|e| {
         Error::input(format!(
             "{} records no noise schedule: {e}",
@@ -291,6 +311,7 @@ pub fn open_diffusion(dir: &Path, device: &Device) -> Result<DiffusionRun> {
     })?;
     Ok(DiffusionRun {
         model,
+        space,
         schedule: NoiseSchedule::new(&noise)?,
         noise,
         preset: record.preset,

@@ -49,6 +49,21 @@ pub struct DiffusionRunConfig {
     /// Text-to-image: condition on captions read by a frozen sentence encoder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<TextConditioning>,
+    /// Latent diffusion: denoise a frozen VAE's latent grids instead of pixels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latent: Option<LatentConfig>,
+}
+
+/// The VAE of a latent-diffusion run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatentConfig {
+    /// The VAE run (`muse train vae --preset mnist-latent`), given as `--set vae=RUN`; the
+    /// run keeps a copy in its `vae/` folder.
+    pub vae: String,
+    /// The factor that gives the latents unit variance: 0 in a preset, measured on the
+    /// training set when the run starts and kept from then on.
+    pub scale: f64,
 }
 
 /// `nn.Embedding`'s initialisation, N(0, 1).
@@ -93,6 +108,7 @@ pub const START_ONLY_KEYS: &[&str] = &[
     "text_zero_init",
     "tint",
     "text",
+    "latent",
 ];
 
 /// The preset names `--preset` accepts.
@@ -103,6 +119,8 @@ pub const PRESETS: &[&str] = &[
     "ddpm-fashion-cond",
     "t2i-fashion",
     "t2i-mnist",
+    "ldm-mnist",
+    "ldm-fashion",
 ];
 
 /// Optimizer steps of the presets: about two hours on the 2-core AMD EPYC (`muse --threads 2
@@ -121,13 +139,15 @@ impl DiffusionRunConfig {
 
     /// A named preset.
     pub fn preset(name: &str) -> Result<Self> {
-        let (dataset, cond, text) = match name {
-            "ddpm-mnist" => ("mnist", false, false),
-            "ddpm-fashion" => ("fashion-mnist", false, false),
-            "ddpm-mnist-cond" => ("mnist", true, false),
-            "ddpm-fashion-cond" => ("fashion-mnist", true, false),
-            "t2i-mnist" => ("mnist", false, true),
-            "t2i-fashion" => ("fashion-mnist", false, true),
+        let (dataset, cond, text, latent) = match name {
+            "ddpm-mnist" => ("mnist", false, false, false),
+            "ddpm-fashion" => ("fashion-mnist", false, false, false),
+            "ddpm-mnist-cond" => ("mnist", true, false, false),
+            "ddpm-fashion-cond" => ("fashion-mnist", true, false, false),
+            "t2i-mnist" => ("mnist", false, true, false),
+            "t2i-fashion" => ("fashion-mnist", false, true, false),
+            "ldm-mnist" => ("mnist", false, false, true),
+            "ldm-fashion" => ("fashion-mnist", false, false, true),
             _ => {
                 return Err(Error::usage(format!(
                     "unknown diffusion preset '{name}'; choose one of: {}",
@@ -147,9 +167,10 @@ impl DiffusionRunConfig {
             text_zero_init: false,
             // n_classes is set from the data for a conditional model, context_dim from the
             // text encoder.
-            model: match (cond, text) {
-                (true, _) => UNetConfig::ddpm28_cond(10),
-                (_, true) => UNetConfig::ddpm28_text(384),
+            model: match (cond, text, latent) {
+                (true, _, _) => UNetConfig::ddpm28_cond(10),
+                (_, true, _) => UNetConfig::ddpm28_text(384),
+                (_, _, true) => UNetConfig::latent8(),
                 _ => UNetConfig::ddpm28(),
             },
             train: EpochConfig {
@@ -181,6 +202,10 @@ impl DiffusionRunConfig {
             text: text.then(|| TextConditioning {
                 encoder: crate::embed::DEFAULT_MODEL.into(),
                 prompt_dropout: 0.1,
+            }),
+            latent: latent.then(|| LatentConfig {
+                vae: String::new(),
+                scale: 0.0,
             }),
         })
     }
@@ -233,6 +258,26 @@ impl DiffusionRunConfig {
             if self.model.conditional() {
                 return Err(Error::usage(
                     "a text-to-image model takes no class labels (model.n_classes = 0)",
+                ));
+            }
+        }
+        if let Some(l) = &self.latent {
+            if l.vae.is_empty() {
+                return Err(Error::usage(
+                    "latent diffusion denoises the latents of a VAE run: train one with `muse \
+                     train vae --preset mnist-latent` (add `--data fashion-mnist` for \
+                     ldm-fashion) and pass `--set vae=RUN`",
+                ));
+            }
+            if !(l.scale.is_finite() && l.scale >= 0.0) {
+                return Err(Error::usage(
+                    "latent.scale must be >= 0 (0: measured when the run starts)",
+                ));
+            }
+            if self.tint || self.text.is_some() {
+                return Err(Error::usage(
+                    "latent diffusion is unconditional or class-conditional here; tint and text \
+                     conditioning need pixel space (a ddpm or t2i preset)",
                 ));
             }
         }

@@ -10,6 +10,7 @@
 
 mod condition;
 mod config;
+mod latents;
 mod report;
 
 use std::path::PathBuf;
@@ -22,19 +23,20 @@ use rand_chacha::ChaCha8Rng;
 
 pub use condition::{CondBatch, Conditioner};
 pub use config::{
-    DEFAULT_STEPS, DiffusionRunConfig, DiffusionSampleConfig, PRESETS, START_ONLY_KEYS,
-    TextConditioning,
+    DEFAULT_STEPS, DiffusionRunConfig, DiffusionSampleConfig, LatentConfig, PRESETS,
+    START_ONLY_KEYS, TextConditioning,
 };
+pub use latents::{Clean, Encoded, LATENT_STREAM, copy_vae};
 pub use report::{DiffusionEval, evaluate_diffusion};
 
 use crate::data::captions::{COLOURS, CaptionSet, TintedDataset, Wording, caption};
-use crate::data::images::{ImageDataset, Scale, Split};
+use crate::data::images::{ImageDataset, Split};
 use crate::error::Result;
 use crate::models::diffusion::{EMA_PREFIX, UNet, UNetInit, unet_init};
 use crate::nn::init_varmap;
 use crate::nn::noise::standard_normal;
 use crate::run_dir::{OnExisting, RunDir};
-use crate::sample::diffusion::{Conditioning, NoiseSchedule, PromptStates, labels_for};
+use crate::sample::diffusion::{Conditioning, ImageSpace, NoiseSchedule, PromptStates, labels_for};
 use crate::train::AdamW;
 use crate::train::cadence::{Cadence, EvalLog, StepLog, TrainingLoop, finish, run_steps};
 use crate::train::checkpoint::TrainState;
@@ -113,6 +115,26 @@ pub fn train_diffusion(job: DiffusionTrainJob) -> Result<DiffusionReport> {
         }
         cfg.model.n_classes = train.n_classes;
     }
+    let resuming = job.on_existing == OnExisting::Resume;
+    let encoded = match cfg.latent {
+        Some(_) => Some(Encoded::prepare(
+            &mut cfg,
+            &job.out,
+            resuming,
+            &train,
+            &test,
+            &job.device,
+        )?),
+        None => None,
+    };
+    let (clean_train, clean_test, space) = match &encoded {
+        Some(e) => (Clean::Latents(&e.train), Clean::Latents(&e.test), e.space()),
+        None => (
+            Clean::Pixels(&train),
+            Clean::Pixels(&test),
+            ImageSpace::Pixels,
+        ),
+    };
     let conditioner = Conditioner::new(&cfg, colours, &job.device)?;
     if let Conditioner::Text { encoder, .. } = &conditioner {
         cfg.model.context_dim = encoder.dim();
@@ -134,8 +156,11 @@ pub fn train_diffusion(job: DiffusionTrainJob) -> Result<DiffusionReport> {
         &job.device,
         |vb| Nets::new(&cfg.model, vb),
     )?;
-    if job.on_existing != OnExisting::Resume {
+    if !resuming {
         fresh_weights(&r.varmap, t.seed, cfg.init())?;
+        if let Some(l) = &cfg.latent {
+            copy_vae(std::path::Path::new(&l.vae), r.run.root())?;
+        }
     }
     let schedule = NoiseSchedule::new(&cfg.noise())?;
     let (spe, total) = (r.steps_per_epoch, r.total);
@@ -171,7 +196,9 @@ pub fn train_diffusion(job: DiffusionTrainJob) -> Result<DiffusionReport> {
         cfg: &cfg,
         schedule: &schedule,
         train: &train,
-        test: &test,
+        clean_train: &clean_train,
+        clean_test: &clean_test,
+        space: &space,
         sample_noise: &sample_noise,
         conditioner: &conditioner,
         grid_condition: &grid_condition,
@@ -187,6 +214,7 @@ pub fn train_diffusion(job: DiffusionTrainJob) -> Result<DiffusionReport> {
     }
     let (last_loss, grid) = (l.last_loss, l.grid.unwrap_or(final_grid));
     report::write_model_card(&r.run, &job.preset, &cfg, &train, &test, &r.state, &ev)?;
+    drop(encoded);
     Ok(DiffusionReport {
         run_dir: r.run.root().to_path_buf(),
         steps: r.state.step,
@@ -202,8 +230,12 @@ struct DiffusionLoop<'a> {
     r: &'a mut ImageRun<Nets>,
     cfg: &'a DiffusionRunConfig,
     schedule: &'a NoiseSchedule,
+    /// The images (for their labels and captions).
     train: &'a ImageDataset,
-    test: &'a ImageDataset,
+    /// What the U-Net denoises: the images, or their latents.
+    clean_train: &'a Clean<'a>,
+    clean_test: &'a Clean<'a>,
+    space: &'a ImageSpace,
     /// The fixed noise of the progress grids.
     sample_noise: &'a Tensor,
     conditioner: &'a Conditioner,
@@ -240,6 +272,7 @@ impl TrainingLoop for DiffusionLoop<'_> {
             &mut r.opt,
             self.schedule,
             self.train,
+            self.clean_train,
             &idx,
             self.conditioner,
             self.cfg,
@@ -271,7 +304,7 @@ impl TrainingLoop for DiffusionLoop<'_> {
         evaluate_diffusion(
             &self.r.frozen.ema,
             self.schedule,
-            self.test,
+            self.clean_test,
             self.conditioner,
             self.cfg.train.seed,
             self.device,
@@ -287,6 +320,7 @@ impl TrainingLoop for DiffusionLoop<'_> {
         let grid = report::write_samples(
             &r.run,
             &r.frozen.ema,
+            self.space,
             self.schedule,
             self.sample_noise,
             self.grid_condition,
@@ -366,15 +400,17 @@ pub fn noised(
     Ok((xt, t, eps))
 }
 
-/// One optimizer step on the images `idx` of `data`: noise them at random timesteps, predict
-/// the noise given their condition (labels or captions, dropped with the configured
-/// probability), MSE, backward, AdamW. Returns the loss.
+/// One optimizer step on the examples `idx` of `clean` (the images of `data`, or their
+/// latents): noise them at random timesteps, predict the noise given their condition (labels
+/// or captions of `data`, dropped with the configured probability), MSE, backward, AdamW.
+/// Returns the loss.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     net: &UNet,
     opt: &mut AdamW,
     schedule: &NoiseSchedule,
     data: &ImageDataset,
+    clean: &Clean,
     idx: &[usize],
     conditioner: &Conditioner,
     cfg: &DiffusionRunConfig,
@@ -383,7 +419,7 @@ pub fn train_step(
     device: &Device,
 ) -> Result<f64> {
     let seed = cfg.train.seed;
-    let x0 = data.batch(idx, Scale::Signed, device)?; // (N, C, S, S) in [-1, 1]
+    let x0 = clean.train_batch(idx, seed, step, device)?; // (N, C, S, S)
     let mut rng = ChaCha8Rng::seed_from_u64(step_seed(seed, step, T_STREAM));
     let (xt, t, eps) = noised(schedule, &x0, seed, step, &mut rng)?;
     let cond = conditioner.batch(data, idx, &mut rng, device)?;

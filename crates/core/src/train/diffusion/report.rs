@@ -5,14 +5,16 @@ use candle_core::{DType, Device, Tensor};
 use rand::SeedableRng;
 use serde::Serialize;
 
-use super::{Conditioner, DiffusionRunConfig, noised};
+use super::{Clean, Conditioner, DiffusionRunConfig, noised};
 use crate::data::images::grid::write_grid;
 use crate::data::images::provenance::Provenance;
-use crate::data::images::{ImageDataset, Scale, chunks};
+use crate::data::images::{ImageDataset, chunks};
 use crate::error::Result;
 use crate::models::diffusion::UNet;
 use crate::run_dir::RunDir;
-use crate::sample::diffusion::{Conditioning, NoiseSchedule, SampleOptions, sample_from};
+use crate::sample::diffusion::{
+    Conditioning, ImageSpace, NoiseSchedule, SampleOptions, sample_from,
+};
 use crate::train::cadence::EvalLog;
 use crate::train::card::{ModelCard, Outputs};
 use crate::train::checkpoint::TrainState;
@@ -31,19 +33,19 @@ pub struct DiffusionEval {
     pub images: usize,
 }
 
-/// The noise-prediction MSE of `model` over all of `ds`, unconditioned (no label, the empty
-/// prompt).
+/// The noise-prediction MSE of `model` over all of `ds` (images, or their posterior means),
+/// unconditioned (no label, the empty prompt).
 pub fn evaluate_diffusion(
     model: &UNet,
     schedule: &NoiseSchedule,
-    ds: &ImageDataset,
+    ds: &Clean,
     conditioner: &Conditioner,
     seed: u64,
     device: &Device,
 ) -> Result<DiffusionEval> {
     let mut sum = 0f64;
     for (i, idx) in chunks(ds.len(), 64).enumerate() {
-        let x0 = ds.batch(&idx, Scale::Signed, device)?;
+        let x0 = ds.eval_batch(&idx, device)?;
         let s = step_seed(seed, i as u64, EVAL_STREAM);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(s);
         let (xt, t, eps) = noised(schedule, &x0, s, i as u64, &mut rng)?;
@@ -52,7 +54,7 @@ pub fn evaluate_diffusion(
         let se = (pred - eps)?.sqr()?.sum_all()?.to_dtype(DType::F64)?;
         sum += se.to_scalar::<f64>()?;
     }
-    let per_image = ds.pixels_per_image().max(1) as f64;
+    let per_image = ds.values_per_example().max(1) as f64;
     Ok(DiffusionEval {
         loss: sum / (ds.len().max(1) as f64 * per_image),
         images: ds.len(),
@@ -97,6 +99,7 @@ pub(super) fn plot(run: &RunDir) -> Result<()> {
 pub(super) fn write_samples(
     run: &RunDir,
     model: &UNet,
+    space: &ImageSpace,
     schedule: &NoiseSchedule,
     noise: &Tensor,
     condition: &Conditioning,
@@ -107,7 +110,7 @@ pub(super) fn write_samples(
     let mut opts = SampleOptions::ddim(s.steps, cfg.train.seed);
     opts.condition = condition.clone();
     opts.guidance = s.guidance;
-    let out = sample_from(model, schedule, noise.clone(), &opts)?;
+    let out = sample_from(model, space, schedule, noise.clone(), &opts)?;
     let path = run.samples().join(format!("step_{step:06}.png"));
     let what = match condition {
         Conditioning::Labels(_) => format!(", classes in turn, guidance {}", s.guidance),
