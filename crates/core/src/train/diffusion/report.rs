@@ -96,6 +96,7 @@ pub(super) fn plot(run: &RunDir) -> Result<()> {
 
 /// `samples/step_NNNNNN.png`: DDIM from the fixed noise with the EMA weights (classes in turn
 /// for a conditional model, a prompt per colour and class for text-to-image).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn write_samples(
     run: &RunDir,
     model: &UNet,
@@ -161,12 +162,24 @@ pub(super) fn write_model_card(
     } else {
         "unconditional".to_string()
     };
+    let space = match &cfg.latent {
+        Some(l) => format!(
+            "\n- latent diffusion (Rombach et al. 2022): the U-Net denoises the {}x{s}x{s} latent \
+             grids of a frozen VAE (a copy in `vae/`, from {}), scaled by {:.5} to unit \
+             variance, and the VAE decodes the result",
+            m.image_channels,
+            l.vae,
+            l.scale,
+            s = m.image_size
+        ),
+        None => String::new(),
+    };
     let model = format!(
         "- U-Net with {c0}/{c1}/{c2} channels at {s}/{s2}/{s4}, two residual blocks per level, \
          GroupNorm({g}), SiLU, self-attention ({h} heads) at the lowest resolution and in the \
          middle; {params} parameters\n\
          - T = {tt} steps, {sched:?} noise schedule, epsilon prediction, MSE\n\
-         - sampling uses an exponential moving average of the weights (decay {ema})",
+         - sampling uses an exponential moving average of the weights (decay {ema}){space}",
         c0 = m.channels[0],
         c1 = m.channels[1],
         c2 = m.channels[2],
