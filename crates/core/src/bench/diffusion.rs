@@ -63,14 +63,15 @@ pub fn bench_diffusion(opts: &DiffusionBenchOptions) -> Result<Value> {
         ));
     }
     cfg.validate()?;
-    // Latent diffusion: the whole set is encoded once, as a training run does (not timed).
+    // Latent diffusion: the training set is encoded once, as a training run does (not
+    // timed); the test latents are not used here.
     let encoded = match cfg.latent {
         Some(_) => Some(Encoded::prepare(
             &mut cfg,
             Path::new(""),
             false,
             &data,
-            &data,
+            &data.take(1),
             &opts.device,
         )?),
         None => None,

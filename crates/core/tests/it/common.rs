@@ -52,3 +52,12 @@ pub fn largest_abs(t: &candle_core::Tensor) -> f32 {
 pub fn scaled_err(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
     largest_abs(&(a - b).unwrap()) / largest_abs(b)
 }
+
+/// Every tensor of a run's `model.safetensors`, flattened, by name: for comparing two runs.
+pub fn run_weights(dir: &std::path::Path) -> std::collections::HashMap<String, Vec<f32>> {
+    candle_core::safetensors::load(dir.join("model.safetensors"), &candle_core::Device::Cpu)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect()
+}

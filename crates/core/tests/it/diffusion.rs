@@ -492,14 +492,6 @@ fn mnist_job(
     }
 }
 
-fn weights(dir: &std::path::Path) -> HashMap<String, Vec<f32>> {
-    candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k, vec(&v)))
-        .collect()
-}
-
 #[test]
 fn resume_equals_uninterrupted() {
     use muse_core::run_dir::OnExisting;
@@ -513,7 +505,10 @@ fn resume_equals_uninterrupted() {
         train_diffusion(mnist_job(&b, 4, OnExisting::Refuse, preset)).unwrap();
         let report = train_diffusion(mnist_job(&b, 5, OnExisting::Resume, preset)).unwrap();
         assert_eq!(report.steps, 5);
-        let (wa, wb) = (weights(&a), weights(&b));
+        let (wa, wb) = (
+            crate::common::run_weights(&a),
+            crate::common::run_weights(&b),
+        );
         assert_eq!(wa.len(), wb.len());
         assert!(wa.keys().any(|k| k.starts_with("ema.")), "the EMA is saved");
         for (k, v) in &wa {

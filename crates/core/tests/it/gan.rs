@@ -353,14 +353,6 @@ fn mnist_job(
     }
 }
 
-fn weights(dir: &std::path::Path) -> HashMap<String, Vec<f32>> {
-    candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-        .collect()
-}
-
 #[test]
 fn resume_equals_uninterrupted() {
     for loss in [GanLoss::Bce, GanLoss::WganGp] {
@@ -370,7 +362,10 @@ fn resume_equals_uninterrupted() {
         train_gan(mnist_job(&b, 3, OnExisting::Refuse, loss), None).unwrap();
         let report = train_gan(mnist_job(&b, 5, OnExisting::Resume, loss), None).unwrap();
         assert_eq!(report.steps, 5);
-        let (wa, wb) = (weights(&a), weights(&b));
+        let (wa, wb) = (
+            crate::common::run_weights(&a),
+            crate::common::run_weights(&b),
+        );
         assert_eq!(wa.len(), wb.len());
         for (k, v) in &wa {
             assert_eq!(v, &wb[k], "{loss:?}: {k} differs after resume");

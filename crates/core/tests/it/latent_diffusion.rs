@@ -3,7 +3,6 @@
 //! the data's size), and the bad inputs (no VAE, a VAE without a latent grid, a VAE of other
 //! images, an init image).
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
@@ -65,14 +64,6 @@ fn ldm_job(out: &Path, vae: &Path, steps: usize, on_existing: OnExisting) -> Dif
     }
 }
 
-fn weights(dir: &Path) -> HashMap<String, Vec<f32>> {
-    candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-        .collect()
-}
-
 #[test]
 fn the_latent_scale_gives_unit_variance() {
     let dev = Device::Cpu;
@@ -98,7 +89,10 @@ fn a_latent_run_trains_resumes_and_samples_images() {
     std::fs::rename(&vae, tmp.path().join("moved")).unwrap();
     let report = train_diffusion(ldm_job(&b, &vae, 5, OnExisting::Resume)).unwrap();
     assert_eq!(report.steps, 5);
-    let (wa, wb) = (weights(&a), weights(&b));
+    let (wa, wb) = (
+        crate::common::run_weights(&a),
+        crate::common::run_weights(&b),
+    );
     for (k, v) in &wa {
         assert_eq!(v, &wb[k], "{k} differs after resume");
     }

@@ -2,8 +2,6 @@
 //! their text), a tinted, captioned run resumes bit for bit, and sampling from a prompt is
 //! deterministic and checked against the model.
 
-use std::collections::HashMap;
-
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use muse_core::models::diffusion::{Condition, TextPooling, UNet, UNetConfig, UNetInit};
@@ -200,14 +198,6 @@ fn t2i_job(
     }
 }
 
-fn weights(dir: &std::path::Path) -> HashMap<String, Vec<f32>> {
-    candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k, v.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
-        .collect()
-}
-
 #[test]
 fn text_to_image_run_resumes_exactly_and_samples_from_a_prompt() {
     use muse_core::embed::SentenceEncoder;
@@ -222,7 +212,10 @@ fn text_to_image_run_resumes_exactly_and_samples_from_a_prompt() {
     train_diffusion(t2i_job(&a, 5, OnExisting::Refuse)).unwrap();
     train_diffusion(t2i_job(&b, 4, OnExisting::Refuse)).unwrap();
     train_diffusion(t2i_job(&b, 5, OnExisting::Resume)).unwrap();
-    let (wa, wb) = (weights(&a), weights(&b));
+    let (wa, wb) = (
+        crate::common::run_weights(&a),
+        crate::common::run_weights(&b),
+    );
     assert!(wa.contains_key("d2x.0.kv.weight") && wa.contains_key("text_emb.weight"));
     for (k, v) in &wa {
         assert_eq!(v, &wb[k], "{k} differs after resume");

@@ -2,8 +2,6 @@
 //! the fused loss ops against the composed ones, reparameterisation gradients, overfitting one
 //! batch, and resume == uninterrupted for the training loop.
 
-use std::collections::HashMap;
-
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
 use muse_core::models::vae::{Vae, VaeConfig, reparameterize};
@@ -211,14 +209,6 @@ fn overfits_one_batch() {
     assert!(tmp.path().join("run/samples/step_000300.png").is_file());
 }
 
-fn weights(dir: &std::path::Path) -> HashMap<String, Vec<f32>> {
-    candle_core::safetensors::load(dir.join("model.safetensors"), &Device::Cpu)
-        .unwrap()
-        .into_iter()
-        .map(|(k, v)| (k, vec(&v)))
-        .collect()
-}
-
 #[test]
 fn resume_equals_uninterrupted() {
     let mut cfg = tiny_config();
@@ -241,8 +231,8 @@ fn resume_equals_uninterrupted() {
     assert_eq!(full.steps, 12);
     assert_eq!(resumed.steps, 12);
     assert_eq!(
-        weights(&tmp.path().join("full")),
-        weights(&tmp.path().join("split"))
+        crate::common::run_weights(&tmp.path().join("full")),
+        crate::common::run_weights(&tmp.path().join("split"))
     );
     assert_eq!(full.test.loss, resumed.test.loss);
 }

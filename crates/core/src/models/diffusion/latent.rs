@@ -43,6 +43,11 @@ impl LatentCodec {
         Self::new(load_vae(dir, device)?, scale)
     }
 
+    /// The same VAE with another latent scale.
+    pub fn with_scale(self, scale: f64) -> Result<Self> {
+        Self::new(self.vae, scale)
+    }
+
     pub fn vae(&self) -> &Vae {
         &self.vae
     }

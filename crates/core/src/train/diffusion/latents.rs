@@ -104,8 +104,9 @@ pub struct Encoded {
 
 impl Encoded {
     /// Loads the VAE (the run's own copy when resuming, else the one `latent.vae` names),
-    /// checks it reads these images, encodes both splits and, for a new run, measures the
-    /// latent scale into `cfg.latent.scale`. Sets the U-Net's input shape to the latent grid.
+    /// checks it reads these images, encodes both splits (`test` may be a few images where
+    /// only the training latents matter) and, for a new run, measures the latent scale into
+    /// `cfg.latent.scale`. Sets the U-Net's input shape to the latent grid.
     pub fn prepare(
         cfg: &mut DiffusionRunConfig,
         run_dir: &Path,
@@ -161,7 +162,7 @@ impl Encoded {
         }
         let scale = latent.scale;
         let (test_mu, test_std) = encode_all(&vae, test, device)?;
-        let codec = LatentCodec::load(&dir, scale, device).map_err(Error::model_load)?;
+        let codec = vae.with_scale(scale)?;
         (cfg.model.image_channels, cfg.model.image_size) = codec.latent_shape();
         let scaled = |t: Tensor| -> Result<Tensor> { Ok((t * scale)?) };
         Ok(Self {
