@@ -8,7 +8,9 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use muse_core::models::diffusion::{UNetConfig, unit_variance_scale};
 use muse_core::run_dir::OnExisting;
-use muse_core::sample::diffusion::{ImageSpace, SampleOptions, open_diffusion, sample};
+use muse_core::sample::diffusion::{
+    Conditioning, ImageSpace, SampleOptions, open_diffusion, sample,
+};
 use muse_core::train::diffusion::{DiffusionRunConfig, DiffusionTrainJob, train_diffusion};
 use muse_core::train::vae::{VaeRunConfig, VaeTrainJob, train_vae};
 
@@ -35,7 +37,18 @@ fn tiny_vae(out: &Path, preset: &str) {
 }
 
 fn ldm_job(out: &Path, vae: &Path, steps: usize, on_existing: OnExisting) -> DiffusionTrainJob {
-    let mut cfg = DiffusionRunConfig::preset("ldm-mnist").unwrap();
+    ldm_preset_job("ldm-mnist", out, vae, steps, on_existing)
+}
+
+/// A tiny run of a latent preset on 64 MNIST digits.
+fn ldm_preset_job(
+    preset: &str,
+    out: &Path,
+    vae: &Path,
+    steps: usize,
+    on_existing: OnExisting,
+) -> DiffusionTrainJob {
+    let mut cfg = DiffusionRunConfig::preset(preset).unwrap();
     cfg.latent.as_mut().unwrap().vae = vae.display().to_string();
     cfg.model = UNetConfig {
         channels: [8, 8, 8],
@@ -43,7 +56,7 @@ fn ldm_job(out: &Path, vae: &Path, steps: usize, on_existing: OnExisting) -> Dif
         temb_dim: 16,
         groups: 4,
         heads: 2,
-        ..UNetConfig::latent8()
+        ..cfg.model
     };
     cfg.data.dataset = dataset("mnist").display().to_string();
     (cfg.data.train_limit, cfg.data.test_limit) = (64, 16);
@@ -57,7 +70,7 @@ fn ldm_job(out: &Path, vae: &Path, steps: usize, on_existing: OnExisting) -> Dif
     (cfg.sample.n, cfg.sample.nrow, cfg.sample.steps) = (4, 2, 3);
     DiffusionTrainJob {
         out: out.to_path_buf(),
-        preset: "ldm-mnist".into(),
+        preset: preset.into(),
         config: cfg,
         on_existing,
         device: Device::Cpu,
@@ -75,6 +88,58 @@ fn the_latent_scale_gives_unit_variance() {
     // A VAE whose latents do not move has no scale.
     let flat = Tensor::zeros((10, 4), candle_core::DType::F32, &dev).unwrap();
     assert!(unit_variance_scale(&flat, &flat).is_err());
+}
+
+#[test]
+fn a_class_conditional_latent_run_samples_the_asked_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let vae = tmp.path().join("vae");
+    tiny_vae(&vae, "mnist-latent");
+    let run_dir = tmp.path().join("cond");
+    train_diffusion(ldm_preset_job(
+        "ldm-mnist-cond",
+        &run_dir,
+        &vae,
+        3,
+        OnExisting::Refuse,
+    ))
+    .unwrap();
+    let run = open_diffusion(&run_dir, &Device::Cpu).unwrap();
+    assert!(matches!(run.space, ImageSpace::Latent(_)));
+    assert_eq!(run.model.config().n_classes, 10);
+    let mut opts = SampleOptions::ddim(3, 7);
+    opts.condition = Conditioning::Labels(vec![3, 7]);
+    opts.guidance = 3.0;
+    let guided = sample(
+        &run.model,
+        &run.space,
+        &run.schedule,
+        2,
+        &opts,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(guided.images.dims(), &[2, 1, 28, 28]);
+    // The label reaches the decoded images: other labels, other pictures from the same noise.
+    opts.condition = Conditioning::Labels(vec![1, 1]);
+    let other = sample(
+        &run.model,
+        &run.space,
+        &run.schedule,
+        2,
+        &opts,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let diff = (guided.images - other.images)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!(diff > 0.0, "labels 3, 7 and 1, 1 gave the same images");
 }
 
 #[test]

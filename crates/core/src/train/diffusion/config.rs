@@ -121,6 +121,8 @@ pub const PRESETS: &[&str] = &[
     "t2i-mnist",
     "ldm-mnist",
     "ldm-fashion",
+    "ldm-mnist-cond",
+    "ldm-fashion-cond",
 ];
 
 /// Optimizer steps of the presets: about two hours on the 2-core AMD EPYC (`muse --threads 2
@@ -148,6 +150,8 @@ impl DiffusionRunConfig {
             "t2i-fashion" => ("fashion-mnist", false, true, false),
             "ldm-mnist" => ("mnist", false, false, true),
             "ldm-fashion" => ("fashion-mnist", false, false, true),
+            "ldm-mnist-cond" => ("mnist", true, false, true),
+            "ldm-fashion-cond" => ("fashion-mnist", true, false, true),
             _ => {
                 return Err(Error::usage(format!(
                     "unknown diffusion preset '{name}'; choose one of: {}",
@@ -168,7 +172,11 @@ impl DiffusionRunConfig {
             // n_classes is set from the data for a conditional model, context_dim from the
             // text encoder.
             model: match (cond, text, latent) {
-                (true, _, _) => UNetConfig::ddpm28_cond(10),
+                (true, _, true) => UNetConfig {
+                    n_classes: 10,
+                    ..UNetConfig::latent8()
+                },
+                (true, _, false) => UNetConfig::ddpm28_cond(10),
                 (_, true, _) => UNetConfig::ddpm28_text(384),
                 (_, _, true) => UNetConfig::latent8(),
                 _ => UNetConfig::ddpm28(),
