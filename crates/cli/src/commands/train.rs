@@ -217,8 +217,9 @@ struct DiffusionArgs {
     /// ldm-mnist-cond, ldm-fashion-cond (latent diffusion: the U-Net denoises the 4 x 8 x 8
     /// latents of a VAE run, `--set vae=RUN` from `muse train vae --preset mnist-latent`,
     /// 64/128/256 channels; about a third of a pixel step). All: T = 1000,
-    /// linear betas (`--set schedule=cosine`), AdamW 2e-4, batch 64, EMA 0.999, 2000 steps;
-    /// the pixel presets use the U-Net of ddpm_unet28.py (about two hours on 2 cores).
+    /// linear betas (`--set schedule=cosine`), AdamW 2e-4, batch 64, EMA 0.999, 2000 steps
+    /// (4000 for the ldm -cond presets); the pixel presets use the U-Net of ddpm_unet28.py
+    /// (about two hours on 2 cores).
     /// `--set tint=true` on a -cond preset trains the label-only baseline on the tinted
     /// images. [default: ddpm-mnist]
     #[arg(long)]

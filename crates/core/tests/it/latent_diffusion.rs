@@ -11,7 +11,9 @@ use muse_core::run_dir::OnExisting;
 use muse_core::sample::diffusion::{
     Conditioning, ImageSpace, SampleOptions, open_diffusion, sample,
 };
-use muse_core::train::diffusion::{DiffusionRunConfig, DiffusionTrainJob, train_diffusion};
+use muse_core::train::diffusion::{
+    DiffusionRunConfig, DiffusionTrainJob, LATENT_COND_STEPS, train_diffusion,
+};
 use muse_core::train::vae::{VaeRunConfig, VaeTrainJob, train_vae};
 
 use crate::common::dataset;
@@ -88,6 +90,24 @@ fn the_latent_scale_gives_unit_variance() {
     // A VAE whose latents do not move has no scale.
     let flat = Tensor::zeros((10, 4), candle_core::DType::F32, &dev).unwrap();
     assert!(unit_variance_scale(&flat, &flat).is_err());
+}
+
+#[test]
+fn the_conditional_latent_presets_are_the_latent_unet_with_labels() {
+    for (name, dataset) in [
+        ("ldm-mnist-cond", "mnist"),
+        ("ldm-fashion-cond", "fashion-mnist"),
+    ] {
+        let cfg = DiffusionRunConfig::preset(name).unwrap();
+        assert_eq!(cfg.data.dataset, dataset);
+        assert!(cfg.latent.is_some(), "{name}");
+        assert_eq!(
+            (cfg.model.channels, cfg.model.n_classes),
+            (UNetConfig::latent8().channels, 10)
+        );
+        assert_eq!(cfg.label_dropout, 0.1);
+        assert_eq!(cfg.train.max_steps, LATENT_COND_STEPS);
+    }
 }
 
 #[test]

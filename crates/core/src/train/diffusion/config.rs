@@ -130,6 +130,11 @@ pub const PRESETS: &[&str] = &[
 /// over two epochs of MNIST. Longer runs give cleaner samples: `--set max_steps=N`.
 pub const DEFAULT_STEPS: usize = 2_000;
 
+/// Steps of the class-conditional latent presets, whose steps cost a third of a pixel step:
+/// 4,000 took 74 minutes on one thread and brought `ldm-mnist-cond` from 96.4% to 99.0% label
+/// accuracy at guidance 3 (docs/diffusion.md).
+pub const LATENT_COND_STEPS: usize = 4_000;
+
 impl DiffusionRunConfig {
     /// How a fresh run's weights start.
     pub fn init(&self) -> UNetInit {
@@ -182,7 +187,11 @@ impl DiffusionRunConfig {
                 _ => UNetConfig::ddpm28(),
             },
             train: EpochConfig {
-                max_steps: DEFAULT_STEPS,
+                max_steps: if latent && cond {
+                    LATENT_COND_STEPS
+                } else {
+                    DEFAULT_STEPS
+                },
                 batch_size: 64,
                 lr: 2e-4,
                 min_lr: 2e-4,

@@ -23,8 +23,8 @@ use rand_chacha::ChaCha8Rng;
 
 pub use condition::{CondBatch, Conditioner};
 pub use config::{
-    DEFAULT_STEPS, DiffusionRunConfig, DiffusionSampleConfig, LatentConfig, PRESETS,
-    START_ONLY_KEYS, TextConditioning,
+    DEFAULT_STEPS, DiffusionRunConfig, DiffusionSampleConfig, LATENT_COND_STEPS, LatentConfig,
+    PRESETS, START_ONLY_KEYS, TextConditioning,
 };
 pub use latents::{Clean, Encoded, LATENT_STREAM, copy_vae};
 pub use report::{DiffusionEval, evaluate_diffusion};
