@@ -127,31 +127,24 @@ fn a_class_conditional_latent_run_samples_the_asked_labels() {
     let run = open_diffusion(&run_dir, &Device::Cpu).unwrap();
     assert!(matches!(run.space, ImageSpace::Latent(_)));
     assert_eq!(run.model.config().n_classes, 10);
-    let mut opts = SampleOptions::ddim(3, 7);
-    opts.condition = Conditioning::Labels(vec![3, 7]);
-    opts.guidance = 3.0;
-    let guided = sample(
-        &run.model,
-        &run.space,
-        &run.schedule,
-        2,
-        &opts,
-        &Device::Cpu,
-    )
-    .unwrap();
-    assert_eq!(guided.images.dims(), &[2, 1, 28, 28]);
+    let draw = |labels: Vec<u32>| {
+        let mut opts = SampleOptions::ddim(3, 7);
+        (opts.condition, opts.guidance) = (Conditioning::Labels(labels), 3.0);
+        let out = sample(
+            &run.model,
+            &run.space,
+            &run.schedule,
+            2,
+            &opts,
+            &Device::Cpu,
+        );
+        out.unwrap().images
+    };
+    let guided = draw(vec![3, 7]);
+    assert_eq!(guided.dims(), &[2, 1, 28, 28]);
     // The label reaches the decoded images: other labels, other pictures from the same noise.
-    opts.condition = Conditioning::Labels(vec![1, 1]);
-    let other = sample(
-        &run.model,
-        &run.space,
-        &run.schedule,
-        2,
-        &opts,
-        &Device::Cpu,
-    )
-    .unwrap();
-    let diff = (guided.images - other.images)
+    let other = draw(vec![1, 1]);
+    let diff = (guided - other)
         .unwrap()
         .abs()
         .unwrap()
