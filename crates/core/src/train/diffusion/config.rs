@@ -283,7 +283,7 @@ impl DiffusionRunConfig {
                 return Err(Error::usage(
                     "latent diffusion denoises the latents of a VAE run: train one with `muse \
                      train vae --preset mnist-latent` (add `--data fashion-mnist` for \
-                     ldm-fashion) and pass `--set vae=RUN`",
+                     ldm-fashion and ldm-fashion-cond) and pass `--set vae=RUN`",
                 ));
             }
             if !(l.scale.is_finite() && l.scale >= 0.0) {
