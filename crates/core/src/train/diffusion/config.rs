@@ -176,15 +176,14 @@ impl DiffusionRunConfig {
             text_zero_init: false,
             // n_classes is set from the data for a conditional model, context_dim from the
             // text encoder.
-            model: match (cond, text, latent) {
-                (true, _, true) => UNetConfig {
-                    n_classes: 10,
-                    ..UNetConfig::latent8()
-                },
-                (true, _, false) => UNetConfig::ddpm28_cond(10),
-                (_, true, _) => UNetConfig::ddpm28_text(384),
-                (_, _, true) => UNetConfig::latent8(),
-                _ => UNetConfig::ddpm28(),
+            // A conditional preset is its unconditional network with the label embedding.
+            model: UNetConfig {
+                n_classes: if cond { 10 } else { 0 },
+                ..match (text, latent) {
+                    (true, _) => UNetConfig::ddpm28_text(384),
+                    (_, true) => UNetConfig::latent8(),
+                    _ => UNetConfig::ddpm28(),
+                }
             },
             train: EpochConfig {
                 max_steps: if latent && cond {
