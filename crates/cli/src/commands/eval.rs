@@ -53,7 +53,9 @@ pub struct Args {
     #[arg(long, help_heading = "Image models")]
     no_classifier: bool,
     /// Images: generated images for FID and coverage, compared with the whole test split
-    /// [default: 10000]. Text-to-image: samples per prompt split [default: 400].
+    /// [default: 10000]; as many real training images give the FID floor printed beside it.
+    /// Text-to-image: samples per prompt split [default: 400]. A classifier run: training
+    /// images in its FID sanity figure [default: as many as the test split].
     #[arg(long, help_heading = "Image models")]
     samples: Option<usize>,
     /// Diffusion: DDIM steps per sample [default: 50].

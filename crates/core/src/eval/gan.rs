@@ -6,8 +6,8 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use super::image::{ImageMetrics, image_metrics, open_classifier};
-use crate::data::images::Split;
+use super::image::{ImageMetrics, fid_floor, image_metrics, open_classifier};
+use crate::data::images::{ImageDataConfig, Split};
 use crate::error::{Error, Result};
 use crate::run_dir::RunDir;
 use crate::sample::gan::{Labels, generate_images, labels_for, open_gan};
@@ -60,7 +60,7 @@ pub fn eval_gan(
         )?;
         Ok((images, l))
     };
-    let metrics = image_metrics(
+    let mut metrics = image_metrics(
         &clf,
         &clf_dir,
         &reference,
@@ -69,6 +69,20 @@ pub fn eval_gan(
         device,
         &mut generate,
     )?;
+    let train = ImageDataConfig {
+        train_limit: 0,
+        ..cfg.data.clone()
+    }
+    .load(Split::Train)?;
+    metrics.floor = Some(fid_floor(
+        &clf,
+        &train,
+        &reference,
+        metrics.samples,
+        seed,
+        None,
+        device,
+    )?);
     Ok(GanEval {
         run: dir.display().to_string(),
         preset: record.preset,

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
+use candle_core::Tensor;
 use serde_json::{Value, json};
 
 use super::family::{Family, detect};
@@ -11,11 +12,12 @@ use crate::data::images::{ImageDataConfig, ImageOptions, Split};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::eval::image::{
-    FID_SAMPLES, ImageMetrics, default_classifier_dir, fid_between, open_classifier,
+    FID_SAMPLES, ImageMetrics, default_classifier_dir, fid_between, fid_floor, open_classifier,
     uniform_noise_like,
 };
 use crate::eval::vae::{evaluate_vae, iwae_nll, vae_image_metrics};
 use crate::run_dir::RunDir;
+use crate::sample::vae::reconstruct;
 
 /// What `muse eval MODEL` was asked.
 #[derive(Clone, Debug)]
@@ -168,15 +170,28 @@ fn vae(req: &EvalRequest) -> Result<EvalReport> {
     };
     let mut notes = Vec::new();
     let metrics = match classifier_for(req, &vae.data.dataset, &mut notes)? {
-        Some((clf, cdir)) => Some(vae_image_metrics(
-            &vae.model,
-            &clf,
-            &cdir,
-            &test,
-            req.samples.unwrap_or(FID_SAMPLES),
-            req.seed,
-            device,
-        )?),
+        Some((clf, cdir)) => {
+            let mut m = vae_image_metrics(
+                &vae.model,
+                &clf,
+                &cdir,
+                &test,
+                req.samples.unwrap_or(FID_SAMPLES),
+                req.seed,
+                device,
+            )?;
+            let through_vae = |x: &Tensor| reconstruct(&vae.model, x);
+            m.floor = Some(fid_floor(
+                &clf,
+                &vae.train_images()?,
+                &test,
+                m.samples,
+                req.seed,
+                Some(&through_vae),
+                device,
+            )?);
+            Some(m)
+        }
         None => None,
     };
     let mut lines = vec![
@@ -224,6 +239,16 @@ pub(super) fn image_metric_lines(m: &ImageMetrics, seed: u64) -> Vec<String> {
             c.classes_found, c.n_classes, c.entropy_bits, c.max_entropy_bits, c.histogram
         ),
     ];
+    if let Some(f) = &m.floor {
+        let rebuilt = f.reconstructed.map_or(String::new(), |r| {
+            format!("; {r:.3} for them through the run's VAE (the best its decoder allows)")
+        });
+        lines.push(format!(
+            "FID floor   {:.3} for {} real training images (what perfect samples score at this \
+             count){rebuilt}",
+            f.real, f.images
+        ));
+    }
     if let Some(acc) = m.conditional_accuracy {
         lines.push(format!(
             "label acc.  {:.2}% (classifier agrees with the requested label)",
@@ -281,15 +306,17 @@ fn classifier(req: &EvalRequest) -> Result<EvalReport> {
     };
     let test = crate::data::images::load_images(&cfg.dataset, split, &opts)?;
     let ev = crate::train::classifier::evaluate_classifier(&model, &test, 500, device)?;
-    // Sanity figures for FID with this classifier: real vs real is small, noise is large.
-    let train =
-        crate::data::images::load_images(&cfg.dataset, Split::Train, &opts)?.take(test.len());
+    // Sanity figures for FID with this classifier: real vs real is small (and is the floor of
+    // a generator's FID at that many samples), noise is large.
+    let train = crate::data::images::load_images(&cfg.dataset, Split::Train, &opts)?;
+    let n = req.samples.unwrap_or(test.len());
+    let floor = fid_floor(&model, &train, &test, n, req.seed, None, device)?;
     let noise = uniform_noise_like(&test, 0)?;
-    let fid_train = fid_between(&model, &test, &train, device)?;
     let fid_noise = fid_between(&model, &test, &noise, device)?;
     Ok(EvalReport {
         json: json!({"family": "classifier", "data": test.record.name, "split": test.split,
-                     "test": ev, "fid_test_vs_train": fid_train, "fid_test_vs_noise": fid_noise,
+                     "test": ev, "fid_test_vs_train": floor.real, "train_images": floor.images,
+                     "fid_test_vs_noise": fid_noise,
                      "fid_images": test.len()}),
         lines: vec![
             format!(
@@ -301,10 +328,12 @@ fn classifier(req: &EvalRequest) -> Result<EvalReport> {
             format!("accuracy    {:.2}%", ev.accuracy * 100.0),
             format!("loss        {:.4} nats (cross-entropy)", ev.loss),
             format!(
-                "FID sanity  {:.3} ({} test vs {} training images); {:.1} (test vs uniform noise)",
-                fid_train,
+                "FID sanity  {:.3} ({} test vs {} training images, seed {}); {:.1} (test vs \
+                 uniform noise)",
+                floor.real,
                 test.len(),
-                train.len(),
+                floor.images,
+                req.seed,
                 fid_noise
             ),
         ],

@@ -42,6 +42,18 @@ pub fn open_vae(dir: &Path, device: &Device) -> Result<VaeRun> {
 }
 
 impl VaeRun {
+    /// The whole training split of the run's dataset, at the model's image size.
+    pub fn train_images(&self) -> Result<ImageDataset> {
+        let m = self.model.config();
+        let cfg = ImageDataConfig {
+            train_limit: 0,
+            image_size: m.image_size,
+            channels: m.channels,
+            ..self.data.clone()
+        };
+        cfg.load(Split::Train)
+    }
+
     /// The test split of `data` (a `--data` value, `name[:split]`), else of the run's own
     /// dataset, at the model's image size.
     pub fn test_images(&self, data: Option<&str>) -> Result<ImageDataset> {

@@ -61,3 +61,57 @@ fn coverage_of_a_collapsed_and_a_uniform_generator() {
     mostly.extend([1, 2]);
     assert_eq!(class_coverage(&mostly, 10).classes_found, 1);
 }
+
+#[test]
+fn fid_floor_of_the_reference_itself_is_zero_and_a_lossy_autoencoder_raises_it() {
+    use candle_core::{DType, Device, Tensor};
+    use candle_nn::{VarBuilder, VarMap};
+    use muse_core::data::images::{ImageOptions, Split, load_images};
+    use muse_core::error::Result;
+    use muse_core::eval::image::fid_floor;
+    use muse_core::models::classifier::{Classifier, ClassifierConfig};
+
+    let device = Device::Cpu;
+    let varmap = VarMap::new();
+    let cfg = ClassifierConfig {
+        conv1: 4,
+        conv2: 8,
+        hidden: 8,
+        ..ClassifierConfig::mnist()
+    };
+    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
+    let clf = Classifier::new(&cfg, vb).unwrap();
+    // Random weights, so the features differ between images.
+    for (i, var) in varmap.all_vars().iter().enumerate() {
+        let t = var.as_tensor();
+        let noise = muse_core::nn::noise::standard_normal(t.dims(), i as u64, 0, &device).unwrap();
+        var.set(&(noise * 0.3).unwrap()).unwrap();
+    }
+    let images = load_images("mnist", Split::Test, &ImageOptions::default())
+        .unwrap()
+        .take(300);
+
+    // Asked for more images than there are, it scores all of them: the reference itself.
+    let identity = |x: &Tensor| -> Result<Tensor> { Ok(x.clone()) };
+    let all = fid_floor(&clf, &images, &images, 1000, 3, Some(&identity), &device).unwrap();
+    assert_eq!(all.images, 300);
+    assert!(
+        all.real.abs() < 1e-3,
+        "FID of a set against itself: {}",
+        all.real
+    );
+    assert_eq!(all.reconstructed, Some(all.real));
+
+    // A third of them scores above zero; the same draw through a lossy "autoencoder" (the
+    // images at half brightness) scores worse still.
+    let dim = |x: &Tensor| -> Result<Tensor> { Ok((x * 0.5)?) };
+    let some = fid_floor(&clf, &images, &images, 100, 3, Some(&dim), &device).unwrap();
+    assert_eq!(some.images, 100);
+    assert!(some.real > all.real + 1e-3, "{} vs {}", some.real, all.real);
+    let rebuilt = some.reconstructed.unwrap();
+    assert!(rebuilt > some.real, "{rebuilt} vs {}", some.real);
+
+    // The draw is a function of the seed.
+    let again = fid_floor(&clf, &images, &images, 100, 3, None, &device).unwrap();
+    assert_eq!((again.real, again.reconstructed), (some.real, None));
+}

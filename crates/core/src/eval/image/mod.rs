@@ -13,6 +13,7 @@
 //! at the classifier's size, sampling seed recorded; the classifier run is `--classifier RUN`,
 //! by default `runs/classifier-<dataset>`.
 
+pub mod floor;
 pub mod frechet;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
+pub use floor::{FidFloor, Reconstruct, fid_floor};
 pub use frechet::{Gaussian, frechet_distance};
 
 use crate::data::images::{ImageDataset, Scale, chunks};
@@ -163,6 +165,9 @@ pub struct ImageMetrics {
     pub classifier: String,
     /// Feature width (the classifier's `hidden`).
     pub feature_dim: usize,
+    /// Real images scored at the same count, to read `fid` against (set by the caller).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub floor: Option<FidFloor>,
 }
 
 /// One batch of generated images in `[0, 1]`, (N, C, H, W), with the labels they were
@@ -209,6 +214,7 @@ pub fn image_metrics(
         reference_images: real.len(),
         classifier: classifier_dir.display().to_string(),
         feature_dim: classifier.config().hidden,
+        floor: None,
     })
 }
 
