@@ -7,7 +7,7 @@ use candle_core::{Device, Tensor};
 use rand::SeedableRng;
 use serde::Serialize;
 
-use super::image::{ImageMetrics, image_metrics};
+use super::image::{FloorFrom, ImageMetrics, Reconstruct, image_metrics};
 use crate::data::captions::{
     COLOURS, CaptionSet, Wording, WordingSplit, caption, dominant_colour, grey_of, is_held_out_pair,
 };
@@ -16,7 +16,7 @@ use crate::embed::SentenceEncoder;
 use crate::error::{Error, Result};
 use crate::models::classifier::Classifier;
 use crate::sample::diffusion::{
-    Conditioning, DiffusionRun, PromptStates, SampleOptions, labels_for, sample,
+    Conditioning, DiffusionRun, ImageSpace, PromptStates, SampleOptions, labels_for, sample,
 };
 use crate::train::progress::Progress;
 
@@ -33,12 +33,14 @@ pub struct DiffusionEvalOptions {
     pub batch: usize,
 }
 
-/// FID and coverage (and label accuracy) of `run`'s samples against `reference`.
+/// FID and coverage (and label accuracy) of `run`'s samples against `reference`, with the floor
+/// of as many images of `train` (and, for a latent model, of their reconstructions by its VAE).
 pub fn diffusion_image_metrics(
     run: &DiffusionRun,
     classifier: &Classifier,
     classifier_dir: &std::path::Path,
     reference: &ImageDataset,
+    train: &ImageDataset,
     o: &DiffusionEvalOptions,
     device: &Device,
 ) -> Result<ImageMetrics> {
@@ -56,12 +58,24 @@ pub fn diffusion_image_metrics(
         progress.set(done as u64);
         Ok((images, labels))
     };
+    // A latent model's images can be no better than its VAE's reconstructions.
+    let through_vae = match &run.space {
+        ImageSpace::Latent(codec) => {
+            Some(|x: &Tensor| -> Result<Tensor> { Ok(codec.decode(&codec.posterior(x)?.0)?) })
+        }
+        ImageSpace::Pixels => None,
+    };
+    let from = FloorFrom {
+        train,
+        reconstruct: through_vae.as_ref().map(|f| f as &Reconstruct),
+    };
     let m = image_metrics(
         classifier,
         classifier_dir,
         reference,
         o.samples,
         o.batch,
+        Some((from, o.seed)),
         device,
         &mut generate,
     )?;

@@ -6,7 +6,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use super::image::{ImageMetrics, fid_floor, image_metrics, open_classifier};
+use super::image::{FloorFrom, ImageMetrics, image_metrics, open_classifier};
 use crate::data::images::{ImageDataConfig, Split};
 use crate::error::{Error, Result};
 use crate::run_dir::RunDir;
@@ -60,29 +60,25 @@ pub fn eval_gan(
         )?;
         Ok((images, l))
     };
-    let mut metrics = image_metrics(
-        &clf,
-        &clf_dir,
-        &reference,
-        samples,
-        500,
-        device,
-        &mut generate,
-    )?;
     let train = ImageDataConfig {
         train_limit: 0,
         ..cfg.data.clone()
     }
     .load(Split::Train)?;
-    metrics.floor = Some(fid_floor(
+    let from = FloorFrom {
+        train: &train,
+        reconstruct: None,
+    };
+    let metrics = image_metrics(
         &clf,
-        &train,
+        &clf_dir,
         &reference,
-        metrics.samples,
-        seed,
-        None,
+        samples,
+        500,
+        Some((from, seed)),
         device,
-    )?);
+        &mut generate,
+    )?;
     Ok(GanEval {
         run: dir.display().to_string(),
         preset: record.preset,

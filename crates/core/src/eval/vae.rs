@@ -7,10 +7,10 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use serde::Serialize;
 
-use super::image::{ImageMetrics, image_metrics};
+use super::image::{FloorFrom, ImageMetrics, image_metrics};
 use crate::data::images::{ImageDataset, Scale, chunks};
 use crate::error::Result;
 use crate::models::classifier::Classifier;
@@ -71,23 +71,32 @@ pub fn iwae_nll(
 }
 
 /// FID, class coverage (and no conditional accuracy: the VAE is unconditional) of `n` prior
-/// samples against `reference` (the test split).
+/// samples against `reference` (the test split), with the floor of as many images of `train`
+/// and of their reconstructions.
+#[allow(clippy::too_many_arguments)]
 pub fn vae_image_metrics(
     model: &Vae,
     classifier: &Classifier,
     classifier_dir: &Path,
     reference: &ImageDataset,
+    train: &ImageDataset,
     n: usize,
     seed: u64,
     device: &Device,
 ) -> Result<ImageMetrics> {
     let latent = model.config().latent_dim();
+    let through_vae = |x: &Tensor| crate::sample::vae::reconstruct(model, x);
+    let from = FloorFrom {
+        train,
+        reconstruct: Some(&through_vae),
+    };
     image_metrics(
         classifier,
         classifier_dir,
         reference,
         n,
         500,
+        Some((from, seed)),
         device,
         &mut |i, count| {
             let z = standard_normal(

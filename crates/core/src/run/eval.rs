@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::Tensor;
 use serde_json::{Value, json};
 
 use super::family::{Family, detect};
@@ -12,12 +11,11 @@ use crate::data::images::{ImageDataConfig, ImageOptions, Split};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::eval::image::{
-    FID_SAMPLES, ImageMetrics, default_classifier_dir, fid_between, fid_floor, open_classifier,
-    uniform_noise_like,
+    FID_SAMPLES, FloorFrom, ImageMetrics, classify_dataset, default_classifier_dir, fid_floor,
+    frechet_distance, open_classifier, uniform_noise_like,
 };
 use crate::eval::vae::{evaluate_vae, iwae_nll, vae_image_metrics};
 use crate::run_dir::RunDir;
-use crate::sample::vae::reconstruct;
 
 /// What `muse eval MODEL` was asked.
 #[derive(Clone, Debug)]
@@ -170,28 +168,16 @@ fn vae(req: &EvalRequest) -> Result<EvalReport> {
     };
     let mut notes = Vec::new();
     let metrics = match classifier_for(req, &vae.data.dataset, &mut notes)? {
-        Some((clf, cdir)) => {
-            let mut m = vae_image_metrics(
-                &vae.model,
-                &clf,
-                &cdir,
-                &test,
-                req.samples.unwrap_or(FID_SAMPLES),
-                req.seed,
-                device,
-            )?;
-            let through_vae = |x: &Tensor| reconstruct(&vae.model, x);
-            m.floor = Some(fid_floor(
-                &clf,
-                &vae.train_images()?,
-                &test,
-                m.samples,
-                req.seed,
-                Some(&through_vae),
-                device,
-            )?);
-            Some(m)
-        }
+        Some((clf, cdir)) => Some(vae_image_metrics(
+            &vae.model,
+            &clf,
+            &cdir,
+            &test,
+            &vae.train_images()?,
+            req.samples.unwrap_or(FID_SAMPLES),
+            req.seed,
+            device,
+        )?),
         None => None,
     };
     let mut lines = vec![
@@ -310,9 +296,14 @@ fn classifier(req: &EvalRequest) -> Result<EvalReport> {
     // a generator's FID at that many samples), noise is large.
     let train = crate::data::images::load_images(&cfg.dataset, Split::Train, &opts)?;
     let n = req.samples.unwrap_or(test.len());
-    let floor = fid_floor(&model, &train, &test, n, req.seed, None, device)?;
-    let noise = uniform_noise_like(&test, 0)?;
-    let fid_noise = fid_between(&model, &test, &noise, device)?;
+    let test_features = classify_dataset(&model, &test, 500, device)?.gaussian();
+    let from = FloorFrom {
+        train: &train,
+        reconstruct: None,
+    };
+    let floor = fid_floor(&model, from, &test_features, n, req.seed, device)?;
+    let noise = classify_dataset(&model, &uniform_noise_like(&test, 0)?, 500, device)?;
+    let fid_noise = frechet_distance(&noise.gaussian(), &test_features);
     Ok(EvalReport {
         json: json!({"family": "classifier", "data": test.record.name, "split": test.split,
                      "test": ev, "fid_test_vs_train": floor.real, "train_images": floor.images,

@@ -1,7 +1,6 @@
 //! `muse eval` for diffusion runs: FID and coverage of DDIM samples, or for a model trained on
 //! tinted, captioned images, class and colour accuracy per prompt split next to chance.
 
-use candle_core::Tensor;
 use serde_json::json;
 
 use super::eval::{EvalReport, EvalRequest, image_metric_lines};
@@ -13,11 +12,9 @@ use crate::error::{Error, Result};
 use crate::eval::diffusion::{
     Asking, DiffusionEvalOptions, PromptSplit, diffusion_image_metrics, prompt_accuracy,
 };
-use crate::eval::image::{
-    FID_SAMPLES, Reconstruct, default_classifier_dir, fid_floor, open_classifier,
-};
+use crate::eval::image::{FID_SAMPLES, default_classifier_dir, open_classifier};
 use crate::run_dir::RunDir;
-use crate::sample::diffusion::{ImageSpace, default_guidance, open_diffusion};
+use crate::sample::diffusion::{default_guidance, open_diffusion};
 
 /// Samples per prompt split unless `--samples` says otherwise.
 const PROMPT_SAMPLES: usize = 400;
@@ -89,29 +86,12 @@ pub(super) fn diffusion(req: &EvalRequest) -> Result<EvalReport> {
             ..data.clone()
         };
         let reference = whole.load(Split::Test)?;
-        let mut m = diffusion_image_metrics(&run, &clf, &clf_dir, &reference, &opts, device)?;
         let train = ImageDataConfig {
             train_limit: 0,
             ..data.clone()
         }
         .load(Split::Train)?;
-        // A latent model's images can be no better than its VAE's reconstructions.
-        let through_vae = match &run.space {
-            ImageSpace::Latent(codec) => {
-                Some(|x: &Tensor| -> Result<Tensor> { Ok(codec.decode(&codec.posterior(x)?.0)?) })
-            }
-            ImageSpace::Pixels => None,
-        };
-        let reconstruct = through_vae.as_ref().map(|f| f as &Reconstruct);
-        m.floor = Some(fid_floor(
-            &clf,
-            &train,
-            &reference,
-            m.samples,
-            req.seed,
-            reconstruct,
-            device,
-        )?);
+        let m = diffusion_image_metrics(&run, &clf, &clf_dir, &reference, &train, &opts, device)?;
         lines.extend(image_metric_lines(&m, req.seed));
         return Ok(EvalReport {
             json: json!({"family": "diffusion", "preset": run.preset, "steps": steps,

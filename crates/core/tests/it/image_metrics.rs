@@ -68,7 +68,7 @@ fn fid_floor_of_the_reference_itself_is_zero_and_a_lossy_autoencoder_raises_it()
     use candle_nn::{VarBuilder, VarMap};
     use muse_core::data::images::{ImageOptions, Split, load_images};
     use muse_core::error::Result;
-    use muse_core::eval::image::fid_floor;
+    use muse_core::eval::image::{FloorFrom, classify_dataset, fid_floor};
     use muse_core::models::classifier::{Classifier, ClassifierConfig};
 
     let device = Device::Cpu;
@@ -91,9 +91,20 @@ fn fid_floor_of_the_reference_itself_is_zero_and_a_lossy_autoencoder_raises_it()
         .unwrap()
         .take(300);
 
+    let reference = classify_dataset(&clf, &images, 500, &device)
+        .unwrap()
+        .gaussian();
+    let floor = |n: usize, reconstruct: Option<&muse_core::eval::image::Reconstruct>| {
+        let from = FloorFrom {
+            train: &images,
+            reconstruct,
+        };
+        fid_floor(&clf, from, &reference, n, 3, &device).unwrap()
+    };
+
     // Asked for more images than there are, it scores all of them: the reference itself.
     let identity = |x: &Tensor| -> Result<Tensor> { Ok(x.clone()) };
-    let all = fid_floor(&clf, &images, &images, 1000, 3, Some(&identity), &device).unwrap();
+    let all = floor(1000, Some(&identity));
     assert_eq!(all.images, 300);
     assert!(
         all.real.abs() < 1e-3,
@@ -105,13 +116,13 @@ fn fid_floor_of_the_reference_itself_is_zero_and_a_lossy_autoencoder_raises_it()
     // A third of them scores above zero; the same draw through a lossy "autoencoder" (the
     // images at half brightness) scores worse still.
     let dim = |x: &Tensor| -> Result<Tensor> { Ok((x * 0.5)?) };
-    let some = fid_floor(&clf, &images, &images, 100, 3, Some(&dim), &device).unwrap();
+    let some = floor(100, Some(&dim));
     assert_eq!(some.images, 100);
     assert!(some.real > all.real + 1e-3, "{} vs {}", some.real, all.real);
     let rebuilt = some.reconstructed.unwrap();
     assert!(rebuilt > some.real, "{rebuilt} vs {}", some.real);
 
     // The draw is a function of the seed.
-    let again = fid_floor(&clf, &images, &images, 100, 3, None, &device).unwrap();
+    let again = floor(100, None);
     assert_eq!((again.real, again.reconstructed), (some.real, None));
 }

@@ -9,7 +9,7 @@ use candle_core::{Device, Tensor};
 use muse_core::models::diffusion::{UNetConfig, unit_variance_scale};
 use muse_core::run_dir::OnExisting;
 use muse_core::sample::diffusion::{
-    Conditioning, ImageSpace, SampleOptions, open_diffusion, sample,
+    Conditioning, DiffusionRun, ImageSpace, SampleOptions, open_diffusion, sample,
 };
 use muse_core::train::diffusion::{
     DiffusionRunConfig, DiffusionTrainJob, LATENT_COND_STEPS, train_diffusion,
@@ -17,6 +17,12 @@ use muse_core::train::diffusion::{
 use muse_core::train::vae::{VaeRunConfig, VaeTrainJob, train_vae};
 
 use crate::common::dataset;
+
+/// Two images sampled from `run` with `opts`, decoded.
+fn two_images(run: &DiffusionRun, opts: &SampleOptions) -> Tensor {
+    let out = sample(&run.model, &run.space, &run.schedule, 2, opts, &Device::Cpu);
+    out.unwrap().images
+}
 
 /// A spatial-latent VAE trained for a few steps on 64 MNIST digits (or any other preset).
 fn tiny_vae(out: &Path, preset: &str) {
@@ -130,28 +136,13 @@ fn a_class_conditional_latent_run_samples_the_asked_labels() {
     let draw = |labels: Vec<u32>| {
         let mut opts = SampleOptions::ddim(3, 7);
         (opts.condition, opts.guidance) = (Conditioning::Labels(labels), 3.0);
-        let out = sample(
-            &run.model,
-            &run.space,
-            &run.schedule,
-            2,
-            &opts,
-            &Device::Cpu,
-        );
-        out.unwrap().images
+        two_images(&run, &opts)
     };
     let guided = draw(vec![3, 7]);
     assert_eq!(guided.dims(), &[2, 1, 28, 28]);
     // The label reaches the decoded images: other labels, other pictures from the same noise.
     let other = draw(vec![1, 1]);
-    let diff = (guided - other)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = crate::common::largest_abs(&(guided - other).unwrap());
     assert!(diff > 0.0, "labels 3, 7 and 1, 1 gave the same images");
 }
 
@@ -187,18 +178,9 @@ fn a_latent_run_trains_resumes_and_samples_images() {
     // Sampling decodes: images of the data's size in [0, 1], not latents.
     let run = open_diffusion(&b, &Device::Cpu).unwrap();
     assert!(matches!(run.space, ImageSpace::Latent(_)));
-    let opts = SampleOptions::ddim(3, 7);
-    let out = sample(
-        &run.model,
-        &run.space,
-        &run.schedule,
-        2,
-        &opts,
-        &Device::Cpu,
-    )
-    .unwrap();
-    assert_eq!(out.images.dims(), &[2, 1, 28, 28]);
-    let v = out.images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let images = two_images(&run, &SampleOptions::ddim(3, 7));
+    assert_eq!(images.dims(), &[2, 1, 28, 28]);
+    let v = images.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert!(v.iter().all(|p| (0.0..=1.0).contains(p)));
     // Image-to-image works on pixels only.
     let mut with_init = SampleOptions::ddim(3, 7);

@@ -7,7 +7,7 @@
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-use super::{Classified, classify_dataset, frechet_distance};
+use super::{Classified, Gaussian, frechet_distance};
 use crate::data::images::{ImageDataset, Scale, chunks, epoch_permutation};
 use crate::error::{Error, Result};
 use crate::models::classifier::Classifier;
@@ -17,6 +17,14 @@ const FLOOR_STREAM: u64 = 0xF100;
 
 /// Images through an autoencoder, in [0, 1]: (N, C, H, W) -> (N, C, H, W).
 pub type Reconstruct<'a> = dyn Fn(&Tensor) -> Result<Tensor> + 'a;
+
+/// Where a floor's images come from: the training split, and the autoencoder the model draws
+/// through, if any.
+#[derive(Clone, Copy)]
+pub struct FloorFrom<'a> {
+    pub train: &'a ImageDataset,
+    pub reconstruct: Option<&'a Reconstruct<'a>>,
+}
 
 /// FIDs of real images at the sample count of an evaluation.
 #[derive(Clone, Debug, Serialize)]
@@ -30,17 +38,17 @@ pub struct FidFloor {
     pub reconstructed: Option<f64>,
 }
 
-/// Scores `n` training images drawn with `seed` (and their reconstructions) against
-/// `reference` with `classifier`.
+/// Scores `n` training images drawn with `seed` (and their reconstructions) with `classifier`
+/// against `reference`, the Gaussian of the reference images' features.
 pub fn fid_floor(
     classifier: &Classifier,
-    train: &ImageDataset,
-    reference: &ImageDataset,
+    from: FloorFrom,
+    reference: &Gaussian,
     n: usize,
     seed: u64,
-    reconstruct: Option<&Reconstruct>,
     device: &Device,
 ) -> Result<FidFloor> {
+    let FloorFrom { train, reconstruct } = from;
     let n = n.min(train.len());
     if n < 2 {
         return Err(Error::usage(
@@ -59,10 +67,9 @@ pub fn fid_floor(
         }
         real.push(classifier, &images)?;
     }
-    let reference = classify_dataset(classifier, reference, 500, device)?.gaussian();
     Ok(FidFloor {
         images: n,
-        real: frechet_distance(&real.gaussian(), &reference),
-        reconstructed: reconstruct.map(|_| frechet_distance(&rebuilt.gaussian(), &reference)),
+        real: frechet_distance(&real.gaussian(), reference),
+        reconstructed: reconstruct.map(|_| frechet_distance(&rebuilt.gaussian(), reference)),
     })
 }

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor};
 use serde::Serialize;
 
-pub use floor::{FidFloor, Reconstruct, fid_floor};
+pub use floor::{FidFloor, FloorFrom, Reconstruct, fid_floor};
 pub use frechet::{Gaussian, frechet_distance};
 
 use crate::data::images::{ImageDataset, Scale, chunks};
@@ -165,7 +165,7 @@ pub struct ImageMetrics {
     pub classifier: String,
     /// Feature width (the classifier's `hidden`).
     pub feature_dim: usize,
-    /// Real images scored at the same count, to read `fid` against (set by the caller).
+    /// Real images scored at the same count, to read `fid` against.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub floor: Option<FidFloor>,
 }
@@ -175,13 +175,16 @@ pub struct ImageMetrics {
 pub type GenerateBatch<'a> = dyn FnMut(usize, usize) -> Result<(Tensor, Option<Vec<u32>>)> + 'a;
 
 /// Generates `n_samples` images in batches of `batch` through `generate` and measures them
-/// against `reference` (the test split) with `classifier`.
+/// against `reference` (the test split) with `classifier`; with `floor`, also as many real
+/// images (and their reconstructions) at the sampling seed `seed`.
+#[allow(clippy::too_many_arguments)]
 pub fn image_metrics(
     classifier: &Classifier,
     classifier_dir: &Path,
     reference: &ImageDataset,
     n_samples: usize,
     batch: usize,
+    floor: Option<(FloorFrom, u64)>,
     device: &Device,
     generate: &mut GenerateBatch,
 ) -> Result<ImageMetrics> {
@@ -190,7 +193,7 @@ pub fn image_metrics(
             "FID needs at least 2 samples and 2 reference images",
         ));
     }
-    let real = classify_dataset(classifier, reference, batch, device)?;
+    let real = classify_dataset(classifier, reference, batch, device)?.gaussian();
     let mut fake = Classified::new(classifier.config().hidden);
     let (mut agree, mut asked) = (0usize, 0usize);
     for (i, idx) in chunks(n_samples, batch).enumerate() {
@@ -206,28 +209,27 @@ pub fn image_metrics(
                 .count();
         }
     }
+    let floor = match floor {
+        Some((from, seed)) => Some(fid_floor(
+            classifier,
+            from,
+            &real,
+            fake.len(),
+            seed,
+            device,
+        )?),
+        None => None,
+    };
     Ok(ImageMetrics {
-        fid: frechet_distance(&fake.gaussian(), &real.gaussian()),
+        fid: frechet_distance(&fake.gaussian(), &real),
         coverage: class_coverage(&fake.predictions, classifier.config().n_classes),
         conditional_accuracy: (asked > 0).then(|| agree as f64 / asked as f64),
         samples: fake.len(),
-        reference_images: real.len(),
+        reference_images: reference.len(),
         classifier: classifier_dir.display().to_string(),
         feature_dim: classifier.config().hidden,
-        floor: None,
+        floor,
     })
-}
-
-/// FID between two image sets (both scaled to `[0, 1]`), e.g. test vs train as a sanity check.
-pub fn fid_between(
-    classifier: &Classifier,
-    a: &ImageDataset,
-    b: &ImageDataset,
-    device: &Device,
-) -> Result<f64> {
-    let fa = classify_dataset(classifier, a, 500, device)?;
-    let fb = classify_dataset(classifier, b, 500, device)?;
-    Ok(frechet_distance(&fa.gaussian(), &fb.gaussian()))
 }
 
 /// As many images of uniform noise as `like` holds, of the same shape (the "large FID" end of
