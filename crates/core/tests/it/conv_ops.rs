@@ -1,7 +1,7 @@
 //! The fused convolution kernels (`nn::ops::conv2d`, `conv_transpose2d`) against candle's own
 //! convolutions: forward values and the gradients of a random-weighted sum of the output with
 //! respect to input, weight and bias, over odd sizes, stride 1, 2 and 3, padding 0 and 1, with and
-//! without bias; and both gradients against finite differences, also for shapes where candle's
+//! without bias (3x3 with stride 1 and padding 1 takes conv2d's Winograd path); and both gradients against finite differences, also for shapes where candle's
 //! own conv2d backward fails (stride 2 with height and width of different parity: candle 0.11
 //! derives the output padding of the input gradient from the height alone and errors with a
 //! shape mismatch).
@@ -48,6 +48,14 @@ const CASES: &[Case] = &[
     (4, 6, 7, 7, 8, 4, 2, 1),
     (2, 3, 11, 7, 4, 5, 2, 1),
     (2, 3, 10, 10, 4, 3, 3, 1),
+    // 3x3, stride 1, padding 1: conv2d's Winograd path (forward and input gradient), even and
+    // odd sizes, a 1x1 image, rows of more than 8 tiles, and batches cut into several chunks.
+    (3, 16, 14, 14, 8, 3, 1, 1),
+    (2, 8, 7, 7, 16, 3, 1, 1),
+    (1, 2, 1, 1, 3, 3, 1, 1),
+    (2, 5, 2, 3, 3, 3, 1, 1),
+    (9, 4, 6, 9, 6, 3, 1, 1),
+    (2, 3, 9, 35, 4, 3, 1, 1),
 ];
 
 /// Compares output and gradients (of input, weight and bias when given) of `fused` and

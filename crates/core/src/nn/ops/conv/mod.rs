@@ -18,11 +18,15 @@
 //! `dWm = grid (Co, N*P) @ im2col(image)^T`. Columns hold all samples side by side
 //! (`n * P + p`), so every product is one large `gemm` split across the thread pool; the grid is
 //! moved between NCHW and that (C, N*P) layout by row copies.
+//!
+//! conv2d with a 3x3 kernel, stride 1 and padding 1 (most of a U-Net's convolutions) takes
+//! Winograd's F(2x2, 3x3) instead, for its forward and its input gradient (`winograd.rs`).
 
 mod columns;
 mod geom;
 mod op;
 mod product;
+mod winograd;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 

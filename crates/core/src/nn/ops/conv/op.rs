@@ -12,6 +12,7 @@ use super::super::cpu::{CpuRead, run_tasks, tensor};
 use super::columns::{Scratch, channel_sums, col2im, from_cnp, im2col, to_cnp};
 use super::geom::{Geom, chunk_len, chunks, task_ranges};
 use super::product::{filled_by_chunks, mm, mm_add};
+use super::winograd;
 
 pub(super) struct ConvOp {
     pub(super) g: Geom,
@@ -46,6 +47,15 @@ impl ConvOp {
                 mm(k, cp, g.co, &mut col, (w, 1, k), (&xg, cp, 1));
                 col2im(g, &col, r.len(), b, self.act, out);
             })
+        } else if winograd::applies(g, false) {
+            let s = winograd::Shape::forward(g);
+            let u = winograd::filters(w, g.co, g.ci, false);
+            filled_by_chunks(
+                g.grid_len(),
+                g.co * p,
+                winograd::chunks(&s, g.n),
+                |r, out| winograd::conv3x3(&s, x, r, &u, b, self.act, out),
+            )
         } else {
             // grid (Co, m*P) = Wm (Co, K) @ im2col(image) (K, m*P), chunk by chunk
             filled_by_chunks(g.grid_len(), g.co * p, chunks(g), |r, out| {
@@ -104,11 +114,15 @@ impl ConvOp {
             (g.image_len(), g.ci * g.hi * g.wi)
         };
         let per_chunk = chunk_len(g);
+        // A 3x3 stride-1 conv2d's input gradient is a convolution of the same kind, computed
+        // on its own below; the chunks then only sum the weight gradient.
+        let by_winograd = want[0] && winograd::applies(g, self.transposed);
+        let dx_in_chunks = want[0] && !by_winograd;
         let chunk = |r: Range<usize>, dx_out: Option<&mut [MaybeUninit<f32>]>, dw: &mut [f32]| {
             let cp = r.len() * p;
             let mut gc = Scratch::new(g.co * cp);
             to_cnp(grid, g.co, p, r.clone(), &mut gc);
-            let need_col = want[1] || (want[0] && self.transposed);
+            let need_col = want[1] || (dx_in_chunks && self.transposed);
             let mut col = Scratch::new(if need_col { k * cp } else { 0 });
             if need_col {
                 im2col(g, image, r.clone(), &mut col);
@@ -146,7 +160,17 @@ impl ConvOp {
             }
         };
         let tasks = task_ranges(g);
-        let dx = if want[0] {
+        let dx = if by_winograd {
+            if want[1] {
+                run_tasks(tasks, |r| task(r, None));
+            }
+            let s = winograd::Shape::input_grad(g);
+            let u = winograd::filters(ws, g.co, g.ci, true);
+            let dx = filled_by_chunks(x_len, per_x, winograd::chunks(&s, g.n), |r, out| {
+                winograd::conv3x3(&s, dys, r, &u, None, Activation::Identity, out)
+            });
+            Some(tensor(dx, x.shape())?)
+        } else if want[0] {
             let dx = filled_by_chunks(x_len, per_x, tasks, |r, out| task(r, Some(out)));
             Some(tensor(dx, x.shape())?)
         } else {
