@@ -35,6 +35,8 @@ use candle_core::{Result, Tensor, bail};
 use super::activation::Activation;
 use super::biased::apply_biased;
 use super::fast_path;
+// For `simd_dispatch!` in the submodules, which names `super::math`.
+use super::math;
 use geom::Geom;
 use op::ConvOp;
 

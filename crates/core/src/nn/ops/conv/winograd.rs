@@ -17,6 +17,7 @@ use std::ops::Range;
 
 use super::super::activation::Activation;
 use super::super::cpu::threads;
+use super::super::math::{Fma, simd_dispatch};
 use super::columns::Scratch;
 use super::geom::Geom;
 use super::product::mm;
@@ -157,53 +158,10 @@ pub(super) fn conv3x3(
     transform_output(s, &m, m_samples, bias, act, out);
 }
 
-/// Whether the transforms may run compiled for AVX2 (they are adds and subtractions only, so
-/// every build gives the same bits).
-fn use_avx2() -> bool {
-    cfg!(target_arch = "x86_64") && super::super::math::has_avx2_fma()
-}
-
-fn transform_input(s: &Shape, src: &[f32], samples: Range<usize>, stride: usize, v: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn avx2(s: &Shape, src: &[f32], samples: Range<usize>, stride: usize, v: &mut [f32]) {
-        transform_input_lanes(s, src, samples, stride, v)
-    }
-    #[cfg(target_arch = "x86_64")]
-    if use_avx2() {
-        // SAFETY: the CPU supports AVX2.
-        return unsafe { avx2(s, src, samples, stride, v) };
-    }
-    transform_input_lanes(s, src, samples, stride, v)
-}
-
-fn transform_output(
-    s: &Shape,
-    m: &[f32],
-    samples: usize,
-    bias: Option<&[f32]>,
-    act: Activation,
-    out: &mut [MaybeUninit<f32>],
-) {
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn avx2(
-        s: &Shape,
-        m: &[f32],
-        samples: usize,
-        bias: Option<&[f32]>,
-        act: Activation,
-        out: &mut [MaybeUninit<f32>],
-    ) {
-        transform_output_lanes(s, m, samples, bias, act, out)
-    }
-    #[cfg(target_arch = "x86_64")]
-    if use_avx2() {
-        // SAFETY: the CPU supports AVX2.
-        return unsafe { avx2(s, m, samples, bias, act, out) };
-    }
-    transform_output_lanes(s, m, samples, bias, act, out)
-}
+// The transforms compiled for AVX-512 or AVX2 where the CPU has them; they are adds and
+// subtractions only, so every build gives the same bits.
+simd_dispatch!(fn transform_input(s: &Shape, src: &[f32], samples: Range<usize>, stride: usize, v: &mut [f32]) = transform_input_lanes);
+simd_dispatch!(fn transform_output(s: &Shape, m: &[f32], samples: usize, bias: Option<&[f32]>, act: Activation, out: &mut [MaybeUninit<f32>]) = transform_output_lanes);
 
 #[inline(always)]
 fn load(src: &[f32], at: usize) -> Lanes {
@@ -270,7 +228,7 @@ fn at(m: &[Lanes; 4]) -> [Lanes; 2] {
 /// addresses of the even plane (the second in the odd plane, the third one step on in the
 /// even plane, the fourth likewise in the odd one).
 #[inline(always)]
-fn transform_input_lanes(
+fn transform_input_lanes<F: Fma>(
     s: &Shape,
     src: &[f32],
     samples: Range<usize>,
@@ -333,7 +291,7 @@ fn transform_input_lanes(
 /// `m[(k * cout + o) * T + tile]` (with [`L`] spare floats after the last), 8 tiles at a time
 /// into a plane of whole tiles; the half tiles past an odd edge are dropped.
 #[inline(always)]
-fn transform_output_lanes(
+fn transform_output_lanes<F: Fma>(
     s: &Shape,
     m: &[f32],
     samples: usize,
