@@ -52,18 +52,25 @@ pub(super) const CHUNK_FLOATS: usize = 128 * 1024;
 /// Samples per chunk: each chunk's column matrix is about [`CHUNK_FLOATS`], with at least two
 /// chunks per thread. A chunk runs start to end (im2col, products, col2im) on one thread.
 pub(super) fn chunk_len(g: &Geom) -> usize {
-    let by_cache = (CHUNK_FLOATS / (g.k() * g.p()).max(1)).max(1);
-    let by_threads = g.n.div_ceil(2 * threads()).max(1);
+    samples_per_chunk(g.n, g.k() * g.p(), CHUNK_FLOATS)
+}
+
+/// Samples per chunk when each sample's scratch is `per_sample` floats: about `budget` floats
+/// a chunk, and at least two chunks per thread.
+pub(super) fn samples_per_chunk(n: usize, per_sample: usize, budget: usize) -> usize {
+    let by_cache = (budget / per_sample.max(1)).max(1);
+    let by_threads = n.div_ceil(2 * threads()).max(1);
     by_cache.min(by_threads)
+}
+
+/// `0..n` cut into ranges of `per` samples (the last one shorter).
+pub(super) fn split_samples(n: usize, per: usize) -> Vec<Range<usize>> {
+    (0..n).step_by(per).map(|a| a..(a + per).min(n)).collect()
 }
 
 /// The sample ranges the batch is cut into, one chunk each.
 pub(super) fn chunks(g: &Geom) -> Vec<Range<usize>> {
-    let per = chunk_len(g);
-    (0..g.n)
-        .step_by(per)
-        .map(|a| a..(a + per).min(g.n))
-        .collect()
+    split_samples(g.n, chunk_len(g))
 }
 
 /// The backward pass's tasks: runs of whole chunks, two per thread, so that per-task weight
@@ -71,9 +78,5 @@ pub(super) fn chunks(g: &Geom) -> Vec<Range<usize>> {
 pub(super) fn task_ranges(g: &Geom) -> Vec<Range<usize>> {
     let per_chunk = chunk_len(g);
     let n_chunks = g.n.div_ceil(per_chunk);
-    let per = n_chunks.div_ceil(2 * threads()).max(1) * per_chunk;
-    (0..g.n)
-        .step_by(per)
-        .map(|a| a..(a + per).min(g.n))
-        .collect()
+    split_samples(g.n, n_chunks.div_ceil(2 * threads()).max(1) * per_chunk)
 }

@@ -16,10 +16,9 @@ use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use super::super::activation::Activation;
-use super::super::cpu::threads;
 use super::super::math::{Fma, simd_dispatch};
 use super::columns::Scratch;
-use super::geom::Geom;
+use super::geom::{Geom, samples_per_chunk, split_samples};
 use super::product::mm;
 
 /// Whether a convolution of this shape runs here: conv2d (not transposed) with a 3x3 kernel,
@@ -78,7 +77,7 @@ pub(super) fn filters(w: &[f32], co: usize, ci: usize, flipped: bool) -> Vec<f32
     let (cout, cin) = if flipped { (ci, co) } else { (co, ci) };
     // Each kernel's 16 values side by side first (sequential writes), then spread out into
     // the 16 matrices one position at a time.
-    let mut by_kernel = vec![0f32; 16 * cout * cin];
+    let mut by_kernel = Scratch::new(16 * cout * cin);
     for (pair, t) in by_kernel.chunks_exact_mut(16).enumerate() {
         let (o, i) = (pair / cin, pair % cin);
         let (wo, wi) = if flipped { (i, o) } else { (o, i) };
@@ -112,10 +111,7 @@ const CHUNK_FLOATS: usize = 64 * 1024;
 /// with at least two chunks per thread.
 pub(super) fn chunks(s: &Shape, n: usize) -> Vec<Range<usize>> {
     let per_sample = 16 * (s.cin + s.cout) * s.tiles();
-    let by_cache = (CHUNK_FLOATS / per_sample.max(1)).max(1);
-    let by_threads = n.div_ceil(2 * threads()).max(1);
-    let per = by_cache.min(by_threads);
-    (0..n).step_by(per).map(|a| a..(a + per).min(n)).collect()
+    split_samples(n, samples_per_chunk(n, per_sample, CHUNK_FLOATS))
 }
 
 /// Tiles transformed together, one per vector lane.
