@@ -76,7 +76,11 @@ pub(super) fn chunks(g: &Geom) -> Vec<Range<usize>> {
 /// The backward pass's tasks: runs of whole chunks, two per thread, so that per-task weight
 /// gradient sums stay few.
 pub(super) fn task_ranges(g: &Geom) -> Vec<Range<usize>> {
-    let per_chunk = chunk_len(g);
-    let n_chunks = g.n.div_ceil(per_chunk);
-    split_samples(g.n, n_chunks.div_ceil(2 * threads()).max(1) * per_chunk)
+    chunk_runs(g.n, chunk_len(g))
+}
+
+/// `0..n` cut into runs of whole chunks of `per_chunk` samples, two runs per thread.
+pub(super) fn chunk_runs(n: usize, per_chunk: usize) -> Vec<Range<usize>> {
+    let n_chunks = n.div_ceil(per_chunk);
+    split_samples(n, n_chunks.div_ceil(2 * threads()).max(1) * per_chunk)
 }

@@ -98,6 +98,40 @@ impl ConvOp {
             pre = act.grad(dyr.slice(), yr.slice());
             &pre
         };
+        let db = if want[2] {
+            let (c, plane) = if self.transposed {
+                (g.ci, g.hi * g.wi)
+            } else {
+                (g.co, p)
+            };
+            Some(tensor(channel_sums(dys, c, plane), c)?)
+        } else {
+            None
+        };
+        if winograd::applies(g, self.transposed) {
+            let dx = if want[0] {
+                // A convolution of the same kind: the output gradient through the kernel
+                // rotated by 180 degrees, channel axes swapped.
+                let s = winograd::Shape::input_grad(g);
+                let u = winograd::filters(ws, g.co, g.ci, true);
+                let dx = filled_by_chunks(
+                    g.image_len(),
+                    g.ci * p,
+                    winograd::chunks(&s, g.n),
+                    |r, out| winograd::conv3x3(&s, dys, r, &u, None, Activation::Identity, out),
+                );
+                Some(tensor(dx, x.shape())?)
+            } else {
+                None
+            };
+            let dw = if want[1] {
+                let dw = winograd::weight_grad(&winograd::Shape::forward(g), xs, dys, g.n);
+                Some(tensor(dw, w.shape())?)
+            } else {
+                None
+            };
+            return Ok([dx, dw, db]);
+        }
         // The image-side and grid-side tensors of this call, whichever is input or output.
         let (image, grid) = if self.transposed {
             (dys, xs)
@@ -114,15 +148,11 @@ impl ConvOp {
             (g.image_len(), g.ci * g.hi * g.wi)
         };
         let per_chunk = chunk_len(g);
-        // A 3x3 stride-1 conv2d's input gradient is a convolution of the same kind, computed
-        // on its own below; the chunks then only sum the weight gradient.
-        let by_winograd = want[0] && winograd::applies(g, self.transposed);
-        let dx_in_chunks = want[0] && !by_winograd;
         let chunk = |r: Range<usize>, dx_out: Option<&mut [MaybeUninit<f32>]>, dw: &mut [f32]| {
             let cp = r.len() * p;
             let mut gc = Scratch::new(g.co * cp);
             to_cnp(grid, g.co, p, r.clone(), &mut gc);
-            let need_col = want[1] || (dx_in_chunks && self.transposed);
+            let need_col = want[1] || (want[0] && self.transposed);
             let mut col = Scratch::new(if need_col { k * cp } else { 0 });
             if need_col {
                 im2col(g, image, r.clone(), &mut col);
@@ -160,17 +190,7 @@ impl ConvOp {
             }
         };
         let tasks = task_ranges(g);
-        let dx = if by_winograd {
-            if want[1] {
-                run_tasks(tasks, |r| task(r, None));
-            }
-            let s = winograd::Shape::input_grad(g);
-            let u = winograd::filters(ws, g.co, g.ci, true);
-            let dx = filled_by_chunks(x_len, per_x, winograd::chunks(&s, g.n), |r, out| {
-                winograd::conv3x3(&s, dys, r, &u, None, Activation::Identity, out)
-            });
-            Some(tensor(dx, x.shape())?)
-        } else if want[0] {
+        let dx = if want[0] {
             let dx = filled_by_chunks(x_len, per_x, tasks, |r, out| task(r, Some(out)));
             Some(tensor(dx, x.shape())?)
         } else {
@@ -188,16 +208,6 @@ impl ConvOp {
                 dw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
             }
             Some(tensor(dw, w.shape())?)
-        } else {
-            None
-        };
-        let db = if want[2] {
-            let (c, plane) = if self.transposed {
-                (g.ci, g.hi * g.wi)
-            } else {
-                (g.co, p)
-            };
-            Some(tensor(channel_sums(dys, c, plane), c)?)
         } else {
             None
         };

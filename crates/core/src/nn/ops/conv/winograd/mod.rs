@@ -10,16 +10,22 @@
 //!
 //! The same kernel serves conv2d's forward and its input gradient, which is itself a 3x3,
 //! stride-1, padding-1 convolution of the output gradient with the kernel flipped and its
-//! channel axes swapped ([`filters`] with `flipped`). The weight gradient stays on im2col.
+//! channel axes swapped ([`filters`] with `flipped`). The weight gradient takes the same
+//! transforms the other way round ([`weight_grad`]).
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
+mod weight;
+
 use super::super::activation::Activation;
 use super::super::math::{Fma, simd_dispatch};
+// The path `simd_dispatch!` names from a submodule.
 use super::columns::Scratch;
 use super::geom::{Geom, samples_per_chunk, split_samples};
+use super::math;
 use super::product::mm;
+pub(super) use weight::weight_grad;
 
 /// Whether a convolution of this shape runs here: conv2d (not transposed) with a 3x3 kernel,
 /// stride 1 and padding 1 (so the output has the input's size).
