@@ -50,7 +50,7 @@ const CASES: &[Case] = &[
     (2, 3, 10, 10, 4, 3, 3, 1),
     // 3x3, stride 1, padding 1: conv2d's Winograd path (forward and both gradients), even and
     // odd sizes, a 1x1 image, rows of more than 8 tiles, batches cut into several chunks and
-    // runs of chunks, and more channels than pixels.
+    // runs of chunks, more channels than pixels, and samples larger than a chunk's budget.
     (3, 16, 14, 14, 8, 3, 1, 1),
     (2, 8, 7, 7, 16, 3, 1, 1),
     (1, 2, 1, 1, 3, 3, 1, 1),
@@ -59,6 +59,7 @@ const CASES: &[Case] = &[
     (2, 3, 9, 35, 4, 3, 1, 1),
     (33, 4, 5, 5, 3, 3, 1, 1),
     (5, 40, 3, 2, 36, 3, 1, 1),
+    (2, 24, 27, 19, 40, 3, 1, 1),
 ];
 
 /// Compares output and gradients (of input, weight and bias when given) of `fused` and
