@@ -241,10 +241,7 @@ fn transform_input_lanes<F: Fma>(
     // Padded column 2i (even) and 2i + 1 (odd), i in 0..=tx, with a zero row before the image
     // and enough rows after for whole patches; slack for vectors read past a row's end.
     let wh = tx + 1;
-    let len = (2 * ty + 2) * wh + 2 * L;
-    let (mut even, mut odd) = (Scratch::new(len), Scratch::new(len));
-    even.fill(0.0);
-    odd.fill(0.0);
+    let (mut even, mut odd) = zeroed_planes((2 * ty + 2) * wh + 2 * L);
     let hw = s.h * s.w;
     for (j, n) in samples.enumerate() {
         for c in 0..s.cin {
@@ -252,14 +249,7 @@ fn transform_input_lanes<F: Fma>(
             for (y, row) in img.chunks_exact(s.w).enumerate() {
                 let at = (y + 1) * wh;
                 // Image column x is padded column x + 1.
-                let pairs = row.chunks_exact(2);
-                if let [last] = pairs.remainder() {
-                    odd[at + s.w / 2] = *last;
-                }
-                for (i, pair) in pairs.enumerate() {
-                    odd[at + i] = pair[0];
-                    even[at + i + 1] = pair[1];
-                }
+                split_columns(row, &mut odd[at..], &mut even[at + 1..]);
             }
             for by in 0..ty {
                 for bx in (0..tx).step_by(L) {
@@ -286,6 +276,27 @@ fn transform_input_lanes<F: Fma>(
                 }
             }
         }
+    }
+}
+
+/// Two scratch planes of `len` zeros, for the even and the odd columns of an image.
+fn zeroed_planes(len: usize) -> (Scratch, Scratch) {
+    let (mut even, mut odd) = (Scratch::new(len), Scratch::new(len));
+    even.fill(0.0);
+    odd.fill(0.0);
+    (even, odd)
+}
+
+/// `row[2i]` into `first[i]` and `row[2i + 1]` into `second[i]`.
+#[inline(always)]
+fn split_columns(row: &[f32], first: &mut [f32], second: &mut [f32]) {
+    let pairs = row.chunks_exact(2);
+    if let [last] = pairs.remainder() {
+        first[row.len() / 2] = *last;
+    }
+    for ((pair, a), b) in pairs.zip(first.iter_mut()).zip(second.iter_mut()) {
+        *a = pair[0];
+        *b = pair[1];
     }
 }
 

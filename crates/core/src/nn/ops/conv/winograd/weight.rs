@@ -14,7 +14,9 @@ use super::super::super::math::{Fma, simd_dispatch};
 use super::super::columns::Scratch;
 use super::super::geom::{chunk_runs, samples_per_chunk};
 use super::super::product::mm_add;
-use super::{CHUNK_FLOATS, L, Lanes, Shape, add, load, sub, transform_input};
+use super::{
+    CHUNK_FLOATS, L, Lanes, Shape, add, load, split_columns, sub, transform_input, zeroed_planes,
+};
 
 /// At least this many tiles per product when the batch allows: every chunk adds its products
 /// into the 16 (Co, Ci) sums, which for small images with many channels outweigh the chunk.
@@ -123,24 +125,14 @@ fn transform_output_grad_lanes<F: Fma>(
     let (ty, tx) = (s.tiles_y(), s.tiles_x());
     // The even and the odd columns of a plane, 2 * ty rows of tx (a zero row or column past an
     // odd edge, never written), with room for a vector read past the last row's end.
-    let len = 2 * ty * tx + L;
-    let (mut even, mut odd) = (Scratch::new(len), Scratch::new(len));
-    even.fill(0.0);
-    odd.fill(0.0);
+    let (mut even, mut odd) = zeroed_planes(2 * ty * tx + L);
     let hw = s.h * s.w;
     for (j, n) in samples.enumerate() {
         for o in 0..s.cout {
             let plane = &dy[(n * s.cout + o) * hw..][..hw];
             for (y, row) in plane.chunks_exact(s.w).enumerate() {
                 let at = y * tx;
-                let pairs = row.chunks_exact(2);
-                if let [last] = pairs.remainder() {
-                    even[at + s.w / 2] = *last;
-                }
-                for (i, pair) in pairs.enumerate() {
-                    even[at + i] = pair[0];
-                    odd[at + i] = pair[1];
-                }
+                split_columns(row, &mut even[at..], &mut odd[at..]);
             }
             for by in 0..ty {
                 for bx in (0..tx).step_by(L) {
