@@ -1,6 +1,7 @@
 //! The shapes of one convolution and how a batch is cut into cache-sized chunks of samples.
 
 use std::ops::Range;
+use std::sync::Mutex;
 
 use super::super::cpu::threads;
 
@@ -77,6 +78,34 @@ pub(super) fn chunks(g: &Geom) -> Vec<Range<usize>> {
 /// gradient sums stay few.
 pub(super) fn task_ranges(g: &Geom) -> Vec<Range<usize>> {
     chunk_runs(g.n, chunk_len(g))
+}
+
+/// Per-run partial sums (a weight gradient each), added in sample order at the end so that
+/// the total does not depend on which thread finishes first (exact resume needs it).
+pub(super) struct RunSums(Mutex<Vec<(usize, Vec<f32>)>>);
+
+impl RunSums {
+    pub(super) fn new() -> Self {
+        RunSums(Mutex::new(Vec::new()))
+    }
+
+    /// The sum of the run that starts at sample `start`.
+    pub(super) fn add(&self, start: usize, part: Vec<f32>) {
+        let mut parts = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        parts.push((start, part));
+    }
+
+    /// The runs' sums added in sample order; `len` zeros when there were none.
+    pub(super) fn total(self, len: usize) -> Vec<f32> {
+        let mut parts = self.0.into_inner().unwrap_or_else(|e| e.into_inner());
+        parts.sort_by_key(|(start, _)| *start);
+        let mut parts = parts.into_iter().map(|(_, part)| part);
+        let mut total = parts.next().unwrap_or_else(|| vec![0f32; len]);
+        for part in parts {
+            total.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+        }
+        total
+    }
 }
 
 /// `0..n` cut into runs of whole chunks of `per_chunk` samples, two runs per thread.

@@ -2,7 +2,6 @@
 
 use std::mem::MaybeUninit;
 use std::ops::Range;
-use std::sync::Mutex;
 
 use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 
@@ -10,7 +9,7 @@ use super::super::activation::Activation;
 use super::super::biased::BiasedOp;
 use super::super::cpu::{CpuRead, run_tasks, tensor};
 use super::columns::{Scratch, channel_sums, col2im, from_cnp, im2col, to_cnp};
-use super::geom::{Geom, chunk_len, chunks, task_ranges};
+use super::geom::{Geom, RunSums, chunk_len, chunks, task_ranges};
 use super::product::{filled_by_chunks, mm, mm_add};
 use super::winograd;
 
@@ -116,7 +115,7 @@ impl ConvOp {
                 let u = winograd::filters(ws, g.co, g.ci, true);
                 let dx = filled_by_chunks(
                     g.image_len(),
-                    g.ci * p,
+                    g.ci * g.hi * g.wi,
                     winograd::chunks(&s, g.n),
                     |r, out| winograd::conv3x3(&s, dys, r, &u, None, Activation::Identity, out),
                 );
@@ -141,7 +140,7 @@ impl ConvOp {
         // dWm (Co, K) = sum over chunks of grid (Co, m*P) @ im2col(image)^T (m*P, K). Each
         // task sums its own run of chunks; the runs' sums are added in sample order afterwards,
         // so the result does not depend on which thread finishes first (exact resume needs it).
-        let dw_parts: Mutex<Vec<(usize, Vec<f32>)>> = Mutex::new(Vec::new());
+        let dw_parts = RunSums::new();
         let (x_len, per_x) = if self.transposed {
             (g.grid_len(), g.co * p)
         } else {
@@ -185,8 +184,7 @@ impl ConvOp {
                 chunk(sub, out, &mut dw);
             }
             if want[1] {
-                let mut parts = dw_parts.lock().unwrap_or_else(|e| e.into_inner());
-                parts.push((r.start, dw));
+                dw_parts.add(r.start, dw);
             }
         };
         let tasks = task_ranges(g);
@@ -200,14 +198,7 @@ impl ConvOp {
             None
         };
         let dw = if want[1] {
-            let mut parts = dw_parts.into_inner().unwrap_or_else(|e| e.into_inner());
-            parts.sort_by_key(|(start, _)| *start);
-            let mut parts = parts.into_iter().map(|(_, v)| v);
-            let mut dw = parts.next().unwrap_or_else(|| vec![0f32; g.co * k]);
-            for part in parts {
-                dw.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
-            }
-            Some(tensor(dw, w.shape())?)
+            Some(tensor(dw_parts.total(g.co * k), w.shape())?)
         } else {
             None
         };

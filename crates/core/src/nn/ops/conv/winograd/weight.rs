@@ -9,10 +9,10 @@
 
 use std::ops::Range;
 
-use super::super::super::cpu::{run_tasks, threads};
+use super::super::super::cpu::run_tasks;
 use super::super::super::math::{Fma, simd_dispatch};
 use super::super::columns::Scratch;
-use super::super::geom::{chunk_runs, samples_per_chunk};
+use super::super::geom::{RunSums, chunk_runs, samples_per_chunk};
 use super::super::product::mm_add;
 use super::{
     CHUNK_FLOATS, L, Lanes, Shape, add, load, split_columns, sub, transform_input, zeroed_planes,
@@ -27,31 +27,19 @@ const MIN_TILES: usize = 128;
 /// bias and activation. Each task sums its own run of chunks and the runs' sums are added in
 /// sample order, so the result does not depend on which thread finishes first.
 pub(in super::super) fn weight_grad(s: &Shape, x: &[f32], dy: &[f32], n: usize) -> Vec<f32> {
-    let per_sample = 16 * (s.cin + s.cout) * s.tiles();
-    let by_cache = samples_per_chunk(n, per_sample, CHUNK_FLOATS);
-    let by_tiles = MIN_TILES.div_ceil(s.tiles());
-    let per_chunk = by_cache.max(by_tiles).min(n.div_ceil(2 * threads())).max(1);
+    let per_tile = 16 * (s.cin + s.cout);
+    let budget = CHUNK_FLOATS.max(per_tile * MIN_TILES);
+    let per_chunk = samples_per_chunk(n, per_tile * s.tiles(), budget);
     let sums_len = 16 * s.cout * s.cin;
-    let parts = std::sync::Mutex::new(Vec::new());
+    let runs = RunSums::new();
     run_tasks(chunk_runs(n, per_chunk), |run: Range<usize>| {
-        let mut sums = Scratch::new(sums_len);
-        sums.fill(0.0);
+        let mut sums = vec![0f32; sums_len];
         for a in run.clone().step_by(per_chunk) {
             add_chunk(s, x, dy, a..(a + per_chunk).min(run.end), &mut sums);
         }
-        let mut parts = parts.lock().unwrap_or_else(|e| e.into_inner());
-        parts.push((run.start, sums));
+        runs.add(run.start, sums);
     });
-    let mut parts = parts.into_inner().unwrap_or_else(|e| e.into_inner());
-    parts.sort_by_key(|(start, _)| *start);
-    let mut parts = parts.into_iter().map(|(_, sums)| sums);
-    let Some(mut total) = parts.next() else {
-        return vec![0.0; s.cout * s.cin * 9];
-    };
-    for part in parts {
-        total.iter_mut().zip(part.iter()).for_each(|(a, b)| *a += b);
-    }
-    kernel_grads(s, &total)
+    kernel_grads(s, &runs.total(sums_len))
 }
 
 /// `sums[(k * cout + o) * cin + i] += Σ_tiles (A dY A^T)[k][o] · V[k][i]` over the tiles of
