@@ -18,34 +18,40 @@ thread_local! {
 
 /// A scratch buffer of `len` f32 from this thread's pool. Its contents are unspecified (zeros
 /// or an earlier call's values): callers write every element before reading it.
-pub(super) struct Scratch(Vec<f32>);
+///
+/// The vector keeps the whole length it was ever initialised to and the buffer shows its first
+/// `len` elements, so reusing a buffer for a longer request than its last one zeroes only
+/// memory it never had, not the part an earlier, longer request already wrote.
+pub(super) struct Scratch {
+    buf: Vec<f32>,
+    len: usize,
+}
 
 impl Scratch {
     pub(super) fn new(len: usize) -> Self {
-        let mut v = POOL
+        let mut buf = POOL
             .with_borrow_mut(|pool| {
                 // The smallest free buffer that is large enough, else the largest (grown).
                 let fit = (0..pool.len())
-                    .filter(|&i| pool[i].capacity() >= len)
-                    .min_by_key(|&i| pool[i].capacity());
-                let pick = fit.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
+                    .filter(|&i| pool[i].len() >= len)
+                    .min_by_key(|&i| pool[i].len());
+                let pick = fit.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].len()));
                 pick.map(|i| pool.swap_remove(i))
             })
             .unwrap_or_default();
-        if v.len() < len {
-            v.resize(len, 0.0);
+        if buf.len() < len {
+            buf.resize(len, 0.0);
         }
-        v.truncate(len);
-        Scratch(v)
+        Scratch { buf, len }
     }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let v = std::mem::take(&mut self.0);
+        let buf = std::mem::take(&mut self.buf);
         POOL.with_borrow_mut(|pool| {
             if pool.len() < 8 {
-                pool.push(v);
+                pool.push(buf);
             }
         });
     }
@@ -54,13 +60,13 @@ impl Drop for Scratch {
 impl std::ops::Deref for Scratch {
     type Target = [f32];
     fn deref(&self) -> &[f32] {
-        &self.0
+        &self.buf[..self.len]
     }
 }
 
 impl std::ops::DerefMut for Scratch {
     fn deref_mut(&mut self) -> &mut [f32] {
-        &mut self.0
+        &mut self.buf[..self.len]
     }
 }
 

@@ -20,7 +20,7 @@ use super::{
 
 /// At least this many tiles per product when the batch allows: every chunk adds its products
 /// into the 16 (Co, Ci) sums, which for small images with many channels outweigh the chunk.
-const MIN_TILES: usize = 128;
+const MIN_SUM_TILES: usize = 128;
 
 /// `dW` (cout, cin, 3, 3) of conv2d's forward shape `s` (see [`Shape::forward`]) from its
 /// input `x` (n, cin, h, w) and the gradient `dy` (n, cout, h, w) of its output before the
@@ -28,7 +28,7 @@ const MIN_TILES: usize = 128;
 /// sample order, so the result does not depend on which thread finishes first.
 pub(in super::super) fn weight_grad(s: &Shape, x: &[f32], dy: &[f32], n: usize) -> Vec<f32> {
     let per_tile = 16 * (s.cin + s.cout);
-    let budget = CHUNK_FLOATS.max(per_tile * MIN_TILES);
+    let budget = CHUNK_FLOATS.max(per_tile * MIN_SUM_TILES);
     let per_chunk = samples_per_chunk(n, per_tile * s.tiles(), budget);
     let sums_len = 16 * s.cout * s.cin;
     let runs = RunSums::new();
