@@ -43,6 +43,17 @@ impl Conv2d {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         ops::conv2d(x, &self.weight, Some(&self.bias), self.stride, self.padding)
     }
+
+    /// `forward(x)` plus `shift` per sample and channel (a U-Net's time embedding), added with
+    /// the bias inside the one op: a broadcast add after the convolution would cost a pass over
+    /// the output each way and a reduction over its planes in the backward pass.
+    ///
+    /// # Shapes
+    /// `x`: (N, in, H, W), `shift`: (N, out) -> as [`Conv2d::forward`].
+    pub fn forward_shifted(&self, x: &Tensor, shift: &Tensor) -> Result<Tensor> {
+        let bias = shift.broadcast_add(&self.bias)?; // (N, out)
+        ops::conv2d(x, &self.weight, Some(&bias), self.stride, self.padding)
+    }
 }
 
 /// A 2-D transposed convolution, weight (in, out, k, k) and bias (out).

@@ -1,7 +1,8 @@
 //! The fused convolution kernels (`nn::ops::conv2d`, `conv_transpose2d`) against candle's own
 //! convolutions: forward values and the gradients of a random-weighted sum of the output with
 //! respect to input, weight and bias, over odd sizes, stride 1, 2 and 3, padding 0 and 1, with and
-//! without bias (3x3 with stride 1 and padding 1 takes conv2d's Winograd path); and both gradients against finite differences, also for shapes where candle's
+//! without bias, and for conv2d with a bias per sample and channel (3x3 with stride 1 and
+//! padding 1 takes conv2d's Winograd path); and both gradients against finite differences, also for shapes where candle's
 //! own conv2d backward fails (stride 2 with height and width of different parity: candle 0.11
 //! derives the output padding of the input gradient from the height alone and errors with a
 //! shape mismatch).
@@ -114,9 +115,16 @@ fn conv2d_matches_candle() {
         );
         compare(
             &format!("{name} no bias"),
-            vec![x, wt],
+            vec![x.clone(), wt.clone()],
             |t| conv2d(&t[0], &t[1], None, s, p),
             |t| reference_conv2d(&t[0], &t[1], None, s, p),
+        );
+        // A bias per sample and channel (N, O), as a U-Net's time embedding passes.
+        compare(
+            &format!("{name} bias per sample"),
+            vec![x, wt, rand_tensor(&[n, o], seed + 3)],
+            |t| conv2d(&t[0], &t[1], Some(&t[2]), s, p),
+            |t| reference_conv2d(&t[0], &t[1], Some(&t[2]), s, p),
         );
     }
 }
@@ -243,6 +251,17 @@ fn conv_shape_errors_are_reported() {
         )
         .is_err(),
         "bias"
+    );
+    assert!(
+        conv2d(
+            &x,
+            &rand_tensor(&[2, 3, 3, 3], 2),
+            Some(&rand_tensor(&[2, 2], 3)),
+            1,
+            0
+        )
+        .is_err(),
+        "a bias per sample for another batch size"
     );
     assert!(
         conv_transpose2d(&x, &rand_tensor(&[3, 2, 4, 4], 2), None, 2, 1, 2).is_err(),

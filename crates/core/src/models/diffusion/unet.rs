@@ -95,10 +95,8 @@ impl ResBlock {
     /// # Shapes
     /// `x`: (N, cin, H, W), `temb_act`: silu of the time embedding (N, temb) -> (N, cout, H, W).
     pub fn forward(&self, x: &Tensor, temb_act: &Tensor) -> Result<Tensor> {
-        let h = self.c1.forward(&self.n1.forward_silu(x)?)?; // (N, cout, H, W)
-        let (n, c) = (h.dim(0)?, h.dim(1)?);
-        let tproj = self.t.forward(temb_act)?.reshape((n, c, 1, 1))?; // (N, cout, 1, 1)
-        let h = h.broadcast_add(&tproj)?;
+        let tproj = self.t.forward(temb_act)?; // (N, cout)
+        let h = self.c1.forward_shifted(&self.n1.forward_silu(x)?, &tproj)?; // (N, cout, H, W)
         let h = self.c2.forward(&self.n2.forward_silu(&h)?)?;
         match &self.skip {
             Some(s) => s.forward(x)? + h,

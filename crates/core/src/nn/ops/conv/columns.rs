@@ -194,20 +194,59 @@ pub(super) fn to_cnp(x: &[f32], c: usize, p: usize, samples: Range<usize>, out: 
     }
 }
 
-/// `out` (m, C, P) = `act(x (C, m*P) (+ bias[c]))`.
+/// The bias of a convolution's output channels for a run of samples: one value per channel
+/// shared by every sample, or one per sample and channel (a U-Net's time embedding, folded into
+/// the convolution that precedes its add).
+#[derive(Clone, Copy)]
+pub(super) struct Bias<'a> {
+    values: &'a [f32],
+    /// Elements from one sample's values to the next: 0 when shared.
+    sample_stride: usize,
+}
+
+impl<'a> Bias<'a> {
+    /// `values` (C) shared, or (N, C) one row per sample, as `per_sample` says; `samples` is
+    /// the run the kernel writes, its first sample becoming sample 0 of [`Bias::at`].
+    pub(super) fn for_samples(
+        values: &'a [f32],
+        per_sample: bool,
+        c: usize,
+        samples: &Range<usize>,
+    ) -> Self {
+        if per_sample {
+            Bias {
+                values: &values[samples.start * c..samples.end * c],
+                sample_stride: c,
+            }
+        } else {
+            Bias {
+                values,
+                sample_stride: 0,
+            }
+        }
+    }
+
+    /// The bias of channel `ch` of sample `j` of the run.
+    #[inline]
+    pub(super) fn at(&self, j: usize, ch: usize) -> f32 {
+        self.values[j * self.sample_stride + ch]
+    }
+}
+
+/// `out` (m, C, P) = `act(x (C, m*P) (+ bias of (sample, c)))`.
 pub(super) fn from_cnp(
     x: &[f32],
     c: usize,
     p: usize,
     m: usize,
-    bias: Option<&[f32]>,
+    bias: Option<Bias<'_>>,
     act: Activation,
     out: &mut [MaybeUninit<f32>],
 ) {
     let cp = m * p;
     for j in 0..m {
         for ch in 0..c {
-            let b = bias.map_or(0.0, |b| b[ch]);
+            let b = bias.map_or(0.0, |b| b.at(j, ch));
             let src = &x[ch * cp + j * p..][..p];
             act.apply_slice(src, 1.0, b, &mut out[(j * c + ch) * p..][..p]);
         }

@@ -57,8 +57,8 @@ pub fn fused_conv_enabled() -> bool {
 /// 2-D convolution (cross-correlation, as `torch.nn.functional.conv2d`).
 ///
 /// # Shapes
-/// `x`: (N, C, H, W), `w`: (O, C, kh, kw), `b`: (O) -> (N, O, Ho, Wo) with
-/// `Ho = (H + 2 * padding - kh) / stride + 1` (likewise `Wo`).
+/// `x`: (N, C, H, W), `w`: (O, C, kh, kw), `b`: (O), or (N, O) for a bias per sample and
+/// channel -> (N, O, Ho, Wo) with `Ho = (H + 2 * padding - kh) / stride + 1` (likewise `Wo`).
 pub fn conv2d(
     x: &Tensor,
     w: &Tensor,
@@ -91,7 +91,16 @@ pub fn conv2d_act(
             w.shape()
         )
     }
-    check_bias(b, o, "conv2d")?;
+    // A bias per sample and channel (N, O), or per channel (O).
+    let sample_bias = b.is_some_and(|b| b.rank() == 2);
+    match b {
+        Some(b) if sample_bias && b.dims() != [n, o] => bail!(
+            "conv2d: a bias per sample must have shape ({n}, {o}), not {:?}",
+            b.shape()
+        ),
+        _ if !sample_bias => check_bias(b, o, "conv2d")?,
+        _ => {}
+    }
     let g = Geom {
         n,
         ci: c,
@@ -116,6 +125,7 @@ pub fn conv2d_act(
             g,
             transposed: false,
             act,
+            sample_bias,
         },
     )
 }
@@ -207,6 +217,7 @@ pub fn conv_transpose2d_act(
             g,
             transposed: true,
             act,
+            sample_bias: false,
         },
     )
 }
@@ -237,8 +248,10 @@ pub fn reference_conv_transpose2d(
     add_bias(y, b)
 }
 
+/// `y` (N, O, H, W) plus a bias (O) or (N, O).
 fn add_bias(y: Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     match b {
+        Some(b) if b.rank() == 2 => y.broadcast_add(&b.unsqueeze(2)?.unsqueeze(3)?),
         Some(b) => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
         None => Ok(y),
     }

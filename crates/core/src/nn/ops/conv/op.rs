@@ -8,7 +8,7 @@ use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
 use super::super::activation::Activation;
 use super::super::biased::BiasedOp;
 use super::super::cpu::{CpuRead, run_tasks, tensor};
-use super::columns::{Scratch, channel_sums, col2im, from_cnp, im2col, to_cnp};
+use super::columns::{Bias, Scratch, channel_sums, col2im, from_cnp, im2col, to_cnp};
 use super::geom::{Geom, RunSums, chunk_len, chunks, task_ranges};
 use super::product::{filled_by_chunks, mm, mm_add};
 use super::winograd;
@@ -19,6 +19,8 @@ pub(super) struct ConvOp {
     pub(super) transposed: bool,
     /// Applied to the output.
     pub(super) act: Activation,
+    /// The bias is (N, Co), one row per sample, rather than (Co); conv2d only.
+    pub(super) sample_bias: bool,
 }
 
 const NAME: &str = "muse-conv2d";
@@ -36,6 +38,7 @@ impl ConvOp {
     fn forward(&self, x: &[f32], w: &[f32], b: Option<&[f32]>) -> Result<(CpuStorage, Shape)> {
         let g = &self.g;
         let (k, p) = (g.k(), g.p());
+        let bias_of = |r: &Range<usize>| b.map(|b| Bias::for_samples(b, self.sample_bias, g.co, r));
         let y = if self.transposed {
             // image = col2im(Wm^T (K, Co) @ grid (Co, m*P)), chunk by chunk
             filled_by_chunks(g.image_len(), g.ci * g.hi * g.wi, chunks(g), |r, out| {
@@ -53,7 +56,7 @@ impl ConvOp {
                 g.grid_len(),
                 g.co * p,
                 winograd::chunks(&s, g.n),
-                |r, out| winograd::conv3x3(&s, x, r, &u, b, self.act, out),
+                |r, out| winograd::conv3x3(&s, x, r.clone(), &u, bias_of(&r), self.act, out),
             )
         } else {
             // grid (Co, m*P) = Wm (Co, K) @ im2col(image) (K, m*P), chunk by chunk
@@ -63,7 +66,7 @@ impl ConvOp {
                 im2col(g, x, r.clone(), &mut col);
                 let mut yg = Scratch::new(g.co * cp);
                 mm(g.co, cp, k, &mut yg, (w, k, 1), (&col, cp, 1));
-                from_cnp(&yg, g.co, p, r.len(), b, self.act, out);
+                from_cnp(&yg, g.co, p, r.len(), bias_of(&r), self.act, out);
             })
         };
         Ok((CpuStorage::F32(y), self.out_shape()))
@@ -103,7 +106,16 @@ impl ConvOp {
             } else {
                 (g.co, p)
             };
-            Some(tensor(channel_sums(dys, c, plane), c)?)
+            if self.sample_bias {
+                // One row of channel sums per sample: (N, Co).
+                let sums: Vec<f32> = dys
+                    .chunks_exact(c * plane)
+                    .flat_map(|sample| channel_sums(sample, c, plane))
+                    .collect();
+                Some(tensor(sums, (g.n, c))?)
+            } else {
+                Some(tensor(channel_sums(dys, c, plane), c)?)
+            }
         } else {
             None
         };

@@ -21,7 +21,7 @@ mod weight;
 use super::super::activation::Activation;
 use super::super::math::{Fma, simd_dispatch};
 // The path `simd_dispatch!` names from a submodule.
-use super::columns::Scratch;
+use super::columns::{Bias, Scratch};
 use super::geom::{Geom, samples_per_chunk, split_samples};
 use super::math;
 use super::product::mm;
@@ -144,7 +144,7 @@ pub(super) fn conv3x3(
     src: &[f32],
     samples: Range<usize>,
     u: &[f32],
-    bias: Option<&[f32]>,
+    bias: Option<Bias<'_>>,
     act: Activation,
     out: &mut [MaybeUninit<f32>],
 ) {
@@ -171,7 +171,7 @@ pub(super) fn conv3x3(
 // The transforms compiled for AVX-512 or AVX2 where the CPU has them; they are adds and
 // subtractions only, so every build gives the same bits.
 simd_dispatch!(fn transform_input(s: &Shape, src: &[f32], samples: Range<usize>, stride: usize, v: &mut [f32]) = transform_input_lanes);
-simd_dispatch!(fn transform_output(s: &Shape, m: &[f32], samples: usize, bias: Option<&[f32]>, act: Activation, out: &mut [MaybeUninit<f32>]) = transform_output_lanes);
+simd_dispatch!(fn transform_output(s: &Shape, m: &[f32], samples: usize, bias: Option<Bias<'_>>, act: Activation, out: &mut [MaybeUninit<f32>]) = transform_output_lanes);
 
 #[inline(always)]
 fn load(src: &[f32], at: usize) -> Lanes {
@@ -316,7 +316,7 @@ fn transform_output_lanes<F: Fma>(
     s: &Shape,
     m: &[f32],
     samples: usize,
-    bias: Option<&[f32]>,
+    bias: Option<Bias<'_>>,
     act: Activation,
     out: &mut [MaybeUninit<f32>],
 ) {
@@ -350,7 +350,7 @@ fn transform_output_lanes<F: Fma>(
                     }
                 }
             }
-            let b = bias.map_or(0.0, |b| b[o]);
+            let b = bias.map_or(0.0, |b| b.at(j, o));
             let img = &mut out[(j * s.cout + o) * hw..][..hw];
             for (y, row) in img.chunks_exact_mut(s.w).enumerate() {
                 act.apply_slice(&plane[y * wq..][..s.w], 1.0, b, row);
