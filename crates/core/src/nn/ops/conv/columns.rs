@@ -253,8 +253,10 @@ pub(super) fn from_cnp(
     }
 }
 
-/// Per-channel sums of `x` (N, C, P): the bias gradient. Each plane is summed in independent
-/// lanes (a plain `sum` adds one element at a time, in order, and does not vectorise).
+/// The sums of the planes of `x` (N, C, P), plane `i` into slot `i % c`: per channel with `c`
+/// = C, per sample and channel with `c` = N * C (the gradient of a bias of either kind). Each
+/// plane is summed in independent lanes (a plain `sum` adds one element at a time, in order,
+/// and does not vectorise).
 pub(super) fn channel_sums(x: &[f32], c: usize, p: usize) -> Vec<f32> {
     let mut out = vec![0f32; c];
     for (i, row) in x.chunks_exact(p).enumerate() {

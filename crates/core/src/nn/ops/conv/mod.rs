@@ -91,16 +91,7 @@ pub fn conv2d_act(
             w.shape()
         )
     }
-    // A bias per sample and channel (N, O), or per channel (O).
-    let sample_bias = b.is_some_and(|b| b.rank() == 2);
-    match b {
-        Some(b) if sample_bias && b.dims() != [n, o] => bail!(
-            "conv2d: a bias per sample must have shape ({n}, {o}), not {:?}",
-            b.shape()
-        ),
-        _ if !sample_bias => check_bias(b, o, "conv2d")?,
-        _ => {}
-    }
+    let sample_bias = check_bias(b, Some(n), o, "conv2d")?;
     let g = Geom {
         n,
         ci: c,
@@ -191,7 +182,7 @@ pub fn conv_transpose2d_act(
             w.shape()
         )
     }
-    check_bias(b, o, "conv_transpose2d")?;
+    check_bias(b, None, o, "conv_transpose2d")?;
     let g = Geom {
         n,
         ci: o,
@@ -257,13 +248,19 @@ fn add_bias(y: Tensor, b: Option<&Tensor>) -> Result<Tensor> {
     }
 }
 
-fn check_bias(b: Option<&Tensor>, o: usize, op: &str) -> Result<()> {
-    if let Some(b) = b
-        && b.dims1()? != o
-    {
-        bail!("{op}: bias {:?} must have shape ({o})", b.shape())
+/// Checks a bias's shape: (O), or (N, O) with one row per sample where the op takes that
+/// (`samples` is N). Returns whether it is a bias per sample.
+fn check_bias(b: Option<&Tensor>, samples: Option<usize>, o: usize, op: &str) -> Result<bool> {
+    let Some(b) = b else { return Ok(false) };
+    match (b.dims(), samples) {
+        (&[len], _) if len == o => Ok(false),
+        (&[rows, len], Some(n)) if rows == n && len == o => Ok(true),
+        (_, Some(n)) => bail!(
+            "{op}: bias {:?} must have shape ({o}), or ({n}, {o}) for one row per sample",
+            b.shape()
+        ),
+        (_, None) => bail!("{op}: bias {:?} must have shape ({o})", b.shape()),
     }
-    Ok(())
 }
 
 fn use_fused(ts: &[&Tensor], b: Option<&Tensor>) -> bool {

@@ -107,12 +107,8 @@ impl ConvOp {
                 (g.co, p)
             };
             if self.sample_bias {
-                // One row of channel sums per sample: (N, Co).
-                let sums: Vec<f32> = dys
-                    .chunks_exact(c * plane)
-                    .flat_map(|sample| channel_sums(sample, c, plane))
-                    .collect();
-                Some(tensor(sums, (g.n, c))?)
+                // A slot per sample and channel: (N, Co).
+                Some(tensor(channel_sums(dys, g.n * c, plane), (g.n, c))?)
             } else {
                 Some(tensor(channel_sums(dys, c, plane), c)?)
             }
