@@ -310,7 +310,13 @@ fn split_columns(row: &[f32], first: &mut [f32], second: &mut [f32]) {
 
 /// `out` (m, cout, h, w) = `act(A^T M A + bias)` for every tile, from the 16 product matrices
 /// `m[(k * cout + o) * T + tile]` (with [`L`] spare floats after the last), 8 tiles at a time
-/// into a plane of whole tiles; the half tiles past an odd edge are dropped.
+/// into a plane with the output's rows; the half tiles past an odd edge are dropped.
+///
+/// The plane's rows are as long as the output's, so the bias and activation run over each
+/// plane in one pass (row by row, rows of 7, 14 or 28 left most of it to scalar remainders).
+/// A vector of tiles at a row's right end writes past it into the rows below, so each row of
+/// tiles is written right to left: the vectors to the left then overwrite what spilled into
+/// the tile's second row, and the next row of tiles what spilled further.
 #[inline(always)]
 fn transform_output_lanes<F: Fma>(
     s: &Shape,
@@ -322,14 +328,13 @@ fn transform_output_lanes<F: Fma>(
 ) {
     let (ty, tx) = (s.tiles_y(), s.tiles_x());
     let t = samples * s.tiles();
-    // Rows of whole tiles with room for a vector's part past the edge: writing it into the
-    // next row would overwrite values already there.
-    let (hw, wq) = (s.h * s.w, 2 * tx + 2 * L);
-    let mut plane = Scratch::new(2 * ty * wq);
+    // Whole tiles (a row past an odd bottom edge) and room for the last vector's spill.
+    let (hw, w) = (s.h * s.w, s.w);
+    let mut plane = Scratch::new(2 * ty * w + 2 * L);
     for j in 0..samples {
         for o in 0..s.cout {
             for by in 0..ty {
-                for bx in (0..tx).step_by(L) {
+                for bx in (0..tx).step_by(L).rev() {
                     let first = j * s.tiles() + by * tx + bx;
                     // A^T down the columns (positions col, 4 + col, ...), then along the rows.
                     let at0 = o * t + first;
@@ -342,7 +347,7 @@ fn transform_output_lanes<F: Fma>(
                     ];
                     for r in 0..2 {
                         let [left, right] = at(&[cols[0][r], cols[1][r], cols[2][r], cols[3][r]]);
-                        let dst = &mut plane[(2 * by + r) * wq + 2 * bx..][..2 * L];
+                        let dst = &mut plane[(2 * by + r) * w + 2 * bx..][..2 * L];
                         for (i, pair) in dst.chunks_exact_mut(2).enumerate() {
                             pair[0] = left[i];
                             pair[1] = right[i];
@@ -351,10 +356,7 @@ fn transform_output_lanes<F: Fma>(
                 }
             }
             let b = bias.map_or(0.0, |b| b.at(j, o));
-            let img = &mut out[(j * s.cout + o) * hw..][..hw];
-            for (y, row) in img.chunks_exact_mut(s.w).enumerate() {
-                act.apply_slice(&plane[y * wq..][..s.w], 1.0, b, row);
-            }
+            act.apply_slice(&plane[..hw], 1.0, b, &mut out[(j * s.cout + o) * hw..][..hw]);
         }
     }
 }
