@@ -9,7 +9,7 @@
 
 use candle_core::{Device, Tensor, Var};
 use muse_core::nn::ops::conv::{reference_conv_transpose2d, reference_conv2d};
-use muse_core::nn::ops::{conv_transpose2d, conv2d};
+use muse_core::nn::ops::{FrozenWeights, conv_transpose2d, conv2d};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -160,6 +160,44 @@ fn conv_transpose2d_matches_candle() {
 
 /// Central differences of `sum(f(x) * r)` in a few coordinates of x and of w, in f64 on the
 /// same f32 kernels (a tolerance of 1e-2 relative covers the f32 rounding).
+/// A `FrozenWeights` scope keeps each weight's Winograd kernels from its first call: changing
+/// the weight in place inside the scope (which its contract rules out) still gives the first
+/// weight's output, which shows the kernels were reused; after the scope the new weight counts
+/// again, and a second weight inside the scope gets its own kernels.
+#[test]
+fn frozen_weights_reuse_winograd_kernels_only_inside_the_scope() {
+    let x = rand_tensor(&[2, 4, 6, 6], 40);
+    let first = rand_tensor(&[3, 4, 3, 3], 41);
+    let second = rand_tensor(&[3, 4, 3, 3], 42);
+    let w = Var::from_tensor(&first).unwrap();
+    let conv = |w: &Tensor| conv2d(&x, w, None, 1, 1).unwrap();
+    let (of_first, of_second) = (conv(&first), conv(&second));
+    {
+        let _frozen = FrozenWeights::begin();
+        assert_close(
+            &conv(w.as_tensor()),
+            &of_first,
+            1e-6,
+            "first call in the scope",
+        );
+        w.set(&second).unwrap();
+        assert_close(
+            &conv(w.as_tensor()),
+            &of_first,
+            1e-6,
+            "kernels kept in the scope",
+        );
+        let other = second.copy().unwrap();
+        assert_close(
+            &conv(&other),
+            &of_second,
+            1e-6,
+            "another weight in the scope",
+        );
+    }
+    assert_close(&conv(w.as_tensor()), &of_second, 1e-6, "after the scope");
+}
+
 #[test]
 fn conv_gradients_match_finite_differences() {
     let (s, p) = (2, 1);

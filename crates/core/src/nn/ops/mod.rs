@@ -47,7 +47,7 @@ pub use activation::{Activation, activation, leaky_relu, relu};
 pub use adamw::{AdamWHyper, adamw_update};
 pub use attention::causal_self_attention;
 pub use batch_norm::{BatchStats, batch_norm_train};
-pub use conv::{conv_transpose2d, conv_transpose2d_act, conv2d, conv2d_act};
+pub use conv::{FrozenWeights, conv_transpose2d, conv_transpose2d_act, conv2d, conv2d_act};
 pub use cross_entropy::{IGNORE_INDEX, cross_entropy};
 pub use dropout::dropout;
 pub use gelu::{GeluKind, gelu};

@@ -161,6 +161,8 @@ pub fn sample_from(
     let chain = timesteps(schedule.len(), opts.steps, opts.spacing);
     let mut trajectory = Vec::new();
     let skip = opts.skipped_steps();
+    // Nothing trains while the chain runs: the convolutions transform their kernels once.
+    let _frozen = crate::nn::ops::FrozenWeights::begin();
     for (i, &(t, prev_t)) in chain.iter().enumerate().skip(skip) {
         let eps = predict_eps(model, &x, t, &cond, opts.guidance)?;
         // No noise is added by deterministic DDIM, nor by DDPM's last step.

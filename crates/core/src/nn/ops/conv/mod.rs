@@ -28,6 +28,8 @@ mod op;
 mod product;
 mod winograd;
 
+pub use winograd::FrozenWeights;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{Result, Tensor, bail};
@@ -117,6 +119,7 @@ pub fn conv2d_act(
             transposed: false,
             act,
             sample_bias,
+            weight: w.id(),
         },
     )
 }
@@ -209,6 +212,7 @@ pub fn conv_transpose2d_act(
             transposed: true,
             act,
             sample_bias: false,
+            weight: w.id(),
         },
     )
 }

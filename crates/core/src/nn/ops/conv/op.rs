@@ -3,7 +3,7 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
-use candle_core::{CpuStorage, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, Layout, Result, Shape, Tensor, TensorId};
 
 use super::super::activation::Activation;
 use super::super::biased::BiasedOp;
@@ -21,6 +21,8 @@ pub(super) struct ConvOp {
     pub(super) act: Activation,
     /// The bias is (N, Co), one row per sample, rather than (Co); conv2d only.
     pub(super) sample_bias: bool,
+    /// The weight tensor, whose transformed kernels a [`winograd::FrozenWeights`] scope keeps.
+    pub(super) weight: TensorId,
 }
 
 const NAME: &str = "muse-conv2d";
@@ -51,7 +53,7 @@ impl ConvOp {
             })
         } else if winograd::applies(g, false) {
             let s = winograd::Shape::forward(g);
-            let u = winograd::filters(w, g.co, g.ci, false);
+            let u = winograd::filters_of(w, g.co, g.ci, false, self.weight);
             filled_by_chunks(
                 g.grid_len(),
                 g.co * p,
@@ -120,7 +122,7 @@ impl ConvOp {
                 // A convolution of the same kind: the output gradient through the kernel
                 // rotated by 180 degrees, channel axes swapped.
                 let s = winograd::Shape::input_grad(g);
-                let u = winograd::filters(ws, g.co, g.ci, true);
+                let u = winograd::filters_of(ws, g.co, g.ci, true, self.weight);
                 let dx = filled_by_chunks(
                     g.image_len(),
                     g.ci * g.hi * g.wi,

@@ -16,6 +16,7 @@
 use std::mem::MaybeUninit;
 use std::ops::Range;
 
+mod cache;
 mod weight;
 
 use super::super::activation::Activation;
@@ -25,6 +26,8 @@ use super::columns::{Bias, Scratch};
 use super::geom::{Geom, samples_per_chunk, split_samples};
 use super::math;
 use super::product::mm;
+pub use cache::FrozenWeights;
+pub(super) use cache::filters_of;
 pub(super) use weight::weight_grad;
 
 /// Whether a convolution of this shape runs here: conv2d (not transposed) with a 3x3 kernel,
@@ -79,7 +82,7 @@ impl Shape {
 /// The transformed kernels `U = G g G^T` as 16 matrices (cout, cin), position-major:
 /// `u[(k * cout + o) * cin + i]`. `w` is conv2d's weight (Co, Ci, 3, 3); `flipped` gives the
 /// input gradient's kernels (cout = Ci, cin = Co, each 3x3 kernel rotated by 180 degrees).
-pub(super) fn filters(w: &[f32], co: usize, ci: usize, flipped: bool) -> Vec<f32> {
+fn filters(w: &[f32], co: usize, ci: usize, flipped: bool) -> Vec<f32> {
     let (cout, cin) = if flipped { (ci, co) } else { (co, ci) };
     // Each kernel's 16 values side by side first (sequential writes), then spread out into
     // the 16 matrices one position at a time.
@@ -356,7 +359,12 @@ fn transform_output_lanes<F: Fma>(
                 }
             }
             let b = bias.map_or(0.0, |b| b.at(j, o));
-            act.apply_slice(&plane[..hw], 1.0, b, &mut out[(j * s.cout + o) * hw..][..hw]);
+            act.apply_slice(
+                &plane[..hw],
+                1.0,
+                b,
+                &mut out[(j * s.cout + o) * hw..][..hw],
+            );
         }
     }
 }
