@@ -120,16 +120,11 @@ pub fn torch_default_init(varmap: &VarMap) -> impl Fn(&str, &[usize]) -> Init + 
     }
 }
 
-/// Nearest-neighbour upsampling by 2 (`F.interpolate(x, scale_factor=2, mode="nearest")`), as
-/// a broadcast and a reshape so that its backward (a sum over each 2x2 block) comes from
-/// autograd. (candle's `upsample_nearest2d` backward overwrites instead of accumulating the
-/// gradient of its input and runs a grouped convolution.)
+/// Nearest-neighbour upsampling by 2 (`F.interpolate(x, scale_factor=2, mode="nearest")`):
+/// [`ops::upsample_nearest2x`](super::ops::upsample_nearest2x).
 ///
 /// # Shapes
 /// `x`: (N, C, H, W) -> (N, C, 2H, 2W).
 pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
-    let (n, c, h, w) = x.dims4()?;
-    x.reshape((n, c, h, 1, w, 1))?
-        .broadcast_as((n, c, h, 2, w, 2))? // (N, C, H, 2, W, 2)
-        .reshape((n, c, 2 * h, 2 * w)) // (N, C, 2H, 2W)
+    super::ops::upsample_nearest2x(x)
 }

@@ -166,6 +166,28 @@ fn unet_matches_pytorch_values_and_gradients() {
     assert!(checked >= 20, "{checked} gradients checked");
 }
 
+/// The fused upsampling against the composed broadcast and reshape it replaces: the same
+/// values, and the same input gradient of a random-weighted sum of the output, for odd sizes,
+/// a 1x1 plane and a batch of several planes.
+#[test]
+fn fused_upsample_matches_the_composed_ops() {
+    use muse_core::nn::ops::{reference, upsample_nearest2x as fused};
+    for (dims, seed) in [((2, 3, 5, 7), 1u64), ((1, 1, 1, 1), 2), ((3, 8, 14, 14), 3)] {
+        let (n, c, h, w) = dims;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, dims, &Device::Cpu).unwrap()).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (n, c, 2 * h, 2 * w), &Device::Cpu).unwrap();
+        let run = |up: fn(&Tensor) -> candle_core::Result<Tensor>| {
+            let y = up(x.as_tensor()).unwrap();
+            let g = (&y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            (vec(&y), vec(g.get(x.as_tensor()).unwrap()))
+        };
+        let (y, dx) = run(fused);
+        let (y_ref, dx_ref) = run(reference::upsample_nearest2x);
+        assert_eq!(y, y_ref, "values, case {seed}");
+        assert_close(&dx, &dx_ref, 1e-6, &format!("input gradient, case {seed}"));
+    }
+}
+
 #[test]
 fn upsample_nearest2x_matches_and_sums_gradients() {
     let x = Var::from_tensor(

@@ -1,6 +1,6 @@
 //! Fused CPU kernels for the hot ops of transformer training: layer/RMS norm, causal
 //! self-attention, linear (plain and LoRA-adapted), GELU, ReLU, softmax, dropout, cross-entropy and the
-//! AdamW step.
+//! AdamW step; and those of the image models: convolutions, GroupNorm, nearest upsampling.
 //!
 //! candle composes these from many small tensor ops, each allocating its output, and its own
 //! fused `candle_nn` kernels have no backward. Each op here is a candle `CustomOp` whose
@@ -38,6 +38,7 @@ mod rms_norm;
 pub mod row_chunks;
 mod softmax;
 mod swiglu;
+mod upsample;
 pub mod vae_loss;
 pub mod vae_mlp;
 
@@ -58,6 +59,7 @@ pub use lora_linear::{LoraUpdate, lora_linear};
 pub use rms_norm::rms_norm;
 pub use softmax::{softmax_last_dim, softmax_last_dim_scaled};
 pub use swiglu::swiglu;
+pub use upsample::upsample_nearest2x;
 
 /// True when every tensor is F32 on the CPU, i.e. the fused kernels apply.
 fn fast_path(tensors: &[&Tensor]) -> bool {

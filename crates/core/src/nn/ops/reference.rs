@@ -220,3 +220,17 @@ pub fn adamw_update(param: &Var, grad: &Tensor, m: &Var, v: &Var, h: &AdamWHyper
     v.set(&v_new)?;
     param.set(&p_new)
 }
+
+/// Nearest-neighbour upsampling by 2 as a broadcast and a reshape, so that its backward (a sum
+/// over each 2x2 block) comes from autograd. (candle's `upsample_nearest2d` backward
+/// overwrites instead of accumulating the gradient of its input and runs a grouped
+/// convolution.)
+///
+/// # Shapes
+/// `x`: (N, C, H, W) -> (N, C, 2H, 2W).
+pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
+    let (n, c, h, w) = x.dims4()?;
+    x.reshape((n, c, h, 1, w, 1))?
+        .broadcast_as((n, c, h, 2, w, 2))? // (N, C, H, 2, W, 2)
+        .reshape((n, c, 2 * h, 2 * w)) // (N, C, 2H, 2W)
+}
