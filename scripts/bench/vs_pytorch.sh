@@ -9,8 +9,9 @@
 #   vae     muse bench vae --preset mnist-mlp          vs vae_mlp.py    (ms per training step)
 #   gan     muse bench gan --preset dcgan-mnist        vs dcgan28.py    (ms per D+G step)
 #   gpt2    muse bench gpt --preset gpt2-small --generate vs gpt2_infer.py (ms per greedy token)
-#   diffusion       muse bench diffusion --preset ddpm-mnist vs ddpm_unet28.py (ms per training step)
-#   diffusion-ddim  the same runs' DDIM-50 sampling of 16 images (ms)
+#   diffusion       muse bench diffusion --preset ddpm-mnist vs ddpm_unet28.py (ms per training step,
+#                   and the same runs' DDIM-50 sampling of 16 images on a second line per round)
+#   diffusion-ddim  the DDIM-50 sampling alone
 #   seq2seq muse bench seq2seq --preset tatoeba-en-fr   vs scripts/bench/seq2seq_ref.py
 #           (ms per training step, the same $SEQ2SEQ_STEPS (30) batches of 64 eng-fra pairs on
 #           both sides, and CPU time per step)
@@ -54,7 +55,9 @@ case "$workload" in
     muse_cmd=("${muse[@]}" bench diffusion --preset ddpm-mnist --steps 10 --warmup 2 --sample-reps 1)
     ref_cmd=("$py" "$refs/ddpm_unet28.py" --threads "$threads" --steps 10 --warmup 2 --sample_reps 1)
     key=ms_per_step_median; [[ $workload == diffusion-ddim ]] && key=ddim_sample_ms_median
-    muse_key="d['$key']"; ref_key="d['$key']" ;;
+    muse_key="d['$key']"; ref_key="d['$key']"
+    # The runs time both: the training step's run reports its sampling too.
+    [[ $workload == diffusion ]] && ddim_key="d['ddim_sample_ms_median']" ;;
   seq2seq|seq2seq-translate)
     run=${SEQ2SEQ_RUN:-$root/runs/en-fr}
     tokenizer=${SEQ2SEQ_TOKENIZER:-$run/tokenizer.json}
@@ -89,7 +92,7 @@ echo "# $workload on $cpu ($(nproc) cores, $simd), $threads threads, $(date -u +
 
 # The value of a Python expression over `d`, the last JSON line on stdin.
 field() { "$py" -c "import json,sys; d = json.loads(sys.stdin.read().strip().splitlines()[-1]); print(round($1, 3))"; }
-ratios=(); cpu_ratios=()
+ratios=(); cpu_ratios=(); ddim_ratios=()
 for r in $(seq "$rounds"); do
   muse_out=$("${muse_cmd[@]}" 2>/dev/null); ref_out=$("${ref_cmd[@]}" 2>/dev/null)
   m=$(field "$muse_key" <<<"$muse_out"); t=$(field "$ref_key" <<<"$ref_out")
@@ -102,9 +105,18 @@ for r in $(seq "$rounds"); do
     line+="; cpu time muse $mc ms, pytorch $tc ms, ratio ${cpu_ratios[-1]}"
   fi
   echo "$line"
+  if [[ -n ${ddim_key:-} ]]; then
+    md=$(field "$ddim_key" <<<"$muse_out"); td=$(field "$ddim_key" <<<"$ref_out")
+    ddim_ratios+=("$("$py" -c "print(round($md / $td, 3))")")
+    echo "round $r, DDIM-50 of 16 images: muse $md ms, pytorch $td ms, ratio ${ddim_ratios[-1]}"
+  fi
 done
 joined=$(IFS=,; echo "${ratios[*]}")
 "$py" -c "import statistics; print('$workload, $threads threads: median ratio (muse/pytorch time)', statistics.median([$joined]))"
+if [[ -n ${ddim_key:-} ]]; then
+  joined=$(IFS=,; echo "${ddim_ratios[*]}")
+  "$py" -c "import statistics; print('diffusion-ddim, $threads threads: median ratio (muse/pytorch time)', statistics.median([$joined]))"
+fi
 if [[ -n ${cpu_key:-} ]]; then
   joined=$(IFS=,; echo "${cpu_ratios[*]}")
   "$py" -c "import statistics; print('$workload, $threads threads: median ratio of cpu time', statistics.median([$joined]))"
