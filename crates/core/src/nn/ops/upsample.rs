@@ -3,9 +3,9 @@
 //!
 //! Composed from candle ops (a broadcast and a reshape, [`reference::upsample_nearest2x`]) the
 //! forward is candle's element-by-element strided copy, 2.5% of a U-Net's DDIM sampling, and
-//! the backward a sum over the broadcast axes. Here the forward writes each input row twice,
-//! its values doubled, and the backward sums each 2x2 block of the output gradient, both one
-//! pass over whole planes, split across threads.
+//! the backward a sum over the broadcast axes. Here the forward writes each value twice along
+//! its row and each row twice, and the backward sums each 2x2 block of the output gradient,
+//! both one pass over whole planes, split across threads.
 
 use std::mem::MaybeUninit;
 
