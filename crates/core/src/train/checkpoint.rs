@@ -231,8 +231,13 @@ fn consistent(weights: &Path, optimizer: &Path, state: &Path) -> bool {
 }
 
 /// Hard-links the current checkpoint files into `.prev/` before they are replaced.
+///
+/// Only a complete trio is kept. After a resume from `.prev/` (the save before the kill was cut
+/// short), the current files disagree until this run's first save is complete; linking them
+/// then would replace the only complete checkpoint with a mixed one, and a kill during that
+/// save left nothing to resume from (seen as a random failure of the CLI's crash-safety test).
 fn keep_previous(run: &RunDir, weights_file: &Path) -> Result<()> {
-    if !run.state().is_file() {
+    if !run.state().is_file() || !consistent(weights_file, &run.optimizer(), &run.state()) {
         return Ok(());
     }
     let prev = run.root().join(".prev");

@@ -4,6 +4,7 @@
 
 mod batched_decode;
 mod bert;
+mod checkpoint;
 mod classifier;
 mod common;
 mod conv_ops;
