@@ -119,12 +119,3 @@ pub fn torch_default_init(varmap: &VarMap) -> impl Fn(&str, &[usize]) -> Init + 
         Init::Uniform(1.0 / (fan.max(1) as f64).sqrt())
     }
 }
-
-/// Nearest-neighbour upsampling by 2 (`F.interpolate(x, scale_factor=2, mode="nearest")`):
-/// [`ops::upsample_nearest2x`](super::ops::upsample_nearest2x).
-///
-/// # Shapes
-/// `x`: (N, C, H, W) -> (N, C, 2H, 2W).
-pub fn upsample_nearest2x(x: &Tensor) -> Result<Tensor> {
-    super::ops::upsample_nearest2x(x)
-}

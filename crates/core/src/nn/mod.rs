@@ -19,12 +19,13 @@ pub mod spatial_attention;
 pub mod timestep;
 
 pub use batch_norm::{BatchNorm2d, NormMode};
-pub use conv::{Conv2d, ConvTranspose2d, upsample_nearest2x};
+pub use conv::{Conv2d, ConvTranspose2d};
 pub use cross_attention::{SpatialCrossAttention, TextContext};
 pub use dropout::Dropout;
 pub use group_norm::GroupNorm;
 pub use init::{Init, init_varmap};
 pub use kv_cache::KvCache;
 pub use layers::{Embedding, LayerNorm, Linear, RmsNorm};
+pub use ops::upsample_nearest2x;
 pub use spatial_attention::SpatialSelfAttention;
 pub use timestep::timestep_embedding;

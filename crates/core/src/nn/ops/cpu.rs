@@ -173,13 +173,29 @@ pub(crate) unsafe fn map_chunks(
     chunk: usize,
     f: impl Fn(usize, &[f32], &mut [MaybeUninit<f32>]) + Sync,
 ) -> Vec<f32> {
+    // SAFETY: passed on to the caller.
+    unsafe { map_chunks_to(x, chunk, x.len(), chunk, f) }
+}
+
+/// [`map_chunks`] into a new vector of `out_len` elements, the `i`-th `chunk` elements of `x`
+/// giving the `i`-th `out_chunk` of the output (an op whose output is a fixed multiple of its
+/// input, say).
+///
+/// # Safety
+/// `f` must write every element of its output chunk.
+pub(crate) unsafe fn map_chunks_to(
+    x: &[f32],
+    chunk: usize,
+    out_len: usize,
+    out_chunk: usize,
+    f: impl Fn(usize, &[f32], &mut [MaybeUninit<f32>]) + Sync,
+) -> Vec<f32> {
     // SAFETY: the chunks cover the output, and the caller's `f` writes each of them in full.
     unsafe {
-        new_filled(x.len(), |y| {
-            let chunk = chunk.max(1);
+        new_filled(out_len, |y| {
             let tasks: Vec<_> = x
-                .chunks(chunk)
-                .zip(y.chunks_mut(chunk))
+                .chunks(chunk.max(1))
+                .zip(y.chunks_mut(out_chunk.max(1)))
                 .enumerate()
                 .collect();
             run_tasks(tasks, |(i, (x, y))| f(i, x, y));

@@ -11,7 +11,7 @@ use std::mem::MaybeUninit;
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use super::cpu::{CpuRead, f32_slice, new_filled, rows_per_task, run_tasks, tensor};
+use super::cpu::{CpuRead, f32_slice, map_chunks_to, rows_per_task, tensor};
 use super::{fast_path, reference};
 
 /// # Shapes
@@ -41,15 +41,15 @@ fn by_planes(
 ) -> Vec<f32> {
     let planes = src.len() / src_plane.max(1);
     let per_task = rows_per_task(planes, src_plane.max(out_plane));
-    // SAFETY: the tasks cover every output plane and `f` writes each plane it gets in full.
+    // SAFETY: the tasks are whole planes and `f` writes each output plane it gets in full.
     unsafe {
-        new_filled(planes * out_plane, |out| {
-            let tasks: Vec<_> = src
-                .chunks(per_task * src_plane)
-                .zip(out.chunks_mut(per_task * out_plane))
-                .collect();
-            run_tasks(tasks, |(s, o)| f(s, o));
-        })
+        map_chunks_to(
+            src,
+            per_task * src_plane,
+            planes * out_plane,
+            per_task * out_plane,
+            |_, s, o| f(s, o),
+        )
     }
 }
 
